@@ -1,0 +1,3 @@
+"""mailsuite: a traditional Unix mail system for a multi-user host."""
+
+__version__ = "0.1.0"

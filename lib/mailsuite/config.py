@@ -1,0 +1,226 @@
+"""The configuration: one INI file, every key declared here with its default.
+
+Programs call `load()` once and pass the resulting `Config` down; nothing
+reads the file a second time and there are no module-level settings.  The
+schema below is the single source of truth for keys, types and defaults:
+`etc/mailsuite.conf` documents the same keys, and a test keeps the two in
+step.  An unknown key or a value of the wrong type is an error naming the
+file, the line and the key, because a silently ignored typo in a mail
+server's configuration is how open relays happen.
+"""
+
+import configparser
+import os
+import re
+import socket
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+DEFAULT_PATH = "/etc/mailsuite/mailsuite.conf"
+ENV_VAR = "MAILSUITE_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message is one line naming file and key."""
+
+
+# --- value types ---------------------------------------------------------
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(text):
+    """'10M' -> 10485760; plain numbers are bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)[bB]?\s*", text)
+    if not m:
+        raise ValueError(f"not a size: {text!r}")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]
+
+
+def parse_duration(text):
+    """'5d' -> 432000 seconds; '1h30m' works too; plain numbers are seconds."""
+    parts = re.findall(r"(\d+)\s*([smhdwSMHDW]?)", text)
+    if not parts or re.sub(r"[\d\ssmhdwSMHDW]", "", text):
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(n) * _TIME_UNITS[u.lower()] for n, u in parts)
+
+
+def parse_bool(text):
+    value = text.strip().lower()
+    if value in ("yes", "true", "on", "1"):
+        return True
+    if value in ("no", "false", "off", "0"):
+        return False
+    raise ValueError(f"not a yes/no value: {text!r}")
+
+
+def parse_list(text):
+    """Items separated by commas and/or white space."""
+    return tuple(item for item in re.split(r"[,\s]+", text.strip()) if item)
+
+
+PARSERS = {
+    "str": str.strip,
+    "int": lambda t: int(t.strip()),
+    "bool": parse_bool,
+    "size": parse_size,
+    "duration": parse_duration,
+    "list": parse_list,
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    type: str
+    default: str
+    doc: str
+
+
+# --- the schema ----------------------------------------------------------
+# Defaults are strings in the file's own syntax, so the example file and the
+# schema can be compared line by line.
+
+SCHEMA = {
+    "mailsuite": {
+        "hostname": Key("str", "", "this host's name in greetings, Received: and Message-ID:; empty = the FQDN"),
+        "local_domains": Key("list", "localhost", "domains delivered here, besides the hostname"),
+        "spool_dir": Key("str", "/var/spool/mail", "the mbox spools, one file per user"),
+        "state_dir": Key("str", "/var/lib/mailsuite", "daemon state: pid files, compiled aliases"),
+        "index_dir": Key("str", "~/.cache/mailsuite", "per-user mailbox index cache; ~ is the mailbox owner's home; empty disables it"),
+        "passwd_file": Key("str", "", "virtual users (name:hash:uid:gid:gecos:home); empty = system users only"),
+        "sandbox": Key("bool", "no", "every virtual user maps to the invoking uid; nothing runs as root"),
+        "mail_group": Key("str", "mail", "group that owns the spool directory and may create dotlocks"),
+        "lock_timeout": Key("duration", "60s", "how long to wait for a mailbox lock before a temporary failure"),
+        "dotlock_helper": Key("str", "/usr/bin/dotlockfile", "setgid helper used when the spool directory refuses our dotlock"),
+        "log_facility": Key("str", "mail", "syslog facility"),
+        "log_socket": Key("str", "/dev/log", "syslog socket; empty or missing = log to stderr"),
+        "log_level": Key("str", "info", "debug, info, warning or error"),
+    },
+    "delivery": {
+        "max_message_size": Key("size", "50M", "mail.local refuses larger messages (0 = no limit)"),
+        "header_padding": Key("int", "64", "spare bytes reserved in each message's X-Keywords: header, so flag changes are one write"),
+    },
+}
+
+
+class Config:
+    """Typed, read-only view of the file: `cfg.mailsuite.spool_dir`."""
+
+    def __init__(self, values, path):
+        self.path = path
+        for section, keys in values.items():
+            setattr(self, section, SimpleNamespace(**keys))
+
+    @property
+    def hostname(self):
+        return self.mailsuite.hostname or socket.getfqdn()
+
+    @property
+    def local_domains(self):
+        """Every domain delivered here, lower-cased, the hostname first."""
+        names = [self.hostname.lower()] + [d.lower() for d in self.mailsuite.local_domains]
+        return tuple(dict.fromkeys(names))
+
+    def expand_user_path(self, template, home):
+        """A path from the config where `~` means the given user's home."""
+        if template.startswith("~"):
+            return os.path.join(home, template[1:].lstrip("/"))
+        return template
+
+
+def config_path(explicit=None):
+    """-C FILE wins, then $MAILSUITE_CONFIG, then the system file."""
+    return explicit or os.environ.get(ENV_VAR) or DEFAULT_PATH
+
+
+def _line_of(path, section, key):
+    """Best-effort line number of KEY inside [SECTION], for error messages."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            current = None
+            for number, line in enumerate(f, 1):
+                stripped = line.strip()
+                if stripped.startswith("[") and stripped.endswith("]"):
+                    current = stripped[1:-1].strip()
+                elif current == section and re.match(rf"{re.escape(key)}\s*[=:]", stripped, re.I):
+                    return number
+    except OSError:
+        pass
+    return 0
+
+
+def load(path=None, *, required=False):
+    """Read the config; a missing file means all defaults unless required."""
+    path = config_path(path)
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",),
+                                       default_section="\0none")
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f, source=path)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    except configparser.Error as exc:
+        raise ConfigError(_describe_parse_error(path, exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+
+    values = {}
+    for section, keys in SCHEMA.items():
+        values[section] = {name: PARSERS[key.type](key.default) for name, key in keys.items()}
+    for section in parser.sections():
+        if section not in SCHEMA:
+            line = _section_line(path, section)
+            raise ConfigError(f"{path}:{line}: unknown section [{section}]")
+        for name, raw in parser.items(section):
+            key = SCHEMA[section].get(name)
+            line = _line_of(path, section, name)
+            if key is None:
+                raise ConfigError(f"{path}:{line}: unknown key '{name}' in [{section}]")
+            try:
+                values[section][name] = PARSERS[key.type](raw)
+            except ValueError as exc:
+                raise ConfigError(f"{path}:{line}: {section}.{name}: {exc}") from None
+    return Config(values, path)
+
+
+def _section_line(path, section):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip() == f"[{section}]":
+                    return number
+    except OSError:
+        pass
+    return 0
+
+
+def _describe_parse_error(path, exc):
+    line = getattr(exc, "lineno", None)
+    if line is None and getattr(exc, "errors", None):
+        line = exc.errors[0][0]
+    message = exc.message.splitlines()[0] if hasattr(exc, "message") else str(exc)
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        message = "key outside any [section]"
+    elif isinstance(exc, configparser.DuplicateOptionError):
+        message = f"key '{exc.option}' given twice in [{exc.section}]"
+    elif isinstance(exc, configparser.DuplicateSectionError):
+        message = f"section [{exc.section}] given twice"
+    elif isinstance(exc, configparser.ParsingError):
+        message = "not a 'key = value' line"
+    return f"{path}:{line or 0}: {message}"
+
+
+def example_text():
+    """The documented example file, generated from the schema."""
+    out = ["# mailsuite.conf — every key with its default.  See mailsuite.conf(5).", ""]
+    for section, keys in SCHEMA.items():
+        out.append(f"[{section}]")
+        for name, key in keys.items():
+            out.append(f"# {key.doc}")
+            out.append(f"#{name} = {key.default}".rstrip())
+        out.append("")
+    return "\n".join(out)
