@@ -67,3 +67,31 @@ def test_round_trip_through_python_mailbox(sandbox, batch):
         assert head_lines[2:2 + len(original)] == original
         assert all(line.split(b":")[0] in (b"X-Keywords",) for line in head_lines[2 + len(original):])
         assert unquote_from_lines(body) == expected_body(lines, final_newline)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages(), min_size=1, max_size=6), chunk=st.integers(min_value=1, max_value=300))
+def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
+    """The scanner reads in chunks; where the chunks fall must never change what it finds."""
+    import os
+    from mailsuite import mbox
+    sandbox.clear_spools()
+    alice = sandbox.user("alice")
+    for _, _, _, raw in batch:
+        prepared = prepare_bytes(raw)
+        deliver(sandbox.cfg, alice, prepared, sender="s@example.org")
+        prepared.close()
+    fd = os.open(sandbox.spool("alice"), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        whole = [m.as_tuple() for m in mbox.scan_range(fd, 0, size)[0]]
+        saved = mbox.CHUNK
+        mbox.CHUNK = chunk
+        try:
+            pieces = [m.as_tuple() for m in mbox.scan_range(fd, 0, size)[0]]
+        finally:
+            mbox.CHUNK = saved
+    finally:
+        os.close(fd)
+    assert pieces == whole
+    assert len(whole) == len(batch)

@@ -213,11 +213,18 @@ class _Window:
             self.buf = self.buf[pos - self.base:]
             self.base = pos
 
+    def _rewind(self, pos):
+        """Data before the window was dropped: start the window again at pos."""
+        if pos < self.base:
+            self.buf = b""
+            self.base = pos
+
     def find(self, pattern, pos):
         """Absolute offset of pattern at or after pos, or -1."""
+        self._rewind(pos)
         self.drop_before(pos)
         while True:
-            i = self.buf.find(pattern, pos - self.base)
+            i = self.buf.find(pattern, max(pos - self.base, 0))
             if i >= 0:
                 return self.base + i
             end = self.base + len(self.buf)
@@ -227,6 +234,7 @@ class _Window:
             self._fill(self.base + len(self.buf) + CHUNK)
 
     def get(self, start, end):
+        self._rewind(start)
         self._fill(end)
         return self.buf[start - self.base:end - self.base]
 
