@@ -12,8 +12,6 @@ server's configuration is how open relays happen.
 import configparser
 import os
 import re
-import socket
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 DEFAULT_PATH = "/etc/mailsuite/mailsuite.conf"
@@ -70,11 +68,13 @@ PARSERS = {
 }
 
 
-@dataclass(frozen=True)
 class Key:
-    type: str
-    default: str
-    doc: str
+    """One configuration key: its type name, default (as written in the file) and documentation."""
+
+    __slots__ = ("type", "default", "doc")
+
+    def __init__(self, type, default, doc):
+        self.type, self.default, self.doc = type, default, doc
 
 
 # --- the schema ----------------------------------------------------------
@@ -116,7 +116,10 @@ class Config:
 
     @property
     def hostname(self):
-        return self.mailsuite.hostname or socket.getfqdn()
+        if self.mailsuite.hostname:
+            return self.mailsuite.hostname
+        import socket
+        return socket.getfqdn()
 
     @property
     def local_domains(self):

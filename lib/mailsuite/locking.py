@@ -18,7 +18,6 @@ import errno
 import fcntl
 import os
 import socket
-import subprocess
 import time
 from contextlib import contextmanager
 
@@ -71,6 +70,7 @@ class Dotlock:
         return won
 
     def _helper_create(self):
+        import subprocess
         done = subprocess.run([self.helper, "-p", "-r", "0", self.path],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return done.returncode == 0
@@ -105,6 +105,7 @@ class Dotlock:
             return
         self.held = False
         if self.via_helper:
+            import subprocess
             subprocess.run([self.helper, "-u", self.path], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
