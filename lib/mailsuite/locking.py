@@ -17,7 +17,6 @@ user), liblockfile's setgid `dotlockfile` helper makes the dotlock for us.
 import errno
 import fcntl
 import os
-import socket
 import time
 from contextlib import contextmanager
 
@@ -52,7 +51,7 @@ class Dotlock:
 
     def _link_create(self):
         directory, name = os.path.split(self.path)
-        unique = os.path.join(directory or ".", f".{name}.{socket.gethostname()}.{os.getpid()}.{time.monotonic_ns()}")
+        unique = os.path.join(directory or ".", f".{name}.{os.uname().nodename}.{os.getpid()}.{time.monotonic_ns()}")
         fd = os.open(unique, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, f"{os.getpid()}\n".encode())

@@ -32,7 +32,6 @@ import re
 import stat
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
 from .index import IndexCache
 from .locking import mailbox_lock
@@ -128,9 +127,9 @@ class Index:
 def from_line(sender, when=None):
     """`From SENDER DATE`, asctime format in UTC, as Postfix and mail.local write it."""
     sender = re.sub(r"[\s\x00-\x1f\x7f]", "_", sender or "MAILER-DAEMON")
-    when = datetime.now(timezone.utc) if when is None else when.astimezone(timezone.utc)
-    return (f"{sender} {_DAYS[when.weekday()]} {_MONTH_NAMES[when.month - 1]} {when.day:2d} "
-            f"{when:%H:%M:%S} {when.year}")
+    t = time.gmtime(None if when is None else when.timestamp())
+    return (f"{sender} {_DAYS[t.tm_wday]} {_MONTH_NAMES[t.tm_mon - 1]} {t.tm_mday:2d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {t.tm_year}")
 
 
 _FROM_DATE = re.compile(r"(\w{3}) +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d{2})(?::(\d{2}))? +(?:([A-Z]{3,4}|[+-]\d{4}) +)?(\d{4})")
@@ -140,6 +139,8 @@ _MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 
 
 def parse_from_date(line):
+    """A datetime in UTC from a From_ line's date, else the epoch."""
+    from datetime import datetime, timezone
     m = _FROM_DATE.search(line)
     if m and m.group(2) in _MONTHS:
         try:
