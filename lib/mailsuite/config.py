@@ -229,3 +229,26 @@ def example_text():
             out.append(f"#{name} = {key.default}".rstrip())
         out.append("")
     return "\n".join(out)
+
+
+def manual_keys():
+    """The KEYS section of mailsuite.conf(5), generated from the schema like the example file."""
+    out = []
+    for section, keys in SCHEMA.items():
+        out.append(f".SS [{section}]")
+        for name, key in keys.items():
+            default = _troff(key.default)
+            doc = _troff(key.doc)
+            value = f" \\fI{default}\\fR" if default else ""
+            out += [".TP", f"\\fB{name}\\fR ={value}  ({key.type})", doc[0].upper() + doc[1:] + "."]
+    return "\n".join(out)
+
+
+def _troff(text):
+    return text.replace("\\", "\\e").replace("-", "\\-")
+
+
+if __name__ == "__main__":
+    import sys
+    what = sys.argv[1] if len(sys.argv) > 1 else "example"
+    print(example_text() if what == "example" else manual_keys())
