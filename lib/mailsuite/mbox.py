@@ -46,7 +46,10 @@ XSTATUS_LETTERS = "AFTD"
 # Headers that belong to the store.  Content-Length is stripped on delivery
 # but left alone in stored messages: rewrites never change a body.
 STORE_HEADERS = {b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imapbase"}
-STRIP_ON_DELIVERY = STORE_HEADERS | {b"x-imap", b"content-length"}
+# What clients never see (POP3, IMAP), as Dovecot hides them; also what a
+# sender may not set.
+HIDDEN_HEADERS = STORE_HEADERS | {b"x-imap", b"content-length"}
+STRIP_ON_DELIVERY = HIDDEN_HEADERS
 
 _FROM_QUOTE = re.compile(rb"^(>*From )", re.M)
 _KEYWORD = re.compile(r"[^\x00-\x20\x7f(){%*\"\\\]]+")
@@ -60,9 +63,10 @@ class Message:
     """One message's place in the file and its store metadata; immutable."""
 
     __slots__ = ("start", "header", "body", "end", "from_line", "uid", "flags", "keywords",
-                 "block", "pseudo")
+                 "block", "pseudo", "client_size", "dot_lines")
 
-    def __init__(self, start, header, body, end, from_line, uid, flags, keywords, block, pseudo=False):
+    def __init__(self, start, header, body, end, from_line, uid, flags, keywords, block, pseudo=False,
+                 client_size=0, dot_lines=0):
         self.start = start              # offset of the "From " line
         self.header = header            # offset of the first header line
         self.body = body                # offset of the body (after the blank line)
@@ -73,6 +77,8 @@ class Message:
         self.keywords = keywords        # tuple of keyword names
         self.block = block              # (start, end) of our contiguous store-header block, or None
         self.pseudo = pseudo            # UW IMAP's "FOLDER INTERNAL DATA" message: kept, never shown
+        self.client_size = client_size  # bytes a client is sent: served_header() + body with CRLF (RFC822.SIZE)
+        self.dot_lines = dot_lines      # lines starting with "." (POP3 adds one byte to each)
 
     @property
     def size(self):
@@ -90,13 +96,14 @@ class Message:
 
     def as_tuple(self):
         return (self.start, self.header, self.body, self.end, self.from_line, self.uid,
-                "".join(sorted(self.flags)), self.keywords, self.block, self.pseudo)
+                "".join(sorted(self.flags)), self.keywords, self.block, self.pseudo,
+                self.client_size, self.dot_lines)
 
     @classmethod
     def from_tuple(cls, t):
-        start, header, body, end, from_line, uid, flags, keywords, block, pseudo = t
+        start, header, body, end, from_line, uid, flags, keywords, block, pseudo, client_size, dot_lines = t
         return cls(start, header, body, end, from_line, uid, frozenset(flags), tuple(keywords),
-                   tuple(block) if block else None, pseudo)
+                   tuple(block) if block else None, pseudo, client_size, dot_lines)
 
     def __repr__(self):
         return f"<Message uid={self.uid} at {self.start} size={self.size} flags={''.join(sorted(self.flags))}>"
@@ -159,6 +166,31 @@ def quote_from_lines(data):
 def unquote_from_lines(data):
     """The inverse of quote_from_lines, for readers that want the original body."""
     return re.sub(rb"(?m)^>(>*From )", rb"\1", data)
+
+
+def header_lines_without(raw, names):
+    """The lines of a header block (blank line excluded) minus the named headers and their continuations."""
+    kept = []
+    dropping = False
+    for line in raw.rstrip(b"\n").split(b"\n") if raw.strip(b"\n") else ():
+        if line[:1] in (b" ", b"\t"):
+            if not dropping:
+                kept.append(line)
+            continue
+        dropping = line.split(b":", 1)[0].strip().lower() in names
+        if not dropping:
+            kept.append(line)
+    return kept
+
+
+def served_header(raw):
+    """A stored header block as clients get it: hidden headers removed, CRLF, one blank line at the end."""
+    return b"".join(line.rstrip(b"\r") + b"\r\n" for line in header_lines_without(raw, HIDDEN_HEADERS)) + b"\r\n"
+
+
+def served_body(data):
+    """Stored body bytes with CRLF line ends (a stored CRLF stays one CRLF)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 # --- the store block -------------------------------------------------------
@@ -240,9 +272,38 @@ class _Window:
         self._fill(end)
         return self.buf[start - self.base:end - self.base]
 
+    def count(self, pattern, start, end):
+        """Occurrences of pattern in [start, end): in the buffer if it is there, else read piece by piece."""
+        if start >= end:
+            return 0
+        if start >= self.base and end <= self.base + len(self.buf):
+            return self.buf.count(pattern, start - self.base, end - self.base)
+        total = 0
+        overlap = len(pattern) - 1
+        pos = start
+        while pos < end:
+            piece = os.pread(self.fd, min(CHUNK, end - pos) + overlap, pos)[:end - pos]
+            if not piece:
+                break
+            total += piece.count(pattern)
+            if len(piece) <= overlap or pos + len(piece) >= end:
+                break
+            pos += len(piece) - overlap
+        return total
 
-_STORE_LINE = re.compile(rb"^(status|x-status|x-keywords|x-uid|x-imapbase|x-imap)[ \t]*:(.*(?:\n[ \t].*)*)\n?",
-                         re.I | re.M)
+
+def _served_header_size(block):
+    """len(served_header(block)) without building it: hidden lines gone, CRLF, a final blank line."""
+    visible = _HIDDEN_LINE.sub(b"", block).rstrip(b"\n")
+    if not visible:
+        return 2
+    lines = visible.count(b"\n") + 1
+    cr_ended = visible.count(b"\r\n") + visible.endswith(b"\r")
+    return len(visible) - (lines - 1) - cr_ended + 2 * lines + 2
+
+
+_HIDDEN_LINE = re.compile(rb"^(status|x-status|x-keywords|x-uid|x-imapbase|x-imap|content-length)[ \t]*:"
+                          rb"(.*(?:\n[ \t].*)*)\n?", re.I | re.M)
 
 
 def _parse_headers(data, base):
@@ -255,10 +316,10 @@ def _parse_headers(data, base):
     block = None
     contiguous = True
     previous_end = None
-    for m in _STORE_LINE.finditer(data):
+    for m in _HIDDEN_LINE.finditer(data):
         name = m.group(1).lower()
         values.setdefault(name, b" ".join(m.group(2).split()))
-        if name == b"x-imap":
+        if name not in STORE_HEADERS:
             continue
         if previous_end is not None and m.start() != previous_end:
             contiguous = False
@@ -313,12 +374,18 @@ def scan_range(fd, start, size):
         else:
             body, end, next_start = blank + 2, nxt + 1, nxt + 2
         uid, flags, keywords, block, base_value, pseudo_value = _parse_headers(header_block, header)
+        if body - header > HEADER_PARSE_LIMIT:
+            header_block = window.get(header, body)
+        client_size = (_served_header_size(header_block) + (end - body)
+                       + window.count(b"\n", body, end) - window.count(b"\r\n", body, end))
+        dot_lines = window.count(b"\n.", body - 1, end) if body > header else 0
         is_first = not messages and start == 0
         pseudo = is_first and pseudo_value is not None
         if is_first:
             raw = pseudo_value if pseudo else base_value
             imapbase = _parse_imapbase(raw) if raw is not None else None
-        messages.append(Message(pos, header, body, end, from_text, uid, flags, keywords, block, pseudo))
+        messages.append(Message(pos, header, body, end, from_text, uid, flags, keywords, block, pseudo,
+                                client_size, dot_lines))
         pos = next_start
     return messages, imapbase
 
@@ -699,7 +766,8 @@ class Mailbox:
                 break
             if m.start in wanted:
                 uid, flags, keywords, block, _, _ = _parse_headers(self.read(m, m.header, m.body), m.header)
-                m = Message(m.start, m.header, m.body, m.end, m.from_line, uid, flags, keywords, block, m.pseudo)
+                m = Message(m.start, m.header, m.body, m.end, m.from_line, uid, flags, keywords, block, m.pseudo,
+                            m.client_size, m.dot_lines)
             messages.append(m)
         st = os.fstat(self.fd)
         if tail_from is not None:
@@ -731,7 +799,7 @@ class Mailbox:
                 else:
                     new_flags, new_keywords, uid, base = plan
                     header = self.read(m, m.header, m.body)
-                    writer.write(_without_store_headers(header))
+                    writer.write(b"".join(line + b"\n" for line in header_lines_without(header, STORE_HEADERS)))
                     writer.write(render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
                                               pseudo=m.pseudo, padding=self.cfg.delivery.header_padding))
                     writer.write(b"\n")
@@ -784,21 +852,6 @@ class Mailbox:
             except OSError as exc:
                 errors.append(f"{path}: {exc.strerror}")
         raise OSError(errno.EACCES, "cannot create a journal: " + "; ".join(errors))
-
-
-def _without_store_headers(header):
-    """A header block (with or without its blank line) minus our store headers, ending in one newline."""
-    out = []
-    skipping = False
-    for line in header.rstrip(b"\n").split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                out.append(line)
-            continue
-        skipping = line.split(b":", 1)[0].strip().lower() in STORE_HEADERS
-        if not skipping:
-            out.append(line)
-    return b"".join(line + b"\n" for line in out)
 
 
 def _prepared(source):
