@@ -7,7 +7,6 @@ either the mailbox before the operation or after it, never a mixture, and
 Python's mailbox module must parse it.
 """
 
-import mailbox
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, subjects
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 
 CHILD = """
@@ -53,12 +52,6 @@ with open_spool(cfg, user) as box, box.locked():
 """
 
 
-def subjects(path):
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return [box.get_message(k)["subject"] for k in box.keys()]
-    finally:
-        box.close()
 
 
 def fill(sandbox, count):

@@ -76,11 +76,8 @@ def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
     import os
     from mailsuite import mbox_scan as mbox
     sandbox.clear_spools()
-    alice = sandbox.user("alice")
     for _, _, _, raw in batch:
-        prepared = prepare_bytes(raw)
-        deliver(sandbox.cfg, alice, prepared, sender="s@example.org")
-        prepared.close()
+        sandbox.deliver("alice", raw)
     fd = os.open(sandbox.spool("alice"), os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -104,15 +101,12 @@ def test_client_sizes_are_what_servers_send(sandbox, batch, chunk):
     from mailsuite import mbox_scan as mbox
     from mailsuite.mbox import served_body, served_header
     sandbox.clear_spools()
-    alice = sandbox.user("alice")
     for _, _, _, raw in batch:
-        prepared = prepare_bytes(raw)
-        deliver(sandbox.cfg, alice, prepared, sender="s@example.org")
-        prepared.close()
+        sandbox.deliver("alice", raw)
     saved = mbox.CHUNK
     mbox.CHUNK = chunk
     try:
-        with open_spool(sandbox.cfg, alice) as box:
+        with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
             for m in box.scan().messages:
                 sent = served_header(box.read(m, m.header, m.body)) + served_body(box.read(m, m.body, m.end))
                 assert m.client_size == len(sent)
