@@ -78,6 +78,17 @@ def subjects(path):
 
 
 @pytest.fixture
+def world_readable_dir():
+    """A directory with a copy of the package in lib/, which an unprivileged user can reach."""
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="mailsuite-test-")
+    os.chmod(directory, 0o755)
+    shutil.copytree(REPO / "lib" / "mailsuite", os.path.join(directory, "lib", "mailsuite"))
+    yield directory
+    shutil.rmtree(directory)
+
+
+@pytest.fixture
 def sandbox(tmp_path):
     """A fresh sandbox whose demo users' spools start empty (no welcome message)."""
     box = Sandbox(tmp_path / "sandbox")

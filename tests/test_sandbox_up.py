@@ -6,7 +6,6 @@ SIGTERM.
 """
 
 import imaplib
-import os
 import poplib
 import re
 import signal

@@ -48,14 +48,21 @@ class Mailbox:
         self._lock = None
         self._lock_depth = 0
         self._check_owner = check_owner
+        self.readonly = False
         self.journal = Journal(path, owner)
         self.cache = self._open_cache()
         if self.fd is None:
             self._open()
 
     def _open(self):
+        """Open for reading and writing; a file we may only read opens read-only (`mail -u`)."""
+        flags = os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                self.fd = os.open(self.path, os.O_RDWR | flags)
+            except PermissionError:
+                self.fd = os.open(self.path, os.O_RDONLY | flags)
+                self.readonly = True
         except FileNotFoundError:
             self.fd = None
             return
@@ -118,6 +125,8 @@ class Mailbox:
     @contextmanager
     def locked(self, timeout=None):
         """Both locks, re-entrant within the process; an interrupted rewrite is finished first."""
+        if self.readonly:
+            raise MailboxError(f"{self.path}: read-only for this user")
         if self.fd is None or self._lock_depth:
             self._lock_depth += 1
             try:
