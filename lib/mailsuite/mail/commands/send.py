@@ -1,0 +1,95 @@
+"""Commands that send mail: mail, reply (to all) and Reply (to the sender).
+
+Replies follow mailx: `reply` answers the sender (Reply-To when set) and
+every To/Cc recipient except the user, `Reply` the sender alone; the
+subject gets one `Re: `, In-Reply-To and References thread the answer, and
+the original text is quoted with `indentprefix` under an attribution line.
+"""
+
+import email.utils
+
+from .. import compose, mime_view, msglist, tilde
+from ..session import CommandError
+
+
+def mail(session, arg):
+    to = compose.split_addresses(arg) if "," in arg else msglist.split(arg)
+    if not to:
+        raise CommandError("mail: usage: mail ADDRESS...")
+    compose_and_send(session, compose.Draft(to=to))
+
+
+def reply_all(session, arg):
+    _reply(session, arg, everyone=not session.options.on("flipr"))
+
+
+def reply_sender(session, arg):
+    _reply(session, arg, everyone=session.options.on("flipr"))
+
+
+def _reply(session, arg, *, everyone):
+    m = session.select(msglist.split(arg))[0]
+    original = mime_view.parse(session.folder.read(m))
+    author = original.get("Reply-To") or original.get("From") or m.stored.sender
+    to = [mime_view.decode_header(author)]
+    cc = []
+    if everyone:
+        me = _my_addresses(session)
+        others = email.utils.getaddresses([mime_view.decode_header(v) for v in original.get_all("To", [])])
+        copies = email.utils.getaddresses([mime_view.decode_header(v) for v in original.get_all("Cc", [])])
+        taken = {email.utils.parseaddr(to[0])[1].lower()}
+        for pairs, target in ((others, to), (copies, cc)):
+            for name, addr in pairs:
+                if addr and addr.lower() not in taken and addr.lower() not in me:
+                    taken.add(addr.lower())
+                    target.append(email.utils.formataddr((name, addr)))
+    subject = mime_view.decode_header(original.get("Subject"))
+    if not subject.lower().startswith("re:"):
+        subject = "Re: " + subject
+    message_id = (original.get("Message-ID") or "").strip()
+    references = " ".join(filter(None, [(original.get("References") or "").strip(), message_id]))
+    draft = compose.Draft(to=to, cc=cc, subject=subject, in_reply_to=message_id, references=references)
+    if session.options.on("quote"):
+        draft.body = session.quoted(m, session.options.get("indentprefix", "> "))
+    m.read = True
+    compose_and_send(session, draft)
+
+
+def _my_addresses(session):
+    if session.options.on("metoo"):
+        return set()
+    name = session.user.name.lower()
+    domains = session.cfg.local_domains
+    mine = {f"{name}@{d}" for d in domains} | {name}
+    mine.update(a.lower() for a in session.options.get("alternates", "").split())
+    return mine
+
+
+def compose_and_send(session, draft, *, skip_empty=False):
+    """Ask for what is missing, collect the body from the terminal, send; True when sent."""
+    opts = session.options
+    try:
+        if session.interactive:
+            if not draft.subject and (opts.on("ask") or opts.on("asksub")):
+                draft.subject = session.read_line("Subject: ")
+            tilde.Composer(draft, session).run()
+            if opts.on("askcc"):
+                draft.cc += compose.split_addresses(session.read_line("Cc: ", ", ".join(draft.cc)))
+            if opts.on("askbcc"):
+                draft.bcc += compose.split_addresses(session.read_line("Bcc: ", ", ".join(draft.bcc)))
+    except tilde.Abort as abort:
+        if abort.save:
+            session.save_dead(draft)
+            session.write(f"(Letter saved in {session.dead_letter})\n")
+        return False
+    except (EOFError, KeyboardInterrupt):
+        session.save_dead(draft)
+        return False
+    if skip_empty and not draft.body.strip() and not draft.attachments:
+        session.warn("empty message not sent")
+        return False
+    if not draft.recipients():
+        session.warn("no recipients specified")
+        session.save_dead(draft)
+        return False
+    return session.send(draft)

@@ -1,0 +1,177 @@
+"""One open mailbox as `mail` sees it: numbered messages and what was done to them.
+
+The store (`mailsuite.mbox.Mailbox`) knows offsets, flags and UIDs; this
+module adds the session's marks (read, deleted, saved, preserved, bound for
+~/mbox) and, on `quit`, turns them into one locked update: read messages are
+appended to ~/mbox first (fsynced by the store), and only then removed from
+the spool with `Mailbox.sync`, so a crash between the two duplicates a
+message instead of losing it.  Messages that arrived while `mail` was open
+are not ours to touch and `sync` leaves them as they are.
+"""
+
+from dataclasses import dataclass, field
+
+from ..mbox import Mailbox, unquote_from_lines
+from . import mime_view
+
+# Header fields the summary needs; everything else is read only on demand.
+_SUMMARY_FIELDS = (b"from", b"subject", b"date", b"to")
+
+
+@dataclass(eq=False)
+class MessageState:
+    number: int
+    stored: object                 # mbox.Message
+    sender: str = ""
+    subject: str = ""
+    date: str = ""
+    to: str = ""
+    new: bool = False
+    read: bool = False
+    flagged: bool = False
+    deleted: bool = False
+    preserved: bool = False        # `pre`/`ho`: stays in the spool whatever else
+    saved: bool = False            # `s`/`w`: leaves the spool on quit unless keepsave
+    to_mbox: bool = False          # `mb`: goes to ~/mbox on quit
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def uid(self):
+        return self.stored.uid
+
+    @property
+    def size(self):
+        return self.stored.size
+
+
+class Folder:
+    """A mailbox file opened for reading; `system` when it is the user's spool."""
+
+    def __init__(self, path, cfg, owner, *, system):
+        self.path = path
+        self.cfg = cfg
+        self.owner = owner
+        self.system = system
+        self.store = open_mailbox(path, cfg, owner)
+        self.messages = []
+
+    def open(self, *, assign_uids=True):
+        """Index the mailbox; a missing file is an empty folder."""
+        if not self.store.exists:
+            return self
+        index = self.store.scan()
+        if assign_uids and any(m.uid == 0 for m in index.messages):
+            with self.store.locked():
+                index = self.store.sync()
+        self.messages = [self._state(n, m) for n, m in enumerate(index.messages, 1)]
+        return self
+
+    def close(self):
+        self.store.close()
+
+    def _state(self, number, stored):
+        head = self.store.read(stored, stored.header, stored.body)
+        fields = _header_fields(head)
+        state = MessageState(number, stored,
+                             sender=mime_view.decode_header(fields.get(b"from")) or stored.sender,
+                             subject=mime_view.decode_header(fields.get(b"subject")),
+                             date=fields.get(b"date", ""),
+                             to=mime_view.decode_header(fields.get(b"to")))
+        flags = stored.flags
+        state.read = "R" in flags
+        state.new = "R" not in flags and "O" not in flags
+        state.flagged = "F" in flags
+        return state
+
+    def read(self, state):
+        """The message as it was sent: headers, blank line, body with the mboxrd quoting undone."""
+        return unquote_from_lines(self.store.read(state.stored))
+
+    def line_count(self, state):
+        stored = state.stored
+        if "lines" not in state.extra:
+            count, offset = 0, stored.header
+            while offset < stored.end:
+                chunk = self.store.read(stored, offset, min(offset + (1 << 20), stored.end))
+                if not chunk:
+                    break
+                count += chunk.count(b"\n")
+                offset += len(chunk)
+            state.extra["lines"] = count
+        return state.extra["lines"]
+
+    def count_new(self):
+        return sum(1 for m in self.messages if m.new and not m.deleted)
+
+    def count_unread(self):
+        return sum(1 for m in self.messages if not m.read and not m.deleted)
+
+    # --- leaving the folder ---
+
+    def quit(self, mbox_path, *, hold, keepsave):
+        """Apply the session's marks; returns (moved to mbox, kept in folder) counts."""
+        if not self.messages:
+            return 0, 0
+        outgoing, expunge, flags = [], [], {}
+        for m in self.messages:
+            if m.deleted and not m.preserved:
+                expunge.append(m.uid)
+            elif not self.system or m.preserved:
+                flags[m.uid] = self._kept_flags(m)
+            elif m.saved and not keepsave:
+                expunge.append(m.uid)
+            elif m.to_mbox or (m.read and not hold):
+                outgoing.append(m)
+                expunge.append(m.uid)
+            else:
+                flags[m.uid] = self._kept_flags(m)
+        with self.store.locked():
+            present = {m.uid for m in self.store.scan().messages}
+            outgoing = [m for m in outgoing if m.uid in present]
+            if outgoing:
+                append_messages(mbox_path, self.cfg, self.owner,
+                                [(self.read(m), m.stored, frozenset("RO")) for m in outgoing])
+            self.store.sync(flags={u: f for u, f in flags.items() if u in present},
+                            expunge=[u for u in expunge if u in present])
+        kept = sum(1 for u in flags if u in present)
+        return len(outgoing), kept
+
+    def _kept_flags(self, m):
+        letters = set(m.stored.flags) | {"O"}
+        letters.discard("R")
+        if m.read:
+            letters.add("R")
+        return frozenset(letters), m.stored.keywords
+
+
+def append_messages(path, cfg, owner, items):
+    """Append (raw bytes, stored Message or None, flags) items to the mbox at PATH under its lock."""
+    target = open_mailbox(path, cfg, owner)
+    if not target.exists:
+        target.create(0o600)
+    with target, target.locked():
+        for raw, stored, flags in items:
+            if stored is not None:
+                target.append(raw, sender=stored.sender, date=stored.date, flags=flags, keywords=stored.keywords)
+            else:
+                target.append(raw, sender=owner.name, flags=flags)
+
+
+def open_mailbox(path, cfg, owner):
+    """The store for PATH; in the sandbox every user is the invoking uid, so ownership is not checked."""
+    return Mailbox(path, cfg, owner=owner, check_owner=not cfg.mailsuite.sandbox)
+
+
+def _header_fields(head):
+    """The summary's header fields from a header block, unfolded, as str."""
+    fields, name = {}, None
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and name:
+            if name in fields:
+                fields[name] += " " + line.strip().decode("utf-8", "replace")
+            continue
+        key, colon, value = line.partition(b":")
+        name = key.strip().lower() if colon else None
+        if name in _SUMMARY_FIELDS and name not in fields:
+            fields[name] = value.strip().decode("utf-8", "replace")
+    return fields

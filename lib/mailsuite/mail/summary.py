@@ -1,0 +1,60 @@
+"""Header summary lines, the `h` listing users scan their mail by.
+
+    >N  3 Bob Example      Tue Nov 24 07:05   12/345   Lunch on Friday?
+
+The marker `>` points at the current message; the status letter follows
+mailx: N new, U unread, * saved, P preserved, M bound for ~/mbox, space for
+read.  The sender is the display name when there is one, else the address;
+the line is cut to the terminal width so a listing never wraps.
+"""
+
+import email.utils
+import shutil
+import time
+
+
+def status_letter(m):
+    if m.deleted:
+        return "D"
+    if m.preserved:
+        return "P"
+    if m.saved:
+        return "*"
+    if m.to_mbox:
+        return "M"
+    if m.new:
+        return "N"
+    if not m.read:
+        return "U"
+    return " "
+
+
+def sender_name(m):
+    name, addr = email.utils.parseaddr(m.sender)
+    return name or addr or m.stored.sender
+
+
+def short_date(m):
+    """'Tue Nov 24 07:05' in local time, from Date: or else the From_ line."""
+    try:
+        when = email.utils.parsedate_to_datetime(m.date).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        when = m.stored.date.timestamp()
+    return time.strftime("%a %b %e %H:%M", time.localtime(when))
+
+
+def line(folder, m, current, width=None):
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    marker = ">" if m.number == current else " "
+    size = f"{folder.line_count(m)}/{m.size}"
+    text = (f"{marker}{status_letter(m)}{m.number:4d} {sender_name(m)[:18]:<18} "
+            f"{short_date(m):16} {size:>9}  {m.subject}")
+    return text[:width - 1].rstrip()
+
+
+def page_around(count, current, page):
+    """The 1-based numbers of the page of PAGE messages that holds CURRENT."""
+    if count == 0:
+        return range(1, 1)
+    first = ((max(current, 1) - 1) // page) * page + 1
+    return range(first, min(count, first + page - 1) + 1)
