@@ -55,14 +55,11 @@ class Folder:
         self.store = open_mailbox(path, cfg, owner)
         self.messages = []
 
-    def open(self, *, assign_uids=True):
-        """Index the mailbox; a missing file is an empty folder."""
+    def open(self):
+        """Index the mailbox (without writing to it); a missing file is an empty folder."""
         if not self.store.exists:
             return self
         index = self.store.scan()
-        if assign_uids and any(m.uid == 0 for m in index.messages):
-            with self.store.locked():
-                index = self.store.sync()
         self.messages = [self._state(n, m) for n, m in enumerate(index.messages, 1)]
         return self
 
@@ -113,28 +110,56 @@ class Folder:
         if not self.messages:
             return 0, 0
         outgoing, expunge, flags = [], [], {}
-        for m in self.messages:
-            if m.deleted and not m.preserved:
-                expunge.append(m.uid)
-            elif not self.system or m.preserved:
-                flags[m.uid] = self._kept_flags(m)
-            elif m.saved and not keepsave:
-                expunge.append(m.uid)
-            elif m.to_mbox or (m.read and not hold):
-                outgoing.append(m)
-                expunge.append(m.uid)
-            else:
-                flags[m.uid] = self._kept_flags(m)
         with self.store.locked():
-            present = {m.uid for m in self.store.scan().messages}
-            outgoing = [m for m in outgoing if m.uid in present]
+            now = self._locate()
+            for m in self.messages:
+                stored = now.get(m.number)
+                if stored is None:                  # expunged by another client meanwhile
+                    continue
+                fate = self._fate(m, hold, keepsave)
+                if fate == "keep":
+                    flags[stored.uid] = self._kept_flags(m)
+                else:
+                    expunge.append(stored.uid)
+                    if fate == "mbox":
+                        outgoing.append((m, stored))
             if outgoing:
                 append_messages(mbox_path, self.cfg, self.owner,
-                                [(self.read(m), m.stored, frozenset("RO")) for m in outgoing])
-            self.store.sync(flags={u: f for u, f in flags.items() if u in present},
-                            expunge=[u for u in expunge if u in present])
-        kept = sum(1 for u in flags if u in present)
-        return len(outgoing), kept
+                                [(unquote_from_lines(self.store.read(stored)), stored, frozenset("RO"))
+                                 for _, stored in outgoing])
+            self.store.sync(flags=flags, expunge=expunge)
+        return len(outgoing), len(flags)
+
+    def _fate(self, m, hold, keepsave):
+        """'keep', 'drop' or 'mbox': mailx's rules for the end of a session."""
+        if m.deleted and not m.preserved:
+            return "drop"
+        if not self.system or m.preserved:
+            return "keep"
+        if m.saved and not keepsave:
+            return "drop"
+        if m.to_mbox or (m.read and not hold):
+            return "mbox"
+        return "keep"
+
+    def _locate(self):
+        """Our messages as the file holds them now, UIDs assigned; caller holds the lock.
+
+        UIDs are given out only here, when we write anyway, so that reading
+        and `exit` leave the file exactly as it was.  A message that had no
+        UID at start-up is found again by its offset and From_ line, which
+        appends do not move; one that is no longer there is left alone.
+        """
+        before = self.store.scan().messages
+        by_uid = {s.uid: i for i, s in enumerate(before) if s.uid}
+        by_place = {(s.start, s.from_line): i for i, s in enumerate(before) if not s.uid}
+        positions = {}
+        for m in self.messages:
+            i = by_uid.get(m.uid) if m.uid else by_place.get((m.stored.start, m.stored.from_line))
+            if i is not None:
+                positions[m.number] = i
+        after = self.store.sync().messages if by_place else before
+        return {n: after[i] for n, i in positions.items()}
 
     def _kept_flags(self, m):
         letters = set(m.stored.flags) | {"O"}

@@ -31,6 +31,7 @@ from ..mbox import MailboxError
 from ..users import UserDB
 from . import commands, compose, rc, summary
 from .commands.send import compose_and_send
+from .folder import Folder
 from .session import Session
 
 USAGE = """usage: mail [-EiNn] [-s SUBJECT] [-c CC] [-b BCC] [-r FROM] [-a FILE]... ADDRESS...
@@ -172,9 +173,8 @@ def read_mode(session, path, flags):
 
 
 def peek(session, path, system, flags):
-    """-e and -H: look without assigning UIDs or taking a lock, like a quick `from`."""
-    from .folder import Folder
-    folder = Folder(path, session.cfg, session.user, system=system).open(assign_uids=False)
+    """-e and -H: a look at the folder, without the prompt."""
+    folder = Folder(path, session.cfg, session.user, system=system).open()
     try:
         if "-e" in flags:
             return 0 if folder.messages else 1

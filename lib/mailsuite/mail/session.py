@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 
+from ..locking import LockTimeout
+from ..mbox import MailboxError
 from . import compose, mime_view, msglist, summary
 from .folder import Folder, append_messages
 
@@ -135,6 +137,12 @@ class Session:
     def dead_letter(self):
         return self.expand_path(self.options.get("DEAD") or "~/dead.letter")
 
+    @property
+    def folder_dir(self):
+        """The `folder` option: ~/mail unless set; relative names are under the home directory."""
+        folder = self.options.get("folder") or "mail"
+        return os.path.join(self.home, folder) if not folder.startswith(("/", "~")) else self.expand_path(folder)
+
     def expand_path(self, name):
         """mailx file shorthands: ~ home, +name folder directory, & ~/mbox, % the spool."""
         if name == "&":
@@ -142,10 +150,7 @@ class Session:
         if name == "%":
             return self.user.spool
         if name.startswith("+"):
-            folder = self.options.get("folder") or "mail"
-            return os.path.join(self.expand_path(folder) if folder.startswith("~") else
-                                os.path.join(self.home, folder) if not folder.startswith("/") else folder,
-                                name[1:])
+            return os.path.join(self.folder_dir, name[1:])
         if name == "~" or name.startswith("~/"):
             return os.path.join(self.home, name[2:])
         return os.path.expanduser(name)
@@ -219,7 +224,10 @@ class Session:
     def append_to(self, path, message, flags=frozenset("RO")):
         try:
             append_messages(path, self.cfg, self.user, [(message, None, flags)])
-        except Exception as exc:  # the letter is still in the caller's hands: say so, don't crash
-            self.warn(f"{path}: cannot append: {exc}")
+        except OSError as exc:
+            self.warn(f"{path}: cannot append: {exc.strerror}")
+            return False
+        except (MailboxError, LockTimeout) as exc:
+            self.warn(f"cannot append: {exc}")
             return False
         return True

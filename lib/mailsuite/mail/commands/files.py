@@ -10,6 +10,8 @@ import email.utils
 import os
 import re
 
+from ...locking import LockTimeout
+from ...mbox import MailboxError
 from .. import mime_view, msglist
 from ..folder import append_messages
 from ..session import CommandError
@@ -32,10 +34,14 @@ def _append(session, chosen, path):
     items = [(session.folder.read(m), m.stored, frozenset("RO") if m.read else frozenset("O"))
              for m in chosen]
     existed = os.path.exists(path)
+    if path.startswith(session.folder_dir + "/"):
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)   # the folder directory, on first use
     try:
         append_messages(path, session.cfg, session.user, items)
-    except Exception as exc:
-        raise CommandError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}") from None
+    except (MailboxError, LockTimeout) as exc:
+        raise CommandError(str(exc)) from None
     lines = sum(session.folder.line_count(m) for m in chosen)
     size = sum(m.size for m in chosen)
     session.write(f'"{path}" {"[Appended]" if existed else "[New file]"} {lines}/{size}\n')

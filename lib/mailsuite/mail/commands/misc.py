@@ -77,7 +77,7 @@ def folder(session, arg):
 
 
 def folders(session, arg):
-    directory = session.expand_path("+")
+    directory = session.folder_dir
     try:
         names = sorted(os.listdir(directory))
     except OSError as exc:

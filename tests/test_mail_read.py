@@ -1,0 +1,175 @@
+"""Reading mail on a terminal: summary, print, delete, save, quit and exit, checked in the files."""
+
+import mailbox
+
+import pexpect
+
+from mail_harness import mailbox_sandbox, message, quit_cleanly  # noqa: F401
+
+PROMPT = r"\? "
+
+
+def three(sb):
+    for n in (1, 2, 3):
+        sb.deliver(message(f"Message number {n}", body=f"Body of message {n}.\nFrom the start\n"))
+
+
+def statuses(path):
+    return [(m["Subject"], m.get("Status", ""), m.get_flags()) for m in mailbox.mbox(str(path))]
+
+
+def test_summary_and_print(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    child = sb.spawn()
+    child.expect("3 messages 3 new")
+    child.expect(r">N\s+1 Bob Smith .* Message number 1")
+    child.expect(PROMPT)
+    child.sendline("")                                  # Enter: the current message
+    child.expect("Message 1:")
+    child.expect("Subject: Message number 1")
+    child.expect("Body of message 1.\r\nFrom the start")   # mboxrd quoting undone for the reader
+    child.expect(PROMPT)
+    child.sendline("")                                  # Enter again: the next one
+    child.expect("Body of message 2.")
+    child.expect(PROMPT)
+    child.sendline("=")
+    child.expect("2\r\n")
+    child.expect(PROMPT)
+    child.sendline("h")
+    child.expect(r"\s+1 Bob Smith")
+    child.expect(r">\s+2 Bob Smith")
+    child.expect(r" N\s+3 Bob Smith")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    # Read messages moved to ~/mbox with Status: RO; the unread one stays in the spool, seen (O).
+    assert statuses(sb.spool()) == [("Message number 3", "O", "O")]
+    assert [(s, f) for s, _, f in statuses(sb.home() / "mbox")] == [
+        ("Message number 1", "RO"), ("Message number 2", "RO")]
+    body = mailbox.mbox(str(sb.home() / "mbox"))[0].get_payload()
+    assert body == "Body of message 1.\n>From the start\n"       # quoted once, as in the spool
+
+
+def test_delete_save_and_hold(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    sb.mailrc("set hold\n")
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("d 1")
+    child.expect(PROMPT)
+    child.sendline("s 2 +saved")
+    child.expect(r'saved" \[New file\]')
+    child.expect(PROMPT)
+    child.sendline("p 3")
+    child.expect("Body of message 3")
+    child.expect(PROMPT)
+    child.sendline("u 1")
+    child.expect(PROMPT)
+    child.sendline("d 1")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    # hold: the read message stays in the spool, marked read; the saved one left it; the deleted one is gone.
+    assert statuses(sb.spool()) == [("Message number 3", "RO", "RO")]
+    assert not (sb.home() / "mbox").exists()
+    assert [s for s, _, _ in statuses(sb.home() / "mail" / "saved")] == ["Message number 2"]
+
+
+def test_exit_leaves_everything(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    before = sb.spool().read_bytes()
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("d *")
+    child.expect(PROMPT)
+    child.sendline("x")
+    child.expect(pexpect.EOF)
+    assert sb.spool().read_bytes() == before
+
+
+def test_msglist_commands(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    sb.deliver(message("Invoice 42", sender="Carol <carol@elsewhere>"))
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("f /invoice")
+    child.expect(r"4 Carol .* Invoice 42")
+    child.expect(PROMPT)
+    child.sendline("f carol")
+    child.expect(r"4 Carol")
+    child.expect(PROMPT)
+    child.sendline("d 1-2 :n")                # everything new is deleted too
+    child.expect(PROMPT)
+    child.sendline("f *")
+    child.expect("No applicable messages|no messages match")
+    child.expect(PROMPT)
+    child.sendline("u *")
+    child.expect(PROMPT)
+    child.sendline("top 4")
+    child.expect("Subject: Invoice 42")
+    child.expect(PROMPT)
+    child.sendline("mb 1")
+    child.expect(PROMPT)
+    child.sendline("pre 4")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    assert [s for s, _, _ in statuses(sb.home() / "mbox")] == ["Message number 1"]
+    # `top` does not count as reading; `pre` keeps message 4 in the spool either way.
+    assert [s for s, _, _ in statuses(sb.spool())] == ["Message number 2", "Message number 3", "Invoice 42"]
+
+
+def test_delivery_while_open_is_kept(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("d 1")
+    child.expect(PROMPT)
+    child.sendline("p 2")
+    child.expect("Body of message 2")
+    child.expect(PROMPT)
+    sb.deliver(message("Arrived meanwhile", body="late\n"))
+    assert quit_cleanly(child) == 0
+    assert statuses(sb.spool()) == [("Message number 3", "O", "O"), ("Arrived meanwhile", "", "")]
+    assert [s for s, _, _ in statuses(sb.home() / "mbox")] == ["Message number 2"]
+
+
+def test_empty_spool(mailbox_sandbox):
+    sb = mailbox_sandbox
+    done = sb.mail()
+    assert done.returncode == 0
+    assert b"No mail for alice" in done.stdout
+    assert sb.mail("-e").returncode == 1
+    sb.deliver(message("one"))
+    assert sb.mail("-e").returncode == 0
+
+
+def test_summary_only(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    before = sb.spool().read_bytes()
+    done = sb.mail("-H")
+    assert done.returncode == 0
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == 3 and "Message number 3" in lines[2]
+    assert sb.spool().read_bytes() == before          # -H changes nothing
+
+
+def test_folder_option_reads_mbox(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p 1")
+    child.expect(PROMPT)
+    quit_cleanly(child)
+    child = sb.spawn("-f")
+    child.expect("1 message")
+    child.expect(r"1 Bob Smith .* Message number 1")
+    child.expect(PROMPT)
+    child.sendline("d 1")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    assert len(mailbox.mbox(str(sb.home() / "mbox"))) == 0
