@@ -7,15 +7,13 @@ pexpect, the way a person would meet it.
 """
 
 import os
+import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-LIB = ROOT / "lib"
-MAIL = ROOT / "bin" / "mail"
+from conftest import program
 
 FAKE_SENDMAIL = """#!/bin/sh
 # Records one submission: argv (one per line) and the message on stdin.
@@ -33,29 +31,24 @@ exit 0
 
 
 class MailSandbox:
+    """A `mailsuite init` sandbox whose sendmail is the recording script."""
+
     def __init__(self, root):
+        from mailsuite import sandbox
         self.dir = Path(root)
-        self.conf = str(self.dir / "mailsuite.conf")
-        for sub in ("spool", "state", "home/alice", "home/bob"):
-            (self.dir / sub).mkdir(parents=True, exist_ok=True)
-        (self.dir / "passwd").write_text(
-            f"alice::::Alice Liddell:{self.dir}/home/alice\nbob::::Bob Smith:{self.dir}/home/bob\n")
+        self.conf = sandbox.init(str(self.dir))
+        for user in ("alice", "bob"):
+            self.spool(user).write_bytes(b"")           # no welcome message
         sendmail = self.dir / "fake-sendmail"
         sendmail.write_text(FAKE_SENDMAIL)
         sendmail.chmod(0o755)
-        Path(self.conf).write_text(
-            "[mailsuite]\n"
-            "hostname = mail.example\n"
-            "local_domains = localhost\n"
-            f"spool_dir = {self.dir}/spool\n"
-            f"state_dir = {self.dir}/state\n"
-            f"passwd_file = {self.dir}/passwd\n"
-            "sandbox = yes\n"
-            "log_socket =\n"
-            "\n[mail]\n"
-            f"sendmail = {sendmail}\n"
-            "rc_file =\n")
-        self.env = dict(os.environ, PYTHONPATH=str(LIB), MAILSUITE_CONFIG=self.conf, USER="alice",
+        text = Path(self.conf).read_text()
+        text = re.sub(r"(?m)^sendmail = .*$", "", text)
+        if "[mail]" not in text:
+            text += "\n[mail]\n"
+        text = text.replace("[mail]\n", f"[mail]\nsendmail = {sendmail}\nrc_file =\n")
+        Path(self.conf).write_text(text)
+        self.env = dict(os.environ, MAILSUITE_CONFIG=self.conf, USER="alice",
                         PAGER="cat", EDITOR="false", VISUAL="false", LC_ALL="C.UTF-8", TERM="dumb",
                         HOME=str(self.home("alice")))
         self.env.pop("MAILRC", None)
@@ -73,19 +66,17 @@ class MailSandbox:
 
     def deliver(self, message, user="alice", sender="bob@localhost"):
         """Deliver MESSAGE (bytes) with the project's mail.local."""
-        done = subprocess.run(
-            [sys.executable, "-c", "from mailsuite.cli import run; from mailsuite.mail_local import main; run(main)",
-             "-C", self.conf, "-f", sender, user],
-            input=message, env=self.env, capture_output=True)
+        done = subprocess.run([program("mail.local"), "-C", self.conf, "-f", sender, user],
+                              input=message, env=self.env, capture_output=True)
         assert done.returncode == 0, done.stderr
 
     def mail(self, *args, input=b"", user="alice"):
-        return subprocess.run([sys.executable, str(MAIL), "-C", self.conf, "-u", user, *args],
+        return subprocess.run([program("mail"), "-C", self.conf, "-u", user, *args],
                               input=input, env=self.env, capture_output=True)
 
     def spawn(self, *args, user="alice", rows=24, cols=100):
         import pexpect
-        child = pexpect.spawn(sys.executable, [str(MAIL), "-C", self.conf, "-u", user, *args],
+        child = pexpect.spawn(program("mail"), ["-C", self.conf, "-u", user, *args],
                               env=self.env, encoding="utf-8", dimensions=(rows, cols), timeout=20,
                               cwd=str(self.home(user)))
         return child

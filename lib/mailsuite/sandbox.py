@@ -8,6 +8,7 @@ run as in system mode.
 """
 
 import os
+import sys
 import textwrap
 
 from . import config
@@ -23,6 +24,7 @@ SANDBOX_SETTINGS = {
     ("mailsuite", "sandbox"): "yes",
     ("mailsuite", "log_socket"): "",
     ("mailsuite", "lock_timeout"): "30s",
+    ("mail", "sendmail"): os.path.join(os.path.dirname(sys.executable), "sendmail"),   # the installed one
 }
 
 # Paths inside DIR, by (section, key).
