@@ -1,0 +1,126 @@
+"""After `mail`, other readers agree: Python's mailbox, s-nail and mutt; and `mail` reads what s-nail wrote."""
+
+import itertools
+import mailbox
+import os
+import subprocess
+import time
+
+import pexpect
+import pytest
+
+from conftest import need
+from mail_harness import mailbox_sandbox, message, quit_cleanly  # noqa: F401
+
+PROMPT = r"\? "
+_SOCKETS = itertools.count()
+
+
+def snail_summary(path, home):
+    """(status letter, subject) per message as `s-nail -H` shows them; N new, U unread, O read."""
+    need("s-nail")
+    done = subprocess.run(["s-nail", "-:/", "-H", "-f", str(path)], capture_output=True, timeout=30,
+                          env=dict(os.environ, HOME=str(home), LC_ALL="C.UTF-8"))
+    rows = []
+    for line in done.stdout.decode().splitlines():
+        fields = line.lstrip("▸> ").split()
+        letter = line.replace("▸", " ")[1]
+        rows.append((letter.strip(), fields[-1] if fields else ""))
+    return rows
+
+
+def mutt_index(path, home, count):
+    """(flag, subject) per message from mutt's index, driven in a private tmux server."""
+    need("mutt")
+    need("tmux")
+    socket = f"mailtest{os.getpid()}-{next(_SOCKETS)}"
+    os.makedirs(os.path.join(home, "Mail"), exist_ok=True)
+    command = f"env HOME={home} TERM=screen LC_ALL=C.UTF-8 mutt -F /dev/null -R -f {path}; sleep 30"
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-s", "m", "-x", "120", "-y", "30", command],
+                   check=True)
+    try:
+        screen = ""
+        for _ in range(100):
+            screen = subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-t", "m"],
+                                    capture_output=True, text=True).stdout
+            if sum(1 for line in screen.splitlines() if line[:4].strip().isdigit()) >= count:
+                break
+            time.sleep(0.1)
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
+    rows = []
+    for line in screen.splitlines():
+        if line[:4].strip().isdigit():
+            rows.append((line[5:6].strip(), line.split()[-1]))
+    return rows
+
+
+def test_spool_and_mbox_agree_with_peers(mailbox_sandbox):
+    sb = mailbox_sandbox
+    for subject in ("alpha", "beta", "gamma", "delta"):
+        sb.deliver(message(subject))
+    child = sb.spawn()
+    child.expect(PROMPT)
+    for command in ("p 1", "p 2", "d 3"):
+        child.sendline(command)
+        child.expect(PROMPT)
+    sb.deliver(message("epsilon"))                      # arrives while mail is open
+    assert quit_cleanly(child) == 0
+
+    spool = [(m["Subject"], m.get_flags()) for m in mailbox.mbox(str(sb.spool()))]
+    assert spool == [("delta", "O"), ("epsilon", "")]
+    mbox = [(m["Subject"], m.get_flags()) for m in mailbox.mbox(str(sb.home() / "mbox"))]
+    assert mbox == [("alpha", "RO"), ("beta", "RO")]
+
+    assert snail_summary(sb.spool(), sb.home()) == [("U", "delta"), ("N", "epsilon")]
+    assert snail_summary(sb.home() / "mbox", sb.home()) == [("O", "alpha"), ("O", "beta")]
+    assert mutt_index(sb.spool(), sb.home(), 2) == [("O", "delta"), ("N", "epsilon")]
+    assert mutt_index(sb.home() / "mbox", sb.home(), 2) == [("", "alpha"), ("", "beta")]
+
+
+def test_reads_what_snail_wrote(mailbox_sandbox):
+    """s-nail appends to a file recipient, then reads and rewrites the spool; `mail` follows."""
+    need("s-nail")
+    sb = mailbox_sandbox
+    env = dict(os.environ, HOME=str(sb.home()), LC_ALL="C.UTF-8")
+    spool = str(sb.spool())
+    for subject, body in (("Grüße aus Köln", "Schöne Grüße\nFrom the Rhine\n"), ("plain", "text\n"),
+                          ("third", "3\n")):
+        done = subprocess.run(["s-nail", "-:/", "-Sexpandaddr", "-Sttycharset=utf-8", "-s", subject, spool],
+                              input=body.encode(), env=env, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    # s-nail reads message 1, deletes 2 and quits: it rewrites the file with its own Status: headers.
+    done = subprocess.run(["s-nail", "-:/", "-N", "-f", spool], input=b"p 1\nd 2\nq\n", env=env,
+                          capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+
+    summary = sb.mail("-H").stdout.decode()
+    lines = summary.splitlines()
+    assert len(lines) == 2
+    assert "Grüße aus Köln" in lines[0] and lines[0][1] == " "        # read
+    assert "third" in lines[1] and lines[1][1] == "U"                 # seen, unread
+
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p 1")
+    child.expect("Subject: Grüße aus Köln")
+    child.expect("Schöne Grüße\r\nFrom the Rhine")
+    child.expect(PROMPT)
+    child.sendline("x")
+    child.expect(pexpect.EOF)
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_snail_sees_our_flags_after_hold(mailbox_sandbox, hold):
+    sb = mailbox_sandbox
+    sb.deliver(message("one"))
+    sb.deliver(message("two"))
+    if hold:
+        sb.mailrc("set hold\n")
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p 1")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    expected = [("O", "one"), ("U", "two")] if hold else [("U", "two")]
+    assert snail_summary(sb.spool(), sb.home()) == expected
