@@ -92,7 +92,13 @@ def _set_text(msg, text):
     if text.isascii():
         msg.set_content(text)               # 7bit, or quoted-printable if a line is too long
     else:
-        msg.set_content(text, charset="utf-8")
+        msg.set_content(text, charset="utf-8", cte=text_transfer_encoding(text))
+
+
+def text_transfer_encoding(text):
+    """quoted-printable while at most a quarter of the characters are non-ASCII (legible raw), else base64."""
+    foreign = sum(1 for char in text if ord(char) > 127)
+    return "quoted-printable" if foreign * 4 <= len(text) else "base64"
 
 
 def attach_file(msg, path):
