@@ -11,7 +11,7 @@ are not ours to touch and `sync` leaves them as they are.
 
 from dataclasses import dataclass, field
 
-from ..mbox import Mailbox, unquote_from_lines
+from ..mbox import Mailbox, MailboxError, unquote_from_lines
 from . import mime_view
 
 # Header fields the summary needs; everything else is read only on demand.
@@ -159,6 +159,8 @@ class Folder:
             if i is not None:
                 positions[m.number] = i
         after = self.store.sync().messages if by_place else before
+        if len(after) != len(before):
+            raise MailboxError(f"{self.path}: changed while being updated")
         return {n: after[i] for n, i in positions.items()}
 
     def _kept_flags(self, m):

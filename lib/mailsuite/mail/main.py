@@ -179,7 +179,8 @@ def peek(session, path, system, flags):
         if "-e" in flags:
             return 0 if folder.messages else 1
         current = next((m.number for m in folder.messages if m.new), 0)
-        out = "".join(summary.line(folder, m, current) + "\n" for m in folder.messages)
+        width = summary.terminal_width()
+        out = "".join(summary.line(folder, m, current, width) + "\n" for m in folder.messages)
         session.write(out)
         return 0
     finally:

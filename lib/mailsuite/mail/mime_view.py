@@ -36,6 +36,8 @@ def decode_header(value):
     """RFC 2047 encoded-words to text; malformed words are shown as they are."""
     if value is None:
         return ""
+    if "=?" not in value:
+        return " ".join(str(value).split())
     try:
         text = str(email.header.make_header(email.header.decode_header(str(value))))
     except (email.errors.HeaderParseError, LookupError, UnicodeDecodeError, ValueError):

@@ -107,20 +107,22 @@ class Session:
             (f" {f.count_new()} new" if f.count_new() else "") + (f" {deleted} deleted" if deleted else "")
 
     def leave_folder(self, *, apply):
-        """Close the folder; APPLY (quit) writes the session's marks back, else (exit) nothing changes."""
-        folder, self.folder = self.folder, None
+        """Close the folder; APPLY (quit) writes the session's marks back, else (exit) nothing changes.
+
+        If writing back fails the folder stays open, so the user can try again or `exit`.
+        """
+        folder = self.folder
         if folder is None:
             return
-        try:
-            if apply:
-                moved, kept = folder.quit(self.mbox_path, hold=self.options.on("hold"),
-                                          keepsave=self.options.on("keepsave"))
-                if moved:
-                    self.write(f"Saved {moved} message{'s' if moved != 1 else ''} in {self.mbox_path}\n")
-                if kept and folder.system:
-                    self.write(f"Held {kept} message{'s' if kept != 1 else ''} in {folder.path}\n")
-        finally:
-            folder.close()
+        if apply:
+            moved, kept = folder.quit(self.mbox_path, hold=self.options.on("hold"),
+                                      keepsave=self.options.on("keepsave"))
+            if moved:
+                self.write(f"Saved {moved} message{'s' if moved != 1 else ''} in {self.mbox_path}\n")
+            if kept and folder.system:
+                self.write(f"Held {kept} message{'s' if kept != 1 else ''} in {folder.path}\n")
+        folder.close()
+        self.folder = None
 
     def switch_folder(self, path):
         self.leave_folder(apply=True)

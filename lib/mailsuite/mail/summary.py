@@ -9,6 +9,7 @@ the line is cut to the terminal width so a listing never wraps.
 """
 
 import email.utils
+import functools
 import shutil
 import time
 
@@ -30,21 +31,35 @@ def status_letter(m):
 
 
 def sender_name(m):
-    name, addr = email.utils.parseaddr(m.sender)
-    return name or addr or m.stored.sender
+    return _display_name(m.sender) or m.stored.sender
+
+
+@functools.lru_cache(maxsize=4096)          # a spool repeats its senders; parseaddr is slow
+def _display_name(text):
+    name, addr = email.utils.parseaddr(text)
+    return name or addr
 
 
 def short_date(m):
     """'Tue Nov 24 07:05' in local time, from Date: or else the From_ line."""
+    return _local_date(m.date) or time.strftime("%a %b %e %H:%M", time.localtime(m.stored.date.timestamp()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _local_date(text):
     try:
-        when = email.utils.parsedate_to_datetime(m.date).timestamp()
+        when = email.utils.parsedate_to_datetime(text).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
-        when = m.stored.date.timestamp()
+        return ""
     return time.strftime("%a %b %e %H:%M", time.localtime(when))
 
 
+def terminal_width():
+    return shutil.get_terminal_size((80, 24)).columns
+
+
 def line(folder, m, current, width=None):
-    width = width or shutil.get_terminal_size((80, 24)).columns
+    width = width or terminal_width()
     marker = ">" if m.number == current else " "
     size = f"{folder.line_count(m)}/{m.size}"
     text = (f"{marker}{status_letter(m)}{m.number:4d} {sender_name(m)[:18]:<18} "

@@ -5,6 +5,8 @@ import shlex
 import subprocess
 import tempfile
 
+from ...locking import LockTimeout
+from ...mbox import MailboxError
 from .. import msglist, rc
 from ..session import CommandError
 
@@ -102,7 +104,13 @@ def list_commands(session, arg):
 
 
 def quit_(session, arg):
-    session.leave_folder(apply=True)
+    try:
+        session.leave_folder(apply=True)
+    except (LockTimeout, MailboxError) as exc:
+        raise CommandError(f"{exc}; nothing changed (quit again, or exit)") from None
+    except OSError as exc:
+        raise CommandError(f"{exc.filename or 'mailbox'}: {exc.strerror}; nothing changed "
+                           f"(quit again, or exit)") from None
     session.done = True
 
 
