@@ -173,3 +173,77 @@ def test_folder_option_reads_mbox(mailbox_sandbox):
     child.expect(PROMPT)
     assert quit_cleanly(child) == 0
     assert len(mailbox.mbox(str(sb.home() / "mbox"))) == 0
+
+
+def test_quit_that_cannot_write_mbox_loses_nothing(mailbox_sandbox):
+    sb = mailbox_sandbox
+    three(sb)
+    (sb.home() / "mbox").mkdir()                      # ~/mbox cannot be appended to
+    before = sb.spool().read_bytes()
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p 1")
+    child.expect(PROMPT)
+    child.sendline("q")
+    child.expect("nothing changed")
+    child.expect(PROMPT)                              # still in the session
+    child.sendline("x")
+    child.expect(pexpect.EOF)
+    assert sb.spool().read_bytes() == before
+
+
+def test_long_message_goes_through_pager(mailbox_sandbox):
+    sb = mailbox_sandbox
+    sb.deliver(message("long one", body="".join(f"line {n}\n" for n in range(100))))
+    sb.mailrc("set crt=20\n")
+    sb.env["PAGER"] = "sed 's/^/PAGED: /'"
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p")
+    child.expect("PAGED: line 99")
+    child.expect(PROMPT)
+    child.sendline("x")
+    child.expect(pexpect.EOF)
+
+
+def test_attachments_listed_and_detached(mailbox_sandbox, tmp_path):
+    sb = mailbox_sandbox
+    blob = bytes(range(256)) * 10
+    (tmp_path / "blob.bin").write_bytes(blob)
+    sb.mail("-s", "with file", "-a", str(tmp_path / "blob.bin"), "alice@localhost", input="Voilà.\n".encode())
+    [(_, raw)] = sb.sent()
+    sb.deliver(raw, sender="alice@localhost")
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p")
+    child.expect("Voilà.")
+    child.expect(r"\[-- Attachment #1: application/octet-stream, 2560 bytes, blob.bin --\]")
+    child.expect(PROMPT)
+    child.sendline("attachments")
+    child.expect("#1 application/octet-stream, 2560 bytes, blob.bin")
+    child.expect(PROMPT)
+    child.sendline(f"detach 1 1 {tmp_path / 'out.bin'}")
+    child.expect("2560 bytes")
+    child.expect(PROMPT)
+    child.sendline("x")
+    child.expect(pexpect.EOF)
+    assert (tmp_path / "out.bin").read_bytes() == blob
+
+
+def test_other_sandbox_user(mailbox_sandbox):
+    sb = mailbox_sandbox
+    sb.deliver(message("for bob", to="bob@localhost"), user="bob")
+    done = sb.mail("-H", user="bob")
+    assert b"for bob" in done.stdout
+    assert b"for bob" not in sb.mail("-H").stdout
+
+
+def test_bad_folders_are_clear_errors(mailbox_sandbox, tmp_path):
+    sb = mailbox_sandbox
+    (tmp_path / "garbage").write_bytes(b"not\x00an mbox\n")
+    (tmp_path / "link").symlink_to(tmp_path / "garbage")
+    for path, words in ((tmp_path / "missing", b"No such file"), (tmp_path / "garbage", b"not an mbox"),
+                        (tmp_path / "link", b"symbolic link"), (tmp_path, b"directory")):
+        done = sb.mail("-f", str(path))
+        assert done.returncode == 66, (path, done)
+        assert words in done.stderr and done.stderr.count(b"\n") == 1

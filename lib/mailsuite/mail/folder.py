@@ -106,27 +106,30 @@ class Folder:
     # --- leaving the folder ---
 
     def quit(self, mbox_path, *, hold, keepsave):
-        """Apply the session's marks; returns (moved to mbox, kept in folder) counts."""
+        """Apply the session's marks; returns (moved to mbox, kept in folder) counts.
+
+        Under the folder's lock: copy the messages bound for ~/mbox there
+        first (if that fails, the folder is untouched), then give out any
+        missing UIDs, then one `sync` with the flags and removals.  UIDs are
+        given out only here, when we write anyway, so reading and `exit`
+        leave the file exactly as it was.
+        """
         if not self.messages:
             return 0, 0
-        outgoing, expunge, flags = [], [], {}
         with self.store.locked():
-            now = self._locate()
-            for m in self.messages:
-                stored = now.get(m.number)
-                if stored is None:                  # expunged by another client meanwhile
-                    continue
-                fate = self._fate(m, hold, keepsave)
-                if fate == "keep":
-                    flags[stored.uid] = self._kept_flags(m)
-                else:
-                    expunge.append(stored.uid)
-                    if fate == "mbox":
-                        outgoing.append((m, stored))
+            before = self.store.scan().messages
+            found = self._find(before)
+            fates = {n: self._fate(self.messages[n - 1], hold, keepsave) for n in found}
+            outgoing = [before[found[n]] for n, fate in fates.items() if fate == "mbox"]
             if outgoing:
                 append_messages(mbox_path, self.cfg, self.owner,
-                                [(unquote_from_lines(self.store.read(stored)), stored, frozenset("RO"))
-                                 for _, stored in outgoing])
+                                [(unquote_from_lines(self.store.read(s)), s, frozenset("RO")) for s in outgoing])
+            after = self.store.sync().messages if any(not s.uid for s in before) else before
+            if len(after) != len(before):
+                raise MailboxError(f"{self.path}: changed while being updated")
+            flags = {after[found[n]].uid: self._kept_flags(self.messages[n - 1])
+                     for n, fate in fates.items() if fate == "keep"}
+            expunge = [after[found[n]].uid for n, fate in fates.items() if fate != "keep"]
             self.store.sync(flags=flags, expunge=expunge)
         return len(outgoing), len(flags)
 
@@ -142,26 +145,21 @@ class Folder:
             return "mbox"
         return "keep"
 
-    def _locate(self):
-        """Our messages as the file holds them now, UIDs assigned; caller holds the lock.
+    def _find(self, stored):
+        """Our message numbers -> positions in STORED, the file's messages now.
 
-        UIDs are given out only here, when we write anyway, so that reading
-        and `exit` leave the file exactly as it was.  A message that had no
-        UID at start-up is found again by its offset and From_ line, which
-        appends do not move; one that is no longer there is left alone.
+        A message is found by its UID, or, when it had none at start-up, by
+        its offset and From_ line, which appends do not move; a message that
+        is no longer there (another client expunged it) is left out.
         """
-        before = self.store.scan().messages
-        by_uid = {s.uid: i for i, s in enumerate(before) if s.uid}
-        by_place = {(s.start, s.from_line): i for i, s in enumerate(before) if not s.uid}
-        positions = {}
+        by_uid = {s.uid: i for i, s in enumerate(stored) if s.uid}
+        by_place = {(s.start, s.from_line): i for i, s in enumerate(stored) if not s.uid}
+        found = {}
         for m in self.messages:
             i = by_uid.get(m.uid) if m.uid else by_place.get((m.stored.start, m.stored.from_line))
             if i is not None:
-                positions[m.number] = i
-        after = self.store.sync().messages if by_place else before
-        if len(after) != len(before):
-            raise MailboxError(f"{self.path}: changed while being updated")
-        return {n: after[i] for n, i in positions.items()}
+                found[m.number] = i
+        return found
 
     def _kept_flags(self, m):
         letters = set(m.stored.flags) | {"O"}

@@ -152,12 +152,14 @@ def send_mode(session, addresses, opts, skip_empty):
 
 def read_mode(session, path, flags):
     system = os.path.abspath(path) == os.path.abspath(session.user.spool)
+    if not system and not os.path.lexists(path):
+        raise Fatal(os.EX_NOINPUT, f"{path}: No such file or directory")
     try:
         if flags & {"-e", "-H"}:
             return peek(session, path, system, flags)
         folder = session.open_folder(path, system=system)
     except (MailboxError, PermissionError, IsADirectoryError) as exc:
-        raise Fatal(os.EX_NOINPUT, str(exc) if isinstance(exc, MailboxError) else f"{path}: {exc.strerror}") from None
+        raise Fatal(os.EX_NOINPUT, _with_path(path, exc)) from None
     except LockTimeout as exc:
         raise Fatal(os.EX_TEMPFAIL, f"{path}: {exc}") from None
     if not folder.messages:
@@ -170,6 +172,11 @@ def read_mode(session, path, flags):
         commands.display.print_page(session, session.current)
     prompt_loop(session, ignore_interrupts="-i" in flags)
     return 0
+
+
+def _with_path(path, exc):
+    text = str(exc) if isinstance(exc, MailboxError) else exc.strerror
+    return text if text.startswith(path) else f"{path}: {text}"
 
 
 def peek(session, path, system, flags):
