@@ -102,9 +102,15 @@ class Session:
         if not f:
             return "No folder"
         shown = f.path.replace(self.home, "~", 1) if f.path.startswith(self.home + "/") else f.path
+        count = len(f.messages)
+        new = f.count_new()
+        unread = f.count_unread() - new
         deleted = sum(1 for m in f.messages if m.deleted)
-        return f'"{shown}": {len(f.messages)} message{"s" if len(f.messages) != 1 else ""}' + \
-            (f" {f.count_new()} new" if f.count_new() else "") + (f" {deleted} deleted" if deleted else "")
+        text = f'"{shown}": {count} message{"s" if count != 1 else ""}'
+        for number, word in ((new, "new"), (unread, "unread"), (deleted, "deleted")):
+            if number:
+                text += f" {number} {word}"
+        return text
 
     def leave_folder(self, *, apply):
         """Close the folder; APPLY (quit) writes the session's marks back, else (exit) nothing changes.
