@@ -66,17 +66,21 @@ def _my_addresses(session):
 
 
 def compose_and_send(session, draft, *, skip_empty=False):
-    """Ask for what is missing, collect the body from the terminal, send; True when sent."""
+    """Ask for what is missing, collect the body (tilde escapes and all), send; True when sent.
+
+    The questions are asked only on a terminal; commands piped to `mail`
+    still compose with `m` and `r`, the body ending at a lone `.`.
+    """
     opts = session.options
+    ask = session.interactive
     try:
-        if session.interactive:
-            if not draft.subject and (opts.on("ask") or opts.on("asksub")):
-                draft.subject = session.read_line("Subject: ")
-            tilde.Composer(draft, session).run()
-            if opts.on("askcc"):
-                draft.cc += compose.split_addresses(session.read_line("Cc: ", ", ".join(draft.cc)))
-            if opts.on("askbcc"):
-                draft.bcc += compose.split_addresses(session.read_line("Bcc: ", ", ".join(draft.bcc)))
+        if ask and not draft.subject and (opts.on("ask") or opts.on("asksub")):
+            draft.subject = session.read_line("Subject: ")
+        tilde.Composer(draft, session).run()
+        if ask and opts.on("askcc"):
+            draft.cc = compose.split_addresses(session.read_line("Cc: ", ", ".join(draft.cc)))
+        if ask and opts.on("askbcc"):
+            draft.bcc = compose.split_addresses(session.read_line("Bcc: ", ", ".join(draft.bcc)))
     except tilde.Abort as abort:
         if abort.save:
             session.save_dead(draft)
