@@ -29,30 +29,52 @@ def snail_summary(path, home):
     return rows
 
 
-def mutt_index(path, home, count):
-    """(flag, subject) per message from mutt's index, driven in a private tmux server."""
-    need("mutt")
-    need("tmux")
-    socket = f"mailtest{os.getpid()}-{next(_SOCKETS)}"
-    os.makedirs(os.path.join(home, "Mail"), exist_ok=True)
-    command = f"env HOME={home} TERM=screen LC_ALL=C.UTF-8 mutt -F /dev/null -R -f {path}; sleep 30"
-    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-s", "m", "-x", "120", "-y", "30", command],
-                   check=True)
-    try:
-        screen = ""
-        for _ in range(100):
-            screen = subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-t", "m"],
-                                    capture_output=True, text=True).stdout
-            if sum(1 for line in screen.splitlines() if line[:4].strip().isdigit()) >= count:
-                break
+class Tmux:
+    """A private tmux server running one full-screen program, read with capture-pane."""
+
+    def __init__(self, command):
+        need("tmux")
+        self.socket = f"mailtest{os.getpid()}-{next(_SOCKETS)}"
+        subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-s", "m", "-x", "120", "-y", "30",
+                        command + "; sleep 30"], check=True)
+
+    def screen(self):
+        return subprocess.run(["tmux", "-L", self.socket, "capture-pane", "-p", "-t", "m"],
+                              capture_output=True, text=True).stdout
+
+    def wait_for(self, predicate, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            screen = self.screen()
+            if predicate(screen) or time.monotonic() > deadline:
+                return screen
             time.sleep(0.1)
+
+    def keys(self, *keys):
+        subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "m", *keys], check=True)
+
+    def close(self):
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+
+
+def mutt(path, home):
+    need("mutt")
+    os.makedirs(os.path.join(home, "Mail"), exist_ok=True)
+    return Tmux(f"env HOME={home} TERM=screen LC_ALL=C.UTF-8 mutt -F /dev/null -R -f {path}")
+
+
+def _index_rows(screen):
+    return [line for line in screen.splitlines() if line[:4].strip().isdigit()]
+
+
+def mutt_index(path, home, count):
+    """(flag, subject) per message from mutt's index: N new, O old, blank for read."""
+    session = mutt(path, home)
+    try:
+        screen = session.wait_for(lambda text: len(_index_rows(text)) >= count)
     finally:
-        subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
-    rows = []
-    for line in screen.splitlines():
-        if line[:4].strip().isdigit():
-            rows.append((line[5:6].strip(), line.split()[-1]))
-    return rows
+        session.close()
+    return [(line[5:6].strip(), line.split()[-1]) for line in _index_rows(screen)]
 
 
 def test_spool_and_mbox_agree_with_peers(mailbox_sandbox):
@@ -124,3 +146,27 @@ def test_snail_sees_our_flags_after_hold(mailbox_sandbox, hold):
     assert quit_cleanly(child) == 0
     expected = [("O", "one"), ("U", "two")] if hold else [("U", "two")]
     assert snail_summary(sb.spool(), sb.home()) == expected
+
+
+def test_attachment_saved_by_mutt_is_identical(mailbox_sandbox, tmp_path):
+    sb = mailbox_sandbox
+    blob = os.urandom(5000)
+    (tmp_path / "blob.bin").write_bytes(blob)
+    assert sb.mail("-s", "attached", "-a", str(tmp_path / "blob.bin"), "alice@localhost",
+                   input=b"see attached\n").returncode == 0
+    [(_, raw)] = sb.sent()
+    sb.deliver(raw, sender="alice@localhost")
+    session = mutt(sb.spool(), sb.home())
+    try:
+        session.wait_for(lambda text: "attached" in text)
+        session.keys("Enter")                           # open the message
+        session.wait_for(lambda text: "see attached" in text)
+        session.keys("v")                               # its attachments
+        session.wait_for(lambda text: "blob.bin" in text)
+        session.keys("j", "s")                          # the second part: save
+        session.wait_for(lambda text: "Save to file" in text)
+        session.keys("C-u", str(tmp_path / "out.bin"), "Enter")
+        session.wait_for(lambda text: "Attachment saved" in text)
+    finally:
+        session.close()
+    assert (tmp_path / "out.bin").read_bytes() == blob
