@@ -11,8 +11,6 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from conftest import program
 
 FAKE_SENDMAIL = """#!/bin/sh
@@ -100,11 +98,6 @@ def message(subject, body="Hello.\n", sender="Bob Smith <bob@localhost>", to="al
     return (f"From: {sender}\nTo: {to}\nSubject: {subject}\n"
             f"Date: Tue, 24 Nov 2026 07:00:00 +0000\nMessage-ID: <{abs(hash(subject))}@localhost>\n"
             f"{extra}\n{body}").encode()
-
-
-@pytest.fixture
-def mailbox_sandbox(tmp_path):
-    return MailSandbox(tmp_path)
 
 
 def quit_cleanly(child):

@@ -6,7 +6,7 @@ import mailbox
 
 import pexpect
 
-from mail_harness import mailbox_sandbox, message, quit_cleanly  # noqa: F401
+from mail_harness import message, quit_cleanly
 
 PROMPT = r"\? "
 
@@ -17,8 +17,8 @@ def spawn_ready(sb, *args):
     return child
 
 
-def test_write_copy_and_save_by_sender(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_write_copy_and_save_by_sender(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     sb.deliver(message("first", body="Body one.\n"))
     sb.deliver(message("second", body="Body two.\n", sender="Carol <carol@example.org>"))
     child = spawn_ready(sb)
@@ -39,8 +39,8 @@ def test_write_copy_and_save_by_sender(mailbox_sandbox, tmp_path):
     assert len(mailbox.mbox(str(sb.spool()))) == 0
 
 
-def test_pipe_and_shell(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_pipe_and_shell(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     sb.deliver(message("piped", body="secret words\n"))
     child = spawn_ready(sb)
     child.sendline(f"| 1 'grep -c secret > {tmp_path / 'count'}'")
@@ -54,8 +54,8 @@ def test_pipe_and_shell(mailbox_sandbox, tmp_path):
     assert (tmp_path / "shell").read_text() == "shell-ran\n"
 
 
-def test_paging_the_summary(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_paging_the_summary(mail_sandbox):
+    sb = mail_sandbox
     for n in range(1, 31):
         sb.deliver(message(f"subject {n:02d}"))
     sb.mailrc("set screen=10\n")
@@ -81,8 +81,8 @@ def test_paging_the_summary(mailbox_sandbox):
     child.expect(pexpect.EOF)
 
 
-def test_switch_folder(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_switch_folder(mail_sandbox):
+    sb = mail_sandbox
     sb.deliver(message("in spool"))
     (sb.home() / "mail").mkdir(exist_ok=True)
     box = mailbox.mbox(str(sb.home() / "mail" / "archive"))
@@ -102,8 +102,8 @@ def test_switch_folder(mailbox_sandbox):
     child.expect(pexpect.EOF)
 
 
-def test_editor_and_edit_headers(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_editor_and_edit_headers(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     editor = tmp_path / "editor"
     editor.write_text("#!/bin/sh\nsed -i 's/typo/fixed/' \"$1\"\necho 'added by editor' >> \"$1\"\n")
     editor.chmod(0o755)
@@ -130,8 +130,8 @@ def test_editor_and_edit_headers(mailbox_sandbox, tmp_path):
     assert argv[4:] == ["bob@localhost", "carol@example.org"]
 
 
-def test_mail_command_inserts_message_with_tilde_m(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_mail_command_inserts_message_with_tilde_m(mail_sandbox):
+    sb = mail_sandbox
     sb.deliver(message("original", body="quote me\n"))
     child = spawn_ready(sb)
     child.sendline("m carol@example.org")
@@ -150,8 +150,8 @@ def test_mail_command_inserts_message_with_tilde_m(mailbox_sandbox):
     assert body.startswith("See below.\nOn ") and "> quote me" in body
 
 
-def test_failed_send_from_the_prompt_keeps_session_and_letter(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_failed_send_from_the_prompt_keeps_session_and_letter(mail_sandbox):
+    sb = mail_sandbox
     sb.deliver(message("hello"))
     sb.make_sendmail_fail()
     child = spawn_ready(sb)
@@ -166,8 +166,8 @@ def test_failed_send_from_the_prompt_keeps_session_and_letter(mailbox_sandbox):
     assert dead["Subject"] == "Re: hello" and "my answer" in dead.get_payload(decode=True).decode()
 
 
-def test_hangup_leaves_mailbox_as_it_was(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_hangup_leaves_mailbox_as_it_was(mail_sandbox):
+    sb = mail_sandbox
     sb.deliver(message("one"))
     before = sb.spool().read_bytes()
     child = spawn_ready(sb)

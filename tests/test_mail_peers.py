@@ -10,7 +10,7 @@ import pexpect
 import pytest
 
 from conftest import need
-from mail_harness import mailbox_sandbox, message, quit_cleanly  # noqa: F401
+from mail_harness import message, quit_cleanly
 
 PROMPT = r"\? "
 _SOCKETS = itertools.count()
@@ -77,8 +77,8 @@ def mutt_index(path, home, count):
     return [(line[5:6].strip(), line.split()[-1]) for line in _index_rows(screen)]
 
 
-def test_spool_and_mbox_agree_with_peers(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_spool_and_mbox_agree_with_peers(mail_sandbox):
+    sb = mail_sandbox
     for subject in ("alpha", "beta", "gamma", "delta"):
         sb.deliver(message(subject))
     child = sb.spawn()
@@ -100,10 +100,10 @@ def test_spool_and_mbox_agree_with_peers(mailbox_sandbox):
     assert mutt_index(sb.home() / "mbox", sb.home(), 2) == [("", "alpha"), ("", "beta")]
 
 
-def test_reads_what_snail_wrote(mailbox_sandbox):
+def test_reads_what_snail_wrote(mail_sandbox):
     """s-nail appends to a file recipient, then reads and rewrites the spool; `mail` follows."""
     need("s-nail")
-    sb = mailbox_sandbox
+    sb = mail_sandbox
     env = dict(os.environ, HOME=str(sb.home()), LC_ALL="C.UTF-8")
     spool = str(sb.spool())
     for subject, body in (("Grüße aus Köln", "Schöne Grüße\nFrom the Rhine\n"), ("plain", "text\n"),
@@ -133,8 +133,8 @@ def test_reads_what_snail_wrote(mailbox_sandbox):
 
 
 @pytest.mark.parametrize("hold", [False, True])
-def test_snail_sees_our_flags_after_hold(mailbox_sandbox, hold):
-    sb = mailbox_sandbox
+def test_snail_sees_our_flags_after_hold(mail_sandbox, hold):
+    sb = mail_sandbox
     sb.deliver(message("one"))
     sb.deliver(message("two"))
     if hold:
@@ -148,8 +148,8 @@ def test_snail_sees_our_flags_after_hold(mailbox_sandbox, hold):
     assert snail_summary(sb.spool(), sb.home()) == expected
 
 
-def test_attachment_saved_by_mutt_is_identical(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_attachment_saved_by_mutt_is_identical(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     blob = os.urandom(5000)
     (tmp_path / "blob.bin").write_bytes(blob)
     assert sb.mail("-s", "attached", "-a", str(tmp_path / "blob.bin"), "alice@localhost",

@@ -4,7 +4,7 @@ import mailbox
 
 import pexpect
 
-from mail_harness import mailbox_sandbox, message, quit_cleanly  # noqa: F401
+from mail_harness import message, quit_cleanly
 
 PROMPT = r"\? "
 
@@ -18,8 +18,8 @@ def statuses(path):
     return [(m["Subject"], m.get("Status", ""), m.get_flags()) for m in mailbox.mbox(str(path))]
 
 
-def test_summary_and_print(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_summary_and_print(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     child = sb.spawn()
     child.expect("3 messages 3 new")
@@ -50,8 +50,8 @@ def test_summary_and_print(mailbox_sandbox):
     assert body == "Body of message 1.\n>From the start\n"       # quoted once, as in the spool
 
 
-def test_delete_save_and_hold(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_delete_save_and_hold(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     sb.mailrc("set hold\n")
     child = sb.spawn()
@@ -75,8 +75,8 @@ def test_delete_save_and_hold(mailbox_sandbox):
     assert [s for s, _, _ in statuses(sb.home() / "mail" / "saved")] == ["Message number 2"]
 
 
-def test_exit_leaves_everything(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_exit_leaves_everything(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     before = sb.spool().read_bytes()
     child = sb.spawn()
@@ -88,8 +88,8 @@ def test_exit_leaves_everything(mailbox_sandbox):
     assert sb.spool().read_bytes() == before
 
 
-def test_msglist_commands(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_msglist_commands(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     sb.deliver(message("Invoice 42", sender="Carol <carol@elsewhere>"))
     child = sb.spawn()
@@ -120,8 +120,8 @@ def test_msglist_commands(mailbox_sandbox):
     assert [s for s, _, _ in statuses(sb.spool())] == ["Message number 2", "Message number 3", "Invoice 42"]
 
 
-def test_delivery_while_open_is_kept(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_delivery_while_open_is_kept(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     child = sb.spawn()
     child.expect(PROMPT)
@@ -136,8 +136,8 @@ def test_delivery_while_open_is_kept(mailbox_sandbox):
     assert [s for s, _, _ in statuses(sb.home() / "mbox")] == ["Message number 2"]
 
 
-def test_empty_spool(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_empty_spool(mail_sandbox):
+    sb = mail_sandbox
     done = sb.mail()
     assert done.returncode == 0
     assert b"No mail for alice" in done.stdout
@@ -146,8 +146,8 @@ def test_empty_spool(mailbox_sandbox):
     assert sb.mail("-e").returncode == 0
 
 
-def test_summary_only(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_summary_only(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     before = sb.spool().read_bytes()
     done = sb.mail("-H")
@@ -157,8 +157,8 @@ def test_summary_only(mailbox_sandbox):
     assert sb.spool().read_bytes() == before          # -H changes nothing
 
 
-def test_folder_option_reads_mbox(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_folder_option_reads_mbox(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     child = sb.spawn()
     child.expect(PROMPT)
@@ -175,8 +175,8 @@ def test_folder_option_reads_mbox(mailbox_sandbox):
     assert len(mailbox.mbox(str(sb.home() / "mbox"))) == 0
 
 
-def test_quit_that_cannot_write_mbox_loses_nothing(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_quit_that_cannot_write_mbox_loses_nothing(mail_sandbox):
+    sb = mail_sandbox
     three(sb)
     (sb.home() / "mbox").mkdir()                      # ~/mbox cannot be appended to
     before = sb.spool().read_bytes()
@@ -192,8 +192,8 @@ def test_quit_that_cannot_write_mbox_loses_nothing(mailbox_sandbox):
     assert sb.spool().read_bytes() == before
 
 
-def test_long_message_goes_through_pager(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_long_message_goes_through_pager(mail_sandbox):
+    sb = mail_sandbox
     sb.deliver(message("long one", body="".join(f"line {n}\n" for n in range(100))))
     sb.mailrc("set crt=20\n")
     sb.env["PAGER"] = "sed 's/^/PAGED: /'"
@@ -206,8 +206,8 @@ def test_long_message_goes_through_pager(mailbox_sandbox):
     child.expect(pexpect.EOF)
 
 
-def test_attachments_listed_and_detached(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_attachments_listed_and_detached(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     blob = bytes(range(256)) * 10
     (tmp_path / "blob.bin").write_bytes(blob)
     sb.mail("-s", "with file", "-a", str(tmp_path / "blob.bin"), "alice@localhost", input="Voilà.\n".encode())
@@ -230,16 +230,16 @@ def test_attachments_listed_and_detached(mailbox_sandbox, tmp_path):
     assert (tmp_path / "out.bin").read_bytes() == blob
 
 
-def test_other_sandbox_user(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_other_sandbox_user(mail_sandbox):
+    sb = mail_sandbox
     sb.deliver(message("for bob", to="bob@localhost"), user="bob")
     done = sb.mail("-H", user="bob")
     assert b"for bob" in done.stdout
     assert b"for bob" not in sb.mail("-H").stdout
 
 
-def test_bad_folders_are_clear_errors(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_bad_folders_are_clear_errors(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     (tmp_path / "garbage").write_bytes(b"not\x00an mbox\n")
     (tmp_path / "link").symlink_to(tmp_path / "garbage")
     for path, words in ((tmp_path / "missing", b"No such file"), (tmp_path / "garbage", b"not an mbox"),

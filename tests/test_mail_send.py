@@ -7,15 +7,15 @@ import os
 
 import pexpect
 
-from mail_harness import mailbox_sandbox, message, quit_cleanly  # noqa: F401
+from mail_harness import message, quit_cleanly
 
 
 def parsed(raw):
     return email.message_from_bytes(raw, policy=email.policy.default)
 
 
-def test_pipe_with_headers_and_bcc(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_pipe_with_headers_and_bcc(mail_sandbox):
+    sb = mail_sandbox
     done = sb.mail("-s", "Grüße aus Köln", "-c", "carol@example.org", "-b", "dave@example.org",
                    "bob@localhost", input="Schöne Grüße.\n".encode())
     assert done.returncode == 0, done.stderr
@@ -32,16 +32,16 @@ def test_pipe_with_headers_and_bcc(mailbox_sandbox):
     assert b"\r" not in raw
 
 
-def test_argument_looking_like_an_option_stays_an_address(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_argument_looking_like_an_option_stays_an_address(mail_sandbox):
+    sb = mail_sandbox
     done = sb.mail("-s", "x", "--", "-oQ/tmp/evil@example.org", input=b"hi\n")
     assert done.returncode == 0, done.stderr
     [(argv, _)] = sb.sent()
     assert argv[-2:] == ["--", "-oQ/tmp/evil@example.org"]
 
 
-def test_attachments_decode_byte_identical(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_attachments_decode_byte_identical(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     blob = bytes(range(256)) * 40
     (tmp_path / "data.bin").write_bytes(blob)
     (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(3000))
@@ -61,22 +61,22 @@ def test_attachments_decode_byte_identical(mailbox_sandbox, tmp_path):
     assert msg.get_body(("plain",)).get_content() == "See attached.\n"
 
 
-def test_missing_attachment_is_an_error(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_missing_attachment_is_an_error(mail_sandbox):
+    sb = mail_sandbox
     done = sb.mail("-a", "/nonexistent/file", "bob@localhost", input=b"x\n")
     assert done.returncode == os.EX_NOINPUT
     assert b"/nonexistent/file" in done.stderr
     assert sb.sent() == []
 
 
-def test_empty_body_with_E_is_not_sent(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_empty_body_with_E_is_not_sent(mail_sandbox):
+    sb = mail_sandbox
     assert sb.mail("-E", "-s", "nothing", "bob@localhost", input=b"").returncode == 0
     assert sb.sent() == []
 
 
-def test_sendmail_failure_saves_dead_letter(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_sendmail_failure_saves_dead_letter(mail_sandbox):
+    sb = mail_sandbox
     sb.make_sendmail_fail()
     done = sb.mail("-s", "lost?", "bob@localhost", input=b"keep me\n")
     assert done.returncode == os.EX_UNAVAILABLE
@@ -86,8 +86,8 @@ def test_sendmail_failure_saves_dead_letter(mailbox_sandbox):
     assert dead["Subject"] == "lost?" and dead.get_payload() == "keep me\n"
 
 
-def test_aliases_and_record(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_aliases_and_record(mail_sandbox):
+    sb = mail_sandbox
     sb.mailrc("alias team bob@localhost carol@example.org\nset record=+sent\n")
     assert sb.mail("-s", "hi team", "team", input=b"hello\n").returncode == 0
     [(argv, _)] = sb.sent()
@@ -106,8 +106,8 @@ def compose(sb, *args):
     return child
 
 
-def test_tilde_escapes(mailbox_sandbox, tmp_path):
-    sb = mailbox_sandbox
+def test_tilde_escapes(mail_sandbox, tmp_path):
+    sb = mail_sandbox
     (tmp_path / "insert.txt").write_text("inserted line\n")
     child = sb.spawn("bob@localhost")
     child.expect("Subject: ")
@@ -143,8 +143,8 @@ def test_tilde_escapes(mailbox_sandbox, tmp_path):
     assert (tmp_path / "draft.txt").read_text() == "LINE ONE\nINSERTED LINE\n~TILDE LINE\n"
 
 
-def test_ctrl_d_ends_and_askcc(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_ctrl_d_ends_and_askcc(mail_sandbox):
+    sb = mail_sandbox
     sb.mailrc("set askcc\n")
     child = compose(sb, "-s", "via ctrl-d", "bob@localhost")
     child.sendline("body")
@@ -159,8 +159,8 @@ def test_ctrl_d_ends_and_askcc(mailbox_sandbox):
     assert parsed(raw).get_content() == "body\n"
 
 
-def test_tilde_q_and_double_interrupt_keep_dead_letter(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_tilde_q_and_double_interrupt_keep_dead_letter(mail_sandbox):
+    sb = mail_sandbox
     child = compose(sb, "-s", "abandoned", "bob@localhost")
     child.sendline("draft text")
     child.sendline("~q")
@@ -182,8 +182,8 @@ def test_tilde_q_and_double_interrupt_keep_dead_letter(mailbox_sandbox):
     assert dead == [("abandoned", "draft text\n"), ("interrupted", "second draft\n")]
 
 
-def test_reply_and_reply_all(mailbox_sandbox):
-    sb = mailbox_sandbox
+def test_reply_and_reply_all(mail_sandbox):
+    sb = mail_sandbox
     sb.deliver(message("Lunch?", body="Friday at noon?\n", to="alice@localhost, Erin <erin@example.org>",
                        extra="Cc: Carol <carol@example.org>\n"))
     child = sb.spawn()

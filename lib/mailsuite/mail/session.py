@@ -7,6 +7,7 @@ for the spool), selection of message lists, and sending a finished draft
 through sendmail with ~/dead.letter as the safety net.
 """
 
+import importlib
 import os
 import shutil
 import subprocess
@@ -35,10 +36,7 @@ class Session:
         self.done = False
         self.page_start = 1            # first summary line `z` pages from
         if interactive:
-            try:
-                import readline  # noqa: F401  (line editing and history for input())
-            except ImportError:
-                pass
+            _enable_line_editing()
 
     # --- terminal ---
 
@@ -53,7 +51,7 @@ class Session:
     def read_line(self, prompt="", prefill=""):
         """One line from the user; EOFError at end of input, KeyboardInterrupt on ^C."""
         if prefill and self.interactive:
-            import readline
+            readline = importlib.import_module("readline")
             readline.set_startup_hook(lambda: readline.insert_text(prefill))
             try:
                 return input(prompt)
@@ -239,3 +237,11 @@ class Session:
             self.warn(f"cannot append: {exc}")
             return False
         return True
+
+
+def _enable_line_editing():
+    """Loading readline is what gives input() line editing and history."""
+    try:
+        importlib.import_module("readline")
+    except ImportError:
+        pass
