@@ -45,12 +45,15 @@ def test_pipe_and_shell(mail_sandbox, tmp_path):
     child = spawn_ready(sb)
     child.sendline(f"| 1 'grep -c secret > {tmp_path / 'count'}'")
     child.expect(PROMPT)
+    child.sendline(f"| wc -l > {tmp_path / 'lines'}")           # no list: the current message
+    child.expect(PROMPT)
     child.sendline(f"!echo shell-ran > {tmp_path / 'shell'}")
     child.expect("!")
     child.expect(PROMPT)
     child.sendline("x")
     child.expect(pexpect.EOF)
     assert (tmp_path / "count").read_text() == "1\n"
+    assert int((tmp_path / "lines").read_text()) > 5
     assert (tmp_path / "shell").read_text() == "shell-ran\n"
 
 

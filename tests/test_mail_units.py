@@ -72,6 +72,16 @@ def test_select_errors(box, spec, error):
         msglist.select(msglist.split(spec), box, current=3)
 
 
+@pytest.mark.parametrize("text, words, rest", [
+    ("1 2-3 grep -c x > f", ["1", "2-3"], "grep -c x > f"),
+    ("wc -l", [], "wc -l"),
+    (":u $ 'lpr -P office'", [":u", "$"], "'lpr -P office'"),
+    ("", [], ""),
+])
+def test_leading_list(text, words, rest):
+    assert msglist.leading_list(text) == (words, rest)
+
+
 def test_select_deleted_for_undelete(box):
     assert msglist.select(["4"], box, current=3, deleted=True) == [4]
     assert msglist.select(["*"], box, current=3, deleted=True) == [4]

@@ -9,13 +9,13 @@ message instead of losing it.  Messages that arrived while `mail` was open
 are not ours to touch and `sync` leaves them as they are.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..mbox import Mailbox, MailboxError, unquote_from_lines
 from . import mime_view
 
 # Header fields the summary needs; everything else is read only on demand.
-_SUMMARY_FIELDS = (b"from", b"subject", b"date", b"to")
+_SUMMARY_FIELDS = (b"from", b"subject", b"date")
 
 
 @dataclass(eq=False)
@@ -25,7 +25,7 @@ class MessageState:
     sender: str = ""
     subject: str = ""
     date: str = ""
-    to: str = ""
+    lines: int | None = None       # counted when first shown: it needs the whole message
     new: bool = False
     read: bool = False
     flagged: bool = False
@@ -33,7 +33,6 @@ class MessageState:
     preserved: bool = False        # `pre`/`ho`: stays in the spool whatever else
     saved: bool = False            # `s`/`w`: leaves the spool on quit unless keepsave
     to_mbox: bool = False          # `mb`: goes to ~/mbox on quit
-    extra: dict = field(default_factory=dict)
 
     @property
     def uid(self):
@@ -72,8 +71,7 @@ class Folder:
         state = MessageState(number, stored,
                              sender=mime_view.decode_header(fields.get(b"from")) or stored.sender,
                              subject=mime_view.decode_header(fields.get(b"subject")),
-                             date=fields.get(b"date", ""),
-                             to=mime_view.decode_header(fields.get(b"to")))
+                             date=fields.get(b"date", ""))
         flags = stored.flags
         state.read = "R" in flags
         state.new = "R" not in flags and "O" not in flags
@@ -86,7 +84,7 @@ class Folder:
 
     def line_count(self, state):
         stored = state.stored
-        if "lines" not in state.extra:
+        if state.lines is None:
             count, offset = 0, stored.header
             while offset < stored.end:
                 chunk = self.store.read(stored, offset, min(offset + (1 << 20), stored.end))
@@ -94,8 +92,8 @@ class Folder:
                     break
                 count += chunk.count(b"\n")
                 offset += len(chunk)
-            state.extra["lines"] = count
-        return state.extra["lines"]
+            state.lines = count
+        return state.lines
 
     def count_new(self):
         return sum(1 for m in self.messages if m.new and not m.deleted)

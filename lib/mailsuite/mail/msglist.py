@@ -21,6 +21,7 @@ class MsgListError(Exception):
     """A specification that names no message; the text says which."""
 
 
+_LIST_WORD = re.compile(r"^(\d+(-\d+)?|[*$.^+-]|:[a-z]+)$")
 _RANGE = re.compile(r"^(\d+|[.^$])-(\d+|[.^$])$")
 _STATES = {
     "n": lambda m: m.new,
@@ -38,6 +39,23 @@ def split(text):
         return shlex.split(text)
     except ValueError as exc:
         raise MsgListError(str(exc)) from None
+
+
+def is_list_word(word):
+    """Whether WORD can only be a message list (a number, range, `*`, `:n`...), never a file or command."""
+    return bool(_LIST_WORD.match(word))
+
+
+def leading_list(text):
+    """Split 'N-M :u rest of line' into (['N-M', ':u'], 'rest of line') for `| [LIST] COMMAND`."""
+    words = text.split()
+    count = 0
+    while count < len(words) and is_list_word(words[count]):
+        count += 1
+    rest = text.strip()
+    for word in words[:count]:
+        rest = rest[len(word):].lstrip()
+    return words[:count], rest
 
 
 def select(words, messages, current, *, deleted=False):

@@ -8,7 +8,6 @@ only the bodies, `detach` one decoded attachment, byte for byte.
 
 import email.utils
 import os
-import re
 
 from ...locking import LockTimeout
 from ...mbox import MailboxError
@@ -16,16 +15,12 @@ from .. import mime_view, msglist
 from ..folder import append_messages
 from ..session import CommandError
 
-# A word that can only be a message list, never a file name.
-_LIST_WORD = re.compile(r"^(\d+(-\d+)?|[*$.^]|:[a-z]+)$")
-
-
 def _list_and_file(session, arg):
     """`[LIST] FILE`: the last word is the file unless it is the only word and a list."""
     words = msglist.split(arg)
     if not words:
         return session.select([]), session.mbox_path
-    if len(words) == 1 and _LIST_WORD.match(words[0]):
+    if len(words) == 1 and msglist.is_list_word(words[0]):
         return session.select(words), session.mbox_path
     return session.select(words[:-1]), session.expand_path(words[-1])
 

@@ -41,12 +41,13 @@ def shell(session, arg):
 
 
 def pipe(session, arg):
-    """| [LIST] COMMAND: each message, as stored, on the command's standard input."""
-    words = msglist.split(arg)
-    if not words:
+    """| [LIST] COMMAND: each message, as sent, on the command's standard input."""
+    words, command = msglist.leading_list(arg)
+    if len(command) > 1 and command[0] in "'\"" and command[-1] == command[0]:
+        command = command[1:-1]
+    if not command:
         raise CommandError("pipe: usage: | [LIST] COMMAND")
-    command = words[-1] if len(words) > 1 or not arg.strip().startswith(("'", '"')) else arg
-    chosen = session.select(words[:-1])
+    chosen = session.select(words)
     for m in chosen:
         data = session.folder.read(m)
         done = subprocess.run(["/bin/sh", "-c", command], input=data)
