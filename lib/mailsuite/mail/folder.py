@@ -103,7 +103,7 @@ class Folder:
 
     # --- leaving the folder ---
 
-    def quit(self, mbox_path, *, hold, keepsave):
+    def quit(self, mbox_path, mbox_owner, *, hold, keepsave):
         """Apply the session's marks; returns (moved to mbox, kept in folder) counts.
 
         Under the folder's lock: copy the messages bound for ~/mbox there
@@ -120,7 +120,7 @@ class Folder:
             fates = {n: self._fate(self.messages[n - 1], hold, keepsave) for n in found}
             outgoing = [before[found[n]] for n, fate in fates.items() if fate == "mbox"]
             if outgoing:
-                append_messages(mbox_path, self.cfg, self.owner,
+                append_messages(mbox_path, self.cfg, mbox_owner,
                                 [(unquote_from_lines(self.store.read(s)), s, frozenset("RO")) for s in outgoing])
             after = self.store.sync().messages if any(not s.uid for s in before) else before
             if len(after) != len(before):
@@ -167,8 +167,12 @@ class Folder:
         return frozenset(letters), m.stored.keywords
 
 
-def append_messages(path, cfg, owner, items):
-    """Append (raw bytes, stored Message or None, flags) items to the mbox at PATH under its lock."""
+def append_messages(path, cfg, owner, items, *, sender="MAILER-DAEMON"):
+    """Append (raw bytes, stored Message or None, flags) items to the mbox at PATH under its lock.
+
+    A stored message keeps its From_ line's sender and date; a new one (a
+    sent copy, a dead letter) gets SENDER and the present time.
+    """
     target = open_mailbox(path, cfg, owner)
     if not target.exists:
         target.create(0o600)
@@ -177,11 +181,11 @@ def append_messages(path, cfg, owner, items):
             if stored is not None:
                 target.append(raw, sender=stored.sender, date=stored.date, flags=flags, keywords=stored.keywords)
             else:
-                target.append(raw, sender=owner.name, flags=flags)
+                target.append(raw, sender=sender, flags=flags)
 
 
 def open_mailbox(path, cfg, owner):
-    """The store for PATH; in the sandbox every user is the invoking uid, so ownership is not checked."""
+    """The store for PATH, owned by OWNER (None: unchecked); in the sandbox every user is one uid."""
     return Mailbox(path, cfg, owner=owner, check_owner=not cfg.mailsuite.sandbox)
 
 

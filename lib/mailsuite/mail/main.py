@@ -74,8 +74,8 @@ def main(argv):
     if not sending and flags & {"-s", "-c", "-b", "-a", "-r", "-E"}:
         raise Fatal(os.EX_USAGE, f"-s, -c, -b, -a, -r and -E need an address\n{USAGE}")
     options = rc.Options()
-    session = Session(cfg, user, options, home=home_of(cfg, user, value.get("-u")),
-                      interactive=sys.stdin.isatty())
+    me, home = own_account(cfg, user, value.get("-u"))
+    session = Session(cfg, user, options, me=me, home=home, interactive=sys.stdin.isatty())
     if "-n" not in flags and cfg.mail.rc_file:
         rc.load(options, cfg.mail.rc_file, sending=sending, warn=session.warn)
     rc.load(options, os.environ.get("MAILRC") or os.path.join(session.home, ".mailrc"),
@@ -106,13 +106,19 @@ def resolve_user(cfg, name):
     return user
 
 
-def home_of(cfg, user, explicit_user):
-    """$HOME for one's own account (as mailx does), the account's home otherwise and in the sandbox."""
-    if not cfg.mailsuite.sandbox and not explicit_user and os.environ.get("HOME"):
-        return os.environ["HOME"]
-    if not cfg.mailsuite.sandbox and explicit_user:
-        return pwd.getpwuid(os.getuid()).pw_dir
-    return user.home
+def own_account(cfg, user, explicit_user):
+    """(account, home) for personal files: ~/mbox, folders, ~/dead.letter, ~/.mailrc.
+
+    In the sandbox that is the user acted for.  In system mode it is the
+    invoking account, with $HOME as mailx uses it, even when -u reads
+    someone else's spool (account None when the uid has no entry).
+    """
+    if cfg.mailsuite.sandbox:
+        return user, user.home
+    if not explicit_user:
+        return user, os.environ.get("HOME") or user.home
+    me = UserDB(cfg).by_uid(os.getuid())
+    return me, os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
 
 
 # --- sending ---------------------------------------------------------------

@@ -24,9 +24,10 @@ class CommandError(Exception):
 
 
 class Session:
-    def __init__(self, cfg, user, options, *, home, interactive):
+    def __init__(self, cfg, user, options, *, me, home, interactive):
         self.cfg = cfg
-        self.user = user
+        self.user = user               # whose spool `%` is
+        self.me = me                   # who owns the personal files under home (None: unknown uid)
         self.options = options
         self.home = home
         self.interactive = interactive
@@ -86,7 +87,7 @@ class Session:
 
     def open_folder(self, path, *, system):
         """Open PATH as the current folder; the current message is the first new (else unread, else last) one."""
-        self.folder = Folder(path, self.cfg, self.user, system=system).open()
+        self.folder = Folder(path, self.cfg, self.user if system else self.me, system=system).open()
         messages = self.folder.messages
         first = (next((m for m in messages if m.new), None) or next((m for m in messages if not m.read), None)
                  or (messages[-1] if messages else None))
@@ -119,7 +120,7 @@ class Session:
         if folder is None:
             return
         if apply:
-            moved, kept = folder.quit(self.mbox_path, hold=self.options.on("hold"),
+            moved, kept = folder.quit(self.mbox_path, self.me, hold=self.options.on("hold"),
                                       keepsave=self.options.on("keepsave"))
             if moved:
                 self.write(f"Saved {moved} message{'s' if moved != 1 else ''} in {self.mbox_path}\n")
@@ -229,7 +230,7 @@ class Session:
 
     def append_to(self, path, message, flags=frozenset("RO")):
         try:
-            append_messages(path, self.cfg, self.user, [(message, None, flags)])
+            append_messages(path, self.cfg, self.me, [(message, None, flags)], sender=self.user.name)
         except OSError as exc:
             self.warn(f"{path}: cannot append: {exc.strerror}")
             return False

@@ -32,7 +32,7 @@ def _append(session, chosen, path):
     if path.startswith(session.folder_dir + "/"):
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)   # the folder directory, on first use
     try:
-        append_messages(path, session.cfg, session.user, items)
+        append_messages(path, session.cfg, session.me, items)
     except OSError as exc:
         raise CommandError(f"{path}: {exc.strerror}") from None
     except (MailboxError, LockTimeout) as exc:
