@@ -55,10 +55,15 @@ class Folder:
         self.messages = []
 
     def open(self):
-        """Index the mailbox (without writing to it); a missing file is an empty folder."""
+        """Index the mailbox; a missing file is an empty folder.
+
+        The scan happens under the lock, which also finishes a rewrite that
+        a killed process left half done, so what we index is consistent.
+        """
         if not self.store.exists:
             return self
-        index = self.store.scan()
+        with self.store.locked():
+            index = self.store.scan()
         self.messages = [self._state(n, m) for n, m in enumerate(index.messages, 1)]
         return self
 
