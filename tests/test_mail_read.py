@@ -37,8 +37,8 @@ def test_summary_and_print(mail_sandbox):
     child.expect("2\r\n")
     child.expect(PROMPT)
     child.sendline("h")
-    child.expect(r"\s+1 Bob Smith")
-    child.expect(r">\s+2 Bob Smith")
+    child.expect(r" R\s+1 Bob Smith")                  # R: read in this session
+    child.expect(r">R\s+2 Bob Smith")
     child.expect(r" N\s+3 Bob Smith")
     child.expect(PROMPT)
     assert quit_cleanly(child) == 0

@@ -28,13 +28,17 @@ DEFAULTS = {
 }
 
 
+# The store's own headers (flags, UIDs, padding) mean nothing to a reader; `P` still shows them.
+STORE_HEADERS = {"status", "x-status", "x-keywords", "x-uid", "x-imapbase", "content-length"}
+
+
 class Options:
     """Variables, aliases and header filters: the state `.mailrc` shapes."""
 
     def __init__(self):
         self.variables = dict(DEFAULTS)
         self.aliases = {}
-        self.ignored = set()
+        self.ignored = set(STORE_HEADERS)
         self.retained = set()
 
     # --- variables ---
@@ -105,6 +109,8 @@ class Options:
     def shows_header(self, name):
         """Whether `print` shows header NAME (`retain` wins over `ignore`)."""
         name = name.lower()
+        if name in STORE_HEADERS:
+            return False
         if self.retained:
             return name in self.retained
         return name not in self.ignored

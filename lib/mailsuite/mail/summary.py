@@ -3,9 +3,10 @@
     >N  3 Bob Example      Tue Nov 24 07:05   12/345   Lunch on Friday?
 
 The marker `>` points at the current message; the status letter follows
-mailx: N new, U unread, * saved, P preserved, M bound for ~/mbox, space for
-read.  The sender is the display name when there is one, else the address;
-the line is cut to the terminal width so a listing never wraps.
+mailx: N new, U unread, R read in this session, * saved, P preserved, M
+bound for ~/mbox, D deleted, space for read before.  The sender is the
+display name when there is one, else the address; the line is cut to the
+terminal width so a listing never wraps.
 """
 
 import email.utils
@@ -27,7 +28,7 @@ def status_letter(m):
         return "N"
     if not m.read:
         return "U"
-    return " "
+    return "R" if "R" not in m.stored.flags else " "
 
 
 def sender_name(m):
