@@ -32,14 +32,14 @@ def snail_summary(path, home):
 class Tmux:
     """A private tmux server running one full-screen program, read with capture-pane."""
 
-    def __init__(self, command):
+    def __init__(self, command, directory):
         need("tmux")
-        self.socket = f"mailtest{os.getpid()}-{next(_SOCKETS)}"
-        subprocess.run(["tmux", "-L", self.socket, "new-session", "-d", "-s", "m", "-x", "120", "-y", "30",
+        self.socket = os.path.join(directory, f".tmux-{next(_SOCKETS)}")
+        subprocess.run(["tmux", "-S", self.socket, "new-session", "-d", "-s", "m", "-x", "120", "-y", "30",
                         command + "; sleep 30"], check=True)
 
     def screen(self):
-        return subprocess.run(["tmux", "-L", self.socket, "capture-pane", "-p", "-t", "m"],
+        return subprocess.run(["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "m"],
                               capture_output=True, text=True).stdout
 
     def wait_for(self, predicate, timeout=20):
@@ -51,16 +51,17 @@ class Tmux:
             time.sleep(0.1)
 
     def keys(self, *keys):
-        subprocess.run(["tmux", "-L", self.socket, "send-keys", "-t", "m", *keys], check=True)
+        subprocess.run(["tmux", "-S", self.socket, "send-keys", "-t", "m", *keys], check=True)
 
     def close(self):
-        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True)
+        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
 
 
-def mutt(path, home):
+def mutt(path, home, *, readonly=True):
     need("mutt")
     os.makedirs(os.path.join(home, "Mail"), exist_ok=True)
-    return Tmux(f"env HOME={home} TERM=screen LC_ALL=C.UTF-8 mutt -F /dev/null -R -f {path}")
+    return Tmux(f"env HOME={home} TERM=screen LC_ALL=C.UTF-8 mutt -F /dev/null {'-R ' if readonly else ''}-f {path}",
+                home)
 
 
 def _index_rows(screen):
@@ -170,3 +171,33 @@ def test_attachment_saved_by_mutt_is_identical(mail_sandbox, tmp_path):
     finally:
         session.close()
     assert (tmp_path / "out.bin").read_bytes() == blob
+
+
+def test_reads_what_mutt_wrote(mail_sandbox):
+    """mutt reads message 1, deletes 2 and quits, rewriting the spool its way; `mail` follows."""
+    sb = mail_sandbox
+    for subject in ("one", "two", "three"):
+        sb.deliver(message(subject, body=f"body {subject}\nFrom the start\n"))
+    session = mutt(sb.spool(), sb.home(), readonly=False)
+    try:
+        session.wait_for(lambda text: "three" in text)
+        session.keys("Enter")                           # read message 1
+        session.wait_for(lambda text: "body one" in text)
+        session.keys("i")                               # back to the index
+        session.wait_for(lambda text: "Msgs:3" in text)
+        session.keys("j", "d", "q")                     # delete message 2, quit
+        session.wait_for(lambda text: "Purge" in text)
+        session.keys("y")
+        session.wait_for(lambda text: "Mutt" not in text)
+    finally:
+        session.close()
+    lines = sb.mail("-H").stdout.decode().splitlines()
+    assert [line.split()[-1] for line in lines] == ["one", "three"]
+    assert lines[0][1] == " " and lines[1][1] == "U"    # read; seen but unread (mutt's O)
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p 2")
+    child.expect("body three\r\nFrom the start")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    assert [m["Subject"] for m in mailbox.mbox(str(sb.home() / "mbox"))] == ["one", "three"]
