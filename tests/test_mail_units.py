@@ -208,3 +208,8 @@ def test_render_decodes_text_and_lists_attachments():
 def test_undeclared_8bit_and_bad_charset_never_raise():
     raw = b"Subject: x\nContent-Type: text/plain; charset=no-such-charset\n\n\xe9t\xe9\n"
     assert "été" in mime_view.render(raw, lambda n: True)
+
+
+def test_terminal_output_defuses_control_characters():
+    text = "Subject: \x1b]0;owned\x07 hi\rX\x9b2J\nbody\twith tab\n"
+    assert mime_view.for_terminal(text).decode() == "Subject: ?]0;owned? hi?X?2J\nbody\twith tab\n"

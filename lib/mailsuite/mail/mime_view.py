@@ -122,6 +122,11 @@ def terminal_encoding():
     return locale.getpreferredencoding(False) or "utf-8"
 
 
+# Control characters a message could use to drive the terminal (escape sequences, title
+# changes, overprinting): shown as '?' rather than obeyed.  Newline and tab stay.
+_CONTROLS = {c: "?" for c in [*range(0x00, 0x20), *range(0x7f, 0xa0)] if c not in (0x09, 0x0a)}
+
+
 def for_terminal(text):
-    """TEXT as bytes the terminal can show, unmappable characters as '?'."""
-    return text.encode(terminal_encoding(), "replace")
+    """TEXT as bytes the terminal can show: controls defused, unmappable characters as '?'."""
+    return text.translate(_CONTROLS).encode(terminal_encoding(), "replace")
