@@ -209,3 +209,14 @@ def test_reply_and_reply_all(mail_sandbox):
     second = parsed(raw2)
     assert second["To"] == "Bob Smith <bob@localhost>, Erin <erin@example.org>"
     assert second["Cc"] == "Carol <carol@example.org>"
+
+
+def test_reply_keeps_encoded_names_with_commas_whole(mail_sandbox):
+    sb = mail_sandbox
+    sb.deliver(message("names", sender="=?utf-8?q?M=C3=BCller=2C_J=C3=B6rg?= <jm@example.org>",
+                       to="alice@localhost, =?utf-8?q?Doe=2C_Jane?= <jd@example.org>"))
+    done = sb.mail(input=b"r\nok\n.\nq\n")
+    assert done.returncode == 0, done.stderr
+    [(argv, raw)] = sb.sent()
+    assert argv[4:] == ["jm@example.org", "jd@example.org"]
+    assert parsed(raw)["To"] == '"Müller, Jörg" <jm@example.org>, "Doe, Jane" <jd@example.org>'

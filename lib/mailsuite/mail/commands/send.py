@@ -30,19 +30,19 @@ def reply_sender(session, arg):
 def _reply(session, arg, *, everyone):
     m = session.select(msglist.split(arg))[0]
     original = mime_view.parse(session.folder.read(m))
-    author = original.get("Reply-To") or original.get("From") or m.stored.sender
-    to = [mime_view.decode_header(author)]
-    cc = []
+    author = _addresses(original, "Reply-To") or _addresses(original, "From") or [("", m.stored.sender)]
+    to, cc, taken = [], [], set()
+    me = _my_addresses(session)
+    groups = [(author, to)]
     if everyone:
-        me = _my_addresses(session)
-        others = email.utils.getaddresses([mime_view.decode_header(v) for v in original.get_all("To", [])])
-        copies = email.utils.getaddresses([mime_view.decode_header(v) for v in original.get_all("Cc", [])])
-        taken = {email.utils.parseaddr(to[0])[1].lower()}
-        for pairs, target in ((others, to), (copies, cc)):
-            for name, addr in pairs:
-                if addr and addr.lower() not in taken and addr.lower() not in me:
-                    taken.add(addr.lower())
-                    target.append(email.utils.formataddr((name, addr)))
+        groups += [(_addresses(original, "To"), to), (_addresses(original, "Cc"), cc)]
+    for pairs, target in groups:
+        for name, addr in pairs:
+            key = addr.lower()
+            if key in taken or (key in me and pairs is not author):   # never copy myself, unless I wrote it
+                continue
+            taken.add(key)
+            target.append(email.utils.formataddr((name, addr)))
     subject = mime_view.decode_header(original.get("Subject"))
     if not subject.lower().startswith("re:"):
         subject = "Re: " + subject
@@ -53,6 +53,13 @@ def _reply(session, arg, *, everyone):
         draft.body = session.quoted(m, session.options.get("indentprefix", "> "))
     m.read = True
     compose_and_send(session, draft)
+
+
+def _addresses(msg, field):
+    """(display name, address) pairs of a header, names decoded; parsed before decoding so an
+    encoded comma in a name cannot split an address."""
+    pairs = email.utils.getaddresses(msg.get_all(field, []))
+    return [(mime_view.decode_header(name), addr) for name, addr in pairs if addr]
 
 
 def _my_addresses(session):
