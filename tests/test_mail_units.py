@@ -213,3 +213,20 @@ def test_undeclared_8bit_and_bad_charset_never_raise():
 def test_terminal_output_defuses_control_characters():
     text = "Subject: \x1b]0;owned\x07 hi\rX\x9b2J\nbody\twith tab\n"
     assert mime_view.for_terminal(text).decode() == "Subject: ?]0;owned? hi?X?2J\nbody\twith tab\n"
+
+
+@pytest.mark.parametrize("raw, text", [
+    ("plain  words\n folded", "plain words folded"),
+    ("test 1 =?utf-8?q?Gr=C3=BC=C3=9Fe?=", "test 1 Grüße"),
+    ("=?iso-8859-1?q?J=F6rg?= <j@x>", "Jörg <j@x>"),
+    ("=?bogus-charset?q?abc?=", "abc"),
+])
+def test_decode_header(raw, text):
+    assert mime_view.decode_header(raw) == text
+
+
+def test_raw_utf8_and_latin1_headers():
+    msg = mime_view.parse("Subject: Grüße aus Köln\n\nx\n".encode())
+    assert mime_view.decode_header(msg["Subject"]) == "Grüße aus Köln"
+    msg = mime_view.parse("Subject: Grüße\n\nx\n".encode("latin-1"))
+    assert mime_view.decode_header(msg["Subject"]) == "Grüße"

@@ -200,10 +200,18 @@ def _header_fields(head):
     for line in head.split(b"\n"):
         if line[:1] in (b" ", b"\t") and name:
             if name in fields:
-                fields[name] += " " + line.strip().decode("utf-8", "replace")
+                fields[name] += " " + _header_text(line.strip())
             continue
         key, colon, value = line.partition(b":")
         name = key.strip().lower() if colon else None
         if name in _SUMMARY_FIELDS and name not in fields:
-            fields[name] = value.strip().decode("utf-8", "replace")
+            fields[name] = _header_text(value.strip())
     return fields
+
+
+def _header_text(data):
+    """Raw header bytes as text: UTF-8 when they are, else Latin-1 (which never fails)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")

@@ -33,16 +33,27 @@ def parse(raw):
 
 
 def decode_header(value):
-    """RFC 2047 encoded-words to text; malformed words are shown as they are."""
+    """Header text for people: RFC 2047 words decoded, raw 8-bit read as UTF-8 (else Latin-1)."""
     if value is None:
         return ""
-    if "=?" not in value:
-        return " ".join(str(value).split())
+    if isinstance(value, str) and "=?" not in value:
+        return " ".join(value.split())
     try:
-        text = str(email.header.make_header(email.header.decode_header(str(value))))
-    except (email.errors.HeaderParseError, LookupError, UnicodeDecodeError, ValueError):
-        text = str(value)
-    return " ".join(text.split())
+        chunks = email.header.decode_header(value)
+    except (email.errors.HeaderParseError, ValueError):
+        return " ".join(str(value).split())
+    return " ".join("".join(_text(data, charset) for data, charset in chunks).split())
+
+
+def _text(data, charset):
+    if isinstance(data, str):
+        return data
+    for candidate in (charset if charset and charset != "unknown-8bit" else "utf-8", "utf-8"):
+        try:
+            return data.decode(candidate)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("latin-1")
 
 
 def part_text(part):

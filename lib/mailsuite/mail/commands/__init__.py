@@ -130,3 +130,5 @@ def execute(session, line):
         session.warn(str(exc))
     except OSError as exc:
         session.warn(f"{exc.filename or word}: {exc.strerror}")
+    except Exception as exc:       # a bug must not cost the user the session's deletions and saves
+        session.warn(f"{command.name}: internal error: {type(exc).__name__}: {exc}")
