@@ -51,6 +51,12 @@ class MailSandbox:
                         HOME=str(self.home("alice")))
         self.env.pop("MAILRC", None)
 
+    def set_option(self, section, key, value):
+        """Change one key of the sandbox's configuration."""
+        text = Path(self.conf).read_text()
+        text = re.sub(rf"(?m)^{key} = .*\n", "", text)
+        Path(self.conf).write_text(text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n"))
+
     def spool(self, user="alice"):
         return self.dir / "spool" / user
 

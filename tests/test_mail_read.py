@@ -1,6 +1,7 @@
 """Reading mail on a terminal: summary, print, delete, save, quit and exit, checked in the files."""
 
 import mailbox
+import os
 
 import pexpect
 
@@ -247,3 +248,29 @@ def test_bad_folders_are_clear_errors(mail_sandbox, tmp_path):
         done = sb.mail("-f", str(path))
         assert done.returncode == 66, (path, done)
         assert words in done.stderr and done.stderr.count(b"\n") == 1
+
+
+def test_locked_spool_is_a_clear_temporary_failure(mail_sandbox):
+    """Another program holds the dotlock: start-up and quit say so, and nothing is changed."""
+    sb = mail_sandbox
+    three(sb)
+    sb.set_option("mailsuite", "lock_timeout", "1s")
+    before = sb.spool().read_bytes()
+    lock = sb.dir / "spool" / "alice.lock"
+    lock.write_text(f"{os.getpid()}\n")                 # a live process's dotlock
+    done = sb.mail("-H")
+    assert done.returncode == os.EX_TEMPFAIL
+    assert done.stderr.count(b"\n") == 1
+    lock.unlink()
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("d 1")
+    child.expect(PROMPT)
+    lock.write_text(f"{os.getpid()}\n")
+    child.sendline("q")
+    child.expect("nothing changed")
+    child.expect(PROMPT)
+    lock.unlink()
+    assert sb.spool().read_bytes() == before
+    assert quit_cleanly(child) == 0                     # the lock is free again: now it works
+    assert statuses(sb.spool())[0][0] == "Message number 2"
