@@ -167,7 +167,7 @@ def read_mode(session, path, flags):
     except (MailboxError, PermissionError, IsADirectoryError) as exc:
         raise Fatal(os.EX_NOINPUT, _with_path(path, exc)) from None
     except LockTimeout as exc:
-        raise Fatal(os.EX_TEMPFAIL, f"{path}: {exc}") from None
+        raise Fatal(os.EX_TEMPFAIL, _with_path(path, exc)) from None
     if not folder.messages:
         folder.close()
         session.folder = None
@@ -181,7 +181,7 @@ def read_mode(session, path, flags):
 
 
 def _with_path(path, exc):
-    text = str(exc) if isinstance(exc, MailboxError) else exc.strerror
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return text if text.startswith(path) else f"{path}: {text}"
 
 
