@@ -1,8 +1,8 @@
 """mail against s-nail on a big spool: `-H` start-up, and read-one-then-quit.
 
-    .venv/bin/python tests/bench/bench_mail.py [MESSAGES]
+    .venv/bin/python tests/bench/bench_mail.py        (or: make bench; BENCH_SCALE scales it)
 
-Builds a sandbox with MESSAGES (default 10000) messages of a few kB in
+Builds a sandbox with 10,000 messages of a few kB in
 alice's spool, then times, best of 3 runs each (the index cache is warm
 after the first `mail` run; the first is reported separately):
   - `mail -H` vs `s-nail -:/ -H -f SPOOL` (summary of every message)
@@ -14,17 +14,13 @@ Not run by the test suite; prints one line per measurement.
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
-
-from mailsuite import config, sandbox  # noqa: E402
+from common import BIN, have, sandbox, scaled  # puts lib/ on sys.path
+from mailsuite import config  # noqa: E402
 from mailsuite.mbox import Mailbox  # noqa: E402
-
-BIN = Path(sys.executable).parent
 
 
 def build_spool(path, count, cfg):
@@ -59,10 +55,10 @@ def best(argv, runs=3, **kw):
 
 
 def main():
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+    count = scaled(10000)
     root = Path(tempfile.mkdtemp(prefix="mailbench."))
     try:
-        conf = sandbox.init(str(root / "sb"))
+        conf = sandbox(str(root / "sb"))
         spool = root / "sb" / "spool" / "alice"
         home = root / "sb" / "home" / "alice"
         pristine = root / "pristine"
@@ -77,7 +73,7 @@ def main():
         first = timed(mail + ["-H"], env=env)
         print(f"mail -H          first run (cold index cache): {first:.3f} s")
         print(f"mail -H          warm, best of 3:              {best(mail + ['-H'], env=env):.3f} s")
-        if shutil.which("s-nail"):
+        if have("s-nail"):
             print(f"s-nail -H -f     best of 3:                    {best(snail + ['-H', '-f', str(spool)], env=env):.3f} s")
 
         def reset():
@@ -87,7 +83,7 @@ def main():
         script = b"p 1\nq\n"
         print(f"mail: p 1, q     best of 3:                    "
               f"{best(mail + ['-N'], input=script, env=env, before=reset):.3f} s")
-        if shutil.which("s-nail"):
+        if have("s-nail"):
             snail_env = dict(env, MAIL=str(spool))
             print(f"s-nail: p 1, q   best of 3:                    "
                   f"{best(snail + ['-N', '-f', '%'], input=script, env=snail_env, before=reset):.3f} s")
