@@ -104,7 +104,7 @@ SCHEMA = {
         "header_padding": Key("int", "64", "spare bytes reserved in each message's X-Keywords: header, so flag changes are one write"),
     },
     "mail": {
-        "sendmail": Key("str", "/usr/sbin/sendmail", "program mail(1) hands messages to, as: sendmail -oi [-f FROM] -- ADDRESS..."),
+        "sendmail": Key("str", "/usr/sbin/sendmail", "program mail(1) hands messages to (run as: sendmail -oi [-f FROM] -- ADDRESS...)"),
         "rc_file": Key("str", "/etc/mail.rc", "system-wide start-up file mail(1) reads before ~/.mailrc"),
         "from_domain": Key("str", "", "domain of the From: address mail(1) writes (user@domain); empty = the hostname"),
     },
