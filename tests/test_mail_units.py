@@ -230,3 +230,28 @@ def test_raw_utf8_and_latin1_headers():
     assert mime_view.decode_header(msg["Subject"]) == "Grüße aus Köln"
     msg = mime_view.parse("Subject: Grüße\n\nx\n".encode("latin-1"))
     assert mime_view.decode_header(msg["Subject"]) == "Grüße"
+
+
+# --- the command table ---
+
+@pytest.mark.parametrize("word, name", [
+    ("p", "print"), ("t", "type"), ("P", "Print"), ("n", "next"), ("h", "headers"), ("z", "z"),
+    ("f", "from"), ("to", "top"), ("d", "delete"), ("dp", "dp"), ("u", "undelete"), ("r", "reply"),
+    ("R", "Reply"), ("m", "mail"), ("s", "save"), ("S", "Save"), ("w", "write"), ("c", "copy"),
+    ("pre", "preserve"), ("mb", "mbox"), ("ho", "hold"), ("q", "quit"), ("x", "xit"), ("ex", "exit"),
+    ("e", "edit"), ("a", "alias"), ("se", "set"), ("uns", "unset"), ("ig", "ignore"), ("ret", "retain"),
+    ("fo", "folder"), ("det", "detach"), ("at", "attachments"), ("=", "="), ("?", "?"), ("!", "!"),
+])
+def test_command_abbreviations(word, name):
+    from mailsuite.mail import commands
+    assert commands.lookup(word).name == name
+
+
+@pytest.mark.parametrize("line, split", [
+    ("p 1-3", ("p", "1-3")), ("!ls -l", ("!", "ls -l")), ("| 2 wc", ("|", "2 wc")),
+    ("3", ("print", "3")), ("/invoice", ("print", "/invoice")), ("z-", ("z", "-")), ("=", ("=", "")),
+    ("dp", ("dp", "")), ("s2 file", ("s", "2 file")),
+])
+def test_split_command(line, split):
+    from mailsuite.mail import commands
+    assert commands.split_command(line) == split
