@@ -11,8 +11,10 @@ read as sysexits: 0 delivered, EX_TEMPFAIL (and EX_OSERR, EX_IOERR) try
 again later, anything else bounces with the command's first output line.
 """
 
+import errno
 import os
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -53,8 +55,11 @@ def deliver_target(cfg, target, message, *, sender, recipient, queue_id):
 def _mailbox(cfg, target, message, *, sender, recipient, queue_id):
     try:
         prepared = deliver.prepare(message, max_size=cfg.delivery.max_message_size)
-        deliver.deliver(cfg, target.user, prepared, sender=sender, recipient=recipient,
-                        queue_id=queue_id)
+        try:
+            deliver.deliver(cfg, target.user, prepared, sender=sender, recipient=recipient,
+                            queue_id=queue_id)
+        finally:
+            prepared.close()
     except deliver.DeliveryError as exc:
         if exc.temporary or exc.status in SOFT_EXITS:
             return Result("deferred", "4.2.0", str(exc), "local")
@@ -74,6 +79,13 @@ def _file(cfg, target, message, *, sender, recipient, queue_id):
     if target.value == "/dev/null":
         return Result("sent", "2.0.0", "discarded to /dev/null", "file")
     prepared = deliver.prepare(message)
+    try:
+        return _file_child(cfg, target, prepared, sender=sender, recipient=recipient)
+    finally:
+        prepared.close()
+
+
+def _file_child(cfg, target, prepared, *, sender, recipient):
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:                                    # the child: never returns
@@ -84,7 +96,7 @@ def _file(cfg, target, message, *, sender, recipient, queue_id):
             status = _append_mbox(cfg, target.value, prepared, sender, recipient)
         except OSError as exc:
             os.write(write_end, f"{target.value}: {exc.strerror}".encode()[:500])
-            status = os.EX_TEMPFAIL if exc.errno in (28, 122, 11) else os.EX_CANTCREAT
+            status = os.EX_TEMPFAIL if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN) else os.EX_CANTCREAT
         except BaseException as exc:                # noqa: BLE001 - report, then _exit
             os.write(write_end, f"{target.value}: {exc}".encode()[:500])
             status = os.EX_TEMPFAIL
@@ -109,10 +121,9 @@ def _append_mbox(cfg, path, prepared, sender, recipient):
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         st = os.fstat(fd)
-        if not (st.st_mode & 0o170000 == 0o100000):
-            os.write(2, b"not a regular file")
-            return os.EX_CANTCREAT
-        with mailbox_lock(path, cfg):
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise OSError(errno.EPERM, "not a regular file with one link")
+        with mailbox_lock(path, fd, cfg):
             start = os.lseek(fd, 0, os.SEEK_END)
             try:
                 with os.fdopen(os.dup(fd), "wb") as out:
@@ -121,7 +132,9 @@ def _append_mbox(cfg, path, prepared, sender, recipient):
                     out.write(from_line(sender))
                     out.write(_delivery_headers(sender, recipient))
                     out.write(prepared.header_bytes)
-                    _copy(prepared.body_file, out)
+                    out.write(b"\n")
+                    for chunk in prepared.body_chunks():
+                        out.write(chunk)
                     out.flush()
                     os.fsync(out.fileno())
             except BaseException:

@@ -104,7 +104,6 @@ SCHEMA = {
         "header_padding": Key("int", "64", "spare bytes reserved in each message's X-Keywords: header, so flag changes are one write"),
     },
     "queue": {
-        "dir": Key("str", "/var/spool/mailsuite/queue", "the durable queue (incoming, active, deferred, hold); 0700, owned by the MTA"),
         "min_free_space": Key("size", "10M", "refuse new mail (452 4.3.1, EX_TEMPFAIL) when the queue's file system has less free"),
         "max_workers": Key("int", "4", "delivery workers the queue runner forks at most at once"),
         "run_interval": Key("duration", "5m", "how often the daemon's runner scans the deferred queue (-qINTERVAL overrides)"),
@@ -120,7 +119,6 @@ SCHEMA = {
         "postmaster": Key("str", "postmaster", "gets bounces that cannot be returned (double bounces)"),
     },
     "submission": {
-        "maildrop_dir": Key("str", "/var/spool/mailsuite/maildrop", "where sendmail drops local mail for pickup (1733, root)"),
         "trusted_users": Key("list", "root, daemon, mail", "users whose sendmail -f sets the sender without an X-Authentication-Warning"),
         "origin": Key("str", "", "domain appended to unqualified addresses; empty = the hostname"),
         "deliver_now": Key("bool", "yes", "sendmail picks up and delivers its own message at once when it may write the queue (root, the sandbox)"),

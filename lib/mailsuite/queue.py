@@ -89,11 +89,11 @@ class Envelope:
 
 
 class Queue:
-    """The queue directory of `cfg.queue.dir`."""
+    """The queue directory of `cfg.mailsuite.queue_dir`."""
 
     def __init__(self, cfg):
         self.cfg = cfg
-        self.dir = cfg.queue.dir
+        self.dir = cfg.mailsuite.queue_dir
         self.min_free = cfg.queue.min_free_space
 
     # --- layout --------------------------------------------------------
