@@ -26,10 +26,17 @@ class AliasError(Exception):
 
 
 def split_items(value):
-    """Comma-separated items; commas inside double quotes do not split."""
-    items, current, quoted = [], [], False
+    """Comma-separated items; commas inside double quotes do not split, and
+    inside quotes a backslash escapes the next character."""
+    items, current, quoted, escaped = [], [], False, False
     for c in value:
-        if c == '"':
+        if escaped:
+            current.append(c)
+            escaped = False
+        elif c == "\\" and quoted:
+            current.append(c)
+            escaped = True
+        elif c == '"':
             quoted = not quoted
             current.append(c)
         elif c == "," and not quoted:
@@ -42,8 +49,16 @@ def split_items(value):
 
 
 def unquote(item):
+    """"|cmd \\"x\\"" -> |cmd "x"."""
     if len(item) >= 2 and item[0] == item[-1] == '"':
-        return item[1:-1]
+        out, escaped = [], False
+        for c in item[1:-1]:
+            if escaped or c != "\\":
+                out.append(c)
+                escaped = False
+            else:
+                escaped = True
+        return "".join(out)
     return item
 
 

@@ -145,9 +145,12 @@ def _deliver_drop(cfg, name, verbose):
     from .worker import deliver_message
     logger = quiet_logger(cfg, verbose)
     queue = Queue(cfg)
-    qid = pickup_one(cfg, queue, logger, name)
-    if qid:
-        deliver_message(cfg, queue, qid, logger)
+    try:
+        todo = [pickup_one(cfg, queue, logger, name)]
+        for _generation in range(3):            # the message, its bounce, a double bounce
+            todo = [new for qid in todo if qid for new in deliver_message(cfg, queue, qid, logger) or ()]
+    except Exception:                           # noqa: BLE001 - the mail is safe in the queue
+        logger.exception("first delivery attempt failed; the queue runner will retry")
 
 
 class _DotReader:

@@ -31,13 +31,15 @@ def backoff(cfg, attempts):
 
 
 def deliver_message(cfg, queue, qid, logger, *, states=("incoming", "deferred"), router=None):
-    """Claim QID and make one attempt; False if someone else has it or it is gone."""
+    """Claim QID and make one attempt: the ids of the notifications it queued,
+    or None when someone else has the message or it is gone."""
     claim = queue.claim(qid, states)
     if claim is None:
-        return False
+        return None
     with claim:
-        Attempt(cfg, queue, claim, logger, router or Router(cfg)).run()
-    return True
+        attempt = Attempt(cfg, queue, claim, logger, router or Router(cfg))
+        attempt.run()
+    return attempt.notifications
 
 
 class Attempt:
@@ -46,6 +48,7 @@ class Attempt:
         self.env = claim.envelope
         self.id = claim.id
         self.started = time.time()
+        self.notifications = []
         self.sent_keys = {t for (_r, t), rec in self.env.results.items() if t and rec.get("s") == "sent"}
 
     # --- records -------------------------------------------------------
@@ -202,6 +205,7 @@ class Attempt:
         with self.claim.message() as message:
             data = dsn.build(self.cfg, env, notices, message, to=to, action=action)
         new_id = self.queue.enqueue("", [to], data, client=client)
+        self.notifications.append(new_id)
         self.claim.record(notified=sorted({n.recipient for n in notices}))
         kind = "non-delivery" if action == "failed" else "delivery"
         self.logger.info("%s: sender %s notification: %s", self.id, kind, new_id)
