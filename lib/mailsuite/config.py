@@ -127,6 +127,28 @@ SCHEMA = {
         "dns_timeout": Key("duration", "30s", "time allowed for one DNS lookup"),
         "static_routes": Key("list", "", "domain=host:port items that bypass MX lookup for those domains"),
     },
+    "queue": {
+        "dir": Key("str", "/var/spool/mailsuite/queue", "the durable queue (incoming, active, deferred, hold); 0700, owned by the MTA"),
+        "min_free_space": Key("size", "10M", "refuse new mail (452 4.3.1, EX_TEMPFAIL) when the queue's file system has less free"),
+        "max_workers": Key("int", "4", "delivery workers the queue runner forks at most at once"),
+        "run_interval": Key("duration", "5m", "how often the daemon's runner scans the deferred queue (-qINTERVAL overrides)"),
+        "min_backoff": Key("duration", "5m", "first retry delay after a temporary failure; doubles each attempt"),
+        "max_backoff": Key("duration", "1h", "longest delay between two attempts"),
+        "max_lifetime": Key("duration", "5d", "a message still undeliverable after this long bounces"),
+        "aliases": Key("str", "/etc/aliases", "the aliases(5) file; newaliases compiles it to FILE.db beside it"),
+        "forward_file": Key("str", "~/.forward", "per-user forwarding file; ~ is the user's home; empty disables it"),
+        "allow_commands": Key("bool", "yes", "allow |command deliveries from aliases and .forward files"),
+        "allow_files": Key("bool", "yes", "allow /file deliveries from aliases and .forward files"),
+        "default_privs": Key("str", "nobody", "user that runs commands and writes files named in root-owned alias files"),
+        "command_timeout": Key("duration", "1h", "a delivery command running longer is killed and the delivery deferred"),
+        "postmaster": Key("str", "postmaster", "gets bounces that cannot be returned (double bounces)"),
+    },
+    "submission": {
+        "maildrop_dir": Key("str", "/var/spool/mailsuite/maildrop", "where sendmail drops local mail for pickup (1733, root)"),
+        "trusted_users": Key("list", "root, daemon, mail", "users whose sendmail -f sets the sender without an X-Authentication-Warning"),
+        "origin": Key("str", "", "domain appended to unqualified addresses; empty = the hostname"),
+        "deliver_now": Key("bool", "yes", "sendmail picks up and delivers its own message at once when it may write the queue (root, the sandbox)"),
+    },
 }
 
 
