@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from email.utils import formatdate
 
+from .auth import decode_sasl_plain
 from .server import IdleTimeout, LineTooLong, PeerGone
 
 MAX_DATA_LINE = 1 << 20          # far beyond RFC 5321's 1000, which real mail exceeds
@@ -181,12 +182,14 @@ class Session:
     STARTTLS; `local_user` marks a `sendmail -bs` session by a local user."""
 
     def __init__(self, conn, policy, *, enqueue, logger, authenticate=None, tls_context=None,
+                 plaintext_ok=lambda conn: conn.is_tls or conn.is_loopback(),
                  local_user=None, queue_full=(), queue_errors=()):
         self.conn = conn
         self.policy = policy
         self.enqueue = enqueue
         self.logger = logger
         self.authenticate = authenticate
+        self.plaintext_ok = plaintext_ok
         self.tls_context = tls_context
         self.local_user = local_user
         self.queue_full = tuple(queue_full)
@@ -367,8 +370,8 @@ class Session:
         self.state, self.helo, self.esmtp, self.envelope = State.CONNECTED, None, False, None
 
     def _auth_available(self):
-        return (self.authenticate is not None and self.auth_user is None
-                and (self.conn.is_tls or self.conn.is_loopback()) and self.conn.peer is not None)
+        return (self.authenticate is not None and self.auth_user is None and self.conn.peer is not None
+                and self.plaintext_ok(self.conn))
 
     def smtp_AUTH(self, argument):
         if self.auth_user is not None:
@@ -392,11 +395,11 @@ class Session:
         self.reply("235 2.7.0 Authentication successful")
 
     def _auth_plain(self, initial):
-        response = initial or self._challenge("")
-        fields = _b64(response).split(b"\0")
-        if len(fields) != 3:
-            raise SmtpError("501 5.5.2 Malformed PLAIN response")
-        return _utf8(fields[1]), _utf8(fields[2])
+        try:
+            _, user, password = decode_sasl_plain(initial or self._challenge(""))
+        except ValueError as exc:
+            raise SmtpError(f"501 5.5.2 Malformed PLAIN response: {exc}") from None
+        return user, password
 
     def _auth_login(self, initial):
         user = _b64(initial) if initial else _b64(self._challenge("VXNlcm5hbWU6"))

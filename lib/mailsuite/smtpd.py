@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from . import config, log, server
+from . import auth, config, log, server
 from .smtp_session import Policy, Session
 
 RUNNER_STOP_WAIT = 30
@@ -68,6 +68,7 @@ class Daemon:
         policy = Policy.from_config(self.cfg, submission=submission)
         Session(conn, policy, enqueue=queue_writer(self.cfg), logger=self.logger,
                 authenticate=authenticator(self.cfg, self.logger, conn), tls_context=self.tls,
+                plaintext_ok=lambda c: auth.plaintext_allowed(self.cfg, c),
                 **_queue_errors()).run()
 
     # --- the runner child -------------------------------------------------
@@ -188,7 +189,6 @@ def queue_writer(cfg):
 
 def authenticator(cfg, logger, conn):
     """authenticate(user, password) -> user name or None, through the shared auth module."""
-    from . import auth
     checker = auth.Authenticator(cfg, "smtp", logger)
 
     def authenticate(username, password):
