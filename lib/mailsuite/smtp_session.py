@@ -154,7 +154,8 @@ class Policy:
     max_hops: int
     smtputf8: bool = True
     submission: bool = False
-    reject_bare_newlines: bool = True   # False for sendmail -bs: a terminal sends bare LF
+    reject_bare_newlines: bool = True   # else bare CR and LF become line ends (never the end of data)
+    lf_line_ends: bool = False          # sendmail -bs: a terminal or script ends lines with LF
     enforce_sync: bool = True           # False for sendmail -bs: scripts write everything at once
     greeting_delay: float = 0.0
 
@@ -542,6 +543,7 @@ class Session:
         limit = self.policy.max_message_size
         deadline = time.monotonic() + self.policy.data_timeout
         size, problem, hops, in_header = 0, None, 0, True
+        after_crlf = True                 # the DATA line itself ended in CRLF
         while True:
             try:
                 line = self.conn.readline(MAX_DATA_LINE)
@@ -550,9 +552,10 @@ class Session:
                 continue
             if time.monotonic() > deadline:
                 raise IdleTimeout()
-            if line == b".\r\n" or (not strict and line == b".\n"):
+            if self._ends_data(line, after_crlf):
                 return problem, hops
             crlf = line.endswith(b"\r\n")
+            after_crlf = crlf
             content = line[:-2] if crlf else line[:-1]
             if problem is None:
                 if strict and (not crlf or b"\r" in content):
@@ -572,6 +575,12 @@ class Session:
                 problem = R_TOO_BIG
             if problem is None:
                 out.write(line)
+
+    def _ends_data(self, line, after_crlf):
+        """Only CRLF.CRLF ends the data on the wire; a terminal (sendmail -bs) may end it with LF.LF."""
+        if self.policy.lf_line_ends:
+            return line in (b".\n", b".\r\n")
+        return line == b".\r\n" and after_crlf
 
     def _received_header(self):
         """Our trace line (RFC 5321 4.4), prepended to the message by the queue."""

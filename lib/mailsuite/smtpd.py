@@ -161,7 +161,7 @@ def smtp_on_stdio(cfg, user, *, submit=None):
     the caller passes its maildrop writer."""
     logger = log.setup(cfg, "smtpd")
     name = getattr(user, "name", user)
-    policy = Policy.from_config(cfg, reject_bare_newlines=False, enforce_sync=False)
+    policy = Policy.from_config(cfg, reject_bare_newlines=False, lf_line_ends=True, enforce_sync=False)
     if submit is None:
         enqueue = queue_writer(cfg)
     else:
