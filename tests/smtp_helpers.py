@@ -144,7 +144,10 @@ class RawClient:
         lines = []
         while True:
             while b"\r\n" not in self.buffer:
-                chunk = self.sock.recv(65536)
+                try:
+                    chunk = self.sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
                 if not chunk:
                     return (None, lines)
                 self.buffer += chunk
