@@ -63,10 +63,10 @@ class Instance:
         values = {
             "mailsuite": {"hostname": f"mx.{domain}", "local_domains": domain, "spool_dir": self.dir / "spool",
                           "state_dir": self.dir / "state", "passwd_file": passwd, "sandbox": "yes",
-                          "log_socket": "", "index_dir": self.dir / "index"},
-            "queue": {"dir": self.dir / "queue", "aliases": self.dir / "aliases", "default_privs": "",
+                          "log_socket": "", "index_dir": self.dir / "index",
+                          "queue_dir": self.dir / "queue", "maildrop_dir": self.dir / "maildrop"},
+            "queue": {"aliases": self.dir / "aliases", "default_privs": "",
                       "min_backoff": "1s", "max_backoff": "2s", "run_interval": "1s"},
-            "submission": {"maildrop_dir": self.dir / "maildrop"},
             "smtp": {"listen": "127.0.0.1:0", "command_timeout": "20s", "connect_timeout": "5s"},
             "auth": {"failure_delay": "0"},
         }
