@@ -34,6 +34,7 @@ SANDBOX_PATHS = {
     ("mailsuite", "maildrop_dir"): "maildrop",
     ("mailsuite", "state_dir"): "state",
     ("mailsuite", "passwd_file"): "passwd",
+    ("queue", "aliases"): "aliases",
 }
 
 
