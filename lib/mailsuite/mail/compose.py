@@ -122,8 +122,13 @@ def envelope_address(text):
     return email.utils.parseaddr(text)[1]
 
 
-def sendmail(program, message, recipients, *, sender=None):
-    """Pipe MESSAGE to `PROGRAM -oi [-f SENDER] -- RECIPIENTS...`; raise SendError on failure."""
+def sendmail(program, message, recipients, *, sender=None, config_path=None):
+    """Pipe MESSAGE to `PROGRAM -oi [-f SENDER] -- RECIPIENTS...`; raise SendError on failure.
+
+    CONFIG_PATH reaches a mailsuite sendmail through MAILSUITE_CONFIG (not -C,
+    which other sendmails read differently), so `mail -C FILE` sends through
+    the same installation it reads from.
+    """
     if not recipients:
         raise SendError("no recipients")
     argv = [program, "-oi"]
@@ -131,7 +136,8 @@ def sendmail(program, message, recipients, *, sender=None):
         argv += ["-f", sender]
     argv += ["--", *recipients]
     try:
-        done = subprocess.run(argv, input=message, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        env = dict(os.environ, MAILSUITE_CONFIG=config_path) if config_path else None
+        done = subprocess.run(argv, input=message, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     except OSError as exc:
         raise SendError(f"cannot run {program}: {exc.strerror}") from None
     if done.returncode != 0:

@@ -208,7 +208,8 @@ class Session:
         if self.cfg.mailsuite.sandbox or self.options.get("from"):
             sender = compose.envelope_address(draft.from_addr)
         try:
-            compose.sendmail(self.cfg.mail.sendmail, message, draft.recipients(), sender=sender)
+            compose.sendmail(self.cfg.mail.sendmail, message, draft.recipients(), sender=sender,
+                             config_path=self.cfg.path)
         except compose.SendError as exc:
             self.warn(f"{exc}; message saved in {self.dead_letter}")
             self.save_dead(draft, message)
