@@ -179,3 +179,13 @@ def test_hangup_leaves_mailbox_as_it_was(mail_sandbox):
     child.kill(1)                                     # SIGHUP
     child.expect(pexpect.EOF)
     assert sb.spool().read_bytes() == before
+
+
+def test_dp_walks_forward_and_stops_at_the_end(mail_sandbox):
+    sb = mail_sandbox
+    for subject in ("first", "second"):
+        sb.deliver(message(subject))
+    done = sb.mail("-N", input=b"dp 1\ndp\nx\n")        # commands from a pipe work as at a terminal
+    out = done.stdout.decode()
+    assert "Subject: first" not in out
+    assert out.index("Subject: second") < out.index("At EOF")

@@ -5,42 +5,40 @@ from . import display
 
 
 def delete(session, arg):
-    _delete(session, arg)
+    following = _delete(session, arg)
     if session.options.on("autoprint"):
-        _print_current(session)
+        _print(session, following)
 
 
 def delete_and_print(session, arg):
-    _delete(session, arg)
-    _print_current(session)
+    _print(session, _delete(session, arg))
 
 
 def _delete(session, arg):
+    """Mark the messages deleted; returns the next undeleted message after them, if any.
+
+    The current message becomes that one (else the last undeleted one before).
+    """
     chosen = session.select(msglist.split(arg))
     for m in chosen:
         m.deleted = True
         m.preserved = False
-    _move_past(session, chosen[-1])
-
-
-def _move_past(session, last):
-    """After a delete the current message is the next undeleted one (else the previous)."""
     messages = session.folder.messages
-    after = [m for m in messages[last.number:] if not m.deleted]
-    before = [m for m in messages[:last.number] if not m.deleted]
+    after = [m for m in messages[chosen[-1].number:] if not m.deleted]
+    before = [m for m in messages[:chosen[-1].number] if not m.deleted]
     if after:
         session.set_current(after[0])
     elif before:
         session.set_current(before[-1])
         session.shown_current = True
+    return after[0] if after else None
 
 
-def _print_current(session):
-    m = session.folder.messages[session.current - 1] if session.current else None
-    if m is None or m.deleted:
+def _print(session, m):
+    if m is None:
         session.write("At EOF\n")
-        return
-    display.show(session, m)
+    else:
+        display.show(session, m)
 
 
 def undelete(session, arg):
