@@ -177,6 +177,8 @@ def test_tilde_q_and_double_interrupt_keep_dead_letter(mail_sandbox):
     child.sendline("nothing")
     child.sendline("~x")
     child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1                        # not sent, on purpose
     assert sb.sent() == []
     dead = [(m["Subject"], m.get_payload()) for m in mailbox.mbox(str(sb.home() / "dead.letter"))]
     assert dead == [("abandoned", "draft text\n"), ("interrupted", "second draft\n")]

@@ -13,9 +13,9 @@ user's spool is readable only where the file's permissions say so.
 
 Exit status: 0, or a sysexits code with one line on stderr (EX_USAGE for
 bad options, EX_NOUSER for an unknown -u user, EX_NOINPUT for an
-unreadable folder or attachment, EX_UNAVAILABLE when sendmail failed;
-the letter is then in ~/dead.letter).  `-e` exits 0 when there is mail, 1
-when there is none.
+unreadable folder or attachment, EX_UNAVAILABLE when sendmail failed:
+the letter is then in ~/dead.letter, EX_TEMPFAIL when the mailbox stays
+locked).  1 means no mail (`-e`) or a letter abandoned at the terminal.
 """
 
 import getopt
@@ -30,7 +30,7 @@ from ..locking import LockTimeout
 from ..mbox import MailboxError
 from ..users import UserDB
 from . import commands, compose, rc, summary
-from .commands.send import compose_and_send
+from .commands import send
 from .folder import Folder
 from .session import Session
 
@@ -151,7 +151,8 @@ def send_mode(session, addresses, opts, skip_empty):
         if not session.send(draft):
             return os.EX_UNAVAILABLE
         return 0
-    return 0 if compose_and_send(session, draft, skip_empty=skip_empty) else os.EX_UNAVAILABLE
+    outcome = send.compose_and_send(session, draft, skip_empty=skip_empty)
+    return {send.SENT: 0, send.EMPTY: 0, send.ABANDONED: 1, send.FAILED: os.EX_UNAVAILABLE}[outcome]
 
 
 # --- reading ---------------------------------------------------------------

@@ -72,8 +72,12 @@ def _my_addresses(session):
     return mine
 
 
+# What became of a letter: compose_and_send's answer, which `mail ADDRESS` turns into its exit status.
+SENT, EMPTY, ABANDONED, FAILED = "sent", "empty", "abandoned", "failed"
+
+
 def compose_and_send(session, draft, *, skip_empty=False):
-    """Ask for what is missing, collect the body (tilde escapes and all), send; True when sent.
+    """Ask for what is missing, collect the body (tilde escapes and all), send; returns an outcome above.
 
     The questions are asked only on a terminal; commands piped to `mail`
     still compose with `m` and `r`, the body ending at a lone `.`.
@@ -92,15 +96,15 @@ def compose_and_send(session, draft, *, skip_empty=False):
         if abort.save:
             session.save_dead(draft)
             session.write(f"(Letter saved in {session.dead_letter})\n")
-        return False
+        return ABANDONED
     except (EOFError, KeyboardInterrupt):
         session.save_dead(draft)
-        return False
+        return ABANDONED
     if skip_empty and not draft.body.strip() and not draft.attachments:
         session.warn("empty message not sent")
-        return False
+        return EMPTY
     if not draft.recipients():
         session.warn("no recipients specified")
         session.save_dead(draft)
-        return False
-    return session.send(draft)
+        return FAILED
+    return SENT if session.send(draft) else FAILED
