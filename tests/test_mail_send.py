@@ -222,3 +222,15 @@ def test_reply_keeps_encoded_names_with_commas_whole(mail_sandbox):
     [(argv, raw)] = sb.sent()
     assert argv[4:] == ["jm@example.org", "jd@example.org"]
     assert parsed(raw)["To"] == '"Müller, Jörg" <jm@example.org>, "Doe, Jane" <jd@example.org>'
+
+
+def test_header_injection_is_refused(mail_sandbox):
+    sb = mail_sandbox
+    for args in (["-s", "x\nBcc: evil@example.org", "bob@localhost"],
+                 ["-r", "a@b\nBcc: evil@example.org", "bob@localhost"],
+                 ["bob@localhost\nBcc: evil@example.org"],
+                 ["-c", "c@d\rBcc: evil@example.org", "bob@localhost"]):
+        done = sb.mail(*args, input=b"hi\n")
+        assert done.returncode == os.EX_USAGE, (args, done.stderr)
+        assert done.stderr.count(b"\n") == 1 and b"not allowed" in done.stderr
+    assert sb.sent() == []

@@ -28,6 +28,10 @@ class SendError(Exception):
     """sendmail refused the message or could not be run; the text says why."""
 
 
+class DraftError(ValueError):
+    """A header field the user gave cannot go into a message (a line break smuggling a header)."""
+
+
 @dataclass
 class Draft:
     to: list = field(default_factory=list)
@@ -65,8 +69,19 @@ def split_addresses(text):
     return [w.strip() for w in out if w.strip()]
 
 
+def check(draft):
+    """Raise DraftError if a header field holds a control character such as a line break."""
+    fields = [("Subject", draft.subject), ("From", draft.from_addr)]
+    fields += [(name, value) for name, values in (("To", draft.to), ("Cc", draft.cc), ("Bcc", draft.bcc))
+               for value in values]
+    for name, value in fields:
+        if any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in value):
+            raise DraftError(f"{name}: control characters (line breaks) are not allowed: {value!r}")
+
+
 def build(draft, *, message_id_domain, date=None):
     """The message as bytes with LF line ends, ready for sendmail and for ~/dead.letter."""
+    check(draft)
     msg = EmailMessage(policy=POLICY)
     if draft.from_addr:
         msg["From"] = draft.from_addr

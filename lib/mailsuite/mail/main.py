@@ -140,6 +140,10 @@ def send_mode(session, addresses, opts, skip_empty):
                 raise Fatal(os.EX_NOINPUT, f"{arg}: cannot attach: "
                             f"{'is a directory' if os.path.isdir(arg) else 'no such readable file'}")
             draft.attachments.append(arg)
+    try:
+        compose.check(draft)
+    except compose.DraftError as exc:
+        raise Fatal(os.EX_USAGE, str(exc)) from None
     if not session.interactive:
         data = sys.stdin.buffer.read()
         try:

@@ -204,6 +204,9 @@ class Session:
             self.warn(f"{exc.filename}: {exc.strerror}")
             self.save_dead(draft)
             return False
+        except compose.DraftError as exc:
+            self.warn(str(exc))
+            return False
         sender = None
         if self.cfg.mailsuite.sandbox or self.options.get("from"):
             sender = compose.envelope_address(draft.from_addr)
@@ -224,9 +227,11 @@ class Session:
         if message is None:
             try:
                 message = compose.build(draft, message_id_domain=self.cfg.hostname)
-            except OSError:
+            except OSError:                      # an attachment went away: keep the text at least
                 draft.attachments = []
                 message = compose.build(draft, message_id_domain=self.cfg.hostname)
+            except compose.DraftError:
+                return
         self.append_to(self.dead_letter, message)
 
     def append_to(self, path, message, flags=frozenset("RO")):
