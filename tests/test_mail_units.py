@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from mailsuite.mail import compose, mime_view, msglist, rc
 
@@ -255,3 +256,35 @@ def test_command_abbreviations(word, name):
 def test_split_command(line, split):
     from mailsuite.mail import commands
     assert commands.split_command(line) == split
+
+
+# --- nothing a sender writes makes the reader raise ---
+
+HEADERISH = st.lists(st.sampled_from([
+    b"Subject: ", b"From: ", b"=?utf-8?q?", b"=?bogus?b?", b"?=", b"\xff\xfe", b"\x00", b"\n", b"\n\n",
+    b"Content-Type: multipart/mixed; boundary=B\n", b"Content-Type: text/plain; charset=koi8-r\n",
+    b"--B\n", b"--B--\n", b"Content-Transfer-Encoding: base64\n", b"Content-Transfer-Encoding: quoted-printable\n",
+    b"=E9=", b"QUJD", b"\x1b[2J", b"Content-Disposition: attachment; filename*=utf-8''%E9\n", b"x" * 100,
+]), max_size=40).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(HEADERISH)
+def test_render_never_raises(raw):
+    text = mime_view.render(raw, lambda name: True)
+    assert isinstance(text, str)
+    mime_view.body_text(raw)
+    mime_view.for_terminal(text)
+    for part in mime_view.attachments(mime_view.parse(raw)):
+        assert part.size >= 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="0123456789-*$.^+:nourdfz/ab", min_size=1, max_size=6), max_size=4))
+def test_select_raises_only_its_own_error(words):
+    box = [M("a", "b@x", read=True), M("b", "a@x", new=True), M("ab", "c@x", deleted=True)]
+    try:
+        chosen = msglist.select(words, box, current=1)
+    except msglist.MsgListError:
+        return
+    assert chosen == sorted(set(chosen)) and all(1 <= n <= 3 for n in chosen)
