@@ -4,6 +4,7 @@ import mailbox
 import os
 
 import pexpect
+import pytest
 
 from mail_harness import message, quit_cleanly
 
@@ -274,3 +275,34 @@ def test_locked_spool_is_a_clear_temporary_failure(mail_sandbox):
     assert sb.spool().read_bytes() == before
     assert quit_cleanly(child) == 0                     # the lock is free again: now it works
     assert statuses(sb.spool())[0][0] == "Message number 2"
+
+
+@pytest.mark.parametrize("uids_before", [True, False])
+def test_another_client_expunges_while_open(mail_sandbox, uids_before):
+    """An IMAP-style expunge moves every later message; mail finds them again, and quits correctly."""
+    from mailsuite import config
+    from mailsuite.mbox import Mailbox
+    sb = mail_sandbox
+    three(sb)
+    store = Mailbox(str(sb.spool()), config.load(sb.conf))
+    if uids_before:
+        with store.locked():
+            store.sync()
+    child = sb.spawn()
+    child.expect(PROMPT)
+    with store.locked():                                 # the other client: assign UIDs, drop message 1
+        first = store.sync().messages[0]
+        store.sync(expunge=[first.uid])
+    child.sendline("p 2")
+    child.expect("Subject: Message number 2")
+    child.expect("Body of message 2.")
+    child.expect(PROMPT)
+    child.sendline("p 1")
+    child.expect("removed by another program")
+    child.expect(PROMPT)
+    child.sendline("d 3")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    store.close()
+    assert statuses(sb.spool()) == []
+    assert [s for s, _, _ in statuses(sb.home() / "mbox")] == ["Message number 2"]

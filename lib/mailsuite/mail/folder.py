@@ -15,7 +15,7 @@ from ..mbox import Mailbox, MailboxError, unquote_from_lines
 from . import mime_view
 
 # Header fields the summary needs; everything else is read only on demand.
-_SUMMARY_FIELDS = (b"from", b"subject", b"date")
+_SUMMARY_FIELDS = (b"from", b"subject", b"date", b"message-id")
 
 
 @dataclass(eq=False)
@@ -25,6 +25,7 @@ class MessageState:
     sender: str = ""
     subject: str = ""
     date: str = ""
+    message_id: str = ""
     lines: int | None = None       # counted when first shown: it needs the whole message
     new: bool = False
     read: bool = False
@@ -33,6 +34,7 @@ class MessageState:
     preserved: bool = False        # `pre`/`ho`: stays in the spool whatever else
     saved: bool = False            # `s`/`w`: leaves the spool on quit unless keepsave
     to_mbox: bool = False          # `mb`: goes to ~/mbox on quit
+    gone: bool = False             # removed by another program while we were open
 
     @property
     def uid(self):
@@ -76,7 +78,7 @@ class Folder:
         state = MessageState(number, stored,
                              sender=mime_view.decode_header(fields.get(b"from")) or stored.sender,
                              subject=mime_view.decode_header(fields.get(b"subject")),
-                             date=fields.get(b"date", ""))
+                             date=fields.get(b"date", ""), message_id=fields.get(b"message-id", ""))
         flags = stored.flags
         state.read = "R" in flags
         state.new = "R" not in flags and "O" not in flags
@@ -85,10 +87,36 @@ class Folder:
 
     def read(self, state):
         """The message as it was sent: headers, blank line, body with the mboxrd quoting undone."""
-        return unquote_from_lines(self.store.read(state.stored))
+        return unquote_from_lines(self.store.read(self._located(state)))
+
+    def _located(self, state):
+        """STATE's place in the file, found again if another program rewrote the file meanwhile.
+
+        Appends never move a message, but an IMAP client's expunge or a flag
+        change that outgrows its padding does; reading at a stale offset
+        would show the wrong bytes.  A message is known by its From_ line
+        at its offset; when that is not there, the file is indexed afresh.
+        """
+        stored = state.stored
+        expected = b"From " + stored.from_line.encode("utf-8", "surrogateescape")
+        if self.store.read(stored, stored.start, stored.start + len(expected)) != expected:
+            self._relocate()
+        if state.gone:
+            raise MailboxError(f"message {state.number} was removed by another program")
+        return state.stored
+
+    def _relocate(self):
+        with self.store.locked():
+            now = self.store.scan().messages
+        found = self._find(now)
+        for m in self.messages:
+            if m.number in found:
+                m.stored = now[found[m.number]]
+            else:
+                m.gone = True
 
     def line_count(self, state):
-        stored = state.stored
+        stored = self._located(state)
         if state.lines is None:
             count, offset = 0, stored.header
             while offset < stored.end:
@@ -152,17 +180,31 @@ class Folder:
         """Our message numbers -> positions in STORED, the file's messages now.
 
         A message is found by its UID, or, when it had none at start-up, by
-        its offset and From_ line, which appends do not move; a message that
-        is no longer there (another client expunged it) is left out.
+        its offset and From_ line, which appends do not move; failing that
+        (another program rewrote the file and gave out UIDs) by its From_
+        line and Message-ID.  A message that is no longer there (another
+        client expunged it) is left out.
         """
         by_uid = {s.uid: i for i, s in enumerate(stored) if s.uid}
         by_place = {(s.start, s.from_line): i for i, s in enumerate(stored) if not s.uid}
-        found = {}
+        found, by_identity = {}, None
         for m in self.messages:
             i = by_uid.get(m.uid) if m.uid else by_place.get((m.stored.start, m.stored.from_line))
+            if i is None and not m.uid and m.message_id:
+                if by_identity is None:         # read every header once, only when it is needed
+                    by_identity = self._identities(stored)
+                i = by_identity.pop((m.stored.from_line, m.message_id), None)
             if i is not None:
                 found[m.number] = i
         return found
+
+    def _identities(self, stored):
+        identities = {}
+        for i, s in enumerate(stored):
+            message_id = _header_fields(self.store.read(s, s.header, s.body)).get(b"message-id")
+            if message_id:
+                identities.setdefault((s.from_line, message_id), i)
+        return identities
 
     def _kept_flags(self, m):
         letters = set(m.stored.flags) | {"O"}

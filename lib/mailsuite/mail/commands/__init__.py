@@ -11,6 +11,8 @@ CommandError or msglist.MsgListError, both printed as one line.
 import re
 from dataclasses import dataclass
 
+from ...locking import LockTimeout
+from ...mbox import MailboxError
 from .. import msglist, rc
 from ..session import CommandError
 from . import display, files, marks, misc, send
@@ -126,7 +128,7 @@ def execute(session, line):
         return
     try:
         command.handler(session, arg)
-    except (CommandError, msglist.MsgListError, rc.RcError) as exc:
+    except (CommandError, msglist.MsgListError, rc.RcError, MailboxError, LockTimeout) as exc:
         session.warn(str(exc))
     except OSError as exc:
         session.warn(f"{exc.filename or word}: {exc.strerror}")
