@@ -288,3 +288,13 @@ def test_select_raises_only_its_own_error(words):
     except msglist.MsgListError:
         return
     assert chosen == sorted(set(chosen)) and all(1 <= n <= 3 for n in chosen)
+
+
+def test_example_mail_rc_loads_cleanly():
+    from conftest import REPO
+    warnings = []
+    options = rc.Options()
+    rc.load(options, str(REPO / "etc" / "mail.rc"), sending=False, warn=warnings.append)
+    assert warnings == []
+    assert options.on("crt") and options.get("indentprefix") == "> "
+    assert not options.shows_header("Received") and options.shows_header("Subject")
