@@ -80,6 +80,7 @@ def main(argv):
         rc.load(options, cfg.mail.rc_file, sending=sending, warn=session.warn)
     rc.load(options, os.environ.get("MAILRC") or os.path.join(session.home, ".mailrc"),
             sending=sending, warn=session.warn)
+    sys.stdin.reconfigure(errors="replace")      # a stray byte in typed text must not end the session
     if sending:
         return send_mode(session, args, opts, "-E" in flags)
     path = session.expand_path(args[0] if args else "~/mbox") if "-f" in flags else user.spool

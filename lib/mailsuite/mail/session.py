@@ -58,8 +58,7 @@ class Session:
                 return input(prompt)
             finally:
                 readline.set_startup_hook()
-        if not self.interactive:
-            self.write(prompt)
+        if not self.interactive:               # commands from a file or pipe: no prompts in the output
             line = sys.stdin.readline()
             if not line:
                 raise EOFError
