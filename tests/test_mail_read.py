@@ -306,3 +306,42 @@ def test_another_client_expunges_while_open(mail_sandbox, uids_before):
     store.close()
     assert statuses(sb.spool()) == []
     assert [s for s, _, _ in statuses(sb.home() / "mbox")] == ["Message number 2"]
+
+
+def test_nuls_and_oversized_lines_survive_reading_and_moving(mail_sandbox):
+    sb = mail_sandbox
+    body = b"nul:\x00:here\n" + b"x" * 200_000 + b"\nFrom inside the body\n>From quoted already\nend\n"
+    original = message("odd bytes", body="") + body
+    sb.deliver(original)
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p")
+    child.expect("nul:\\?:here")                        # the NUL is shown, defused
+    child.expect("end")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    assert len(mailbox.mbox(str(sb.home() / "mbox"))) == 1
+    # Stored bytes as in the spool: mboxrd quoting applied exactly once, nothing else touched.
+    quoted = body.replace(b"\nFrom inside", b"\n>From inside").replace(b"\n>From quoted", b"\n>>From quoted")
+    assert b"\n\n" + quoted in (sb.home() / "mbox").read_bytes()
+
+
+def test_half_written_last_message_is_read_and_kept(mail_sandbox):
+    sb = mail_sandbox
+    three(sb)
+    with open(sb.spool(), "ab") as f:                   # a writer that died without cleaning up
+        f.write(b"From crash@localhost Tue Nov 24 07:00:00 2026\nSubject: half\n\npartial line without end")
+    done = sb.mail("-H")
+    assert done.returncode == 0, done.stderr
+    assert b"half" in done.stdout.splitlines()[-1]
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("p 4")
+    child.expect("partial line without end")
+    child.expect(PROMPT)
+    child.sendline("d 1")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    subjects = [m["Subject"] for m in mailbox.mbox(str(sb.spool()))]
+    assert subjects == ["Message number 2", "Message number 3"]
+    assert [m["Subject"] for m in mailbox.mbox(str(sb.home() / "mbox"))] == ["half"]
