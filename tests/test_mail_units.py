@@ -298,3 +298,15 @@ def test_example_mail_rc_loads_cleanly():
     assert warnings == []
     assert options.on("crt") and options.get("indentprefix") == "> "
     assert not options.shows_header("Received") and options.shows_header("Subject")
+
+
+@pytest.mark.parametrize("text, columns, expected", [
+    ("abc", 5, "abc  "),
+    ("abcdef", 4, "abcd"),
+    ("日本語です", 5, "日本 "),            # two columns each: the third would not fit
+    ("Jörg", 4, "Jörg"),
+    ("e\u0301te\u0301", 3, "e\u0301te\u0301"),  # combining accents take no column
+])
+def test_fit_counts_terminal_columns(text, columns, expected):
+    from mailsuite.mail import summary
+    assert summary.fit(text, columns) == expected

@@ -13,6 +13,7 @@ import email.utils
 import functools
 import shutil
 import time
+import unicodedata
 
 
 def status_letter(m):
@@ -63,9 +64,24 @@ def line(folder, m, current, width=None):
     width = width or terminal_width()
     marker = ">" if m.number == current else " "
     size = f"{folder.line_count(m)}/{m.size}"
-    text = (f"{marker}{status_letter(m)}{m.number:4d} {sender_name(m)[:18]:<18} "
+    text = (f"{marker}{status_letter(m)}{m.number:4d} {fit(sender_name(m), 18)} "
             f"{short_date(m):16} {size:>9}  {m.subject}")
-    return text[:width - 1].rstrip()
+    return fit(text, width - 1).rstrip()
+
+
+def fit(text, columns):
+    """TEXT cut or padded to COLUMNS terminal columns; East Asian wide characters take two."""
+    out, used = [], 0
+    for char in text:
+        if unicodedata.combining(char):
+            out.append(char)
+            continue
+        cells = 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used + cells > columns:
+            break
+        out.append(char)
+        used += cells
+    return "".join(out) + " " * (columns - used)
 
 
 def page_around(count, current, page):
