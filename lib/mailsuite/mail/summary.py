@@ -71,6 +71,8 @@ def line(folder, m, current, width=None):
 
 def fit(text, columns):
     """TEXT cut or padded to COLUMNS terminal columns; East Asian wide characters take two."""
+    if text.isascii():
+        return text[:columns].ljust(columns)
     out, used = [], 0
     for char in text:
         if unicodedata.combining(char):
