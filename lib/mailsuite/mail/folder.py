@@ -9,13 +9,15 @@ message instead of losing it.  Messages that arrived while `mail` was open
 are not ours to touch and `sync` leaves them as they are.
 """
 
+import os
+import re
 from dataclasses import dataclass
 
 from ..mbox import Mailbox, MailboxError, unquote_from_lines
 from . import mime_view
 
-# Header fields the summary needs; everything else is read only on demand.
-_SUMMARY_FIELDS = (b"from", b"subject", b"date", b"message-id")
+# Header fields the summary needs (with their folded continuation lines); the rest is read on demand.
+_SUMMARY_FIELD = re.compile(rb"^(from|subject|date|message-id)[ \t]*:(.*(?:\n[ \t].*)*)", re.I | re.M)
 
 
 @dataclass(eq=False)
@@ -55,6 +57,7 @@ class Folder:
         self.system = system
         self.store = open_mailbox(path, cfg, owner)
         self.messages = []
+        self._stamp = None             # (size, mtime) when indexed: unchanged means offsets still hold
 
     def open(self):
         """Index the mailbox; a missing file is an empty folder.
@@ -66,8 +69,13 @@ class Folder:
             return self
         with self.store.locked():
             index = self.store.scan()
+            self._stamp = self._file_stamp()
         self.messages = [self._state(n, m) for n, m in enumerate(index.messages, 1)]
         return self
+
+    def _file_stamp(self):
+        st = os.fstat(self.store.fd)
+        return st.st_size, st.st_mtime_ns
 
     def close(self):
         self.store.close()
@@ -98,9 +106,10 @@ class Folder:
         at its offset; when that is not there, the file is indexed afresh.
         """
         stored = state.stored
-        expected = b"From " + stored.from_line.encode("utf-8", "surrogateescape")
-        if self.store.read(stored, stored.start, stored.start + len(expected)) != expected:
-            self._relocate()
+        if self._file_stamp() != self._stamp:
+            expected = b"From " + stored.from_line.encode("utf-8", "surrogateescape")
+            if self.store.read(stored, stored.start, stored.start + len(expected)) != expected:
+                self._relocate()
         if state.gone:
             raise MailboxError(f"message {state.number} was removed by another program")
         return state.stored
@@ -108,6 +117,7 @@ class Folder:
     def _relocate(self):
         with self.store.locked():
             now = self.store.scan().messages
+            self._stamp = self._file_stamp()
         found = self._find(now)
         for m in self.messages:
             if m.number in found:
@@ -237,17 +247,12 @@ def open_mailbox(path, cfg, owner):
 
 
 def _header_fields(head):
-    """The summary's header fields from a header block, unfolded, as str."""
-    fields, name = {}, None
-    for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t") and name:
-            if name in fields:
-                fields[name] += " " + _header_text(line.strip())
-            continue
-        key, colon, value = line.partition(b":")
-        name = key.strip().lower() if colon else None
-        if name in _SUMMARY_FIELDS and name not in fields:
-            fields[name] = _header_text(value.strip())
+    """The summary's header fields from a header block, unfolded, as str (the first of each wins)."""
+    fields = {}
+    for match in _SUMMARY_FIELD.finditer(head):
+        name = match.group(1).lower()
+        if name not in fields:
+            fields[name] = _header_text(b" ".join(match.group(2).split()))
     return fields
 
 
