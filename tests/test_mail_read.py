@@ -345,3 +345,26 @@ def test_half_written_last_message_is_read_and_kept(mail_sandbox):
     subjects = [m["Subject"] for m in mailbox.mbox(str(sb.spool()))]
     assert subjects == ["Message number 2", "Message number 3"]
     assert [m["Subject"] for m in mailbox.mbox(str(sb.home() / "mbox"))] == ["half"]
+
+
+def test_new_mail_is_announced_and_taken_in_with_inc(mail_sandbox):
+    sb = mail_sandbox
+    three(sb)
+    child = sb.spawn()
+    child.expect(PROMPT)
+    child.sendline("inc")
+    child.expect("No new mail.")
+    child.expect(PROMPT)
+    sb.deliver(message("Arrived later"))
+    child.sendline("=")
+    child.expect("New mail has arrived")
+    child.expect(PROMPT)
+    child.sendline("inc")
+    child.expect(r"N\s+4 Bob Smith .* Arrived later")
+    child.expect(PROMPT)
+    child.sendline("p 4")
+    child.expect("Subject: Arrived later")
+    child.expect(PROMPT)
+    assert quit_cleanly(child) == 0
+    assert [s for s, _, _ in statuses(sb.home() / "mbox")] == ["Arrived later"]
+    assert [f for _, f, _ in statuses(sb.spool())] == ["O", "O", "O"]

@@ -114,7 +114,24 @@ class Folder:
             raise MailboxError(f"message {state.number} was removed by another program")
         return state.stored
 
+    def changed(self):
+        """Whether the file changed since we indexed it (new mail, or another program's rewrite)."""
+        return self.store.exists and self._file_stamp() != self._stamp
+
+    def incorporate(self):
+        """Number the messages that arrived since start-up after ours (`inc`); returns how many."""
+        now, known = self._relocate()
+        arrived = [s for i, s in enumerate(now) if i not in known]
+        for stored in arrived:
+            self.messages.append(self._state(len(self.messages) + 1, stored))
+        return len(arrived)
+
     def _relocate(self):
+        """Index the file afresh and find our messages in it; returns (messages now, positions ours hold).
+
+        Messages that arrived meanwhile are not added: until `inc` they are
+        not part of the session, and quit leaves them as they are.
+        """
         with self.store.locked():
             now = self.store.scan().messages
             self._stamp = self._file_stamp()
@@ -124,6 +141,7 @@ class Folder:
                 m.stored = now[found[m.number]]
             else:
                 m.gone = True
+        return now, set(found.values())
 
     def line_count(self, state):
         stored = self._located(state)

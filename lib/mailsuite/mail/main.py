@@ -213,6 +213,9 @@ def prompt_loop(session, *, ignore_interrupts):
     signal.signal(signal.SIGHUP, _hangup)
     try:
         while not session.done:
+            if session.folder and session.folder.system and session.folder.changed() and not session.told_new_mail:
+                session.write("New mail has arrived (inc shows it).\n")
+                session.told_new_mail = True
             try:
                 line = session.read_line(session.options.get("prompt", "? "))
             except EOFError:

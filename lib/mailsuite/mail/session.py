@@ -36,6 +36,7 @@ class Session:
         self.shown_current = False     # Enter prints the current message once before moving on
         self.done = False
         self.page_start = 1            # first summary line `z` pages from
+        self.told_new_mail = False     # "New mail has arrived" is said once per arrival
         if interactive:
             _enable_line_editing()
 

@@ -78,6 +78,8 @@ TABLE = [
     Command("xit", misc.exit_, "quit, leaving the mailbox as it was"),
     Command("exit", misc.exit_, "quit, leaving the mailbox as it was"),
     Command("list", misc.list_commands, "list the commands"),
+    Command("inc", display.incorporate, "take in mail that arrived since start-up"),
+    Command("newmail", display.incorporate, "take in mail that arrived since start-up"),
     Command("attachments", display.list_attachments, "list a message's attachments"),
     Command("detach", files.detach, "save an attachment: detach [MSG] PART [FILE]"),
     Command("pipe", misc.pipe, "pipe messages to a command: | [LIST] COMMAND"),

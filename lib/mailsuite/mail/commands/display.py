@@ -115,3 +115,17 @@ def list_attachments(session, arg):
         for p in parts:
             session.write(f"Message {m.number}: #{p.number} {p.content_type}, {p.size} bytes"
                           f"{', ' + p.filename if p.filename else ''}\n")
+
+
+def incorporate(session, arg):
+    """`inc`: take in mail that arrived since start-up, and list it."""
+    folder = session.folder
+    if folder is None:
+        raise CommandError("No folder")
+    first = len(folder.messages) + 1
+    session.told_new_mail = False
+    if not folder.incorporate():
+        session.write("No new mail.\n")
+        return
+    for m in folder.messages[first - 1:]:
+        session.write(summary.line(folder, m, session.current) + "\n")
