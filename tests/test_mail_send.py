@@ -234,3 +234,18 @@ def test_header_injection_is_refused(mail_sandbox):
         assert done.returncode == os.EX_USAGE, (args, done.stderr)
         assert done.stderr.count(b"\n") == 1 and b"not allowed" in done.stderr
     assert sb.sent() == []
+
+
+def test_hangup_while_composing_keeps_the_letter(mail_sandbox):
+    sb = mail_sandbox
+    child = compose(sb, "-s", "cut off", "bob@localhost")
+    child.sendline("half a thought")
+    child.sendline("~p")
+    child.expect(r"half a thought\r\n\(continue\)")
+    child.kill(1)                                       # SIGHUP: the terminal went away
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert sb.sent() == []
+    [dead] = mailbox.mbox(str(sb.home() / "dead.letter"))
+    assert dead["Subject"] == "cut off" and dead.get_payload() == "half a thought\n"

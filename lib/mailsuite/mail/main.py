@@ -32,7 +32,7 @@ from ..users import UserDB
 from . import commands, compose, rc, summary
 from .commands import send
 from .folder import Folder
-from .session import Session
+from .session import HangUp, Session
 
 USAGE = """usage: mail [-EiNn] [-s SUBJECT] [-c CC] [-b BCC] [-r FROM] [-a FILE]... ADDRESS...
        mail [-eHiNn] [-u USER] [-f [FILE]]"""
@@ -81,10 +81,14 @@ def main(argv):
     rc.load(options, os.environ.get("MAILRC") or os.path.join(session.home, ".mailrc"),
             sending=sending, warn=session.warn)
     sys.stdin.reconfigure(errors="replace")      # a stray byte in typed text must not end the session
-    if sending:
-        return send_mode(session, args, opts, "-E" in flags)
-    path = session.expand_path(args[0] if args else "~/mbox") if "-f" in flags else user.spool
-    return read_mode(session, path, flags)
+    signal.signal(signal.SIGHUP, _hangup)
+    try:
+        if sending:
+            return send_mode(session, args, opts, "-E" in flags)
+        path = session.expand_path(args[0] if args else "~/mbox") if "-f" in flags else user.spool
+        return read_mode(session, path, flags)
+    except HangUp:
+        return 1
 
 
 def resolve_user(cfg, name):
@@ -210,7 +214,6 @@ def prompt_loop(session, *, ignore_interrupts):
     """The `?` prompt until quit, exit or end of input (which quits, unless ignoreeof)."""
     if ignore_interrupts:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, _hangup)
     try:
         while not session.done:
             if session.folder and session.folder.system and session.folder.changed() and not session.told_new_mail:
@@ -237,5 +240,5 @@ def prompt_loop(session, *, ignore_interrupts):
 
 
 def _hangup(signum, frame):
-    """A hang-up leaves the mailbox as it was, like `exit`."""
-    raise SystemExit(1)
+    """A hang-up keeps the letter being written in ~/dead.letter and leaves the mailbox as it was."""
+    raise HangUp()

@@ -19,6 +19,13 @@ from . import compose, mime_view, msglist, summary
 from .folder import Folder, append_messages
 
 
+class HangUp(BaseException):
+    """The terminal went away (SIGHUP): keep the letter, leave the mailbox alone, stop.
+
+    A BaseException, like KeyboardInterrupt, so no command's error handling can swallow it.
+    """
+
+
 class CommandError(Exception):
     """A command could not do what was asked; the text is shown as one line."""
 

@@ -40,6 +40,14 @@ class Composer:
 
     def run(self):
         """Collect the body; returns the finished draft or raises Abort."""
+        try:
+            self._collect()
+        finally:
+            self._finish()                  # whatever ends the letter, the draft holds what was typed
+        self.ctx.write("EOT\n")
+        return self.draft
+
+    def _collect(self):
         interrupts = 0
         while True:
             try:
@@ -48,25 +56,21 @@ class Composer:
                 if self.ctx.options.on("ignoreeof"):
                     self.ctx.write("Use \".\" to terminate letter\n")
                     continue
-                break
+                return
             except KeyboardInterrupt:
                 interrupts += 1
                 if interrupts >= 2:
-                    self._finish()
                     raise Abort(save=self.ctx.options.on("save")) from None
                 self.ctx.write("\n(Interrupt -- one more to kill letter)\n")
                 continue
             interrupts = 0
             if line == "." and self.ctx.options.on("dot"):
-                break
+                return
             if line.startswith("~") and len(line) > 1 and line[1] != "~":
                 if self._escape(line[1], line[2:].strip()) == "end":
-                    break
+                    return
                 continue
             self.lines.append(line[1:] if line.startswith("~~") else line)
-        self._finish()
-        self.ctx.write("EOT\n")
-        return self.draft
 
     def _finish(self):
         self.draft.body = "\n".join(self.lines) + ("\n" if self.lines else "")
@@ -201,7 +205,6 @@ class Composer:
         return "end"
 
     def quit(self, _arg):
-        self._finish()
         raise Abort(save=True)
 
     def discard(self, _arg):

@@ -9,7 +9,7 @@ the original text is quoted with `indentprefix` under an attribution line.
 import email.utils
 
 from .. import compose, mime_view, msglist, tilde
-from ..session import CommandError
+from ..session import CommandError, HangUp
 
 
 def mail(session, arg):
@@ -100,6 +100,9 @@ def compose_and_send(session, draft, *, skip_empty=False):
     except (EOFError, KeyboardInterrupt):
         session.save_dead(draft)
         return ABANDONED
+    except HangUp:
+        session.save_dead(draft)
+        raise
     if skip_empty and not draft.body.strip() and not draft.attachments:
         session.warn("empty message not sent")
         return EMPTY
