@@ -189,3 +189,14 @@ def test_dp_walks_forward_and_stops_at_the_end(mail_sandbox):
     out = done.stdout.decode()
     assert "Subject: first" not in out
     assert out.index("Subject: second") < out.index("At EOF")
+
+
+def test_source_and_set_at_the_prompt(mail_sandbox, tmp_path):
+    sb = mail_sandbox
+    sb.deliver(message("with headers", extra="X-Noise: loud\n"))
+    (tmp_path / "rc").write_text("ignore X-Noise Received\nalias pals bob carol\n")
+    done = sb.mail("-N", input=f"source {tmp_path / 'rc'}\np\nalias\nunset quote\nset\nx\n".encode())
+    out = done.stdout.decode()
+    assert "X-Noise" not in out and "Subject: with headers" in out
+    assert "pals\tbob carol" in out
+    assert "\nquote\n" not in out and "\nhold\n" not in out and "\nasksub\n" in out

@@ -54,6 +54,7 @@ TABLE = [
     Command("Save", files.save_by_sender, "save messages to a file named after the sender"),
     Command("set", misc.rc_command("set"), "set or list options"),
     Command("shell", misc.shell, "start a shell"),
+    Command("source", misc.source, "read a start-up file: source FILE"),
     Command("size", display.size, "print the size of messages"),
     Command("write", files.write, "write message bodies to a file"),
     Command("copy", files.copy, "append messages to a file, without marking them saved"),

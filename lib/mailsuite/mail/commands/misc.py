@@ -35,6 +35,16 @@ def rc_command(name):
     return handler
 
 
+def source(session, arg):
+    """`source FILE`: read a start-up file now (set, alias, ignore... lines)."""
+    if not arg:
+        raise CommandError("source: file name needed")
+    path = session.expand_path(arg)
+    if not os.path.isfile(path):
+        raise CommandError(f"{path}: No such file")
+    rc.load(session.options, path, sending=False, warn=session.warn)
+
+
 def shell(session, arg):
     subprocess.run(["/bin/sh", "-c", arg] if arg else [os.environ.get("SHELL", "/bin/sh")])
     session.write("!\n")
