@@ -182,16 +182,17 @@ class Queue:
 
     def load(self, qid):
         """The Envelope of QID, wherever it is."""
-        state, path = self.locate(qid)
-        try:
-            with open(path, "rb") as f:
-                envelope = _read_envelope(f, path)
-                envelope.state = state
-                envelope.mtime = os.fstat(f.fileno()).st_mtime
-                return envelope
-        except FileNotFoundError:
-            # moved between locate() and open(): look again, once
-            return self.load(qid) if self.exists(qid) else _raise(QueueError(f"{qid}: gone"))
+        for _try in range(3):               # it may move between locate() and open()
+            state, path = self.locate(qid)
+            try:
+                with open(path, "rb") as f:
+                    envelope = _read_envelope(f, path)
+                    envelope.state = state
+                    envelope.mtime = os.fstat(f.fileno()).st_mtime
+                    return envelope
+            except FileNotFoundError:
+                continue
+        raise QueueError(f"{qid}: no such message in the queue")
 
     def ids(self, states=STATES):
         """(state, id) of every queued message, oldest first."""
@@ -522,7 +523,3 @@ def _full_or(exc):
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return QueueFull(f"queue: {exc.strerror}")
     return exc
-
-
-def _raise(exc):
-    raise exc
