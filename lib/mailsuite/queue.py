@@ -277,6 +277,28 @@ class Queue:
             _fsync_dir(os.path.join(self.dir, "incoming"))
         return moved
 
+    # --- the runner lock -----------------------------------------------
+
+    def hold_runner_lock(self):
+        """A queue runner announces itself: a shared flock held for its lifetime (returns the fd)."""
+        fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return fd
+
+    def runner_active(self):
+        """True while some queue runner (the daemon's) holds the runner lock."""
+        try:
+            fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
     # --- the operator --------------------------------------------------
 
     def _move(self, qid, to_state, *, mtime=None, allowed=STATES):
