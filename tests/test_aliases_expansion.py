@@ -166,7 +166,3 @@ def test_bv_reports_routes(sandbox):
     assert "mailer smtp, address carol@example.org" in out
     assert "nosuchuser@localhost... undeliverable" in out
 
-
-@pytest.mark.root
-def test_commands_run_as_the_forward_owner_not_root(tmp_path):
-    pytest.skip("system mode: covered by routing unit test below")

@@ -3,7 +3,7 @@
 The directory is 1733 root (anyone may create a file, nobody may list or
 touch another's), so the owner uid of a drop file is who sent it: that is
 the authentication, as with Postfix's maildrop.  `sendmail` writes
-.ID.tmp, fsyncs it and links it to ID only when complete, so the pickup
+.ID.tmp, fsyncs it and renames it to ID only when complete, so the pickup
 never sees half a message; the pickup in turn trusts nothing inside the
 file except what it can check: it must be a regular file with one link,
 and the sender identity comes from the file's owner, not from its content.
@@ -52,18 +52,24 @@ class DropWriter:
         self.file.write(data)
 
     def commit(self):
-        """fsync, then link under the final name (never over someone else's file)."""
+        """fsync, then rename to the final name: the file appears whole, with one link.
+
+        (link() then unlink() would show the pickup a file with two links,
+        which it must treat as hostile.)  In the sticky maildrop a rename
+        can never replace another user's file; a name of our own that is
+        taken already gets a new id."""
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
         while True:
             final = os.path.join(self.directory, self.id)
-            try:
-                os.link(self.tmp, final)
-                break
-            except FileExistsError:
-                self.id = new_id()
-        os.unlink(self.tmp)
+            if not os.path.lexists(final):
+                try:
+                    os.rename(self.tmp, final)
+                    break
+                except PermissionError:
+                    pass
+            self.id = new_id()
         _fsync_dir_if_allowed(self.directory)
         return self.id
 

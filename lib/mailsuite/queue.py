@@ -182,16 +182,17 @@ class Queue:
 
     def load(self, qid):
         """The Envelope of QID, wherever it is."""
-        state, path = self.locate(qid)
-        try:
-            with open(path, "rb") as f:
-                envelope = _read_envelope(f, path)
-                envelope.state = state
-                envelope.mtime = os.fstat(f.fileno()).st_mtime
-                return envelope
-        except FileNotFoundError:
-            # moved between locate() and open(): look again, once
-            return self.load(qid) if self.exists(qid) else _raise(QueueError(f"{qid}: gone"))
+        for _try in range(3):               # it may move between locate() and open()
+            state, path = self.locate(qid)
+            try:
+                with open(path, "rb") as f:
+                    envelope = _read_envelope(f, path)
+                    envelope.state = state
+                    envelope.mtime = os.fstat(f.fileno()).st_mtime
+                    return envelope
+            except FileNotFoundError:
+                continue
+        raise QueueError(f"{qid}: no such message in the queue")
 
     def ids(self, states=STATES):
         """(state, id) of every queued message, oldest first."""
@@ -275,6 +276,28 @@ class Queue:
         if moved:
             _fsync_dir(os.path.join(self.dir, "incoming"))
         return moved
+
+    # --- the runner lock -----------------------------------------------
+
+    def hold_runner_lock(self):
+        """A queue runner announces itself: a shared flock held for its lifetime (returns the fd)."""
+        fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return fd
+
+    def runner_active(self):
+        """True while some queue runner (the daemon's) holds the runner lock."""
+        try:
+            fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     # --- the operator --------------------------------------------------
 
@@ -522,7 +545,3 @@ def _full_or(exc):
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return QueueFull(f"queue: {exc.strerror}")
     return exc
-
-
-def _raise(exc):
-    raise exc

@@ -46,9 +46,9 @@ def cmd_queue(args):
         else:
             print(f"{qid}: {args.action}")
     if args.action == "flush":
-        from .runner import run_once, runner_active
+        from .runner import run_once
         if not args.ids:
             queue.flush()
-        if not runner_active(cfg):
+        if not queue.runner_active():
             run_once(cfg, log.setup(cfg, "mailsuite"), ids=args.ids or None)
     return status

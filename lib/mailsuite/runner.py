@@ -9,11 +9,11 @@ workers at once.  Each worker is a forked process handling one message
 (worker.py), so a crash or a SIGKILL costs one attempt of one message:
 its file stays in active/ and `Queue.recover()` puts it back.
 
-While a runner lives it holds a shared flock on QUEUE/runner.lock, which
-tells `sendmail` that mail dropped now will be picked up without its help.
+While a runner lives it holds a shared flock on QUEUE/runner.lock
+(`Queue.hold_runner_lock`), which tells `sendmail` that mail dropped now
+will be picked up without its help.
 """
 
-import fcntl
 import os
 import signal
 import time
@@ -25,22 +25,6 @@ from .queue import Queue
 from .worker import deliver_message
 
 BUSY_POLL = 0.5
-
-
-def runner_active(cfg):
-    """True when some queue runner (the daemon's) holds the runner lock."""
-    path = os.path.join(cfg.mailsuite.queue_dir, "runner.lock")
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
 
 
 class WorkerPool:
@@ -123,7 +107,7 @@ def run_forever(cfg, logger, *, interval=None):
     interval = interval or cfg.queue.run_interval
     queue = Queue(cfg)
     queue.ensure_dirs()
-    lock = _hold_runner_lock(queue)
+    lock = queue.hold_runner_lock()
     stopping = []
     waiting = []
 
@@ -196,9 +180,3 @@ def _sleep_time(queue, pool, next_scan):
         wake_at = min(wake_at, due)
     wait = max(0.0, wake_at - now)
     return min(wait, BUSY_POLL) if pool.running else min(wait, 60.0)
-
-
-def _hold_runner_lock(queue):
-    fd = os.open(os.path.join(queue.dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd

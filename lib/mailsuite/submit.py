@@ -137,12 +137,12 @@ def _dsn(opts, recipients):
 
 def _first_attempt(cfg, opts, name):
     """Deliver our own drop file now when nobody else will soon and we may."""
-    from .runner import runner_active
+    from .queue import Queue
     if opts.delivery == "q" or not cfg.submission.deliver_now:
         return
     if not may_write_queue(cfg) or not os.access(cfg.mailsuite.maildrop_dir, os.R_OK | os.W_OK):
         return
-    if runner_active(cfg):
+    if Queue(cfg).runner_active():
         return
     if opts.delivery == "b":
         sys.stdout.flush()

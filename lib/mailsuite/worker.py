@@ -106,13 +106,10 @@ class Attempt:
         elif target.kind == "remote":
             remote.setdefault(target.value, []).append(rcpt)
         else:
-            to = target.user.name if target.kind == "mailbox" else f"{'|' if target.kind == 'command' else ''}{target.value}"
-            if target.kind == "mailbox":
-                to = qualify(to, self.cfg.hostname)
             with self.claim.message() as message:
                 result = agents.deliver_target(self.cfg, target, message, sender=self.env.sender,
                                                recipient=rcpt, queue_id=self.id)
-            self._record(rcpt, target.key, result, to=to)
+            self._record(rcpt, target.key, result, to=_describe(self.cfg, target))
 
     def _deliver_remote(self, remote):
         from .smtp_client import deliver_remote
@@ -218,3 +215,9 @@ class Attempt:
             return not words or "FAILURE" in words
         return "SUCCESS" in words
 
+
+def _describe(cfg, target):
+    """How a local target appears in the to= of a log line."""
+    if target.kind == "mailbox":
+        return qualify(target.value, cfg.hostname)
+    return f"|{target.value}" if target.kind == "command" else target.value

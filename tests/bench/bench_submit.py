@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
 POSTFIX_SERVICES = ("pickup", "cleanup", "qmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace",
                     "verify", "flush", "proxymap", "proxywrite", "showq", "error", "retry",
                     "discard", "local", "virtual", "lmtp", "anvil", "scache", "postlog", "smtp", "relay")
@@ -48,7 +49,8 @@ def count(path):
         box.close()
 
 
-def wait_count(path, n, timeout=900):
+def wait_count(path, n, timeout=None):
+    timeout = timeout or 60 + n
     deadline = time.monotonic() + timeout
     while count(path) < n:
         if time.monotonic() > deadline:
@@ -70,21 +72,19 @@ def mailsuite_sandbox(base):
     subprocess.run([str(BIN / "mailsuite"), "init", "--dir", str(base)], check=True, stdout=subprocess.DEVNULL)
     (base / "spool" / "alice").write_bytes(b"")
     conf = base / "mailsuite.conf"
-    text = conf.read_text().replace("[mailsuite]\n", "[mailsuite]\nlog_level = warning\n", 1)
-    conf.write_text(text + "\n[smtp]\nlisten = 127.0.0.1:0\n")
+    conf.write_text(conf.read_text() + "\n[smtp]\nlisten = 127.0.0.1:0\n")
     return str(conf)
 
 
 def bench_mailsuite_daemon(base, data, n):
     conf = mailsuite_sandbox(base)
     daemon = subprocess.Popen([str(BIN / "sendmail"), "-C", conf, "-bD"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
         from mailsuite import config
-        from mailsuite.runner import runner_active
+        from mailsuite.queue import Queue
         cfg = config.load(conf)
-        while not runner_active(cfg):
+        while not Queue(cfg).runner_active():
             time.sleep(0.05)
         started = time.monotonic()
         submit = submit_loop([str(BIN / "sendmail"), "-C", conf, "-i", "alice"], data, n)
@@ -128,7 +128,8 @@ def postfix_instance(base):
         "alias_database =",
         "home_mailbox =",
         "mailbox_command =",
-        "maillog_file = /dev/null",
+        f"maillog_file = {base}/maillog",
+        f"maillog_file_prefixes = {base}",
         f"syslog_name = postfix-bench-{os.getpid()}",
         "",
     ]))
@@ -169,20 +170,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=1000)
     parser.add_argument("--size", type=int, default=5120)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = parser.parse_args()
     data = message(args.size)
-    with tempfile.TemporaryDirectory(prefix="bench-submit-") as tmp:
-        base = Path(tmp)
-        os.chmod(base, 0o755)
-        results = []
-        results.append(("mailsuite (daemon running)",) + bench_mailsuite_daemon(base / "ms-daemon", data, args.n))
-        results.append(("mailsuite (no daemon, -odi)",) + bench_mailsuite_direct(base / "ms-direct", data, args.n))
+    base = Path(tempfile.mkdtemp(prefix="bench-submit-"))
+    os.chmod(base, 0o755)
+    try:
+        results = [("mailsuite (daemon running)",) + bench_mailsuite_daemon(base / "ms-daemon", data, args.n),
+                   ("mailsuite (no daemon, -odi)",) + bench_mailsuite_direct(base / "ms-direct", data, args.n)]
         if os.geteuid() == 0 and shutil.which("postfix"):
             results.append(("postfix (daemon running)",) + bench_postfix(base / "postfix", data, args.n))
         else:
             print("postfix: skipped (needs root and postfix)")
         for name, submit, total in results:
             report(name, args.n, submit, total)
+    finally:
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":
