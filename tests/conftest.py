@@ -96,6 +96,13 @@ def sandbox(tmp_path):
     return box
 
 
+@pytest.fixture
+def mail_sandbox(tmp_path):
+    """A sandbox for mail(1) tests whose sendmail records what it is handed (see mail_harness.py)."""
+    from mail_harness import MailSandbox
+    return MailSandbox(tmp_path / "sandbox")
+
+
 def pytest_collection_modifyitems(config, items):
     is_root = os.geteuid() == 0
     for item in items:

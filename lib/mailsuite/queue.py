@@ -1,0 +1,547 @@
+"""The durable mail queue: one file per message, moved between state directories.
+
+A queue file holds, in this order: a fixed-width preamble (magic, format
+version, message size), the envelope (one JSON line), the message
+itself (LF line ends), and then an append-only log of delivery records, one
+JSON line each (a recipient was sent, deferred or bounced; an attempt was
+made; bounces were sent).  The message is never rewritten; progress is a
+record appended with O_APPEND and fsynced, so a crash at any point leaves
+a file that loads: a torn last record is ignored.
+
+A message's state is the directory it sits in:
+
+    incoming/   accepted, waiting for its first delivery attempt
+    active/     a delivery worker holds it (and an flock on it)
+    deferred/   waiting for a retry; the file's mtime is the next attempt time
+    hold/       set aside by the operator; never delivered until released
+
+`enqueue()` writes tmp/ID, fsyncs it, renames it into incoming/ and fsyncs
+the directory before it returns: only then may anyone answer 250 or exit 0.
+A worker claims a message by taking an flock on the file and renaming it
+into active/; the lock dies with the worker, so `recover()` can tell an
+orphan (a killed worker's message) from one being delivered and put it back.
+"""
+
+import errno
+import fcntl
+import io
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+
+STATES = ("incoming", "active", "deferred", "hold")
+CHUNK = 64 * 1024
+MAGIC = "mailsuite-queue"
+VERSION = 1
+
+
+class QueueError(Exception):
+    """A queue file is missing, unreadable or not ours."""
+
+
+class QueueFull(QueueError):
+    """No room for the message (ENOSPC, EDQUOT, or less than min_free_space left).
+
+    The SMTP side answers 452 4.3.1; sendmail exits EX_TEMPFAIL."""
+
+
+class Busy(QueueError):
+    """The message is being delivered right now; try again in a moment."""
+
+
+def new_id():
+    """A queue id: microseconds since the epoch in hex, then 12 random bits.
+
+    Ids sort by arrival, fit a mailq column and are safe as file names."""
+    return f"{time.time_ns() // 1000:013X}{secrets.randbits(12):03X}"
+
+
+def valid_id(text):
+    return (isinstance(text, str) and 8 <= len(text) <= 32
+            and all(c in "0123456789ABCDEF" for c in text))
+
+
+@dataclass
+class Envelope:
+    """What a queue file says about one message, its records folded in."""
+
+    id: str
+    sender: str
+    recipients: list
+    arrival: float
+    size: int
+    offset: int                       # where the message starts in the file
+    client: str | None = None
+    auth_user: str | None = None
+    dsn: dict = field(default_factory=dict)
+    origin: str | None = None         # the maildrop file it came from, for duplicate detection
+    state: str = "incoming"
+    mtime: float = 0.0                # in deferred/: the next attempt time
+    results: dict = field(default_factory=dict)    # (rcpt, target) -> last record
+    attempts: int = 0
+    reason: str | None = None         # why the last attempt deferred
+    notified: set = field(default_factory=set)     # recipients whose bounce was sent
+
+    def result(self, recipient, target):
+        return self.results.get((recipient, target))
+
+
+class Queue:
+    """The queue directory of `cfg.mailsuite.queue_dir`."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.dir = cfg.mailsuite.queue_dir
+        self.min_free = cfg.queue.min_free_space
+
+    # --- layout --------------------------------------------------------
+
+    def ensure_dirs(self):
+        """Create the queue directories (0700) when missing."""
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        for name in ("tmp",) + STATES:
+            os.makedirs(os.path.join(self.dir, name), mode=0o700, exist_ok=True)
+
+    def _path(self, state, qid):
+        return os.path.join(self.dir, state, qid)
+
+    def locate(self, qid):
+        """(state, path) of message QID; raises QueueError when it is not queued."""
+        if not valid_id(qid):
+            raise QueueError(f"{qid}: not a queue id")
+        for state in STATES:
+            path = self._path(state, qid)
+            if os.path.exists(path):
+                return state, path
+        raise QueueError(f"{qid}: no such message in the queue")
+
+    def exists(self, qid):
+        try:
+            self.locate(qid)
+            return True
+        except QueueError:
+            return False
+
+    # --- writing -------------------------------------------------------
+
+    def enqueue(self, sender, recipients, data, *, received=None, client=None, auth_user=None,
+                dsn=None, qid=None, origin=None, arrival=None):
+        """Store a message durably in incoming/ and return its queue id.
+
+        DATA is bytes or a binary file (LF, CRLF or mixed line ends: stored as
+        LF); RECEIVED, if given, is a header block put in front of it.
+        Raises QueueFull when the disk is full; nothing is left behind."""
+        if not recipients:
+            raise ValueError("a message needs at least one recipient")
+        self.ensure_dirs()
+        self._check_space()
+        qid = qid or new_id()
+        tmp = os.path.join(self.dir, "tmp", f"{qid}.{os.getpid()}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise _full_or(exc) from None
+        try:
+            with open(fd, "wb", buffering=CHUNK) as out:
+                envelope = {
+                    "id": qid, "sender": sender, "recipients": list(recipients),
+                    "arrival": arrival or time.time(), "client": client,
+                    "auth_user": auth_user, "dsn": dsn or {}, "origin": origin,
+                }
+                out.write(_preamble(0))
+                out.write(_line(envelope))
+                size = _copy_lf(_as_file(data), out, prefix=received or b"")
+                out.flush()
+                os.pwrite(out.fileno(), _preamble(size), 0)
+                os.fsync(out.fileno())
+            final = self._path("incoming", qid)
+            if os.path.exists(final) or any(os.path.exists(self._path(s, qid)) for s in STATES):
+                raise FileExistsError(errno.EEXIST, "queue id in use", qid)
+            os.rename(tmp, final)
+            _fsync_dir(os.path.dirname(final))
+        except BaseException as exc:
+            _unlink_quietly(tmp)
+            if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+                raise _full_or(exc) from None
+            raise
+        return qid
+
+    def _check_space(self):
+        if not self.min_free:
+            return
+        try:
+            st = os.statvfs(self.dir)
+        except OSError:
+            return
+        if st.f_bavail * st.f_frsize < self.min_free:
+            raise QueueFull(f"{self.dir}: less than {self.min_free} bytes free")
+
+    # --- reading -------------------------------------------------------
+
+    def load(self, qid):
+        """The Envelope of QID, wherever it is."""
+        for _try in range(3):               # it may move between locate() and open()
+            state, path = self.locate(qid)
+            try:
+                with open(path, "rb") as f:
+                    envelope = _read_envelope(f, path)
+                    envelope.state = state
+                    envelope.mtime = os.fstat(f.fileno()).st_mtime
+                    return envelope
+            except FileNotFoundError:
+                continue
+        raise QueueError(f"{qid}: no such message in the queue")
+
+    def ids(self, states=STATES):
+        """(state, id) of every queued message, oldest first."""
+        found = []
+        for state in states:
+            try:
+                names = os.listdir(os.path.join(self.dir, state))
+            except FileNotFoundError:
+                continue
+            found.extend((name, state) for name in names if valid_id(name))
+        return [(state, qid) for qid, state in sorted(found)]
+
+    def envelopes(self, states=STATES):
+        """Every readable Envelope, oldest first (messages that vanish meanwhile are skipped)."""
+        for _state, qid in self.ids(states):
+            try:
+                yield self.load(qid)
+            except QueueError:
+                continue
+
+    def due(self, now=None):
+        """Ids ready for a delivery attempt: all of incoming/, deferred/ whose time has come."""
+        now = time.time() if now is None else now
+        ready = [qid for _s, qid in self.ids(("incoming",))]
+        deferred = os.path.join(self.dir, "deferred")
+        for _s, qid in self.ids(("deferred",)):
+            try:
+                if os.stat(os.path.join(deferred, qid)).st_mtime <= now:
+                    ready.append(qid)
+            except FileNotFoundError:
+                continue
+        return ready
+
+    def next_due(self):
+        """The earliest retry time in deferred/, or None."""
+        times = []
+        for _s, qid in self.ids(("deferred",)):
+            try:
+                times.append(os.stat(self._path("deferred", qid)).st_mtime)
+            except FileNotFoundError:
+                continue
+        return min(times, default=None)
+
+    # --- delivery ------------------------------------------------------
+
+    def claim(self, qid, states=("incoming", "deferred")):
+        """Take QID for delivery: a Claim, or None if it is gone or someone else has it."""
+        for state in states:
+            path = self._path(state, qid)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except (FileNotFoundError, OSError):
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                active = self._path("active", qid)
+                os.rename(path, active)
+            except OSError:
+                os.close(fd)
+                continue
+            return Claim(self, qid, fd)
+        return None
+
+    def recover(self):
+        """Move messages left in active/ by a dead worker back to incoming/."""
+        moved = []
+        for _s, qid in self.ids(("active",)):
+            path = self._path("active", qid)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.rename(path, self._path("incoming", qid))
+                moved.append(qid)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        if moved:
+            _fsync_dir(os.path.join(self.dir, "incoming"))
+        return moved
+
+    # --- the runner lock -----------------------------------------------
+
+    def hold_runner_lock(self):
+        """A queue runner announces itself: a shared flock held for its lifetime (returns the fd)."""
+        fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return fd
+
+    def runner_active(self):
+        """True while some queue runner (the daemon's) holds the runner lock."""
+        try:
+            fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+
+    # --- the operator --------------------------------------------------
+
+    def _move(self, qid, to_state, *, mtime=None, allowed=STATES):
+        state, path = self.locate(qid)
+        if state not in allowed:
+            raise QueueError(f"{qid}: message is {state}")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(f"{qid}: being delivered right now; try again") from None
+            target = self._path(to_state, qid)
+            if mtime is not None:
+                os.utime(fd, (mtime, mtime))
+            if target != path:
+                os.rename(path, target)
+                _fsync_dir(os.path.dirname(target))
+        finally:
+            os.close(fd)
+
+    def hold(self, qid):
+        """Set QID aside: it stays queued but is never delivered until released."""
+        self._move(qid, "hold", allowed=("incoming", "deferred", "hold"))
+
+    def release(self, qid):
+        """Put a held message back, due at once."""
+        self._move(qid, "deferred", mtime=time.time(), allowed=("hold",))
+
+    def flush(self, qid=None):
+        """Make QID (or every deferred message) due now."""
+        targets = [qid] if qid else [q for _s, q in self.ids(("deferred",))]
+        for one in targets:
+            try:
+                self._move(one, "deferred", mtime=time.time(), allowed=("deferred", "incoming"))
+            except (Busy, QueueError):
+                if qid:
+                    raise
+
+    def delete(self, qid):
+        """Remove QID from the queue without any notification."""
+        state, path = self.locate(qid)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(f"{qid}: being delivered right now; try again") from None
+            os.unlink(path)
+            _fsync_dir(os.path.dirname(path))
+        finally:
+            os.close(fd)
+
+
+class Claim:
+    """A message held by one delivery worker (flock + active/)."""
+
+    def __init__(self, queue, qid, fd):
+        self.queue = queue
+        self.id = qid
+        self.fd = fd
+        self.path = queue._path("active", qid)
+        with open(os.dup(fd), "rb") as f:
+            self.envelope = _read_envelope(f, self.path)
+        self.envelope.state = "active"
+
+    def message(self):
+        """The message as a seekable binary file starting at offset 0."""
+        env = self.envelope
+        return io.BufferedReader(_Section(self.fd, env.offset, env.size), CHUNK)
+
+    def record(self, **fields):
+        """Append one delivery record and fsync it, and fold it into the envelope."""
+        fields.setdefault("at", round(time.time(), 3))
+        data = _line(fields)
+        written = os.write(self.fd, data)
+        if written != len(data):
+            raise QueueFull(f"{self.id}: short write of a delivery record")
+        os.fsync(self.fd)
+        _fold(self.envelope, fields)
+
+    def done(self):
+        """Every recipient is final: remove the message."""
+        os.unlink(self.path)
+        _fsync_dir(os.path.dirname(self.path))
+        self._release()
+
+    def defer(self, next_attempt):
+        """Back to deferred/, due at NEXT_ATTEMPT (epoch seconds)."""
+        os.utime(self.fd, (next_attempt, next_attempt))
+        target = self.queue._path("deferred", self.id)
+        os.rename(self.path, target)
+        _fsync_dir(os.path.dirname(target))
+        self._release()
+
+    def _release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        # a worker that dies here leaves the file in active/ for recover()
+        self._release()
+        return False
+
+
+# --- file format ------------------------------------------------------
+
+
+def _line(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def _preamble(size):
+    """The fixed-width first line: magic, format version, message size."""
+    return f"{MAGIC} {VERSION} {size:015d}\n".encode("ascii")
+
+
+PREAMBLE_SIZE = len(_preamble(0))
+
+
+def _read_envelope(f, path):
+    try:
+        magic, version, size = f.read(PREAMBLE_SIZE).decode("ascii").split()
+        if magic != MAGIC or int(version) != VERSION:
+            raise ValueError("not a queue file")
+        line = f.readline(1 << 20)
+        data = json.loads(line)
+        env = Envelope(id=data["id"], sender=data["sender"], recipients=list(data["recipients"]),
+                       arrival=float(data["arrival"]), size=int(size),
+                       offset=PREAMBLE_SIZE + len(line),
+                       client=data.get("client"), auth_user=data.get("auth_user"),
+                       dsn=data.get("dsn") or {}, origin=data.get("origin"))
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise QueueError(f"{path}: damaged queue file ({exc})") from None
+    f.seek(env.offset + env.size)
+    for line in f:
+        if not line.endswith(b"\n"):
+            break                       # torn by a crash: never acted upon
+        try:
+            _fold(env, json.loads(line))
+        except ValueError:
+            continue
+    return env
+
+
+def _fold(env, record):
+    """Apply one delivery record to the envelope."""
+    if "r" in record:
+        env.results[(record["r"], record.get("t", ""))] = record
+    elif "attempt" in record:
+        env.attempts += 1
+        env.reason = record.get("reason")
+    elif "notified" in record:
+        env.notified.update(record["notified"])
+
+
+class _Section(io.RawIOBase):
+    """A read-only window [offset, offset+size) of a file descriptor, seekable."""
+
+    def __init__(self, fd, offset, size):
+        super().__init__()
+        self._fd, self._base, self._size, self._pos = fd, offset, size, 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def close(self):
+        # the descriptor belongs to the Claim
+        super().close()
+
+    def readinto(self, buffer):
+        want = min(len(buffer), self._size - self._pos)
+        if want <= 0:
+            return 0
+        data = os.pread(self._fd, want, self._base + self._pos)
+        buffer[:len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+    def seek(self, pos, whence=io.SEEK_SET):
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def tell(self):
+        return self._pos
+
+
+def _as_file(data):
+    return io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+
+
+def _copy_lf(src, out, *, prefix=b""):
+    """Copy SRC to OUT turning CRLF into LF; returns the bytes written."""
+    size = 0
+    if prefix:
+        prefix = bytes(prefix).replace(b"\r\n", b"\n")
+        if not prefix.endswith(b"\n"):
+            prefix += b"\n"
+        out.write(prefix)
+        size += len(prefix)
+    pending_cr = False
+    while True:
+        chunk = src.read(CHUNK)
+        if not chunk:
+            break
+        if pending_cr:
+            chunk = b"\r" + chunk
+        pending_cr = chunk.endswith(b"\r")
+        if pending_cr:
+            chunk = chunk[:-1]
+        chunk = chunk.replace(b"\r\n", b"\n")
+        out.write(chunk)
+        size += len(chunk)
+    if pending_cr:
+        out.write(b"\r")
+        size += 1
+    return size
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _full_or(exc):
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return QueueFull(f"queue: {exc.strerror}")
+    return exc

@@ -1,0 +1,182 @@
+"""The queue runner: pickup, scheduling, and a bounded pool of delivery workers.
+
+`run_once()` is `sendmail -q`: pick up the maildrop, then one attempt for
+every message that is due (or only the ones asked for), and return when
+the workers are done.  `run_forever()` is the daemon's runner: pyinotify
+wakes it when a drop file or a new queue file appears, a timer rescans
+deferred/ for retries, and it never runs more than `queue.max_workers`
+workers at once.  Each worker is a forked process handling one message
+(worker.py), so a crash or a SIGKILL costs one attempt of one message:
+its file stays in active/ and `Queue.recover()` puts it back.
+
+While a runner lives it holds a shared flock on QUEUE/runner.lock
+(`Queue.hold_runner_lock`), which tells `sendmail` that mail dropped now
+will be picked up without its help.
+"""
+
+import os
+import signal
+import time
+
+import pyinotify
+
+from .pickup import pickup_all
+from .queue import Queue
+from .worker import deliver_message
+
+BUSY_POLL = 0.5
+
+
+class WorkerPool:
+    """Forked delivery workers, one message each, at most `size` at once."""
+
+    def __init__(self, cfg, queue, logger, size=None):
+        self.cfg, self.queue, self.logger = cfg, queue, logger
+        self.size = max(1, size or cfg.queue.max_workers)
+        self.running = {}                       # pid -> queue id
+
+    def busy(self, qid):
+        return qid in self.running.values()
+
+    def full(self):
+        return len(self.running) >= self.size
+
+    def start(self, qid):
+        """Fork a worker for QID, first waiting for a free slot."""
+        while self.full():
+            self.reap(block=True)
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                deliver_message(self.cfg, self.queue, qid, self.logger)
+            except BaseException:                # noqa: BLE001 - a worker must report, then _exit
+                self.logger.exception("%s: delivery worker failed", qid)
+                status = os.EX_SOFTWARE
+            finally:
+                os._exit(status)
+        self.running[pid] = qid
+
+    def reap(self, block=False):
+        while self.running:
+            try:
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                self.running.clear()
+                return
+            if pid == 0:
+                return
+            qid = self.running.pop(pid, None)
+            code = os.waitstatus_to_exitcode(status)
+            if qid and code != 0:
+                self.logger.warning("%s: delivery worker %d exited with status %d", qid, pid, code)
+            if block:
+                return
+
+    def wait_all(self):
+        while self.running:
+            self.reap(block=True)
+
+
+def run_once(cfg, logger, *, ids=None):
+    """One queue run; IDS forces an attempt for just those messages, due or not.
+
+    Mail the run itself queues (bounces, and their bounces) gets its first
+    attempt in the same run, so `sendmail -q` without a daemon leaves no
+    notification behind."""
+    queue = Queue(cfg)
+    queue.ensure_dirs()
+    queue.recover()
+    pickup_all(cfg, queue, logger)
+    pool = WorkerPool(cfg, queue, logger)
+    seen = {qid for _state, qid in queue.ids(("incoming",))}
+    todo = queue.due() if ids is None else list(ids)
+    for _generation in range(3):                # the mail, its bounces, double bounces
+        for qid in todo:
+            pool.start(qid)
+        pool.wait_all()
+        todo = [qid for _state, qid in queue.ids(("incoming",)) if qid not in seen]
+        seen.update(todo)
+    return 0
+
+
+def run_forever(cfg, logger, *, interval=None):
+    """The daemon's runner; returns after SIGTERM once its workers have finished."""
+    interval = interval or cfg.queue.run_interval
+    queue = Queue(cfg)
+    queue.ensure_dirs()
+    lock = queue.hold_runner_lock()
+    stopping = []
+    waiting = []
+
+    def stop(_signum, _frame):
+        stopping.append(True)
+        if waiting:                      # blocked in poll(): interrupt it
+            raise _Stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # routing rereads aliases for every message
+
+    watches = pyinotify.WatchManager()
+    mask = pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE | pyinotify.IN_CREATE
+    for directory in (cfg.mailsuite.maildrop_dir, os.path.join(queue.dir, "incoming")):
+        if os.path.isdir(directory):
+            watches.add_watch(directory, mask, quiet=True)
+    notifier = pyinotify.Notifier(watches, default_proc_fun=lambda _event: None, timeout=0)
+    pool = WorkerPool(cfg, queue, logger)
+    logger.info("queue runner started (%d workers, scan every %ds)", pool.size, interval)
+    queue.recover()
+    next_scan = 0.0
+    woken = True
+    try:
+        while not stopping:
+            pool.reap()
+            now = time.time()
+            if woken or now >= next_scan:
+                if now >= next_scan:
+                    queue.recover()
+                    next_scan = now + interval
+                pickup_all(cfg, queue, logger)
+                for qid in queue.due():
+                    if pool.full():
+                        break
+                    if not pool.busy(qid):
+                        pool.start(qid)
+                woken = False
+            wait = _sleep_time(queue, pool, next_scan)
+            notifier._timeout = int(wait * 1000)
+            try:
+                waiting.append(True)
+                if stopping:
+                    break
+                ready = notifier.check_events()
+            except _Stop:
+                break
+            finally:
+                waiting.clear()
+            if ready:
+                notifier.read_events()
+                notifier.process_events()
+            woken = bool(ready) or bool(pool.running)   # a slot may have freed: look again
+    finally:
+        pool.wait_all()
+        notifier.stop()
+        os.close(lock)
+        logger.info("queue runner stopped")
+
+
+class _Stop(Exception):
+    """SIGTERM while the runner sleeps."""
+
+
+def _sleep_time(queue, pool, next_scan):
+    now = time.time()
+    wake_at = next_scan
+    due = queue.next_due()
+    if due is not None:
+        wake_at = min(wake_at, due)
+    wait = max(0.0, wake_at - now)
+    return min(wait, BUSY_POLL) if pool.running else min(wait, 60.0)

@@ -1,0 +1,214 @@
+"""The SMTP daemon (`sendmail -bd`, `-bD`) and SMTP on stdin/stdout (`sendmail -bs`).
+
+The daemon's master process does three things and nothing else: it listens
+on the `[smtp] listen` (and `listen_submission`) addresses through the
+shared forking harness, one child per session up to `max_children`
+(beyond that `421 4.7.0`); it keeps one queue runner child alive; and it
+answers signals: SIGTERM stops accepting, lets running sessions finish,
+stops the runner and exits; SIGHUP rereads the configuration (a broken file
+is logged and the old one kept) and restarts the runner so it rereads the
+aliases too.  `-bd` detaches (python-daemon: no controlling tty, pid file
+in `state_dir`), `-bD` stays in the foreground.
+
+Sessions hand each message to the queue, which fsyncs it before the
+session may answer 250.  `sendmail -bs` runs the same session on stdin and
+stdout for a local user, who may send anywhere, like the command line does.
+"""
+
+import os
+import signal
+import sys
+
+from . import auth, config, log, server
+from .smtp_session import Policy, Session
+
+RUNNER_STOP_WAIT = 30
+
+
+def parse_listen(items, default_port):
+    """('0.0.0.0:25', '[::1]:587', 'localhost') -> [(host, port), ...]."""
+    pairs = []
+    for item in items:
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else ""
+        else:
+            host, sep, port = item.rpartition(":")
+            if not sep:
+                host, port = item, ""
+        if port and not port.isdigit():
+            raise config.ConfigError(f"{item}: not HOST:PORT")
+        pairs.append((host or "0.0.0.0", int(port) if port else default_port))
+    return pairs
+
+
+class Daemon:
+    """The master: the configuration in force, the listener's session handler, the runner child."""
+
+    def __init__(self, cfg, logger):
+        self.cfg = cfg
+        self.logger = logger
+        self.runner_pid = None
+        self._prepare()
+
+    def _prepare(self):
+        """Everything derived from the configuration, rebuilt on SIGHUP."""
+        self.tls = server.tls_context(self.cfg, "smtp")
+        self.submission_ports = {port for _, port in parse_listen(self.cfg.smtp.listen_submission, 587)}
+
+    def listeners(self):
+        plain = parse_listen(self.cfg.smtp.listen, 25)
+        submission = parse_listen(self.cfg.smtp.listen_submission, 587)
+        return [(host, port, False) for host, port in plain + submission]
+
+    # --- sessions (in the forked child) -----------------------------------
+
+    def session(self, conn):
+        submission = _local_port(conn) in self.submission_ports
+        policy = Policy.from_config(self.cfg, submission=submission)
+        Session(conn, policy, enqueue=queue_writer(self.cfg), logger=self.logger,
+                authenticate=authenticator(self.cfg, self.logger, conn), tls_context=self.tls,
+                plaintext_ok=lambda c: auth.plaintext_allowed(self.cfg, c),
+                **_queue_errors()).run()
+
+    # --- the runner child -------------------------------------------------
+
+    def start_runner(self):
+        from . import runner
+        pid = os.fork()
+        if pid == 0:
+            status = 0
+            try:
+                for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGINT):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.set_wakeup_fd(-1)
+                runner.run_forever(self.cfg, log.setup(self.cfg, "runner"))
+            except BaseException:
+                self.logger.exception("queue runner failed")
+                status = 1
+            finally:
+                os._exit(status)
+        self.runner_pid = pid
+        self.logger.info("queue runner started (pid %d)", pid)
+
+    def stop_runner(self, *, wait):
+        pid, self.runner_pid = self.runner_pid, None
+        if pid is None:
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+            if wait:
+                os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+    def reload(self):
+        """SIGHUP: new configuration for new sessions, a new runner for the aliases."""
+        try:
+            cfg = config.load(self.cfg.path)
+            self.cfg = cfg
+            self._prepare()
+        except (config.ConfigError, OSError) as exc:
+            self.logger.error("reload failed, keeping the old configuration: %s", exc)
+            return
+        self.logger.info("configuration reloaded from %s", self.cfg.path)
+        if self.runner_pid is not None:
+            self.stop_runner(wait=False)
+            self.start_runner()
+
+    def run(self, *, with_runner=True, on_ready=None):
+        if with_runner:
+            self.start_runner()
+        try:
+            busy = f"421 4.7.0 {self.cfg.hostname} Too many connections, try again later\r\n".encode()
+            server.serve_forking(self.session, self.cfg, listeners=self.listeners(),
+                                 max_children=self.cfg.smtp.max_children, logger=self.logger,
+                                 on_ready=on_ready, busy_reply=busy, timeout=self.cfg.smtp.command_timeout,
+                                 on_hup=self.reload)
+        finally:
+            self.stop_runner(wait=True)
+        self.logger.info("stopped")
+        return os.EX_OK
+
+
+def serve(cfg, *, foreground):
+    """`sendmail -bd` (detached) or `-bD` (foreground): run until SIGTERM."""
+    logger = log.setup(cfg, "smtpd")
+    daemon = Daemon(cfg, logger)
+    if foreground:
+        return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
+    return _detached(cfg, logger, daemon)
+
+
+def _detached(cfg, logger, daemon):
+    import daemon as python_daemon
+    import daemon.pidfile as pidfile
+    os.makedirs(cfg.mailsuite.state_dir, mode=0o755, exist_ok=True)
+    pid_path = os.path.join(cfg.mailsuite.state_dir, "smtpd.pid")
+    keep = [h.socket.fileno() for h in logger.handlers if getattr(h, "socket", None) is not None]
+    context = python_daemon.DaemonContext(pidfile=pidfile.TimeoutPIDLockFile(pid_path, acquire_timeout=1),
+                                          files_preserve=keep, working_directory="/", umask=0o022,
+                                          signal_map={})
+    with context:
+        return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
+
+
+def smtp_on_stdio(cfg, user, *, submit=None):
+    """`sendmail -bs`: one SMTP session on stdin/stdout for local USER (a name or a User).
+
+    SUBMIT(sender, recipients, data_file, received) -> queue id stores the
+    message; by default the queue itself (root or the sandbox), otherwise
+    the caller passes its maildrop writer."""
+    logger = log.setup(cfg, "smtpd")
+    name = getattr(user, "name", user)
+    policy = Policy.from_config(cfg, reject_bare_newlines=False, lf_line_ends=True, enforce_sync=False)
+    if submit is None:
+        enqueue = queue_writer(cfg)
+    else:
+        def enqueue(envelope, data, received):
+            return submit(envelope.sender, envelope.recipients, data, received.encode())
+    conn = server.Connection(rfd=sys.stdin.fileno(), wfd=sys.stdout.fileno(), timeout=cfg.smtp.command_timeout)
+    try:
+        Session(conn, policy, enqueue=enqueue, logger=logger, local_user=name,
+                **_queue_errors()).run()
+    finally:
+        conn.close()
+    return os.EX_OK
+
+
+def queue_writer(cfg):
+    """enqueue(envelope, data_file, received) -> queue id, through the durable queue."""
+    from . import queue
+
+    def enqueue(envelope, data, received):
+        return queue.Queue(cfg).enqueue(envelope.sender, envelope.recipients, data,
+                                        received=received.encode(), client=envelope.client,
+                                        auth_user=envelope.auth_user)
+    return enqueue
+
+
+def authenticator(cfg, logger, conn):
+    """authenticate(user, password) -> user name or None, through the shared auth module."""
+    checker = auth.Authenticator(cfg, "smtp", logger)
+
+    def authenticate(username, password):
+        user = checker.authenticate(username, password, conn.peer)
+        return user.name if user else None
+    return authenticate
+
+
+def _queue_errors():
+    from . import queue
+    return {"queue_full": (queue.QueueFull,), "queue_errors": (queue.QueueError,)}
+
+
+def _local_port(conn):
+    sock = getattr(conn, "_sock", None)
+    try:
+        return sock.getsockname()[1] if sock is not None else None
+    except OSError:
+        return None
+
+
+def _addresses(bound):
+    return ", ".join(f"{host}:{port}" for host, port in bound)

@@ -1,0 +1,49 @@
+"""Helpers shared by the sendmail, queue and aliases tests."""
+
+import mailbox
+import os
+import sys
+import time
+
+MESSAGE = b"Subject: hello\nTo: bob@localhost\n\nHi there.\n"
+
+
+def spool_messages(path):
+    """The messages of an mbox spool, parsed by Python's mailbox (a reader we did not write)."""
+    if not path.exists():
+        return []
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        return list(box)
+    finally:
+        box.close()
+
+
+def wait_for_messages(path, count, timeout=20.0):
+    """Poll until the spool holds COUNT messages (delivery may run in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = spool_messages(path)
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def queue_files(sandbox, state):
+    directory = sandbox.dir / "queue" / state
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def sendmail_path():
+    return os.path.join(os.path.dirname(sys.executable), "sendmail")
+
+
+def set_config(sandbox, section, key, value):
+    """Add KEY = VALUE to [SECTION] of the sandbox's config file (the section may be new)."""
+    text = open(sandbox.conf).read()
+    if f"[{section}]\n" in text:
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1)
+    else:
+        text += f"\n[{section}]\n{key} = {value}\n"
+    with open(sandbox.conf, "w") as f:
+        f.write(text)

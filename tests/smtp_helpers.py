@@ -1,0 +1,192 @@
+"""Test helpers for the SMTP tests: a mailsuite instance with its own config, a daemon on an ephemeral port."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mailsuite import config, passwords, queue
+
+ROOT = Path(__file__).resolve().parent.parent
+LIB = ROOT / "lib"
+
+# Reply codes, named the way the RFC speaks of them.
+S220_READY = 220
+S221_BYE = 221
+S235_AUTH_OK = 235
+S250_OK = 250
+S252_CANNOT_VRFY = 252
+S354_START_DATA = 354
+S421_CLOSING = 421
+S452_TOO_MANY_RCPTS = 452
+S500_UNKNOWN = 500
+S501_SYNTAX = 501
+S503_BAD_SEQUENCE = 503
+S530_AUTH_REQUIRED = 530
+S535_AUTH_FAILED = 535
+S550_REJECTED = 550
+S552_TOO_BIG = 552
+S554_FAILED = 554
+
+_DAEMON = """
+import sys
+from mailsuite import config, log, smtpd
+cfg = config.load(sys.argv[1], required=True)
+daemon = smtpd.Daemon(cfg, log.setup(cfg, "smtpd"))
+def ready(bound):
+    print(" ".join(str(port) for _, port in bound), flush=True)
+sys.exit(daemon.run(with_runner=sys.argv[2] == "runner", on_ready=ready))
+"""
+
+
+class Instance:
+    """One mailsuite host: config, spool, queue, passwd-file (password = user name)."""
+
+    def __init__(self, directory, *, domain="example.test", users=("alice", "bob"), **sections):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.domain = domain
+        passwd = self.dir / "passwd"
+        lines = []
+        for name in users:
+            home = self.dir / "home" / name
+            home.mkdir(parents=True, exist_ok=True)
+            lines.append(f"{name}:{passwords.hash_password(name)}:{os.getuid()}:{os.getgid()}:{name.title()}:{home}")
+        passwd.write_text("\n".join(lines) + "\n")
+        (self.dir / "aliases").write_text("postmaster: alice\n")
+        values = {
+            "mailsuite": {"hostname": f"mx.{domain}", "local_domains": domain, "spool_dir": self.dir / "spool",
+                          "state_dir": self.dir / "state", "passwd_file": passwd, "sandbox": "yes",
+                          "log_socket": "", "index_dir": self.dir / "index",
+                          "queue_dir": self.dir / "queue", "maildrop_dir": self.dir / "maildrop"},
+            "queue": {"aliases": self.dir / "aliases", "default_privs": "",
+                      "min_backoff": "1s", "max_backoff": "2s", "run_interval": "1s"},
+            "smtp": {"listen": "127.0.0.1:0", "command_timeout": "20s", "connect_timeout": "5s"},
+            "auth": {"failure_delay": "0"},
+        }
+        for section, keys in sections.items():
+            values.setdefault(section, {}).update(keys)
+        (self.dir / "spool").mkdir(exist_ok=True)
+        self.conf = str(self.dir / "mailsuite.conf")
+        Path(self.conf).write_text("".join(
+            f"[{section}]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items()) + "\n"
+            for section, keys in values.items()))
+        self.cfg = config.load(self.conf, required=True)
+        self.process = None
+        self.ports = []
+
+    @property
+    def port(self):
+        return self.ports[0]
+
+    def start(self, *, runner=False):
+        """Run the daemon master (optionally with its queue runner); wait for its ports."""
+        env = dict(os.environ, PYTHONPATH=str(LIB))
+        self.log = open(self.dir / "daemon.log", "ab")
+        self.process = subprocess.Popen([sys.executable, "-c", _DAEMON, self.conf, "runner" if runner else "-"],
+                                        stdout=subprocess.PIPE, stderr=self.log, env=env)
+        line = self.process.stdout.readline()
+        if not line:
+            self.stop()
+            raise RuntimeError("daemon did not start: " + (self.dir / "daemon.log").read_text())
+        self.ports = [int(p) for p in line.split()]
+        return self
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self.process.stdout.close()
+            self.log.close()
+        self.process = None
+
+    def log_text(self):
+        return (self.dir / "daemon.log").read_text(errors="replace")
+
+    def queued(self):
+        """[(Envelope, message bytes)] of everything in the queue, oldest first."""
+        q = queue.Queue(self.cfg)
+        found = []
+        for _, qid in q.ids():
+            envelope = q.load(qid)
+            with open(q.locate(qid)[1], "rb") as f:
+                f.seek(envelope.offset)
+                found.append((envelope, f.read(envelope.size)))
+        return found
+
+    def connect(self, port=None):
+        return RawClient(port or self.port)
+
+
+class RawClient:
+    """A bare socket client for hostile input that smtplib would not send."""
+
+    def __init__(self, port, timeout=20):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reply(self):
+        """(code, [lines]) of the next complete reply; (None, []) at EOF."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                try:
+                    chunk = self.sock.recv(65536)
+                except ConnectionResetError:
+                    chunk = b""
+                if not chunk:
+                    return (None, lines)
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line.decode())
+            if line[3:4] != b"-":
+                return int(line[:3]), lines
+
+    def command(self, text):
+        self.send(text.encode() + b"\r\n")
+        return self.reply()
+
+    def closed(self):
+        """True when the server has closed the connection."""
+        try:
+            return self.sock.recv(1) == b""
+        except (ConnectionResetError, socket.timeout):
+            return False
+
+    def close(self):
+        self.sock.close()
+
+
+def make_certificate(directory):
+    """A self-signed certificate for localhost, made with the openssl CLI."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def wait_for(predicate, timeout=30, interval=0.1):
+    """Poll until PREDICATE() is true; the test fails if it never is (no timing assertions)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
