@@ -156,33 +156,44 @@ class Mailbox:
         return IndexCache(self.cfg.expand_user_path(template, self.owner.home))
 
     def scan(self):
-        """The index of the whole file; only the appended tail is parsed when the cache is current."""
+        """The index of the whole file; only the appended tail is parsed when the cache is current.
+
+        The cache holds messages as parsed (X-UIDs not yet validated), and
+        a scan is stored only if the file did not change while it ran; the
+        cache itself keeps the newest state when two processes store at once.
+        """
         if self.fd is None:
             return Index([], 0, 0, (), 0)
         st = os.fstat(self.fd)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         cached = self.cache.load(self.path) if self.cache else None
-        messages, imapbase = None, None
-        hit = False
-        if cached:
-            key, tail_sig, payload = cached
-            if key[:2] == (st.st_dev, st.st_ino):
-                old_size = key[2]
-                if key == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
-                    messages, imapbase = payload
-                    hit = True
-                elif st.st_size > old_size and self._tail_signature(old_size) == tail_sig and payload[0]:
-                    old_messages, imapbase = payload
-                    last = old_messages[-1]
-                    tail, _ = scan_range(self.fd, last.start, st.st_size)
-                    messages = old_messages[:-1] + tail
-        if messages is None:
-            messages, imapbase = scan_range(self.fd, 0, st.st_size)
-        messages = validate_uids(messages, imapbase)
-        if self.cache and not hit:
-            self.cache.store(self.path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                             self._tail_signature(st.st_size), (messages, imapbase))
+        found = None
+        if cached and cached[0][:2] == key[:2]:
+            cached_key, tail_sig, (old_messages, old_base) = cached
+            if cached_key == key:
+                found, hit = (old_messages, old_base), True
+            elif st.st_size > cached_key[2] and old_messages and self._tail_signature(cached_key[2]) == tail_sig:
+                found, hit = self._scan_grown(old_messages, st.st_size), False
+        if found is None:
+            found, hit = scan_range(self.fd, 0, st.st_size), False
+        messages, imapbase = found
+        if self.cache and not hit and os.fstat(self.fd).st_mtime_ns == st.st_mtime_ns:
+            self.cache.store(self.path, key, self._tail_signature(st.st_size), (messages, imapbase))
         uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
-        return Index(messages, uidvalidity, uidlast, keywords, st.st_size)
+        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
+
+    def _scan_grown(self, old_messages, size):
+        """The file only grew: parse the new tail, and the first message again.
+
+        The first message is re-read because its X-IMAPbase may have been
+        raised in place (an IMAP APPEND does so before it appends).
+        """
+        last = old_messages[-1]
+        tail, imapbase = scan_range(self.fd, last.start, size)
+        if last.start == 0:
+            return tail, imapbase
+        head, imapbase = scan_range(self.fd, 0, old_messages[1].start)
+        return head + old_messages[1:-1] + tail, imapbase
 
     def _tail_signature(self, size):
         return os.pread(self.fd, 64, max(size - 64, 0)) if self.fd is not None else b""
@@ -341,12 +352,11 @@ class Mailbox:
             messages += tail
         if not messages:
             imapbase = None
-        messages = validate_uids(messages, imapbase)
         if self.cache:
             self.cache.store(self.path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
                              self._tail_signature(st.st_size), (messages, imapbase))
         uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
-        return Index(messages, uidvalidity, uidlast, keywords, st.st_size)
+        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
 
     def _rewrite_tail(self, tail_from, survivors, wanted):
         """Write the new tail of the file to a journal, then copy it over the file from tail_from on."""
