@@ -49,6 +49,7 @@ class Mailbox:
         self._lock_depth = 0
         self._check_owner = check_owner
         self.readonly = False
+        self._memo = None
         self.journal = Journal(path, owner)
         self.cache = self._open_cache()
         if self.fd is None:
@@ -166,7 +167,10 @@ class Mailbox:
             return Index([], 0, 0, (), 0)
         st = os.fstat(self.fd)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        cached = self.cache.load(self.path) if self.cache else None
+        if self._memo is not None and self._memo[0] == key:
+            cached = self._memo                     # this object's own last scan: no cache read at all
+        else:
+            cached = self.cache.load(self.path) if self.cache else None
         found = None
         if cached and cached[0][:2] == key[:2]:
             cached_key, tail_sig, (old_messages, old_base) = cached
@@ -177,10 +181,17 @@ class Mailbox:
         if found is None:
             found, hit = scan_range(self.fd, 0, st.st_size), False
         messages, imapbase = found
-        if self.cache and not hit and os.fstat(self.fd).st_mtime_ns == st.st_mtime_ns:
-            self.cache.store(self.path, key, self._tail_signature(st.st_size), (messages, imapbase))
+        if not hit and os.fstat(self.fd).st_mtime_ns == st.st_mtime_ns:
+            self._remember(key, messages, imapbase)
         uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
         return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
+
+    def _remember(self, key, messages, imapbase):
+        """Keep a scan for this object's next scan, and in the index cache for other processes."""
+        tail = self._tail_signature(key[2])
+        self._memo = (key, tail, (messages, imapbase))
+        if self.cache:
+            self.cache.store(self.path, key, tail, (messages, imapbase))
 
     def _scan_grown(self, old_messages, size):
         """The file only grew: parse the new tail, and the first message again.
@@ -352,9 +363,7 @@ class Mailbox:
             messages += tail
         if not messages:
             imapbase = None
-        if self.cache:
-            self.cache.store(self.path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                             self._tail_signature(st.st_size), (messages, imapbase))
+        self._remember((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), messages, imapbase)
         uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
         return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
 
