@@ -62,7 +62,7 @@ def test_login_stat_list_uidl_retr_top(three, pop3d):
     assert top0[-1] == b"" and b"Subject: one" in top0
     _, uidls, _ = pop.uidl()
     uids = [entry.split()[1] for entry in uidls]
-    assert all(re.fullmatch(rb"[0-9A-F]{16}", uid) for uid in uids) and len(set(uids)) == 3
+    assert all(re.fullmatch(rb"[0-9a-f]{16}", uid) for uid in uids) and len(set(uids)) == 3
     assert pop.uidl(3).split()[2] == uids[2]
     assert pop.noop().startswith(S_OK)
     assert pop.quit().startswith(S_OK)

@@ -42,6 +42,6 @@ def test_transcript(sandbox, path):
     done = subprocess.run([program("pop3d"), "-C", sandbox.conf], input="".join(s + "\r\n" for s in sent).encode(),
                           capture_output=True, timeout=60, env=sandbox.env)
     uidvalidity = Mailbox(str(sandbox.spool("alice")), sandbox.cfg).scan().uidvalidity
-    want = "".join(line.replace("{UIDVALIDITY}", f"{uidvalidity:08X}") + "\r\n" for line in expected)
+    want = "".join(line.replace("{UIDVALIDITY}", f"{uidvalidity:08x}") + "\r\n" for line in expected)
     assert done.stdout.decode() == want
     assert done.returncode == 0

@@ -99,8 +99,8 @@ class Maildrop:
         return [n for n in range(1, len(self.messages) + 1) if n not in self.deleted]
 
     def uidl(self, number):
-        """Dovecot's default pop3_uidl_format for mbox, %08Xu%08Xv: the same on both servers."""
-        return f"{self.messages[number - 1].uid:08X}{self.uidvalidity:08X}"
+        """Dovecot's default pop3_uidl_format, %08Xu%08Xv, which Dovecot prints in lower case."""
+        return f"{self.messages[number - 1].uid:08x}{self.uidvalidity:08x}"
 
     def octets(self, number):
         """Exactly the bytes RETR sends before the final '.' line (CRLF, dot-stuffed)."""
