@@ -67,3 +67,50 @@ def test_round_trip_through_python_mailbox(sandbox, batch):
         assert head_lines[2:2 + len(original)] == original
         assert all(line.split(b":")[0] in (b"X-Keywords",) for line in head_lines[2 + len(original):])
         assert unquote_from_lines(body) == expected_body(lines, final_newline)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages(), min_size=1, max_size=6), chunk=st.integers(min_value=1, max_value=300))
+def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
+    """The scanner reads in chunks; where the chunks fall must never change what it finds."""
+    import os
+    from mailsuite import mbox_scan as mbox
+    sandbox.clear_spools()
+    for _, _, _, raw in batch:
+        sandbox.deliver("alice", raw)
+    fd = os.open(sandbox.spool("alice"), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        whole = [m.as_tuple() for m in mbox.scan_range(fd, 0, size)[0]]
+        saved = mbox.CHUNK
+        mbox.CHUNK = chunk
+        try:
+            pieces = [m.as_tuple() for m in mbox.scan_range(fd, 0, size)[0]]
+        finally:
+            mbox.CHUNK = saved
+    finally:
+        os.close(fd)
+    assert pieces == whole
+    assert len(whole) == len(batch)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages(), min_size=1, max_size=4), chunk=st.sampled_from([3, 64, 4 << 20]))
+def test_client_sizes_are_what_servers_send(sandbox, batch, chunk):
+    """The index knows a message's size on the wire (hidden headers out, CRLF) and its POP3 dot lines."""
+    from mailsuite import mbox_scan as mbox
+    from mailsuite.mbox import served_body, served_header
+    sandbox.clear_spools()
+    for _, _, _, raw in batch:
+        sandbox.deliver("alice", raw)
+    saved = mbox.CHUNK
+    mbox.CHUNK = chunk
+    try:
+        with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+            for m in box.scan().messages:
+                sent = served_header(box.read(m, m.header, m.body)) + served_body(box.read(m, m.body, m.end))
+                assert m.client_size == len(sent)
+                assert m.dot_lines == sum(1 for line in sent.split(b"\r\n")[:-1] if line.startswith(b"."))
+                assert b"X-Keywords" not in sent and b"Return-Path" in sent
+    finally:
+        mbox.CHUNK = saved
