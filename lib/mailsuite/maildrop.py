@@ -11,7 +11,10 @@ rewrite by the store: a session that dies before that changes nothing.
 
 Messages go out as stored, minus the store's own headers (Status, X-UID,
 ...: they are bookkeeping, and would change between sessions), with CRLF
-line ends and dot-stuffing; the octet counts are exactly what RETR sends.
+line ends and dot-stuffing, exactly as imapd serves them (`served_header`,
+`served_body`).  The octet counts are what RETR sends, from the store's
+index (client size plus one byte per dot-stuffed line), so STAT and LIST
+never read a message.
 
 Only one POP3 session per user at a time (RFC 1939's exclusive maildrop):
 an fcntl lock on a per-user file in the user's state directory, held for
@@ -22,7 +25,8 @@ import errno
 import fcntl
 import os
 
-from .mbox import HEADER_PARSE_LIMIT, STORE_HEADERS, Mailbox
+from .mbox import Mailbox
+from .mbox_format import served_body, served_header
 
 CHUNK = 1 << 18
 SESSION_LOCK = "pop3.session.lock"
@@ -72,7 +76,6 @@ class Maildrop:
         self.uidvalidity = index.uidvalidity
         self.deleted = set()          # message numbers
         self.retrieved = set()
-        self._octets = {}
 
     @classmethod
     def open(cls, cfg, user):
@@ -103,12 +106,9 @@ class Maildrop:
         return f"{self.messages[number - 1].uid:08x}{self.uidvalidity:08x}"
 
     def octets(self, number):
-        """Exactly the bytes RETR sends before the final '.' line (CRLF, dot-stuffed)."""
-        size = self._octets.get(number)
-        if size is None:
-            size = sum(_wire_size(chunk) for chunk in self._content(self.messages[number - 1]))
-            self._octets[number] = size
-        return size
+        """Exactly the bytes RETR sends before the final '.' line: the client size plus dot-stuffing."""
+        msg = self.messages[number - 1]
+        return msg.client_size + msg.dot_lines
 
     def stat(self):
         numbers = self.live_numbers()
@@ -117,19 +117,12 @@ class Maildrop:
     # --- sending ---------------------------------------------------------
 
     def send(self, number, write, body_lines=None):
-        """Write message NUMBER in wire form through WRITE; with BODY_LINES, headers and that many body lines (TOP)."""
-        for chunk in self._content(self.messages[number - 1], body_lines):
-            write(to_wire(chunk))
-
-    def _content(self, msg, body_lines=None):
-        """The message as served, in chunks that each end at a line end (the last may not)."""
-        header_end = _header_end(self.mailbox, msg)
-        header = _without_store_headers(self.mailbox.read(msg, msg.header, header_end))
-        yield header if header.endswith(b"\n") or not header else header + b"\n"
-        if body_lines is None:
-            yield from _chunks(self.mailbox, msg, header_end)
-        else:
-            yield from _first_lines(self.mailbox, msg, header_end, body_lines)
+        """Write message NUMBER on the wire through WRITE; with BODY_LINES, its header and that many body lines (TOP)."""
+        msg = self.messages[number - 1]
+        write(dot_stuff(served_header(self.mailbox.read(msg, msg.header, msg.body))))
+        chunks = _chunks(self.mailbox, msg) if body_lines is None else _first_lines(self.mailbox, msg, body_lines)
+        for chunk in chunks:
+            write(dot_stuff(served_body(chunk)))
 
     # --- QUIT ------------------------------------------------------------
 
@@ -158,60 +151,31 @@ class Maildrop:
             self.mailbox.sync(flags=flags, expunge=deleted_uids)
 
 
-def to_wire(chunk):
-    """LF -> CRLF and dot-stuffing, for a chunk that starts at a line start."""
-    data = chunk.replace(b"\n.", b"\n..").replace(b"\n", b"\r\n")
+def dot_stuff(data):
+    """RFC 1939 byte-stuffing for CRLF text that starts at a line start."""
+    data = data.replace(b"\n.", b"\n..")
     return b"." + data if data.startswith(b".") else data
 
 
-def _wire_size(chunk):
-    return len(chunk) + chunk.count(b"\n") + chunk.count(b"\n.") + chunk.startswith(b".")
-
-
-def _header_end(mailbox, msg):
-    """End of the part searched for store headers: the body, or a line end within the scanner's limit."""
-    if msg.body - msg.header <= HEADER_PARSE_LIMIT:
-        return msg.body
-    head = mailbox.read(msg, msg.header, msg.header + HEADER_PARSE_LIMIT)
-    return msg.header + head.rfind(b"\n") + 1 if b"\n" in head else msg.header
-
-
-def _without_store_headers(header):
-    """A header block minus Status, X-Status, X-Keywords, X-UID, X-IMAPbase and their continuations."""
-    out = []
-    skipping = False
-    for line in header.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t") and line.strip():
-            if not skipping:
-                out.append(line)
-            continue
-        skipping = line.split(b":", 1)[0].strip().lower() in STORE_HEADERS
-        if not skipping:
-            out.append(line)
-    return b"".join(out)
-
-
-def _chunks(mailbox, msg, start):
-    """The rest of the message in line-aligned chunks, read as it is sent (bounded memory)."""
+def _chunks(mailbox, msg):
+    """The body in line-aligned chunks, read as it is sent (bounded memory); the last ends with a newline."""
     carry = b""
-    with mailbox.open_range(msg, start, msg.end) as f:
+    with mailbox.open_range(msg, msg.body, msg.end) as f:
         while block := f.read(CHUNK):
             block = carry + block
             cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                carry = block
-                continue
             carry = block[cut:]
-            yield block[:cut]
+            if cut:
+                yield block[:cut]
     if carry:
         yield carry + b"\n"
 
 
-def _first_lines(mailbox, msg, start, count):
+def _first_lines(mailbox, msg, count):
     """The first COUNT lines of the body (TOP)."""
     if count <= 0:
         return
-    for chunk in _chunks(mailbox, msg, start):
+    for chunk in _chunks(mailbox, msg):
         lines = chunk.count(b"\n")
         if lines >= count:
             cut = -1

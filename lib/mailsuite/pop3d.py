@@ -9,6 +9,7 @@ has logged in, then as the user.
 """
 
 import argparse
+import importlib
 import os
 import re
 
@@ -16,6 +17,10 @@ from . import config, log, pop3, server
 from .cli import Fatal
 
 BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
+# Modules the store imports lazily.  They are loaded while we are still
+# root: after the privilege drop the user may not be able to read the
+# interpreter's own library (a Python installed under /root, /opt/...).
+PRELOAD = ("sqlite3",)
 
 
 def parse_args(argv):
@@ -43,6 +48,8 @@ def parse_address(text):
 def main(argv):
     args = parse_args(argv)
     cfg = config.load(args.config)
+    for module in PRELOAD:
+        importlib.import_module(module)
     logger = log.setup(cfg, "pop3d")
     timeout = cfg.pop3.idle_timeout
 
