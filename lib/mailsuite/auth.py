@@ -24,7 +24,7 @@ import os
 import stat
 import time
 
-from . import pam, passwords
+from . import passwords
 from .log import fields
 from .users import UserDB
 
@@ -70,6 +70,7 @@ class Authenticator:
         if user is not None and user.password_hash:
             return passwords.verify_password(password, user.password_hash), "passwd-file"
         if user is not None and self.cfg.auth.pam and not self.cfg.mailsuite.sandbox:
+            from . import pam           # ctypes and libpam only for system users
             ok, reason = pam.authenticate(self.cfg.auth.pam_service, user.name, password,
                                           rhost=peer[0] if peer else None)
             if not ok and reason:

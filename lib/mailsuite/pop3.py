@@ -16,7 +16,6 @@ import enum
 import os
 import socket
 import time
-from dataclasses import dataclass
 
 from . import auth
 from .locking import LockTimeout
@@ -62,10 +61,14 @@ ERRORS = {
 }
 
 
-@dataclass(frozen=True)
 class Command:
-    handler: str                 # name of the Session method
-    states: frozenset
+    """A row of the command table: the Session method that handles it and the states it is valid in."""
+
+    __slots__ = ("handler", "states")
+
+    def __init__(self, handler, states):
+        self.handler = handler
+        self.states = states
 
 
 class Session:
