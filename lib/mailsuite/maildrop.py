@@ -98,6 +98,9 @@ class Maildrop:
             return self.messages[number - 1]
         return None
 
+    def message_at(self, number):
+        return self.messages[number - 1]
+
     def live_numbers(self):
         return [n for n in range(1, len(self.messages) + 1) if n not in self.deleted]
 
@@ -127,28 +130,35 @@ class Maildrop:
     # --- QUIT ------------------------------------------------------------
 
     def commit(self):
-        """UPDATE state: expunge deleted messages, mark retrieved ones read; durable on return."""
+        """UPDATE state: expunge deleted messages, mark the others old and retrieved ones read; durable on return.
+
+        Flags are merged into the current ones under the lock, so what an
+        IMAP session changed meanwhile is kept; a deleted message is removed
+        only if it is still the message the client saw.
+        """
         if not self.messages:
             return
-        deleted_uids = {self.messages[n - 1].uid for n in self.deleted}
-        retrieved_uids = {self.messages[n - 1].uid for n in self.retrieved}
-        identities = {m.uid: _identity(m) for m in self.messages}
-        mine = set(identities)
+        deleted = {m.uid: _identity(m) for m in map(self.message_at, self.deleted)}
+        retrieved = {self.message_at(n).uid for n in self.retrieved}
+        last_uid = self.messages[-1].uid         # UIDs ascend: the snapshot is every uid up to this one
+        self.messages = []                       # let the snapshot go before the store builds its indexes
         with self.mailbox.locked():
             current = self.mailbox.scan()
             if current.uidvalidity != self.uidvalidity:
                 raise Changed("the mailbox was renumbered during the session")
             flags = {}
             for m in current.messages:
-                if m.uid not in mine:
+                if m.uid > last_uid or not m.uid:
+                    break
+                if m.uid in deleted:
+                    if _identity(m) != deleted[m.uid]:
+                        raise Changed(f"message uid {m.uid} changed during the session")
                     continue
-                if _identity(m) != identities[m.uid]:
-                    raise Changed(f"message uid {m.uid} changed during the session")
-                if m.uid not in deleted_uids:
-                    wanted = m.flags | {"O"} | ({"R"} if m.uid in retrieved_uids else set())
-                    if wanted != m.flags:
-                        flags[m.uid] = (frozenset(wanted), m.keywords)
-            self.mailbox.sync(flags=flags, expunge=deleted_uids)
+                wanted = m.flags | {"O"} | ({"R"} if m.uid in retrieved else set())
+                if wanted != m.flags:
+                    flags[m.uid] = (frozenset(wanted), m.keywords)
+            del current
+            self.mailbox.sync(flags=flags, expunge=deleted)
 
 
 def dot_stuff(data):
