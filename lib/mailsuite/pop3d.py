@@ -50,6 +50,8 @@ def main(argv):
     cfg = config.load(args.config)
     for module in PRELOAD:
         importlib.import_module(module)
+    if not args.daemon:
+        server.protect_stderr()
     logger = log.setup(cfg, "pop3d")
     timeout = cfg.pop3.idle_timeout
 
