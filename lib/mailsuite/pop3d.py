@@ -9,6 +9,7 @@ has logged in, then as the user.
 """
 
 import argparse
+import errno
 import importlib
 import os
 import re
@@ -23,8 +24,13 @@ BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
 PRELOAD = ("sqlite3",)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise Fatal(os.EX_USAGE, f"{message} (see pop3d --help)")
+
+
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pop3d", description="POP3 server for the mbox spools: one session on stdin/stdout "
                                   "(inetd), or -d for a standalone listener.")
     parser.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
@@ -47,7 +53,7 @@ def parse_address(text):
 
 def main(argv):
     args = parse_args(argv)
-    cfg = config.load(args.config)
+    cfg = config.load(args.config, required=bool(args.config))
     for module in PRELOAD:
         importlib.import_module(module)
     if not args.daemon:
@@ -71,5 +77,6 @@ def main(argv):
                              on_ready=lambda bound: logger.info(
                                  "listening on %s", ", ".join(f"{h}:{p}" for h, p in bound)))
     except OSError as exc:
-        raise Fatal(os.EX_OSERR if exc.errno != 98 else os.EX_UNAVAILABLE, f"cannot listen: {exc.strerror or exc}")
+        status = os.EX_UNAVAILABLE if exc.errno == errno.EADDRINUSE else os.EX_OSERR
+        raise Fatal(status, f"cannot listen: {exc.strerror or exc}") from None
     return os.EX_OK

@@ -29,6 +29,8 @@ import ssl
 import stat
 import sys
 
+from .config import ConfigError
+
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 65536
 
@@ -236,7 +238,10 @@ def tls_context(cfg, section=None):
     context.minimum_version = getattr(ssl.TLSVersion, cfg.tls.min_version.replace(".", "_"))
     if cfg.tls.ciphers:
         context.set_ciphers(cfg.tls.ciphers)
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[tls] cannot load {cert} / {key}: {getattr(exc, 'strerror', None) or exc}") from None
     return context
 
 
@@ -266,7 +271,7 @@ def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
         if implicit_tls:
             context = tls_context(cfg)
             if context is None:
-                raise ssl.SSLError("implicit TLS requested but [tls] cert_file is not set")
+                raise ConfigError("implicit TLS requested but [tls] cert_file is not set")
             conn.starttls(context)
         handler(conn)
     except (PeerGone, IdleTimeout):
@@ -290,7 +295,7 @@ class _Listener:
         if any(implicit for _, _, implicit in listeners):
             self.tls = tls_context(cfg)
             if self.tls is None:
-                raise ssl.SSLError("implicit TLS listener configured but [tls] cert_file is not set")
+                raise ConfigError("implicit TLS listener configured but [tls] cert_file is not set")
         self.sockets = [(_bind(host, port), implicit) for host, port, implicit in listeners]
 
     def run(self, on_ready):
