@@ -85,7 +85,7 @@ class Session:
         self.user = None
         self.maildrop = None
         self.session_lock = None
-        self.challenge = f"<{os.getpid()}.{time.time_ns()}@{cfg.hostname}>"
+        self.challenge = None            # APOP's timestamp, when APOP is enabled
         self.done = False
 
     # --- the loop --------------------------------------------------------
@@ -93,6 +93,7 @@ class Session:
     def run(self):
         greeting = "+OK POP3 server ready"
         if self.authenticator.apop_enabled():
+            self.challenge = f"<{os.getpid()}.{time.time_ns()}@{self.cfg.hostname}>"
             greeting += " " + self.challenge
         self.reply(greeting)
         errors = 0
