@@ -84,7 +84,9 @@ class Maildrop:
         if not mailbox.exists:
             return cls(mailbox, mailbox.scan())
         with mailbox.locked():
-            index = mailbox.sync()
+            index = mailbox.scan()
+            if not index.uidvalidity or not all(m.uid for m in index.messages):
+                index = mailbox.sync()
         return cls(mailbox, index)
 
     def close(self):
@@ -129,6 +131,11 @@ class Maildrop:
 
     # --- QUIT ------------------------------------------------------------
 
+    def _changes(self):
+        """Whether QUIT has anything to write: deletions, or flags the snapshot does not have yet."""
+        return bool(self.deleted) or any("R" not in self.message_at(n).flags for n in self.retrieved) \
+            or any("O" not in m.flags for m in self.messages)
+
     def commit(self):
         """UPDATE state: expunge deleted messages, mark the others old and retrieved ones read; durable on return.
 
@@ -136,7 +143,7 @@ class Maildrop:
         IMAP session changed meanwhile is kept; a deleted message is removed
         only if it is still the message the client saw.
         """
-        if not self.messages:
+        if not self.messages or not self._changes():
             return
         deleted = {m.uid: _identity(m) for m in map(self.message_at, self.deleted)}
         retrieved = {self.message_at(n).uid for n in self.retrieved}
