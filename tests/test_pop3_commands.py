@@ -296,3 +296,17 @@ def test_symlinked_spool_is_refused(sandbox, pop3d):
     pop.user("alice")
     with pytest.raises(poplib.error_proto, match=r"\[SYS/PERM\]"):
         pop.pass_("alice")
+
+
+def test_user_without_a_home_still_gets_one_session(three, pop3d):
+    import shutil
+    shutil.rmtree(three.home("alice"))
+    (three.home("alice")).write_text("not a directory")
+    server = pop3d()
+    first = server.client("alice")
+    assert first.stat()[0] == 3
+    second = server.client()
+    second.user("alice")
+    with pytest.raises(poplib.error_proto, match=r"\[IN-USE\]"):
+        second.pass_("alice")
+    first.quit()

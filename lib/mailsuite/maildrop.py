@@ -43,11 +43,21 @@ def state_directory(cfg, user):
 
 
 def take_session_lock(cfg, user):
-    """The open fd holding the user's POP3 session lock; InUse if another session has it."""
-    directory = state_directory(cfg, user)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(directory, SESSION_LOCK),
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    """The open fd holding the user's POP3 session lock; InUse if another session has it.
+
+    The lock file lives in the user's state directory; a user without a
+    usable home gets one beside the spool instead (the session keeps the
+    mail group, which may create files there).
+    """
+    try:
+        directory = state_directory(cfg, user)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, SESSION_LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        spool_dir, name = os.path.split(user.spool)
+        fd = os.open(os.path.join(spool_dir, f".{name}.pop3.lock"),
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -97,7 +107,7 @@ class Maildrop:
     def message(self, number):
         """The Message numbered NUMBER (not deleted), or None."""
         if 1 <= number <= len(self.messages) and number not in self.deleted:
-            return self.messages[number - 1]
+            return self.message_at(number)
         return None
 
     def message_at(self, number):
@@ -108,11 +118,11 @@ class Maildrop:
 
     def uidl(self, number):
         """Dovecot's default pop3_uidl_format, %08Xu%08Xv, which Dovecot prints in lower case."""
-        return f"{self.messages[number - 1].uid:08x}{self.uidvalidity:08x}"
+        return f"{self.message_at(number).uid:08x}{self.uidvalidity:08x}"
 
     def octets(self, number):
         """Exactly the bytes RETR sends before the final '.' line: the client size plus dot-stuffing."""
-        msg = self.messages[number - 1]
+        msg = self.message_at(number)
         return msg.client_size + msg.dot_lines
 
     def stat(self):
@@ -123,7 +133,7 @@ class Maildrop:
 
     def send(self, number, write, body_lines=None):
         """Write message NUMBER on the wire through WRITE; with BODY_LINES, its header and that many body lines (TOP)."""
-        msg = self.messages[number - 1]
+        msg = self.message_at(number)
         write(dot_stuff(served_header(self.mailbox.read(msg, msg.header, msg.body))))
         chunks = _chunks(self.mailbox, msg) if body_lines is None else _first_lines(self.mailbox, msg, body_lines)
         for chunk in chunks:
