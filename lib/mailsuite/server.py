@@ -299,7 +299,7 @@ class _Listener:
         self.sockets = [(_bind(host, port), implicit) for host, port, implicit in listeners]
 
     def run(self, on_ready):
-        wake_r, wake_w = os.pipe()
+        self.wake = wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         old_wakeup = signal.set_wakeup_fd(wake_w)
@@ -377,6 +377,8 @@ class _Listener:
                 signal.signal(sig, signal.SIG_DFL)
             for sock, _ in self.sockets:
                 sock.close()
+            for fd in self.wake:
+                os.close(fd)
             client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             conn = Connection(sock=client, timeout=self.timeout)
             try:
