@@ -120,6 +120,13 @@ class Maildrop:
         """Dovecot's default pop3_uidl_format, %08Xu%08Xv, which Dovecot prints in lower case."""
         return f"{self.message_at(number).uid:08x}{self.uidvalidity:08x}"
 
+    def listing(self, field):
+        """'N VALUE' for every live message, FIELD being octets or uidl: LIST and UIDL without arguments."""
+        if field == "uidl":
+            suffix = f"{self.uidvalidity:08x}"
+            return [f"{n} {self.message_at(n).uid:08x}{suffix}" for n in self.live_numbers()]
+        return [f"{n} {self.octets(n)}" for n in self.live_numbers()]
+
     def octets(self, number):
         """Exactly the bytes RETR sends before the final '.' line: the client size plus dot-stuffing."""
         msg = self.message_at(number)

@@ -132,10 +132,9 @@ class Session:
         return text.startswith("+")
 
     def multiline(self, first, lines):
+        """A status line, then LINES (no dot-stuffing needed: none starts with '.'), then the final '.'."""
         self.reply(first)
-        for line in lines:
-            self.conn.write(line.encode() + b"\r\n")
-        self.conn.write(b".\r\n")
+        self.conn.write("".join(line + "\r\n" for line in lines).encode() + b".\r\n")
         return True
 
     def close(self):
@@ -253,16 +252,13 @@ class Session:
         if argument:
             number = self.message_number(argument)
             return number and self.reply(f"+OK {number} {self.maildrop.octets(number)}")
-        numbers = self.maildrop.live_numbers()
-        return self.multiline("+OK scan listing follows",
-                              (f"{n} {self.maildrop.octets(n)}" for n in numbers))
+        return self.multiline("+OK scan listing follows", self.maildrop.listing("octets"))
 
     def cmd_uidl(self, argument):
         if argument:
             number = self.message_number(argument)
             return number and self.reply(f"+OK {number} {self.maildrop.uidl(number)}")
-        return self.multiline("+OK unique-id listing follows",
-                              (f"{n} {self.maildrop.uidl(n)}" for n in self.maildrop.live_numbers()))
+        return self.multiline("+OK unique-id listing follows", self.maildrop.listing("uidl"))
 
     def cmd_retr(self, argument):
         number = self.message_number(argument)
