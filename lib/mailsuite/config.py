@@ -202,13 +202,12 @@ def load(path=None, *, required=False):
             raise ConfigError(f"{path}:{line}: unknown section [{section}]")
         for name, raw in parser.items(section):
             key = SCHEMA[section].get(name)
-            line = _line_of(path, section, name)
             if key is None:
-                raise ConfigError(f"{path}:{line}: unknown key '{name}' in [{section}]")
+                raise ConfigError(f"{path}:{_line_of(path, section, name)}: unknown key '{name}' in [{section}]")
             try:
                 values[section][name] = PARSERS[key.type](raw)
             except ValueError as exc:
-                raise ConfigError(f"{path}:{line}: {section}.{name}: {exc}") from None
+                raise ConfigError(f"{path}:{_line_of(path, section, name)}: {section}.{name}: {exc}") from None
     return Config(values, path)
 
 
