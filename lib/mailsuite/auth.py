@@ -104,7 +104,8 @@ class Authenticator:
         return None
 
     def _result(self, user, username, peer, method, ok):
-        self.logger.info("login: %s", fields(service=self.service, user=user.name if user else username[:64],
+        shown = user.name if user else "".join(c if c.isprintable() else "?" for c in username[:64])
+        self.logger.info("login: %s", fields(service=self.service, user=shown,
                                               rhost=peer[0] if peer else "local", method=method,
                                               result="ok" if ok else "failed"))
         if ok:
