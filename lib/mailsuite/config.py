@@ -155,9 +155,9 @@ SCHEMA = {
         "deliver_now": Key("bool", "yes", "sendmail picks up and delivers its own message at once when it may write the queue (root, the sandbox)"),
     },
     "pop3": {
-        "listen": Key("list", "0.0.0.0:110", "pop3d -d: addresses to listen on, HOST:PORT ([::1]:110 for IPv6)"),
-        "listen_tls": Key("list", "", "pop3d -d: addresses for implicit TLS (POP3S), e.g. 0.0.0.0:995"),
-        "max_sessions": Key("int", "100", "pop3d -d: most concurrent sessions; beyond it clients are told to come back later"),
+        "listen": Key("list", "0.0.0.0:110", "addresses pop3d -d listens on, HOST:PORT ([::1]:110 for IPv6)"),
+        "listen_tls": Key("list", "", "addresses pop3d -d listens on with implicit TLS (POP3S), e.g. 0.0.0.0:995"),
+        "max_sessions": Key("int", "100", "most concurrent pop3d -d sessions; beyond it clients are told to come back later"),
         "idle_timeout": Key("duration", "10m", "close a session silent for this long (RFC 1939: at least 10 minutes)"),
     },
     "auth": {
