@@ -101,6 +101,19 @@ SCHEMA = {
         "max_message_size": Key("size", "50M", "mail.local refuses larger messages (0 = no limit)"),
         "header_padding": Key("int", "64", "spare bytes reserved in each message's X-Keywords: header, so flag changes are one write"),
     },
+    "imap": {
+        "listen": Key("list", "0.0.0.0:143", "imapd -d: addresses to listen on, HOST:PORT ([::1]:143 for IPv6)"),
+        "listen_tls": Key("list", "", "imapd -d: addresses for implicit TLS (IMAPS), e.g. 0.0.0.0:993"),
+        "max_sessions": Key("int", "100", "imapd -d: most concurrent sessions; beyond it clients are told to come back later"),
+        "mail_dir": Key("str", "~/mail", "folders other than INBOX: mbox files under this directory; ~ is the user's home"),
+        "special_use": Key("list", "", "SPECIAL-USE folders (RFC 6154) as NAME=\\Flag, e.g. Sent=\\Sent Trash=\\Trash"),
+        "idle_timeout": Key("duration", "30m", "log out a client silent for this long (RFC 3501: at least 30 minutes)"),
+        "idle_poll": Key("duration", "30s", "during IDLE, look at the mailbox this often even without an inotify event"),
+        "max_line_length": Key("size", "64k", "longest command line, literals excluded"),
+        "max_command_size": Key("size", "1M", "longest command with its literals, APPEND excepted"),
+        "max_message_size": Key("size", "50M", "largest message APPEND accepts"),
+        "max_bad_commands": Key("int", "20", "close a session after this many syntax errors in a row"),
+    },
 }
 
 

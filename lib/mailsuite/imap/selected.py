@@ -1,0 +1,228 @@
+"""The selected mailbox as one session sees it.
+
+A session keeps its own view: the UIDs in message-number order, each
+message's flags and its session-local \\Recent.  `refresh()` compares the
+view with the file (a cheap stat when nothing changed, thanks to the index
+cache) and returns the untagged responses that bring the client up to
+date: EXPUNGE for messages another session removed, EXISTS/RECENT for new
+deliveries, FETCH FLAGS for flag changes made elsewhere.  EXPUNGE is held
+back while a command that uses message numbers runs (RFC 3501 7.4.1).
+
+Flag changes are collected and written back in one `Mailbox.sync` under
+the lock at the end of the command that made them, so `STORE 1:1000`
+costs one in-place rewrite and other sessions see the result at their next
+command.
+"""
+
+import os
+
+LETTER_FLAGS = {"R": "\\Seen", "A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
+FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
+SYSTEM_FLAG_NAMES = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
+
+class UidValidityChanged(Exception):
+    """The file was replaced or rewritten without its UIDs: the session must end."""
+
+
+def flag_names(letters, keywords, recent=False):
+    names = [LETTER_FLAGS[c] for c in "RAFTD" if c in letters]
+    names.extend(keywords)
+    if recent:
+        names.append("\\Recent")
+    return tuple(names)
+
+
+def split_flags(names):
+    """IMAP flag names -> (letters, keywords)."""
+    letters, keywords = set(), []
+    for name in names:
+        letter = FLAG_LETTERS.get(name.lower())
+        if letter:
+            letters.add(letter)
+        elif not name.startswith("\\") and name not in keywords:
+            keywords.append(name)
+    return letters, keywords
+
+
+class SelectedMailbox:
+    def __init__(self, store, name, readonly):
+        self.name = name
+        self.readonly = readonly
+        self.box = store.open(name)
+        self.uids = []  # message number - 1 -> uid
+        self.state = {}  # uid -> (letters frozenset, keywords tuple), the session's view
+        self.messages = {}  # uid -> mbox.Message from the latest scan
+        self.recent = set()
+        self.expunged = set()  # gone from the file, not yet announced
+        self.dirty = {}  # uid -> (letters, keywords) to write back
+        self.keywords = ()
+        self.uidvalidity = 0
+        self.uidnext = 1
+        self._first_scan()
+
+    # -- reading the file --
+
+    def _scan(self):
+        """The current index, with UIDs assigned to new messages (under the lock)."""
+        index = self.box.scan()
+        if self.box.exists and any(not m.uid for m in index.messages):
+            with self.box.locked():
+                index = self.box.sync()
+        return index
+
+    def _first_scan(self):
+        index = self._load(self._scan())
+        for m in index.messages:
+            self.uids.append(m.uid)
+            self.state[m.uid] = (m.flags, m.keywords)
+            if "O" not in m.flags:
+                self._make_recent(m)
+        self.write_back()
+
+    def _load(self, index):
+        if self.uidvalidity and index.uidvalidity and index.uidvalidity != self.uidvalidity:
+            raise UidValidityChanged()
+        if index.uidvalidity:
+            self.uidvalidity = index.uidvalidity
+        elif not self.uidvalidity:
+            self.uidvalidity = placeholder_uidvalidity(self.box)
+        self.uidnext = index.uidnext
+        self.keywords = index.keywords
+        self.messages = {m.uid: m for m in index.messages}
+        return index
+
+    def _make_recent(self, m):
+        self.recent.add(m.uid)
+        if not self.readonly:
+            letters, keywords = self.dirty.get(m.uid, self.state[m.uid])
+            self.dirty[m.uid] = (frozenset(letters) | {"O"}, keywords)
+
+    # -- numbers --
+
+    @property
+    def exists(self):
+        return len(self.uids)
+
+    def seq_of_uid(self):
+        return {uid: i for i, uid in enumerate(self.uids, 1)}
+
+    def resolve(self, sequence, uid_mode):
+        """[(seq, uid)] for a sequence set of message numbers or UIDs, in order."""
+        if not self.uids:
+            return []
+        if uid_mode:
+            largest = self.uids[-1]
+            wanted = list(sequence.resolve(largest))
+            out = []
+            for seq, uid in enumerate(self.uids, 1):
+                if any(lo <= uid <= hi for lo, hi in wanted):
+                    out.append((seq, uid))
+            return out
+        numbers = set()
+        for lo, hi in sequence.resolve(len(self.uids)):
+            if lo < 1 or hi > len(self.uids):
+                raise IndexError("no such message")
+            numbers.update(range(lo, hi + 1))
+        return [(n, self.uids[n - 1]) for n in sorted(numbers)]
+
+    def flags_of(self, uid):
+        return self.dirty.get(uid) or self.state[uid]
+
+    def imap_flags(self, uid):
+        letters, keywords = self.flags_of(uid)
+        return flag_names(letters, keywords, uid in self.recent)
+
+    def set_flags(self, uid, letters, keywords):
+        letters = frozenset(letters)
+        keywords = tuple(keywords)
+        if (letters, keywords) != self.state.get(uid):
+            self.dirty[uid] = (letters, keywords)
+        else:
+            self.dirty.pop(uid, None)
+
+    # -- keeping up with the file --
+
+    def refresh_positions(self):
+        """Re-read message offsets (caller holds the lock) without announcing anything."""
+        self._load(self._scan())
+
+    def reload(self, index):
+        self._load(index)
+
+    def write_back(self):
+        """Store pending flag changes with one sync under the lock."""
+        if not self.dirty or self.readonly:
+            self.dirty.clear()
+            return
+        pending = {uid: change for uid, change in self.dirty.items() if uid in self.messages}
+        keywords = [k for _, kws in pending.values() for k in kws]
+        with self.box.locked():
+            index = self.box.sync(flags=pending, keywords=keywords)
+        for uid, change in pending.items():
+            self.state[uid] = change
+        self.dirty.clear()
+        self._load(index)
+
+    def refresh(self, allow_expunge=True):
+        """Untagged responses (as tuples of parts) for changes made by others."""
+        self.write_back()
+        index = self._load(self._scan())
+        out = []
+        present = self.messages
+        gone = [uid for uid in self.uids if uid not in present]
+        self.expunged.update(gone)
+        if allow_expunge and self.expunged:
+            for seq in range(len(self.uids), 0, -1):
+                uid = self.uids[seq - 1]
+                if uid in self.expunged:
+                    out.append((str(seq), "EXPUNGE"))
+                    del self.uids[seq - 1]
+                    self.state.pop(uid, None)
+                    self.recent.discard(uid)
+            self.expunged.clear()
+        seq_of = self.seq_of_uid()
+        for uid, seq in seq_of.items():
+            m = present.get(uid)
+            if m is None:
+                continue
+            if (m.flags, m.keywords) != self.state[uid]:
+                self.state[uid] = (m.flags, m.keywords)
+                out.append((str(seq), "FETCH", ["FLAGS", self.imap_flags(uid)]))
+        known = set(self.uids)
+        new = [m for m in index.messages if m.uid not in known and m.uid > (self.uids[-1] if self.uids else 0)]
+        if new:
+            for m in new:
+                self.uids.append(m.uid)
+                self.state[m.uid] = (m.flags, m.keywords)
+                if "O" not in m.flags:
+                    self._make_recent(m)
+            out.append((str(len(self.uids)), "EXISTS"))
+            out.append((str(len(self.recent)), "RECENT"))
+            self.write_back()
+        return out
+
+    def expunge(self, only_uids=None):
+        """Remove \\Deleted messages (limited to only_uids for UID EXPUNGE); the expunged UIDs."""
+        self.write_back()
+        doomed = [uid for uid in self.uids if "D" in self.state[uid][0] and (only_uids is None or uid in only_uids)]
+        if doomed:
+            with self.box.locked():
+                # another session may have cleared \Deleted meanwhile: trust the file
+                current = self.box.sync()
+                doomed = [m.uid for m in current.messages if m.uid in set(doomed) and "D" in m.flags]
+                index = self.box.sync(expunge=doomed)
+            self._load(index)
+        return doomed
+
+    def close(self):
+        self.box.close()
+
+
+def placeholder_uidvalidity(box):
+    """A stable UIDVALIDITY for an empty mailbox that has no X-IMAPbase yet."""
+    try:
+        return max(int(os.stat(box.path).st_ctime), 1)
+    except OSError:
+        return 1
+
