@@ -86,6 +86,8 @@ SCHEMA = {
         "hostname": Key("str", "", "this host's name in greetings, Received: and Message-ID:; empty = the FQDN"),
         "local_domains": Key("list", "localhost", "domains delivered here, besides the hostname"),
         "spool_dir": Key("str", "/var/spool/mail", "the mbox spools, one file per user"),
+        "queue_dir": Key("str", "/var/spool/mailsuite/queue", "the MTA's durable queue (0700 root)"),
+        "maildrop_dir": Key("str", "/var/spool/mailsuite/maildrop", "local submissions (1733 root); the file owner is the sender"),
         "state_dir": Key("str", "/var/lib/mailsuite", "daemon state: pid files, compiled aliases"),
         "index_dir": Key("str", "~/.cache/mailsuite", "per-user mailbox index cache; ~ is the mailbox owner's home; empty disables it"),
         "passwd_file": Key("str", "", "virtual users (name:hash:uid:gid:gecos:home); empty = system users only"),

@@ -1,0 +1,180 @@
+"""Local delivery: one message appended to one user's spool, or a clear failure.
+
+Shared by mail.local and the MTA.  A message is first *prepared* once
+(line ends made LF, a leading envelope `From ` line dropped, the store's
+headers stripped so a sender cannot forge flags or UIDs, body `From ` lines
+quoted) into a temporary file, then appended to each recipient's spool
+under the mailbox locks with `Return-Path:` and `Delivered-To:`.
+
+Security: the spool is opened with O_NOFOLLOW and must be a regular file
+with one link, owned by the recipient; anything else is refused and
+logged, never written.  As root a missing spool is created 0600 USER:mail.
+Every failure is a DeliveryError carrying a sysexits status: EX_TEMPFAIL
+for anything that may pass (locks, ENOSPC, EDQUOT, I/O) after the spool
+was truncated back, so nothing half-written survives.
+"""
+
+import errno
+import grp
+import os
+import re
+import tempfile
+import time
+
+from . import log
+from .locking import LockTimeout
+from .mbox import STRIP_ON_DELIVERY, Mailbox, MailboxError, quote_from_lines
+
+_CHUNK = 1 << 20
+_HEADER_NAME = re.compile(rb"[!-9;-~]+")        # RFC 5322 ftext
+_TEMPORARY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM, errno.EMFILE,
+                     errno.ENFILE, errno.ESTALE, errno.EINTR}
+
+
+class DeliveryError(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def temporary(self):
+        return self.status == os.EX_TEMPFAIL
+
+
+class PreparedMessage:
+    """A message made ready for mbox: header bytes in memory, the quoted body in a temporary file."""
+
+    def __init__(self, header_bytes, body_file, body_size):
+        self.header_bytes = header_bytes
+        self.body_file = body_file
+        self.body_size = body_size
+
+    @property
+    def size(self):
+        return len(self.header_bytes) + 1 + self.body_size
+
+    def body_chunks(self):
+        self.body_file.seek(0)
+        while chunk := self.body_file.read(_CHUNK):
+            yield chunk
+
+    def close(self):
+        self.body_file.close()
+
+
+def _is_header_line(line):
+    colon = line.find(b":")
+    return colon > 0 and _HEADER_NAME.fullmatch(line[:colon].rstrip(b" \t")) is not None
+
+
+def prepare(stream, max_size=0):
+    """Read a message from a binary stream into a PreparedMessage; EX_DATAERR if empty or too big."""
+    total = 0
+    headers = []
+    keep = False                    # whether the current (possibly folded) header is kept
+    seen_header = False
+    first = True
+    body_start = b""
+    while line := stream.readline(_CHUNK):
+        total += len(line)
+        if max_size and total > max_size:
+            raise DeliveryError(os.EX_DATAERR, f"message larger than {max_size} bytes")
+        line = _lf(line)
+        if first:
+            first = False
+            if line.startswith(b"From "):
+                continue            # an envelope line from the caller, not a header
+        if line == b"\n":
+            break
+        if line[:1] in (b" ", b"\t") and seen_header:
+            if keep:
+                headers.append(line)
+            continue
+        if not _is_header_line(line):
+            body_start = line       # not a header: the body starts here
+            break
+        seen_header = True
+        keep = line.split(b":", 1)[0].strip().lower() not in STRIP_ON_DELIVERY
+        if keep:
+            headers.append(line if line.endswith(b"\n") else line + b"\n")
+    if total == 0:
+        raise DeliveryError(os.EX_DATAERR, "empty message")
+    body = tempfile.TemporaryFile(prefix="mailsuite-")
+    body_size = 0
+    carry = body_start
+    while True:
+        chunk = stream.read(_CHUNK)
+        total += len(chunk)
+        if max_size and total > max_size:
+            body.close()
+            raise DeliveryError(os.EX_DATAERR, f"message larger than {max_size} bytes")
+        data = carry + chunk
+        if chunk:
+            cut = data.rfind(b"\n") + 1
+            data, carry = data[:cut], data[cut:]
+        else:
+            carry = b""
+        if data:
+            out = quote_from_lines(data.replace(b"\r\n", b"\n"))
+            body.write(out)
+            body_size += len(out)
+        if not chunk:
+            break
+    return PreparedMessage(b"".join(headers), body, body_size)
+
+
+def prepare_bytes(data, max_size=0):
+    import io
+    return prepare(io.BytesIO(data), max_size)
+
+
+def _lf(line):
+    return line[:-2] + b"\n" if line.endswith(b"\r\n") else line
+
+
+def _mail_gid(cfg):
+    try:
+        return grp.getgrnam(cfg.mailsuite.mail_group).gr_gid
+    except KeyError:
+        return -1
+
+
+def open_spool(cfg, user):
+    """The user's spool as a Mailbox, created 0600 USER:mail when missing; MailboxError if hostile."""
+    mailbox = Mailbox(user.spool, cfg, owner=user, check_owner=not cfg.mailsuite.sandbox)
+    if not mailbox.exists:
+        mailbox.create(0o600, uid=user.uid, gid=_mail_gid(cfg))
+    return mailbox
+
+
+def deliver(cfg, user, prepared, *, sender, recipient=None, logger=None, queue_id=None):
+    """Append `prepared` to the user's spool; raises DeliveryError on failure."""
+    started = time.monotonic()
+    recipient = recipient or f"{user.name}@{cfg.local_domains[0] if cfg.local_domains else cfg.hostname}"
+    envelope = sender or "MAILER-DAEMON"
+    extra = [b"Return-Path: <" + (sender or "").encode("utf-8", "surrogateescape") + b">\n",
+             b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"]
+    try:
+        with open_spool(cfg, user) as mailbox, mailbox.locked():
+            mailbox.append(prepared, sender=envelope, extra_headers=extra)
+    except MailboxError as exc:
+        _log(logger, "warning", queue_id, recipient, started, "5.2.0", "bounced", str(exc))
+        raise DeliveryError(os.EX_CANTCREAT, str(exc)) from None
+    except LockTimeout as exc:
+        _log(logger, "info", queue_id, recipient, started, "4.2.0", "deferred", str(exc))
+        raise DeliveryError(os.EX_TEMPFAIL, str(exc)) from None
+    except OSError as exc:
+        temporary = exc.errno in _TEMPORARY_ERRNOS or exc.errno is None
+        reason = f"{user.spool}: {exc.strerror or exc}"
+        _log(logger, "warning", queue_id, recipient, started, "4.3.0" if temporary else "5.2.0",
+             "deferred" if temporary else "bounced", reason)
+        raise DeliveryError(os.EX_TEMPFAIL if temporary else os.EX_CANTCREAT, reason) from None
+    _log(logger, "info", queue_id, recipient, started, "2.0.0", "sent", "delivered to mailbox")
+
+
+def _log(logger, level, queue_id, recipient, started, dsn, status, reason):
+    if logger is None:
+        return
+    line = log.fields(to=f"<{recipient}>", relay="local", delay=f"{time.monotonic() - started:.2f}",
+                      dsn=dsn, status=f"{status} ({reason})")
+    getattr(logger, level)(f"{queue_id}: {line}" if queue_id else line)

@@ -1,0 +1,99 @@
+"""mail.local — the local delivery agent.
+
+    mail.local [-C FILE] [-f SENDER] [-l] USER...
+
+Reads one message on standard input and appends it to each USER's spool
+(see deliver.py for the checks and the format).  With -l it speaks LMTP
+(RFC 2033) on standard input and output instead, answering for each
+recipient separately, which is how the MTA hands over mail for several
+users without the all-or-nothing of an exit status.
+
+Exit status (sysexits): 0 when every user got the message; EX_TEMPFAIL when
+any delivery failed for a reason that may pass (the caller should retry:
+the users that did get it are named on stderr); otherwise the first
+permanent failure (EX_NOUSER, EX_DATAERR, EX_CANTCREAT, EX_USAGE).
+"""
+
+import getopt
+import os
+import sys
+
+from . import config, log
+from .cli import Fatal
+from .deliver import DeliveryError, deliver, prepare
+from .users import UserDB
+
+USAGE = "usage: mail.local [-C FILE] [-f SENDER] [-l] USER..."
+HELP = USAGE + """
+
+Deliver the message on standard input to each USER's mailbox.
+  -C FILE    configuration file (default $MAILSUITE_CONFIG or /etc/mailsuite/mailsuite.conf)
+  -f SENDER  envelope sender, written to the From_ line and Return-Path: (-r is the same)
+  -l         speak LMTP (RFC 2033) on standard input/output
+  -d         accepted for compatibility; delivery is the only mode
+"""
+
+
+def main(argv):
+    try:
+        opts, users = getopt.getopt(argv[1:], "C:f:r:ldh", ["help"])
+    except getopt.GetoptError as exc:
+        raise Fatal(os.EX_USAGE, f"{exc}\n{USAGE}") from None
+    options = dict(opts)
+    if "-h" in options or "--help" in options:
+        print(HELP, end="")
+        return 0
+    sender = options.get("-f", options.get("-r", ""))
+    if any(c in sender for c in "\r\n\0"):
+        raise Fatal(os.EX_USAGE, "sender holds a control character")
+    cfg = config.load(options.get("-C"))
+    logger = log.setup(cfg, "mail.local")
+    userdb = UserDB(cfg)
+    if "-l" in options:
+        from .lmtp import LMTPSession
+        return LMTPSession(cfg, userdb, logger, sys.stdin.buffer, sys.stdout.buffer).run()
+    if not users:
+        raise Fatal(os.EX_USAGE, USAGE)
+    return deliver_to_users(cfg, userdb, logger, sys.stdin.buffer, sender, users)
+
+
+def deliver_to_users(cfg, userdb, logger, stream, sender, names):
+    """Deliver one message from `stream` to every named user; returns the exit status."""
+    try:
+        prepared = prepare(stream, cfg.delivery.max_message_size)
+    except DeliveryError as exc:
+        raise Fatal(exc.status, str(exc)) from None
+    except OSError as exc:
+        raise Fatal(os.EX_TEMPFAIL, f"reading the message: {exc.strerror}") from None
+    failures = []
+    delivered = []
+    try:
+        for name in names:
+            user = userdb.lookup(_local_part(name))
+            if user is None:
+                logger.info(log.fields(to=f"<{name}>", relay="local", dsn="5.1.1", status="bounced (unknown user)"))
+                failures.append((os.EX_NOUSER, f"{name}: unknown user"))
+                continue
+            try:
+                deliver(cfg, user, prepared, sender=sender, logger=logger)
+                delivered.append(name)
+            except DeliveryError as exc:
+                failures.append((exc.status, f"{name}: {exc}"))
+    finally:
+        prepared.close()
+    for _, message in failures:
+        print(f"mail.local: {message}", file=sys.stderr)
+    if not failures:
+        return 0
+    if delivered:
+        print(f"mail.local: delivered to {', '.join(delivered)}", file=sys.stderr)
+    if any(status == os.EX_TEMPFAIL for status, _ in failures):
+        return os.EX_TEMPFAIL
+    return failures[0][0]
+
+
+def _local_part(address):
+    """`bob`, `bob@host` and `bob+tag@host` all mean the user bob."""
+    local = address.rsplit("@", 1)[0] if "@" in address else address
+    return local.split("+", 1)[0]
+

@@ -1,0 +1,143 @@
+"""mailsuite — the operator's umbrella command.
+
+    mailsuite init  [--dir DIR]     build a sandbox
+    mailsuite up    [--dir DIR]     run the sandbox's daemons in the foreground
+    mailsuite check [-C FILE]       validate the configuration and permissions
+
+Subcommands are a table (`SUBCOMMANDS`): a name, a one-line summary and a
+module function `(args) -> status` with an `add_arguments(parser)` hook.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+from . import config, sandbox
+from .cli import Fatal
+
+# The sandbox's daemons, in start order: program name and arguments.
+DAEMONS = (
+    ("sendmail", ["-bD"], "SMTP", 2525),
+    ("pop3d", ["-d"], "POP3", 1100),
+    ("imapd", ["-d"], "IMAP", 1430),
+)
+
+
+def cmd_init(args):
+    conf = sandbox.init(args.dir)
+    print(f"sandbox ready: {conf}")
+    return 0
+
+
+def _program(name):
+    """A sibling program of this one (same bin directory), else one on PATH."""
+    here = os.path.dirname(os.path.abspath(sys.argv[0]))
+    candidate = os.path.join(here, name)
+    return candidate if os.access(candidate, os.X_OK) else shutil.which(name)
+
+
+def cmd_up(args):
+    directory = os.path.abspath(args.dir)
+    conf = os.path.join(directory, "mailsuite.conf")
+    if not os.path.exists(conf):
+        sandbox.init(directory)
+    config.load(conf, required=True)
+    children = []
+    stopping = []
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"mailsuite sandbox in {directory}")
+    for name, extra, label, port in DAEMONS:
+        program = _program(name)
+        if program is None:
+            continue
+        proc = subprocess.Popen([program, "-C", conf, *extra])
+        children.append((name, proc))
+        print(f"  {label:5} 127.0.0.1:{port}  ({name}, pid {proc.pid})")
+    print(f"  spools  {directory}/spool/   users alice, bob (password = user name)")
+    print(f"  deliver mail.local -C {conf} alice < message")
+    if not children:
+        print("no daemons are installed yet; the welcome messages are in the spools.")
+        return 0
+    print("Ctrl-C stops everything.")
+    sys.stdout.flush()
+    status = 0
+    try:
+        while not stopping:
+            for name, proc in children:
+                if proc.poll() is not None:
+                    print(f"mailsuite: {name} exited with status {proc.returncode}", file=sys.stderr)
+                    stopping.append(None)
+                    status = os.EX_SOFTWARE
+            time.sleep(0.2)
+    finally:
+        for _, proc in children:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in children:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return status
+
+
+def cmd_check(args):
+    cfg = config.load(args.config)
+    problems = []
+    spool = cfg.mailsuite.spool_dir
+    if not os.path.isdir(spool):
+        problems.append(f"spool_dir {spool}: missing")
+    elif not cfg.mailsuite.sandbox:
+        st = os.stat(spool)
+        if not (st.st_mode & 0o1000 or st.st_mode & 0o2020 == 0o2020):
+            problems.append(f"spool_dir {spool}: mode {st.st_mode & 0o7777:04o}; want 2775 root:mail or 1777")
+    if cfg.mailsuite.passwd_file:
+        try:
+            from .users import UserDB
+            UserDB(cfg)
+            mode = os.stat(cfg.mailsuite.passwd_file).st_mode & 0o077
+            if mode:
+                problems.append(f"passwd_file {cfg.mailsuite.passwd_file}: readable by others")
+        except OSError as exc:
+            problems.append(f"passwd_file: {exc.strerror}")
+    for problem in problems:
+        print(f"mailsuite check: {problem}")
+    if not problems:
+        print(f"{cfg.path}: ok")
+    return os.EX_CONFIG if problems else 0
+
+
+def _dir_argument(parser):
+    parser.add_argument("--dir", default="sandbox", help="sandbox directory (default ./sandbox)")
+
+
+SUBCOMMANDS = {
+    "init": ("build a sandbox installation in DIR", _dir_argument, cmd_init),
+    "up": ("run the sandbox's daemons in the foreground", _dir_argument, cmd_up),
+    "check": ("validate the configuration and permissions", None, cmd_check),
+}
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="mailsuite", description="the mailsuite operator's command")
+    parser.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (summary, add_arguments, _) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=summary)
+        if add_arguments:
+            add_arguments(p)
+    args = parser.parse_args(argv[1:])
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        raise Fatal(os.EX_USAGE, "a command is needed")
+    return SUBCOMMANDS[args.command][2](args)
