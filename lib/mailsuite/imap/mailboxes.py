@@ -161,7 +161,7 @@ class MailStore:
         """The `mbox.Mailbox` of a selectable mailbox; INBOX may not exist yet."""
         if name.upper() != "INBOX" and self.kind(name) != "file":
             raise NoSuchMailbox(name)
-        return mbox.Mailbox(self.path_of(name), self.cfg, owner=self.user)
+        return open_mbox(self.path_of(name), self.cfg, self.user)
 
     def open_for_append(self, name):
         """Like open(), but creates a missing INBOX (APPEND/COPY to INBOX)."""
@@ -210,7 +210,7 @@ class MailStore:
                     raise MailboxNameError("[INUSE] mailbox has inferior hierarchical names") from None
                 raise
             return
-        box = mbox.Mailbox(path, self.cfg, owner=self.user)
+        box = open_mbox(path, self.cfg, self.user)
         try:
             with box.locked():
                 os.unlink(path)
@@ -359,6 +359,18 @@ class MailStore:
             if matcher.fullmatch(name) or (name.upper() == "INBOX" and re.fullmatch(matcher.pattern, name, re.I)):
                 out.append(((), name))
         return out
+
+
+def open_mbox(path, cfg, user):
+    """The store's Mailbox for a path, owner-checked.
+
+    The index cache is switched off: a cached tail scan validates X-UIDs
+    against the cached X-IMAPbase, so a message appended with a UID by
+    another session (IMAP APPEND/COPY) would be given a new UID.
+    """
+    box = mbox.Mailbox(path, cfg, owner=user)
+    box.cache = None
+    return box
 
 
 def _join(reference, pattern):

@@ -38,7 +38,7 @@ TAG_CHARS = ASTRING_CHARS - {ord("+")}
 MAX_NUMBER = 2**32 - 1
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTH_NUMBER = {m.lower(): i for i, m in enumerate(MONTHS, 1)}
+_MONTH_NUMBER = {m.lower().encode(): i for i, m in enumerate(MONTHS, 1)}
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS + ("\\Recent",)}
 
