@@ -15,6 +15,8 @@ RFC 3501 requires for ENVELOPE.
 
 import re
 
+from .response import Run
+
 DEFAULT_TYPE = (b"text", b"plain", ((b"charset", b"us-ascii"),))
 DIGEST_DEFAULT = (b"message", b"rfc822", ())
 
@@ -163,7 +165,7 @@ def parse_addresses(value):
             local, domain = _unquote(b"".join(addr)), None
         if not local and not name:
             return None
-        return (name or None, route, local or None, domain or b"")
+        return (name or None, route, local or None, domain or b"MISSING_DOMAIN")
 
     while i < len(tokens):
         # a group "name: a, b;" or a mailbox up to the next top-level comma
@@ -192,7 +194,7 @@ def parse_addresses(value):
         if item:
             result.append(item)
         i = j + 1
-    return result or None
+    return [Run(result)] if result else None
 
 
 def _unquote(text):
@@ -231,7 +233,8 @@ def envelope(fields):
 class Part:
     """One MIME part located in the client view of a message."""
 
-    __slots__ = ("header", "fields", "header_start", "body_start", "end", "lines", "type", "children", "message")
+    __slots__ = ("header", "fields", "header_start", "body_start", "end", "lines", "type", "children", "message",
+                 "trimmed")
 
     def __init__(self, header_start):
         self.header_start = header_start
@@ -243,6 +246,7 @@ class Part:
         self.type = DEFAULT_TYPE
         self.children = []
         self.message = None  # the encapsulated message's root, for message/rfc822
+        self.trimmed = False  # the line end before a delimiter was taken off the body
 
     @property
     def body_size(self):
@@ -345,10 +349,16 @@ def _parse_part(src, boundaries, default_type):
         part.message = _parse_part(src, boundaries, DEFAULT_TYPE)
     else:
         _skip_to_delimiter(src, boundaries)
-    part.end = part.message.end if part.message is not None else src.offset
     part.lines = src.count - first_body_line
-    if src.at_delimiter(boundaries) and part.end > part.body_start and part.message is None:
-        part.end -= 2  # the CRLF before a delimiter belongs to it (RFC 2046 5.1.1)
+    if part.message is not None:
+        part.end, part.trimmed = part.message.end, part.message.trimmed
+    else:
+        part.end = src.offset
+        if not boundary and src.at_delimiter(boundaries) and part.end > part.body_start:
+            part.end -= 2  # the CRLF before a delimiter belongs to it (RFC 2046 5.1.1)
+            part.trimmed = True
+    if part.trimmed:
+        part.lines -= 1  # lines are line ends within the body, as Dovecot counts them
     return part
 
 
@@ -388,14 +398,19 @@ def _params_list(params):
     return [x for pair in params for x in pair] if params else None
 
 
+def _with_charset(maintype, params):
+    """text/* without a charset is us-ascii (RFC 2045 5.2); say so, as Dovecot does."""
+    if maintype == b"text" and not any(name == b"charset" for name, _ in params):
+        return params + ((b"charset", b"us-ascii"),)
+    return params
+
+
 def _language(fields):
     value = first(fields, b"content-language")
     if value is None:
         return None
     langs = [v.strip() for v in _strip_comments(value).split(b",") if v.strip()]
-    if not langs:
-        return None
-    return langs[0] if len(langs) == 1 else langs
+    return langs or None
 
 
 def body_structure(part, extended=True):
@@ -403,8 +418,7 @@ def body_structure(part, extended=True):
     maintype, subtype, params = part.type
     fields = part.fields
     if part.is_multipart:
-        out = [body_structure(child, extended) for child in part.children]
-        out.append(subtype)
+        out = [Run(body_structure(child, extended) for child in part.children), subtype]
         if extended:
             disposition = parse_disposition(first(fields, b"content-disposition"))
             out += [
@@ -419,7 +433,7 @@ def body_structure(part, extended=True):
     out = [
         maintype,
         subtype,
-        _params_list(params),
+        _params_list(_with_charset(maintype, params)),
         first(fields, b"content-id"),
         first(fields, b"content-description"),
         first(fields, b"content-transfer-encoding") or b"7bit",

@@ -8,6 +8,7 @@ handler ever quotes a string by hand:
 - `None`    NIL;
 - `int`     a number;
 - list/tuple a parenthesised list;
+- `Run`     items with nothing between them (bodies of a multipart, addresses);
 - `Literal` always a literal (message data);
 - `Stream`  a literal whose bytes come from an iterator of chunks, so a big
             message body never sits in memory whole.
@@ -21,6 +22,10 @@ _QUOTABLE = frozenset(range(0x20, 0x7F)) | {0x09}
 @dataclass(frozen=True)
 class Literal:
     data: bytes
+
+
+class Run(tuple):
+    """Items written one after another with no space: `1*body` and `1*address` (RFC 3501 9)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,9 @@ def serialise(value):
     elif isinstance(value, Stream):
         yield b"{%d}\r\n" % value.size
         yield from value.chunks
+    elif isinstance(value, Run):
+        for item in value:
+            yield from serialise(item)
     elif isinstance(value, (list, tuple)):
         yield b"("
         for i, item in enumerate(value):
