@@ -213,11 +213,18 @@ class _Window:
             self.buf = self.buf[pos - self.base:]
             self.base = pos
 
+    def _rewind(self, pos):
+        """Data before the window was dropped: start the window again at pos."""
+        if pos < self.base:
+            self.buf = b""
+            self.base = pos
+
     def find(self, pattern, pos):
         """Absolute offset of pattern at or after pos, or -1."""
+        self._rewind(pos)
         self.drop_before(pos)
         while True:
-            i = self.buf.find(pattern, pos - self.base)
+            i = self.buf.find(pattern, max(pos - self.base, 0))
             if i >= 0:
                 return self.base + i
             end = self.base + len(self.buf)
@@ -227,6 +234,7 @@ class _Window:
             self._fill(self.base + len(self.buf) + CHUNK)
 
     def get(self, start, end):
+        self._rewind(start)
         self._fill(end)
         return self.buf[start - self.base:end - self.base]
 
@@ -446,25 +454,39 @@ class Mailbox:
                 self._lock_depth = 0
                 self._lock = None
 
-    def _journal_paths(self):
+    def _journal_paths(self, kind="journal"):
+        """Where a journal may live: beside the mailbox, else (unwritable spool dir) in the owner's home."""
         directory, name = os.path.split(self.path)
-        paths = [os.path.join(directory or ".", f".{name}.journal")]
+        paths = [os.path.join(directory or ".", f".{name}.{kind}")]
         if self.owner is not None:
-            paths.append(os.path.join(self.owner.home, ".mailsuite", f"{name}.journal"))
+            paths.append(os.path.join(self.owner.home, ".mailsuite", f"{name}.{kind}"))
         return paths
 
     def _roll_forward(self):
-        for path in self._journal_paths():
-            try:
-                jfd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                self._apply_journal(jfd)
-            finally:
-                os.close(jfd)
-            os.unlink(path)
-            _fsync_dir(os.path.dirname(path))
+        """Finish what a killed process left: undo a partial append, redo an interrupted rewrite."""
+        for kind, apply in (("append", self._undo_append), ("journal", self._apply_journal)):
+            for path in self._journal_paths(kind):
+                try:
+                    jfd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+                except OSError:
+                    continue
+                try:
+                    apply(jfd)
+                finally:
+                    os.close(jfd)
+                os.unlink(path)
+                _fsync_dir(os.path.dirname(path))
+
+    def _undo_append(self, jfd):
+        """An append record names the size before and after; a file in between holds half a message."""
+        fields = os.read(jfd, 256).split()
+        if len(fields) != 5 or fields[0] != b"APPEND":
+            return
+        dev, ino, before, after = (int(f) for f in fields[1:])
+        st = os.fstat(self.fd)
+        if (st.st_dev, st.st_ino) == (dev, ino) and before <= st.st_size < after:
+            os.ftruncate(self.fd, before)
+            os.fsync(self.fd)
 
     def _apply_journal(self, jfd):
         size = os.fstat(jfd).st_size
@@ -548,26 +570,32 @@ class Mailbox:
         """Append one message; returns its UID (0 unless assign_uid).  Caller holds locked().
 
         With assign_uid (IMAP APPEND, COPY) every earlier message gets its UID
-        first, so UIDs keep ascending; the first message's UIDLAST is raised
-        after the data is safely on disk.
+        first, so UIDs keep ascending, and UIDLAST is raised before the
+        message is written: a failed append leaves a harmless gap, never a
+        UID given twice.
         """
         self._require_lock()
         index = self.sync() if assign_uid else None
         uid = index.uidnext if index else 0
         keywords = tuple(k for k in keywords if valid_keyword(k))
-        header_bytes, body_chunks = _split_source(source)
+        if uid and index.all:
+            base_keywords = index.keywords + tuple(k for k in keywords if k not in index.keywords)
+            self._rewrite(index, {}, (), (index.uidvalidity, uid, base_keywords))
+        prepared = _prepared(source)
         old_size = os.fstat(self.fd).st_size
         prefix = _separator_needed(self.fd, old_size)
         first_of_file = index is not None and not index.all
         imapbase = (index.uidvalidity or _new_uidvalidity(), uid, keywords) if first_of_file else None
         block = render_block(flags=flags, keywords=keywords, uid=uid, imapbase=imapbase,
                              padding=self.cfg.delivery.header_padding)
+        head = b"".join([prefix, b"From ", from_line(sender, date).encode(), b"\n",
+                         *extra_headers, prepared.header_bytes, block, b"\n"])
         writer = _Writer(self.fd, old_size)
+        record = self._record_append(old_size, len(head) + prepared.body_size + 1)
         try:
-            writer.write(b"".join([prefix, b"From ", from_line(sender, date).encode(), b"\n",
-                                   *extra_headers, header_bytes, block, b"\n"]))
+            writer.write(head)
             last = b"\n"
-            for chunk in body_chunks:
+            for chunk in prepared.body_chunks():
                 if chunk:
                     writer.write(chunk)
                     last = chunk[-1:]
@@ -576,9 +604,10 @@ class Mailbox:
         except BaseException:
             _truncate_back(self.fd, old_size)
             raise
-        if uid and imapbase is None:
-            base_keywords = index.keywords + tuple(k for k in keywords if k not in index.keywords)
-            self._rewrite(self.scan(), {}, (), (index.uidvalidity, uid, base_keywords))
+        finally:
+            _unlink_quietly(record)
+            if prepared is not source:
+                prepared.close()
         return uid
 
     def sync(self, flags=None, expunge=(), keywords=None):
@@ -725,9 +754,23 @@ class Mailbox:
         os.unlink(journal_path)
         _fsync_dir(os.path.dirname(journal_path))
 
-    def _create_journal(self):
+    def _record_append(self, before, length):
+        """Note the append about to happen, so a SIGKILLed append is cut back by the next locker.
+
+        Not fsynced: it guards against a killed process, whose page cache
+        survives; the append itself is fsynced before anyone is told "done".
+        """
+        path, fd = self._create_journal("append")
+        try:
+            st = os.fstat(self.fd)
+            os.write(fd, b"APPEND %d %d %d %d\n" % (st.st_dev, st.st_ino, before, before + length))
+        finally:
+            os.close(fd)
+        return path
+
+    def _create_journal(self, kind="journal"):
         errors = []
-        for path in self._journal_paths():
+        for path in self._journal_paths(kind):
             directory = os.path.dirname(path)
             try:
                 if directory != os.path.dirname(self.path):
@@ -757,13 +800,12 @@ def _without_store_headers(header):
     return b"".join(line + b"\n" for line in out)
 
 
-def _split_source(source):
-    """(header bytes, iterable of body chunks) from a PreparedMessage or raw bytes."""
+def _prepared(source):
+    """A PreparedMessage from one, or from the raw bytes of a message (IMAP APPEND)."""
     if hasattr(source, "header_bytes"):
-        return source.header_bytes, source.body_chunks()
+        return source
     from .deliver import prepare_bytes
-    prepared = prepare_bytes(source)
-    return prepared.header_bytes, prepared.body_chunks()
+    return prepare_bytes(source)
 
 
 def _separator_needed(fd, size):
@@ -780,6 +822,13 @@ def _mark_modified(fd):
     """Give an in-place rewrite a precise mtime, so other readers' caches see the change."""
     st = os.fstat(fd)
     os.utime(fd, ns=(st.st_atime_ns, max(time.time_ns(), st.st_mtime_ns + 1)))
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _new_uidvalidity():

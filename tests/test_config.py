@@ -1,0 +1,85 @@
+"""The configuration file: defaults, errors that name file/line/key, the example file."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mailsuite import config
+from mailsuite.config import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path, text):
+    path = tmp_path / "mailsuite.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def test_missing_file_means_defaults(tmp_path):
+    cfg = config.load(str(tmp_path / "absent.conf"))
+    assert cfg.mailsuite.spool_dir == "/var/spool/mail"
+    assert cfg.mailsuite.lock_timeout == 60
+    assert cfg.delivery.max_message_size == 50 << 20
+
+
+def test_values_are_typed(tmp_path):
+    cfg = config.load(write(tmp_path, "[mailsuite]\nlock_timeout = 2m\nsandbox = yes\n"
+                                      "local_domains = a.example, b.example c.example\n"
+                                      "[delivery]\nmax_message_size = 10k\n"))
+    assert cfg.mailsuite.lock_timeout == 120
+    assert cfg.mailsuite.sandbox is True
+    assert cfg.mailsuite.local_domains == ("a.example", "b.example", "c.example")
+    assert cfg.delivery.max_message_size == 10240
+
+
+def test_unknown_key_names_file_line_and_key(tmp_path):
+    path = write(tmp_path, "[mailsuite]\nspool_dir = /x\n\nspool_dri = /y\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4: unknown key 'spool_dri' in \[mailsuite\]$"):
+        config.load(path)
+
+
+def test_unknown_section(tmp_path):
+    path = write(tmp_path, "[mailsuite]\n[nonsense]\nx = 1\n")
+    with pytest.raises(ConfigError, match=r":2: unknown section \[nonsense\]"):
+        config.load(path)
+
+
+def test_bad_value_names_key(tmp_path):
+    path = write(tmp_path, "[mailsuite]\nlock_timeout = soon\n")
+    with pytest.raises(ConfigError, match=r":2: mailsuite.lock_timeout: not a duration"):
+        config.load(path)
+
+
+@pytest.mark.parametrize("text, line", [("spool_dir = /x\n", 1), ("[mailsuite]\nthis is not ini\n", 2),
+                                        ("[mailsuite]\nhostname = a\nhostname = b\n", 3)])
+def test_malformed_file(tmp_path, text, line):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=rf"^{path}:{line}: "):
+        config.load(path)
+
+
+def test_environment_variable_names_the_file(tmp_path, monkeypatch):
+    path = write(tmp_path, "[mailsuite]\nhostname = mx.example\n")
+    monkeypatch.setenv("MAILSUITE_CONFIG", path)
+    assert config.load().hostname == "mx.example"
+    assert config.load(str(tmp_path / "other")).hostname != "mx.example"
+
+
+def test_example_file_lists_every_key_with_its_default():
+    assert (REPO / "etc" / "mailsuite.conf").read_text() == config.example_text() + "\n"
+    cfg = config.load(str(REPO / "etc" / "mailsuite.conf"))
+    assert cfg.mailsuite.spool_dir == "/var/spool/mail"
+
+
+def test_programs_exit_ex_config_with_one_line(sandbox, tmp_path):
+    bad = write(tmp_path, "[mailsuite]\nbogus = 1\n")
+    done = sandbox.run("mail.local", "alice", input=b"Subject: x\n\nhi\n", env=dict(os.environ))
+    assert done.returncode == 0
+    import subprocess
+    from conftest import program
+    done = subprocess.run([program("mail.local"), "-C", bad, "alice"], input=b"x\n", capture_output=True)
+    assert done.returncode == os.EX_CONFIG
+    assert done.stderr.decode().count("\n") == 1
+    assert "unknown key 'bogus'" in done.stderr.decode()

@@ -1,0 +1,169 @@
+"""Locks that other mail programs honour, and that we honour in turn."""
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO, need, program
+from mailsuite.locking import STALE_AFTER, Dotlock
+
+MESSAGE = b"Subject: locked\n\nbody\n"
+
+
+def short_timeout(sandbox, seconds="2s"):
+    conf = sandbox.dir / "mailsuite.conf"
+    conf.write_text(conf.read_text().replace("lock_timeout = 30s", f"lock_timeout = {seconds}"))
+
+
+def wait_for(predicate, limit=30):
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_dotlockfile_holder_makes_us_wait_then_give_up(sandbox):
+    helper = need("dotlockfile")
+    short_timeout(sandbox)
+    spool = str(sandbox.spool("alice"))
+    subprocess.run([helper, "-l", "-r", "0", spool + ".lock"], check=True)
+    done = sandbox.run("mail.local", "alice", input=MESSAGE)
+    assert done.returncode == os.EX_TEMPFAIL
+    assert sandbox.spool("alice").read_bytes() == b""
+    subprocess.run([helper, "-u", spool + ".lock"], check=True)
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == 0
+
+
+def test_fcntl_holder_makes_us_wait(sandbox):
+    short_timeout(sandbox, "60s")
+    spool = str(sandbox.spool("alice"))
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys
+fd = os.open({spool!r}, os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        delivery = subprocess.Popen([program("mail.local"), "-C", sandbox.conf, "alice"], stdin=subprocess.PIPE)
+        delivery.stdin.write(MESSAGE)
+        delivery.stdin.close()
+        time.sleep(0.5)
+        assert delivery.poll() is None and sandbox.spool("alice").read_bytes() == b""
+        assert not os.path.exists(spool + ".lock")      # we let go of the dotlock while waiting for fcntl
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    assert delivery.wait(timeout=60) == 0
+    assert b"Subject: locked" in sandbox.spool("alice").read_bytes()
+
+
+def test_procmail_waits_for_our_lock(sandbox, tmp_path):
+    procmail = need("procmail")
+    from mailsuite.deliver import open_spool
+    spool = sandbox.spool("alice")
+    rc = tmp_path / "procmailrc"
+    rc.write_text(f"LOGFILE={tmp_path}/procmail.log\n:0:\n{spool}\n")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        proc = subprocess.Popen([procmail, "-m", str(rc)], stdin=subprocess.PIPE)
+        proc.stdin.write(b"From: p@example.org\nSubject: from procmail\n\nhi\n")
+        proc.stdin.close()
+        time.sleep(1.0)
+        assert proc.poll() is None and spool.read_bytes() == b""
+    assert proc.wait(timeout=60) == 0
+    assert b"Subject: from procmail" in spool.read_bytes()
+
+
+def test_stale_dotlock_of_a_dead_process_is_broken(sandbox):
+    spool = str(sandbox.spool("alice"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open(spool + ".lock", "w") as f:
+        f.write(f"{dead.pid}\n")
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == 0
+    assert not os.path.exists(spool + ".lock")
+
+
+def test_old_dotlock_without_pid_is_stale(sandbox):
+    spool = str(sandbox.spool("alice"))
+    with open(spool + ".lock", "w"):
+        pass
+    old = time.time() - STALE_AFTER - 10
+    os.utime(spool + ".lock", (old, old))
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == 0
+
+
+def test_fresh_dotlock_without_pid_is_respected(sandbox):
+    short_timeout(sandbox, "1s")
+    spool = str(sandbox.spool("alice"))
+    with open(spool + ".lock", "w"):
+        pass
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == os.EX_TEMPFAIL
+
+
+def test_dotlock_is_nfs_safe_and_names_our_pid(tmp_path):
+    path = str(tmp_path / "box")
+    lock = Dotlock(path)
+    assert lock.acquire()
+    assert open(path + ".lock").read() == f"{os.getpid()}\n"
+    assert not Dotlock(path).acquire()
+    assert sorted(os.listdir(tmp_path)) == ["box.lock"]          # no temporary files left behind
+    lock.release()
+    assert not os.path.exists(path + ".lock")
+
+
+@pytest.fixture
+def world_readable_dir():
+    """A directory an unprivileged user can reach (pytest's tmp_path is root's 0700)."""
+    import shutil
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="mailsuite-test-")
+    os.chmod(directory, 0o755)
+    yield directory
+    shutil.rmtree(directory)
+
+
+@pytest.mark.root
+def test_unprivileged_user_uses_the_setgid_helper(world_readable_dir):
+    """Debian's 2775 root:mail spool: a user who cannot create USER.lock goes through dotlockfile."""
+    import grp
+    import pwd
+    import shutil
+    need("dotlockfile")
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 for an unprivileged user")
+    nobody = pwd.getpwnam("nobody")
+    mail_gid = grp.getgrnam("mail").gr_gid
+    top = world_readable_dir
+    shutil.copytree(REPO / "lib" / "mailsuite", os.path.join(top, "lib", "mailsuite"))
+    spool_dir = os.path.join(top, "spool")
+    os.mkdir(spool_dir)
+    os.chown(spool_dir, 0, mail_gid)
+    os.chmod(spool_dir, 0o2775)
+    box = os.path.join(spool_dir, "nobody")
+    open(box, "wb").close()
+    os.chown(box, nobody.pw_uid, mail_gid)
+    conf = os.path.join(top, "mailsuite.conf")
+    with open(conf, "w") as f:
+        f.write(f"[mailsuite]\nspool_dir = {spool_dir}\n")
+    script = f"""
+import os
+from mailsuite import config
+from mailsuite.locking import mailbox_lock
+cfg = config.load({conf!r})
+fd = os.open({box!r}, os.O_RDWR)
+with mailbox_lock({box!r}, fd, cfg, timeout=5) as lock:
+    print(os.path.exists({box + '.lock'!r}), lock.dotlock.via_helper, flush=True)
+print(os.path.exists({box + '.lock'!r}))
+"""
+    done = subprocess.run([python, "-c", script], capture_output=True, user=nobody.pw_uid, group=nobody.pw_gid,
+                          extra_groups=[], cwd=top, env={"PYTHONPATH": os.path.join(top, "lib")})
+    assert done.stdout.split() == [b"True", b"True", b"False"], done.stderr

@@ -1,0 +1,97 @@
+"""Whatever mail.local appends reads back intact through Python's mailbox module.
+
+mailbox.mbox is an mboxo reader: it does not undo the mboxrd quoting of
+body lines matching ^>*From , so the comparison unquotes them; everything
+else (headers, 8-bit bytes, long lines, missing final newlines, CRLF input
+made LF) must be byte-identical.
+"""
+
+import mailbox
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailsuite.deliver import deliver, open_spool, prepare_bytes
+from mailsuite.mbox import unquote_from_lines
+
+header_names = st.sampled_from(["Subject", "From", "To", "X-Test", "Comments", "Received"])
+header_values = st.binary(min_size=0, max_size=80).map(
+    lambda b: b.replace(b"\r", b"").replace(b"\n", b"").strip() or b"v")
+body_lines = st.one_of(
+    st.binary(max_size=120).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+    st.sampled_from([b"From me", b">From me", b">>From you", b"From", b"From  x", b"", b".", b"\x00nul",
+                     b"\xff\xfe 8-bit", b"x" * 5000]))
+
+
+@st.composite
+def messages(draw):
+    headers = draw(st.lists(st.tuples(header_names, header_values), min_size=1, max_size=6))
+    lines = draw(st.lists(body_lines, max_size=20))
+    crlf = draw(st.booleans())
+    final_newline = draw(st.booleans())
+    eol = b"\r\n" if crlf else b"\n"
+    head = b"".join(name.encode() + b": " + value + eol for name, value in headers)
+    body = eol.join(lines) + (eol if final_newline and lines else b"")
+    return headers, lines, final_newline, head + eol + body
+
+
+def expected_body(lines, final_newline):
+    """The body with LF line ends; a last line without a newline gets one."""
+    body = b"\n".join(lines) + (b"\n" if final_newline and lines else b"")
+    return body if body == b"" or body.endswith(b"\n") else body + b"\n"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages(), min_size=1, max_size=4))
+def test_round_trip_through_python_mailbox(sandbox, batch):
+    sandbox.clear_spools()
+    alice = sandbox.user("alice")
+    for _, _, _, raw in batch:
+        prepared = prepare_bytes(raw)
+        try:
+            deliver(sandbox.cfg, alice, prepared, sender="sender@example.org")
+        finally:
+            prepared.close()
+    box = mailbox.mbox(str(sandbox.spool("alice")), create=False)
+    try:
+        got = [box.get_bytes(key) for key in box.keys()]
+    finally:
+        box.close()
+    assert len(got) == len(batch)
+    for (headers, lines, final_newline, _), stored in zip(batch, got):
+        head, _, body = stored.partition(b"\n\n")
+        head_lines = head.split(b"\n")
+        assert head_lines[0] == b"Return-Path: <sender@example.org>"
+        assert head_lines[1] == b"Delivered-To: alice@localhost"
+        original = [name.encode() + b": " + value for name, value in headers]
+        assert head_lines[2:2 + len(original)] == original
+        assert all(line.split(b":")[0] in (b"X-Keywords",) for line in head_lines[2 + len(original):])
+        assert unquote_from_lines(body) == expected_body(lines, final_newline)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages(), min_size=1, max_size=6), chunk=st.integers(min_value=1, max_value=300))
+def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
+    """The scanner reads in chunks; where the chunks fall must never change what it finds."""
+    import os
+    from mailsuite import mbox
+    sandbox.clear_spools()
+    alice = sandbox.user("alice")
+    for _, _, _, raw in batch:
+        prepared = prepare_bytes(raw)
+        deliver(sandbox.cfg, alice, prepared, sender="s@example.org")
+        prepared.close()
+    fd = os.open(sandbox.spool("alice"), os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        whole = [m.as_tuple() for m in mbox.scan_range(fd, 0, size)[0]]
+        saved = mbox.CHUNK
+        mbox.CHUNK = chunk
+        try:
+            pieces = [m.as_tuple() for m in mbox.scan_range(fd, 0, size)[0]]
+        finally:
+            mbox.CHUNK = saved
+    finally:
+        os.close(fd)
+    assert pieces == whole
+    assert len(whole) == len(batch)

@@ -1,0 +1,197 @@
+"""The store: UIDs, flags, expunge, in-place writes, the index cache, foreign files."""
+
+import mailbox
+import os
+
+import pytest
+
+from mailsuite import mbox as mboxmod
+from mailsuite.deliver import deliver, open_spool, prepare_bytes
+from mailsuite.mbox import Mailbox, MailboxError
+
+
+def put(sandbox, user, *subjects, body=b"body\n"):
+    for subject in subjects:
+        prepared = prepare_bytes(b"Subject: " + subject.encode() + b"\n\n" + body)
+        deliver(sandbox.cfg, sandbox.user(user), prepared, sender="s@example.org")
+        prepared.close()
+
+
+def subjects(path):
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        return [box.get_message(k)["subject"] for k in box.keys()]
+    finally:
+        box.close()
+
+
+def test_readers_assign_ascending_uids_dovecot_style(sandbox):
+    put(sandbox, "alice", "a", "b", "c")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        assert [m.uid for m in box.scan().messages] == [0, 0, 0]
+        with box.locked():
+            index = box.sync()
+    assert [m.uid for m in index.messages] == [1, 2, 3]
+    assert index.uidvalidity > 0 and index.uidlast == 3
+    text = sandbox.spool("alice").read_bytes()
+    assert text.count(b"X-IMAPbase: %d 0000000003\n" % index.uidvalidity) == 1
+    assert [int(m["x-uid"]) for m in mailbox.mbox(str(sandbox.spool("alice")))] == [1, 2, 3]
+    put(sandbox, "alice", "d")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        index = box.sync()
+    assert [m.uid for m in index.messages] == [1, 2, 3, 4]
+
+
+def test_flag_changes_and_new_uids_are_written_in_place(sandbox):
+    put(sandbox, "alice", "a", "b")
+    path = sandbox.spool("alice")
+    before = os.stat(path)
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        box.sync()
+        index = box.sync(flags={2: (frozenset("ROAF"), ("$Label1", "work"))})
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)
+    assert [(sorted(m.flags), m.keywords) for m in index.messages] == [([], ()), (["A", "F", "O", "R"], ("$Label1", "work"))]
+    assert index.keywords == ("$Label1", "work")
+    msg = list(mailbox.mbox(str(path)))[1]
+    assert (msg["status"], msg["x-status"], msg["x-keywords"].strip()) == ("RO", "AF", "$Label1 work")
+
+
+def test_expunge_keeps_the_others_and_moves_imapbase(sandbox):
+    put(sandbox, "alice", "a", "b", "c", "d")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        first = box.sync()
+        index = box.sync(expunge={1, 3})
+    assert [m.uid for m in index.messages] == [2, 4]
+    assert (index.uidvalidity, index.uidlast) == (first.uidvalidity, 4)
+    assert subjects(sandbox.spool("alice")) == ["b", "d"]
+    assert sandbox.spool("alice").read_bytes().count(b"X-IMAPbase:") == 1
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        index = box.sync(expunge={2, 4})
+    assert index.messages == [] and sandbox.spool("alice").read_bytes() == b""
+
+
+def test_growing_flags_rewrite_the_tail_through_a_journal(sandbox):
+    put(sandbox, "alice", "a", "b", "c")
+    many = tuple(f"keyword{i}" for i in range(30))
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        box.sync()
+        index = box.sync(flags={2: (frozenset("R"), many)})
+    assert index.messages[1].keywords == many
+    assert [m.uid for m in index.messages] == [1, 2, 3]
+    assert subjects(sandbox.spool("alice")) == ["a", "b", "c"]
+    assert not list(sandbox.spool("alice").parent.glob(".alice.*"))
+
+
+def test_mail_appended_during_a_session_is_kept(sandbox):
+    put(sandbox, "alice", "a", "b")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        with box.locked():
+            seen = box.sync()
+        put(sandbox, "alice", "late")                 # another process delivers meanwhile
+        with box.locked():
+            index = box.sync(expunge={seen.messages[0].uid})
+    assert subjects(sandbox.spool("alice")) == ["b", "late"]
+    assert [m.uid for m in index.messages] == [2, 3]
+
+
+def test_append_with_uid_for_imap(sandbox):
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        assert box.append(b"Subject: one\r\n\r\nx", sender="a@b", assign_uid=True) == 1
+        assert box.append(b"Subject: two\n\ny", sender="a@b", flags=frozenset("RF"), assign_uid=True) == 2
+        index = box.scan()
+    assert [(m.uid, sorted(m.flags)) for m in index.messages] == [(1, []), (2, ["F", "R"])]
+    assert index.uidlast == 2
+
+
+def test_cache_rescans_only_the_appended_tail(sandbox, monkeypatch):
+    put(sandbox, "alice", *"abcdef")
+    calls = []
+    real = mboxmod.scan_range
+    monkeypatch.setattr(mboxmod, "scan_range", lambda fd, start, size: calls.append(start) or real(fd, start, size))
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        first = box.scan()
+        assert calls == [0]
+        assert box.scan().messages[-1].start == first.messages[-1].start and calls == [0]
+        put(sandbox, "alice", "g")
+        index = box.scan()
+    assert calls == [0, first.messages[-1].start]
+    assert len(index.messages) == 7
+    assert [(m.start, m.end) for m in index.messages[:6]] == [(m.start, m.end) for m in first.messages]
+
+
+def test_foreign_mbox_without_our_headers(sandbox):
+    path = sandbox.spool("alice")
+    path.write_bytes(b"From a@b Mon Jan  1 00:00:00 2024\nSubject: one\nStatus: RO\n\nhello\n\n"
+                     b"From c@d Mon Jan  1 00:00:01 2024\nSubject: two\nContent-Length: 6\n\nworld\n")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        index = box.scan()
+        assert [sorted(m.flags) for m in index.messages] == [["O", "R"], []]
+        assert box.read(index.messages[1]) == b"Subject: two\nContent-Length: 6\n\nworld\n"
+        assert index.messages[0].date.year == 2024
+        with box.locked():
+            index = box.sync()
+    assert [m.uid for m in index.messages] == [1, 2]
+    assert subjects(path) == ["one", "two"]
+    assert b"Content-Length: 6\n" in path.read_bytes()
+
+
+def test_uw_pseudo_message_is_kept_and_hidden(sandbox):
+    path = sandbox.spool("alice")
+    path.write_bytes(b"From MAILER-DAEMON Mon Jan  1 00:00:00 2024\nSubject: DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA\n"
+                     b"X-IMAP: 1700000000 0000000005\n\npseudo\n\n"
+                     b"From a@b Mon Jan  1 00:00:00 2024\nSubject: real\nX-UID: 5\n\nhi\n")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        index = box.scan()
+        assert [m.uid for m in index.messages] == [5]
+        assert (index.uidvalidity, index.uidlast) == (1700000000, 5)
+        put(sandbox, "alice", "new")
+        with box.locked():
+            index = box.sync()
+    assert [m.uid for m in index.messages] == [5, 6]
+    assert b"X-IMAP: 1700000000 0000000006" in path.read_bytes()
+
+
+def test_uids_that_do_not_ascend_are_reassigned(sandbox):
+    path = sandbox.spool("alice")
+    path.write_bytes(b"From a Mon Jan  1 00:00:00 2024\nX-IMAPbase: 17 0000000009\nX-UID: 4\n\n1\n\n"
+                     b"From a Mon Jan  1 00:00:00 2024\nX-UID: 3\n\n2\n\n"
+                     b"From a Mon Jan  1 00:00:00 2024\nX-UID: 99\n\n3\n")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        index = box.sync()
+    assert [m.uid for m in index.messages] == [4, 10, 11]
+
+
+@pytest.mark.parametrize("make", ["symlink", "hardlink", "fifo", "not_mbox"])
+def test_hostile_files_are_refused(sandbox, tmp_path, make):
+    path = sandbox.spool("alice")
+    path.unlink()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"secret\n")
+    if make == "symlink":
+        path.symlink_to(victim)
+    elif make == "hardlink":
+        os.link(victim, path)
+    elif make == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b"this is not a mailbox\n")
+    with pytest.raises(MailboxError):
+        box = Mailbox(str(path), sandbox.cfg, owner=sandbox.user("alice"))
+        box.scan()
+    assert victim.read_bytes() == b"secret\n"
+
+
+def test_writing_needs_the_lock(sandbox):
+    put(sandbox, "alice", "a")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        with pytest.raises(RuntimeError):
+            box.sync()
+
+
+def test_missing_mailbox_is_empty(sandbox):
+    sandbox.spool("bob").unlink()
+    box = Mailbox(str(sandbox.spool("bob")), sandbox.cfg, owner=sandbox.user("bob"))
+    assert not box.exists and box.scan().messages == []
+    with box.locked():
+        pass
