@@ -116,6 +116,26 @@ SCHEMA = {
         "max_message_size": Key("size", "50M", "largest message APPEND accepts"),
         "max_bad_commands": Key("int", "20", "close a session after this many syntax errors in a row"),
     },
+    "pop3": {
+        "listen": Key("list", "0.0.0.0:110", "pop3d -d: addresses to listen on, HOST:PORT ([::1]:110 for IPv6)"),
+        "listen_tls": Key("list", "", "pop3d -d: addresses for implicit TLS (POP3S), e.g. 0.0.0.0:995"),
+        "max_sessions": Key("int", "100", "pop3d -d: most concurrent sessions; beyond it clients are told to come back later"),
+        "idle_timeout": Key("duration", "10m", "close a session silent for this long (RFC 1939: at least 10 minutes)"),
+    },
+    "auth": {
+        "pam": Key("bool", "yes", "check system users' passwords through PAM (passwd-file users always use their hash)"),
+        "pam_service": Key("str", "mailsuite", "PAM service name (/etc/pam.d/NAME)"),
+        "allow_plaintext": Key("bool", "no", "accept passwords without TLS from any address (not only loopback)"),
+        "failure_delay": Key("duration", "2s", "pause after each failed login"),
+        "first_valid_uid": Key("int", "1000", "accounts below this uid (system accounts, root) never log in"),
+        "apop_secrets": Key("str", "", "APOP shared secrets, name:secret lines, mode 0600; empty disables APOP"),
+    },
+    "tls": {
+        "cert_file": Key("str", "", "PEM certificate chain for STARTTLS/STLS and implicit TLS; empty disables TLS"),
+        "key_file": Key("str", "", "PEM private key; empty = in cert_file"),
+        "min_version": Key("str", "TLSv1.2", "oldest TLS version accepted (TLSv1.2 or TLSv1.3)"),
+        "ciphers": Key("str", "", "OpenSSL cipher list for TLS 1.2; empty = Python's secure default"),
+    },
 }
 
 
