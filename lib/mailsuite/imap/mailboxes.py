@@ -362,15 +362,8 @@ class MailStore:
 
 
 def open_mbox(path, cfg, user):
-    """The store's Mailbox for a path, owner-checked.
-
-    The index cache is switched off: a cached tail scan validates X-UIDs
-    against the cached X-IMAPbase, so a message appended with a UID by
-    another session (IMAP APPEND/COPY) would be given a new UID.
-    """
-    box = mbox.Mailbox(path, cfg, owner=user)
-    box.cache = None
-    return box
+    """The store's Mailbox for a path, refused unless the user owns it."""
+    return mbox.Mailbox(path, cfg, owner=user)
 
 
 def _join(reference, pattern):
