@@ -33,6 +33,7 @@ from .selected import (
 )
 
 VERSION = "0.1.0"
+ANSWERED = object()  # a handler that already sent its tagged reply returns this
 SMALL_LITERAL = 64 << 10
 
 
@@ -251,7 +252,10 @@ class Session:
             return
         self.bad_in_a_row = 0
         try:
-            text = entry.handler(command) or f"{command.name} completed"
+            text = entry.handler(command)
+            if text is ANSWERED:
+                return
+            text = text or f"{command.name} completed"
         except No as exc:
             self.updates(command)
             self.tagged(command.tag, "NO", str(exc))
@@ -311,7 +315,7 @@ class Session:
             self.conn.starttls(self.tls_context)
         except (ssl.SSLError, OSError) as exc:
             raise server.PeerGone(str(exc)) from None
-        return None
+        return ANSWERED
 
     def cmd_login(self, command):
         if not self.plaintext_ok():
