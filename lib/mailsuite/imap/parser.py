@@ -188,6 +188,8 @@ class Cursor:
         if not self.at_end():
             if self.peek() == b" ":
                 self.fail("unexpected extra arguments")
+            if self.data[self.pos] >= 0x80:
+                self.fail("8-bit characters are not allowed outside quoted strings and literals")
             self.fail(f"unexpected characters: {self._excerpt()}")
 
     def _excerpt(self):
@@ -200,11 +202,11 @@ class Cursor:
             self.pos += 1
         return data[start : self.pos]
 
-    def atom(self, chars=ATOM_CHARS, what="atom"):
+    def atom(self, chars=ATOM_CHARS, what="an atom"):
         value = self.run_of(chars)
         if not value:
             if not self.at_end() and self.data[self.pos] >= 0x80:
-                self.fail(f"8-bit characters are not allowed in an {what}")
+                self.fail(f"8-bit characters are not allowed in {what}")
             self.fail(f"expected {what}" if not self.at_end() else f"missing {what}")
         return value.decode("ascii")
 
@@ -261,7 +263,7 @@ class Cursor:
     def astring_bytes(self):
         if self.peek() in (b'"', b"{"):
             return self.string_bytes()
-        return self.atom(ASTRING_CHARS, "astring").encode()
+        return self.atom(ASTRING_CHARS, "an astring").encode()
 
     def astring(self):
         return _text(self.astring_bytes())
