@@ -58,6 +58,8 @@ class SelectedMailbox:
         self.dirty = {}  # uid -> (letters, keywords) to write back
         self.keywords = ()
         self.uidvalidity = 0
+        self.placeholder = False
+        self.news = []  # untagged responses found while loading, sent at the next refresh
         self.uidnext = 1
         self._first_scan()
 
@@ -81,12 +83,15 @@ class SelectedMailbox:
         self.write_back()
 
     def _load(self, index):
-        if self.uidvalidity and index.uidvalidity and index.uidvalidity != self.uidvalidity:
-            raise UidValidityChanged()
-        if index.uidvalidity:
-            self.uidvalidity = index.uidvalidity
+        if index.uidvalidity and index.uidvalidity != self.uidvalidity:
+            if self.uidvalidity and not self.placeholder:
+                raise UidValidityChanged()
+            if self.uidvalidity:
+                self.news.append(("OK", f"[UIDVALIDITY {index.uidvalidity}]", "UIDs valid"))
+            self.uidvalidity, self.placeholder = index.uidvalidity, False
         elif not self.uidvalidity:
-            self.uidvalidity = placeholder_uidvalidity(self.box)
+            # an empty file has no X-IMAPbase to keep it in; the first message brings the real one
+            self.uidvalidity, self.placeholder = placeholder_uidvalidity(self.box), True
         self.uidnext = index.uidnext
         self.keywords = index.keywords
         self.messages = {m.uid: m for m in index.messages}
@@ -168,7 +173,7 @@ class SelectedMailbox:
         """Untagged responses (as tuples of parts) for changes made by others."""
         self.write_back()
         index = self._load(self._scan())
-        out = []
+        out, self.news = self.news, []
         present = self.messages
         gone = [uid for uid in self.uids if uid not in present]
         self.expunged.update(gone)
