@@ -21,6 +21,15 @@ FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
 SYSTEM_FLAG_NAMES = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
 
+def scan_with_uids(box):
+    """The current index, new messages given their UIDs first (under the lock)."""
+    index = box.scan()
+    if box.exists and (any(not m.uid for m in index.messages) or (index.messages and not index.uidvalidity)):
+        with box.locked():
+            index = box.sync()
+    return index
+
+
 class UidValidityChanged(Exception):
     """The file was replaced or rewritten without its UIDs: the session must end."""
 
@@ -66,12 +75,7 @@ class SelectedMailbox:
     # -- reading the file --
 
     def _scan(self):
-        """The current index, with UIDs assigned to new messages (under the lock)."""
-        index = self.box.scan()
-        if self.box.exists and any(not m.uid for m in index.messages):
-            with self.box.locked():
-                index = self.box.sync()
-        return index
+        return scan_with_uids(self.box)
 
     def _first_scan(self):
         index = self._load(self._scan())

@@ -29,7 +29,8 @@ from .mailboxes import MailboxNameError, MailStore, NoSuchMailbox
 from .response import astring, untagged
 from .search import SearchContext, compile_search
 from .selected import (
-    SYSTEM_FLAG_NAMES, SelectedMailbox, UidValidityChanged, flag_names, placeholder_uidvalidity, split_flags,
+    SYSTEM_FLAG_NAMES, SelectedMailbox, UidValidityChanged, flag_names, placeholder_uidvalidity, scan_with_uids,
+    split_flags,
 )
 
 VERSION = "0.1.0"
@@ -461,7 +462,7 @@ class Session:
         except (NoSuchMailbox, MailboxNameError):
             raise No("[NONEXISTENT] no such mailbox") from None
         try:
-            index = box.scan()
+            index = scan_with_uids(box)
             values = {
                 "MESSAGES": len(index.messages),
                 "RECENT": sum(1 for m in index.messages if "O" not in m.flags),
