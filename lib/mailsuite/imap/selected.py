@@ -70,12 +70,25 @@ class SelectedMailbox:
         self.placeholder = False
         self.news = []  # untagged responses found while loading, sent at the next refresh
         self.uidnext = 1
+        self._seen_key = None
         self._first_scan()
 
     # -- reading the file --
 
+    def _file_key(self):
+        try:
+            st = os.fstat(self.box.fd) if self.box.fd is not None else os.stat(self.box.path)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
     def _scan(self):
+        self._seen_key = self._file_key()
         return scan_with_uids(self.box)
+
+    def _unchanged(self):
+        """True when the file is exactly as we last read it (every rewrite moves mtime_ns)."""
+        return self._seen_key is not None and self._file_key() == self._seen_key
 
     def _first_scan(self):
         index = self._load(self._scan())
@@ -99,6 +112,7 @@ class SelectedMailbox:
         self.uidnext = index.uidnext
         self.keywords = index.keywords
         self.messages = {m.uid: m for m in index.messages}
+        self.expunged.update(uid for uid in self.uids if uid not in self.messages)
         return index
 
     def _make_recent(self, m):
@@ -154,7 +168,8 @@ class SelectedMailbox:
 
     def refresh_positions(self):
         """Re-read message offsets (caller holds the lock) without announcing anything."""
-        self._load(self._scan())
+        if not self._unchanged():
+            self._load(self._scan())
 
     def reload(self, index):
         self._load(index)
@@ -168,6 +183,7 @@ class SelectedMailbox:
         keywords = [k for _, kws in pending.values() for k in kws]
         with self.box.locked():
             index = self.box.sync(flags=pending, keywords=keywords)
+            self._seen_key = self._file_key()
         for uid, change in pending.items():
             self.state[uid] = change
         self.dirty.clear()
@@ -176,19 +192,19 @@ class SelectedMailbox:
     def refresh(self, allow_expunge=True):
         """Untagged responses (as tuples of parts) for changes made by others."""
         self.write_back()
+        if self._unchanged() and not self.news and not self.expunged:
+            return []
         index = self._load(self._scan())
         out, self.news = self.news, []
         present = self.messages
-        gone = [uid for uid in self.uids if uid not in present]
-        self.expunged.update(gone)
         if allow_expunge and self.expunged:
-            for seq in range(len(self.uids), 0, -1):
+            for seq in range(len(self.uids), 0, -1):  # highest first: lower numbers stay valid
                 uid = self.uids[seq - 1]
                 if uid in self.expunged:
                     out.append((str(seq), "EXPUNGE"))
-                    del self.uids[seq - 1]
                     self.state.pop(uid, None)
                     self.recent.discard(uid)
+            self.uids = [uid for uid in self.uids if uid not in self.expunged]
             self.expunged.clear()
         seq_of = self.seq_of_uid()
         for uid, seq in seq_of.items():
@@ -221,6 +237,7 @@ class SelectedMailbox:
                 current = self.box.sync()
                 doomed = [m.uid for m in current.messages if m.uid in set(doomed) and "D" in m.flags]
                 index = self.box.sync(expunge=doomed)
+                self._seen_key = self._file_key()
             self._load(index)
         return doomed
 

@@ -574,7 +574,7 @@ class Session:
             msg = selected.messages.get(uid)
             if msg is None:
                 continue  # expunged by another session, not yet announced
-            fetcher = MessageFetcher(selected.box, msg, self.sizes)
+            fetcher = None
             items = []
             show_flags = False
             if sets_seen:
@@ -589,6 +589,7 @@ class Session:
                     show_flags = False
                     items += ["FLAGS", selected.imap_flags(uid)]
                 else:
+                    fetcher = fetcher or MessageFetcher(selected.box, msg, self.sizes)
                     items += [att.response_name(), fetcher.item(att)]
             if show_flags:
                 items += ["FLAGS", selected.imap_flags(uid)]
