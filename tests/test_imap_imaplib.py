@@ -286,3 +286,43 @@ def test_literal_plus_and_sync_literals(box):
     out, _ = raw_session(box, b"a LOGIN {5+}\r\nalice {5}\r\nalice\r\nb SELECT {5+}\r\nINBOX\r\nc LOGOUT\r\n", preauth=False)
     assert b"a OK" in out and b"b OK [READ-WRITE]" in out
     assert out.count(b"+ Ready for literal data") == 1
+
+
+def test_rename_inbox_moves_its_messages(box):
+    imap = session(box)
+    assert imap.rename("INBOX", "Old")[0] == "OK"
+    assert imap.select("INBOX") == ("OK", [b"0"])
+    assert imap.select("Old") == ("OK", [b"3"])
+    typ, data = imap.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert [d[1] for d in data if isinstance(d, tuple)][0] == b"Subject: hello\r\n\r\n"
+    imap.logout()
+
+
+def test_special_use(box):
+    with open(box.conf, "a") as f:
+        f.write("\n[imap]\nspecial_use = Sent=\\Sent Trash=\\Trash\n")
+    imap = session(box)
+    assert "SPECIAL-USE" in imap.capabilities or b"SPECIAL-USE" in imap.capability()[1][0]
+    imap.create("Sent")
+    imap.create("Trash")
+    typ, data = imap.list()
+    assert b'(\\NoInferiors \\Sent) "/" Sent' in data
+    assert b'(\\NoInferiors \\Trash) "/" Trash' in data
+    imap.logout()
+
+
+def test_append_and_move_within_the_selected_mailbox_are_announced(box):
+    imap = session(box)
+    imap.select("INBOX")
+    imap.untagged_responses.clear()
+    imap.append("INBOX", None, None, b"Subject: more\r\n\r\nmore\r\n")
+    assert imap.untagged_responses.pop("EXISTS") == [b"4"]
+    imap.create("Elsewhere")
+    imap.untagged_responses.clear()
+    typ, data = imap._simple_command("MOVE", "2", "Elsewhere")
+    assert typ == "OK"
+    assert imap.untagged_responses.pop("EXPUNGE") == [b"2"]
+    assert any(b"COPYUID" in r for r in imap.untagged_responses.pop("OK"))
+    typ, data = imap.copy("1", "INBOX")
+    assert imap.untagged_responses.pop("EXISTS") == [b"4"]
+    imap.logout()

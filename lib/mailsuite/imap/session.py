@@ -668,6 +668,9 @@ class Session:
             target = self.store.open_for_append(target_name)
         except (NoSuchMailbox, MailboxNameError):
             raise No("[TRYCREATE] no such mailbox") from None
+        if target.path == selected.box.path:  # one Mailbox per file: its locks are re-entrant
+            target.close()
+            target = selected.box
         selected.write_back()
         source_uids, new_uids = [], []
         try:
@@ -691,7 +694,8 @@ class Session:
                     index = selected.box.sync(expunge=source_uids)
                     selected.reload(index)
         finally:
-            target.close()
+            if target is not selected.box:
+                target.close()
         if not source_uids:
             return f"{command.name} completed"
         code = f"[COPYUID {uidvalidity} {_uid_set(source_uids)} {_uid_set(new_uids)}]"
