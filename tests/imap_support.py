@@ -132,3 +132,14 @@ def fetch_map(imap, items="(UID FLAGS)"):
     typ, data = imap.uid("FETCH", "1:*", items)
     assert typ == "OK", data
     return [d for d in data if d is not None]
+
+
+def set_imap_option(sandbox, key, value):
+    """Set one [imap] key in the sandbox's config file."""
+    path = Path(sandbox.conf)
+    text = path.read_text()
+    if "\n[imap]\n" in "\n" + text:
+        text = text.replace("[imap]\n", f"[imap]\n{key} = {value}\n", 1)
+    else:
+        text += f"\n[imap]\n{key} = {value}\n"
+    path.write_text(text)

@@ -5,7 +5,7 @@ import select
 import subprocess
 import time
 
-from imap_support import deliver, imapd_command
+from imap_support import deliver, imapd_command, set_imap_option
 
 
 class Client:
@@ -40,8 +40,7 @@ class Client:
 
 
 def test_delivery_wakes_idle(sandbox):
-    with open(sandbox.conf, "a") as f:
-        f.write("\n[imap]\nidle_poll = 10m\n")  # so only inotify can wake it in time
+    set_imap_option(sandbox, "idle_poll", "10m")  # so only inotify can wake it in time
     client = Client(sandbox)
     client.send(b"a SELECT INBOX")
     client.wait_for(b"a OK")
@@ -65,8 +64,7 @@ def test_delivery_wakes_idle(sandbox):
 def test_idle_sees_flags_and_expunges_from_another_session(sandbox):
     deliver(sandbox, "alice", b"Subject: one\n\n1\n")
     deliver(sandbox, "alice", b"Subject: two\n\n2\n")
-    with open(sandbox.conf, "a") as f:
-        f.write("\n[imap]\nidle_poll = 10m\n")
+    set_imap_option(sandbox, "idle_poll", "10m")
     idler, other = Client(sandbox), Client(sandbox)
     idler.send(b"a SELECT INBOX")
     idler.wait_for(b"a OK")

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from imap_support import deliver, imapd, raw_session
+from imap_support import deliver, imapd, raw_session, set_imap_option
 
 SIMPLE = b"From: Alice <alice@example.org>\nTo: bob@example.org\nSubject: hello\nDate: Mon, 2 Jan 2023 10:00:00 +0000\nMessage-ID: <1@example.org>\n\nfirst body line\nFrom the start\n"
 MIME = (
@@ -299,8 +299,7 @@ def test_rename_inbox_moves_its_messages(box):
 
 
 def test_special_use(box):
-    with open(box.conf, "a") as f:
-        f.write("\n[imap]\nspecial_use = Sent=\\Sent Trash=\\Trash\n")
+    set_imap_option(box, "special_use", "Sent=\\Sent Trash=\\Trash")
     imap = session(box)
     assert "SPECIAL-USE" in imap.capabilities or b"SPECIAL-USE" in imap.capability()[1][0]
     imap.create("Sent")

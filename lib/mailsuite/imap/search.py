@@ -126,6 +126,17 @@ def _to_text(data, params):
 
 def decoded_body_text(message):
     """All text parts of a message, transfer- and charset-decoded, joined."""
+    fields = bodystructure.header_fields(message.header)
+    maintype, _, params = bodystructure.parse_content_type(
+        bodystructure.first(fields, b"content-type"), bodystructure.DEFAULT_TYPE
+    )
+    if maintype not in (b"multipart", b"message"):
+        # one part: decode the body in one go, no MIME walk
+        if maintype != b"text":
+            return ""
+        raw = b"".join(message.range_chunks(len(message.header), len(message.header) + MAX_DECODED_TEXT))
+        data = _decode_transfer(raw, bodystructure.first(fields, b"content-transfer-encoding"))
+        return _to_text(data, params)
     root = bodystructure.parse(message.lines())
     pieces = []
     budget = MAX_DECODED_TEXT

@@ -593,7 +593,10 @@ class Session:
                     items += [att.response_name(), fetcher.item(att)]
             if show_flags:
                 items += ["FLAGS", selected.imap_flags(uid)]
-            self.send(str(seq), "FETCH", items)
+            if fetcher is None:  # UID, FLAGS, INTERNALDATE only: plain text, no serialiser
+                self.send_line(f"* {seq} FETCH ({' '.join(map(_plain, items))})")
+            else:
+                self.send(str(seq), "FETCH", items)
 
     def cmd_store(self, command):
         sequence, store = command.args
@@ -711,6 +714,13 @@ class Session:
 def mailbox_name(name):
     """A mailbox name in a response: an atom when it is one, else quoted or a literal."""
     return astring(name).decode("utf-8", "surrogateescape")
+
+
+def _plain(value):
+    """UID numbers, flag lists and atoms as protocol text."""
+    if isinstance(value, tuple):
+        return "(" + " ".join(value) + ")"
+    return str(value)
 
 
 def _uid_set(uids):
