@@ -110,6 +110,12 @@ class SelectedMailbox:
             # an empty file has no X-IMAPbase to keep it in; the first message brings the real one
             self.uidvalidity, self.placeholder = placeholder_uidvalidity(self.box), True
         self.uidnext = index.uidnext
+        if self.keywords != index.keywords and self.uids:
+            # a new keyword: tell the client the new flag set (RFC 3501 7.2.6)
+            flags = SYSTEM_FLAG_NAMES + tuple(index.keywords)
+            self.news.append(("FLAGS", "(" + " ".join(flags) + ")"))
+            if not self.readonly:
+                self.news.append(("OK", "[PERMANENTFLAGS (" + " ".join(flags + ("\\*",)) + ")]", "Flags permitted."))
         self.keywords = index.keywords
         self.messages = {m.uid: m for m in index.messages}
         self.expunged.update(uid for uid in self.uids if uid not in self.messages)

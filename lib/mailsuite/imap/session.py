@@ -21,6 +21,7 @@ import ssl
 import time
 
 from .. import auth, mbox, server
+from ..deliver import DeliveryError
 from ..locking import LockTimeout
 from . import parser
 from .fetch import MessageFetcher
@@ -276,6 +277,13 @@ class Session:
             self.logger.error("%s: %s", command.name, exc)
             self.tagged(command.tag, "NO", f"[SERVERBUG] {exc.strerror or 'system error'}")
             return
+        except (server.PeerGone, server.IdleTimeout, UidValidityChanged):
+            raise
+        except Exception:
+            # a bug must cost the command, not the session and the user's pending flag changes
+            self.logger.exception("%s failed", command.name)
+            self.tagged(command.tag, "NO", "[SERVERBUG] internal error; see the server log")
+            return
         if self.state == State.LOGOUT:
             self.tagged(command.tag, "OK", text)
             return
@@ -495,9 +503,7 @@ class Session:
                     assign_uid=True,
                 )
                 uidvalidity = box.scan().uidvalidity
-        except mbox.MailboxError:
-            raise
-        except ValueError as exc:
+        except DeliveryError as exc:
             raise No(f"message refused: {exc}") from None
         finally:
             box.close()
