@@ -19,6 +19,8 @@ S: * OK [UIDVALIDITY <ANY>] UIDs valid
 S: * OK [UIDNEXT 3] Predicted next UID
 S: b1 OK [READ-WRITE] SELECT completed
 S: * 1 FETCH (FLAGS (\Flagged $Todo \Recent))
+S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo)
+S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo \*)] Flags permitted.
 S: b2 OK STORE completed
 S: b3 OK STORE completed
 S: * 1 FETCH (UID 1 FLAGS ($Todo \Recent))
