@@ -36,7 +36,7 @@ from .selected import (
 
 VERSION = "0.1.0"
 ANSWERED = object()  # a handler that already sent its tagged reply returns this
-SMALL_LITERAL = 64 << 10
+LOCK_BATCH_BYTES = 4 << 20  # content read (and sent) under one hold of the mailbox lock
 
 
 class State(enum.Enum):
@@ -567,12 +567,31 @@ class Session:
         sets_seen = not selected.readonly and any(a.sets_seen for a in wanted)
         targets = self.targets(command, sequence)
         if needs_content:
-            with selected.box.locked():
-                selected.refresh_positions()
-                self._fetch_each(targets, wanted, sets_seen)
+            for batch in self.locked_batches(targets):
+                self._fetch_each(batch, wanted, sets_seen)
         else:
             self._fetch_each(targets, wanted, sets_seen)
         selected.write_back()
+
+    def locked_batches(self, targets):
+        """Targets in batches, each read under the lock with fresh offsets.
+
+        Message offsets are only valid while nobody rewrites the file, but a
+        FETCH of a whole big mailbox must not keep deliveries waiting: the
+        lock is let go between batches of about LOCK_BATCH_BYTES.
+        """
+        selected = self.selected
+        start = 0
+        while start < len(targets):
+            with selected.box.locked():
+                selected.refresh_positions()
+                size, end = 0, start
+                while end < len(targets) and (end == start or size < LOCK_BATCH_BYTES):
+                    msg = selected.messages.get(targets[end][1])
+                    size += msg.size if msg is not None else 0
+                    end += 1
+                yield targets[start:end]
+            start = end
 
     def _fetch_each(self, targets, wanted, sets_seen):
         selected = self.selected
@@ -645,8 +664,8 @@ class Session:
         largest_uid = selected.uids[-1] if selected.uids else 0
         found = []
 
-        def run():
-            for seq, uid in enumerate(selected.uids, 1):
+        def run(batch):
+            for seq, uid in batch:
                 msg = selected.messages.get(uid)
                 if msg is None:
                     continue
@@ -659,12 +678,12 @@ class Session:
                 if predicate(ctx):
                     found.append(str(uid if command.uid else seq))
 
+        everything = list(enumerate(selected.uids, 1))
         if needs_content:
-            with selected.box.locked():
-                selected.refresh_positions()
-                run()
+            for batch in self.locked_batches(everything):
+                run(batch)
         else:
-            run()
+            run(everything)
         self.send("SEARCH", *found)
 
     def cmd_copy(self, command, move=False):
