@@ -123,3 +123,9 @@ def test_token_soup_never_crashes_the_parser(tokens):
         parse_command(b"a " + b"".join(tokens))
     except (ParseError, BadCharset):
         pass
+
+
+def test_grammar_and_command_table_agree():
+    from mailsuite.imap.session import COMMANDS
+    grammar = set(parser.ARGUMENTS) | {"UID " + name for name in parser.UID_ARGUMENTS}
+    assert grammar == set(COMMANDS)

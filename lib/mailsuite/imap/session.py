@@ -19,6 +19,7 @@ import enum
 import re
 import ssl
 import time
+from typing import NamedTuple
 
 from .. import auth, mbox, server
 from ..deliver import DeliveryError
@@ -60,12 +61,51 @@ class Bad(Exception):
     """Tagged BAD."""
 
 
-class Command:
-    __slots__ = ("handler", "states")
+class Entry(NamedTuple):
+    """A row of the command table: the Session method and the states it is valid in."""
 
-    def __init__(self, handler, states):
-        self.handler = handler
-        self.states = states
+    handler: str
+    states: frozenset
+
+
+# RFC 3501 section 6 and the extensions, by state (the UID forms are their own rows)
+COMMANDS = {
+    "CAPABILITY": Entry("cmd_capability", ANY),
+    "NOOP": Entry("cmd_noop", ANY),
+    "LOGOUT": Entry("cmd_logout", ANY),
+    "ID": Entry("cmd_id", ANY),
+    "STARTTLS": Entry("cmd_starttls", NOT_AUTH),
+    "AUTHENTICATE": Entry("cmd_authenticate", NOT_AUTH),
+    "LOGIN": Entry("cmd_login", NOT_AUTH),
+    "SELECT": Entry("cmd_select", AUTH),
+    "EXAMINE": Entry("cmd_examine", AUTH),
+    "CREATE": Entry("cmd_create", AUTH),
+    "DELETE": Entry("cmd_delete", AUTH),
+    "RENAME": Entry("cmd_rename", AUTH),
+    "SUBSCRIBE": Entry("cmd_subscribe", AUTH),
+    "UNSUBSCRIBE": Entry("cmd_unsubscribe", AUTH),
+    "LIST": Entry("cmd_list", AUTH),
+    "LSUB": Entry("cmd_lsub", AUTH),
+    "STATUS": Entry("cmd_status", AUTH),
+    "APPEND": Entry("cmd_append", AUTH),
+    "NAMESPACE": Entry("cmd_namespace", AUTH),
+    "IDLE": Entry("cmd_idle", AUTH),
+    "CHECK": Entry("cmd_check", SELECTED),
+    "CLOSE": Entry("cmd_close", SELECTED),
+    "UNSELECT": Entry("cmd_unselect", SELECTED),
+    "EXPUNGE": Entry("cmd_expunge", SELECTED),
+    "SEARCH": Entry("cmd_search", SELECTED),
+    "FETCH": Entry("cmd_fetch", SELECTED),
+    "STORE": Entry("cmd_store", SELECTED),
+    "COPY": Entry("cmd_copy", SELECTED),
+    "MOVE": Entry("cmd_move", SELECTED),
+    "UID FETCH": Entry("cmd_fetch", SELECTED),
+    "UID SEARCH": Entry("cmd_search", SELECTED),
+    "UID STORE": Entry("cmd_store", SELECTED),
+    "UID COPY": Entry("cmd_copy", SELECTED),
+    "UID MOVE": Entry("cmd_move", SELECTED),
+    "UID EXPUNGE": Entry("cmd_expunge", SELECTED),
+}
 
 
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,20})(\+?)\}\r?\n\Z")
@@ -87,45 +127,6 @@ class Session:
         self.preauth_user = preauth_user
 
     # --- the command table ---------------------------------------------------
-
-    def commands(self):
-        return {
-            "CAPABILITY": Command(self.cmd_capability, ANY),
-            "NOOP": Command(self.cmd_noop, ANY),
-            "LOGOUT": Command(self.cmd_logout, ANY),
-            "ID": Command(self.cmd_id, ANY),
-            "STARTTLS": Command(self.cmd_starttls, NOT_AUTH),
-            "AUTHENTICATE": Command(self.cmd_authenticate, NOT_AUTH),
-            "LOGIN": Command(self.cmd_login, NOT_AUTH),
-            "SELECT": Command(self.cmd_select, AUTH),
-            "EXAMINE": Command(self.cmd_examine, AUTH),
-            "CREATE": Command(self.cmd_create, AUTH),
-            "DELETE": Command(self.cmd_delete, AUTH),
-            "RENAME": Command(self.cmd_rename, AUTH),
-            "SUBSCRIBE": Command(self.cmd_subscribe, AUTH),
-            "UNSUBSCRIBE": Command(self.cmd_unsubscribe, AUTH),
-            "LIST": Command(self.cmd_list, AUTH),
-            "LSUB": Command(self.cmd_lsub, AUTH),
-            "STATUS": Command(self.cmd_status, AUTH),
-            "APPEND": Command(self.cmd_append, AUTH),
-            "NAMESPACE": Command(self.cmd_namespace, AUTH),
-            "IDLE": Command(self.cmd_idle, AUTH),
-            "CHECK": Command(self.cmd_check, SELECTED),
-            "CLOSE": Command(self.cmd_close, SELECTED),
-            "UNSELECT": Command(self.cmd_unselect, SELECTED),
-            "EXPUNGE": Command(self.cmd_expunge, SELECTED),
-            "SEARCH": Command(self.cmd_search, SELECTED),
-            "FETCH": Command(self.cmd_fetch, SELECTED),
-            "STORE": Command(self.cmd_store, SELECTED),
-            "COPY": Command(self.cmd_copy, SELECTED),
-            "MOVE": Command(self.cmd_move, SELECTED),
-            "UID FETCH": Command(self.cmd_fetch, SELECTED),
-            "UID SEARCH": Command(self.cmd_search, SELECTED),
-            "UID STORE": Command(self.cmd_store, SELECTED),
-            "UID COPY": Command(self.cmd_copy, SELECTED),
-            "UID MOVE": Command(self.cmd_move, SELECTED),
-            "UID EXPUNGE": Command(self.cmd_expunge, SELECTED),
-        }
 
     # uses message numbers: no EXPUNGE may be sent while they run (RFC 3501 7.4.1)
     NUMBERED = frozenset(("FETCH", "STORE", "SEARCH", "COPY"))
@@ -247,14 +248,14 @@ class Session:
             self.tagged(exc.tag or "*", "BAD", str(exc))
             self.count_bad()
             return
-        entry = self.commands()[command.name]
+        entry = COMMANDS[command.name]
         if self.state not in entry.states:
             self.tagged(command.tag, "BAD", f"{command.name} not allowed in the {self.state.value} state")
             self.count_bad()
             return
         self.bad_in_a_row = 0
         try:
-            text = entry.handler(command)
+            text = getattr(self, entry.handler)(command)
             if text is ANSWERED:
                 return
             text = text or f"{command.name} completed"
