@@ -41,7 +41,8 @@ class Session:
     """One server process; commands timed until their tagged reply."""
 
     def __init__(self, argv, env):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env, bufsize=0)
         self.fd = self.proc.stdout.fileno()
         self.counter = 0
         self.read_until(b"\r\n")

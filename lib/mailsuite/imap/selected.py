@@ -91,10 +91,10 @@ class SelectedMailbox:
         return self._seen_key is not None and self._file_key() == self._seen_key
 
     def _first_scan(self):
-        index = self._load(self._scan())
-        for m in index.messages:
-            self.uids.append(m.uid)
-            self.state[m.uid] = (m.flags, m.keywords)
+        messages = self._load(self._scan()).messages
+        self.uids = [m.uid for m in messages]
+        self.state = {m.uid: (m.flags, m.keywords) for m in messages}
+        for m in messages:
             if "O" not in m.flags:
                 self._make_recent(m)
         self.write_back()
