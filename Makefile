@@ -37,7 +37,7 @@ bench: $(VENV)/.test-deps
 	$(VPY) tests/bench/run.py
 
 install:
-	$(PYTHON) -m pip install --no-deps --root '$(or $(DESTDIR),/)' --prefix '$(PREFIX)' .
+	$(PYTHON) -m pip install --no-deps --ignore-installed --root '$(or $(DESTDIR),/)' --prefix '$(PREFIX)' .
 	install -d '$(DESTDIR)$(EXAMPLES)'
 	cp -R etc/. '$(DESTDIR)$(EXAMPLES)/'
 	for page in man/*.[1-8]; do \

@@ -1,6 +1,5 @@
 """Locks that other mail programs honour, and that we honour in turn."""
 
-import fcntl
 import os
 import subprocess
 import sys

@@ -12,7 +12,7 @@ treated as a miss, never as a failure of the mailbox.
 import marshal
 import os
 
-_VERSION = 1
+_VERSION = 2
 _SCHEMA = """CREATE TABLE IF NOT EXISTS mailbox (
     path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,
     tail BLOB, data BLOB)"""

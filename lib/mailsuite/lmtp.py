@@ -8,7 +8,6 @@ RCPT order, as the RFC requires.
 
 import re
 
-from . import log
 from .deliver import DeliveryError, deliver, prepare, temporary_file
 from .mail_local import _local_part
 

@@ -23,6 +23,7 @@ SANDBOX_SETTINGS = {
     ("mailsuite", "sandbox"): "yes",
     ("mailsuite", "log_socket"): "",
     ("mailsuite", "lock_timeout"): "30s",
+    ("pop3", "listen"): "127.0.0.1:1100",
     ("imap", "listen"): "127.0.0.1:1430",
 }
 

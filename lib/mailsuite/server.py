@@ -174,6 +174,11 @@ class Connection:
         self._sock.settimeout(self._timeout)
         self.is_tls = True
 
+    @property
+    def can_starttls(self):
+        """TLS can still be started: a socket, not pipes, and not already TLS."""
+        return self._sock is not None and not self.is_tls
+
     def set_timeout(self, seconds):
         self._timeout = seconds
         if self._sock is not None:
