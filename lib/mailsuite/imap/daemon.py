@@ -12,6 +12,7 @@ Exit status: 0, or a sysexits code with a one-line message.
 
 import argparse
 import os
+import sqlite3  # noqa: F401  (loaded before the drop to the user: the index cache needs it later)
 import sys
 
 from .. import config, log, server
@@ -21,6 +22,13 @@ from ..users import UserDB
 from .session import Session
 
 USAGE = "imapd [-C FILE] [-d | --preauth USER]"
+
+
+class _Arguments(argparse.ArgumentParser):
+    """Usage errors exit EX_USAGE with one line, like every mailsuite program."""
+
+    def error(self, message):
+        raise Fatal(os.EX_USAGE, f"{message} (usage: {USAGE})")
 
 
 def parse_listen(items, implicit_tls):
@@ -34,13 +42,13 @@ def parse_listen(items, implicit_tls):
 
 
 def main(argv):
-    ap = argparse.ArgumentParser(prog="imapd", usage=USAGE, description="IMAP4rev1 server on the mail spool and ~/mail.")
+    ap = _Arguments(prog="imapd", usage=USAGE, description="IMAP4rev1 server on the mail spool and ~/mail.")
     ap.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
     ap.add_argument("-d", dest="daemon", action="store_true", help="standalone: listen and fork per client")
     ap.add_argument("--preauth", metavar="USER", help="serve USER on stdin/stdout without a login")
     ap.add_argument("--tls", action="store_true", help="inetd mode with implicit TLS (imaps)")
     args = ap.parse_args(argv[1:])
-    cfg = config.load(args.config)
+    cfg = config.load(args.config, required=args.config is not None)
     logger = log.setup(cfg, "imapd")
     tls = server.tls_context(cfg, "imap")
     authenticator = Authenticator(cfg, "imap", logger)
