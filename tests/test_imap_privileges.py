@@ -58,7 +58,10 @@ def system():
     threading.Thread(target=proc.stderr.read, daemon=True).start()
     yield top, port, proc
     for pid in children_of(proc.pid):
-        os.kill(pid, 15)
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass  # the session ended on its own meanwhile
     proc.terminate()
     proc.wait(10)
     shutil.rmtree(top)
