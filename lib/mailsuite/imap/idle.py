@@ -21,7 +21,12 @@ if pyinotify is not None:
 
 
 def input_fd(conn):
-    """The descriptor the client's input arrives on."""
+    """The descriptor the client's input arrives on.
+
+    IDLE must wait on the client and on inotify at once, which the
+    Connection API (line and exact reads) cannot express; until it offers
+    `fileno()`, its socket or input pipe is looked up directly.
+    """
     if hasattr(conn, "fileno"):
         return conn.fileno()
     sock = getattr(conn, "_sock", None)
