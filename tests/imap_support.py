@@ -60,7 +60,7 @@ class StreamIMAP(imaplib.IMAP4_stream):
         self.sock = None
         self.file = None
         self.process = subprocess.Popen(
-            self._args, bufsize=0, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._env,
+            self._args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._env,
             stderr=subprocess.DEVNULL,
         )
         self.writefile = self.process.stdin

@@ -325,3 +325,19 @@ def test_append_and_move_within_the_selected_mailbox_are_announced(box):
     typ, data = imap.copy("1", "INBOX")
     assert imap.untagged_responses.pop("EXISTS") == [b"4"]
     imap.logout()
+
+
+def test_big_append_round_trip(box):
+    """A message bigger than the in-memory limit goes through a temporary file, byte for byte."""
+    body = b"".join(b"line %07d of a big message, From the start\r\n" % n for n in range(60000))
+    message = b"Subject: big\r\nFrom: a@example.org\r\n\r\n" + body
+    imap = session(box)
+    typ, data = imap.append("INBOX", None, None, message)
+    assert typ == "OK", data
+    imap.select("INBOX")
+    typ, data = imap.fetch("4", "(RFC822.SIZE BODY.PEEK[TEXT]<0.44> BODY.PEEK[TEXT])")
+    assert b"RFC822.SIZE %d" % len(message) in data[0][0]
+    parts = [d[1] for d in data if isinstance(d, tuple)]
+    assert parts[0] == b"line 0000000 of a big message, From the star"
+    assert parts[1] == body
+    imap.logout()

@@ -137,7 +137,7 @@ class Append:
     mailbox: str
     flags: tuple
     date: datetime.datetime  # None = now
-    message: bytes
+    message: object  # bytes, or a file for a big message
 
 
 @dataclass
@@ -153,11 +153,16 @@ class Command:
 
 
 class Cursor:
-    """Reads tokens from one command's bytes, literals inline."""
+    """Reads tokens from one command's bytes, literals inline.
 
-    def __init__(self, data):
+    `spooled` maps the offset of a `{n}` to a file holding that literal's
+    bytes, for big APPEND messages the reader kept out of memory.
+    """
+
+    def __init__(self, data, spooled=None):
         self.data = data
         self.pos = 0
+        self.spooled = spooled or {}
 
     def fail(self, message):
         raise ParseError(message)
@@ -241,10 +246,15 @@ class Cursor:
                 self.fail("CR, LF or NUL in a quoted string")
             out.append(c)
 
-    def literal(self):
+    def literal(self, allow_file=False):
         m = _LITERAL.match(self.data, self.pos)
         if not m:
             self.fail("bad literal")
+        if self.pos in self.spooled:
+            if not allow_file:
+                self.fail("literal too large here")
+            self.pos = m.end()
+            return self.spooled[m.start()]
         size = int(m.group(1))
         start = m.end()
         if start + size > len(self.data):
@@ -442,7 +452,7 @@ def _append(c):
         c.space()
     if c.peek() != b"{":
         c.fail("APPEND needs the message as a literal")
-    return (Append(mailbox, flags, date, c.literal()),)
+    return (Append(mailbox, flags, date, c.literal(allow_file=True)),)
 
 
 def _fetch(c):
@@ -692,13 +702,13 @@ def parse_tag(data):
     return m.group(0).decode("ascii") if m and data[m.end() : m.end() + 1] in (b" ", b"") else None
 
 
-def parse_command(data):
+def parse_command(data, spooled=None):
     """Parse one command (without its final CRLF) into a `Command`.
 
     Raises ParseError for any syntax error; `.tag` on the error carries the
     tag when one could be read, for a tagged BAD.
     """
-    c = Cursor(data)
+    c = Cursor(data, spooled)
     tag = parse_tag(data)
     try:
         if tag is None:

@@ -18,11 +18,12 @@ disconnected.
 import enum
 import re
 import ssl
+import tempfile
 import time
 from typing import NamedTuple
 
 from .. import auth, mbox, server
-from ..deliver import DeliveryError
+from ..deliver import DeliveryError, prepare
 from ..locking import LockTimeout
 from . import parser
 from .fetch import MessageFetcher
@@ -38,6 +39,8 @@ from .selected import (
 VERSION = "0.1.0"
 ANSWERED = object()  # a handler that already sent its tagged reply returns this
 LOCK_BATCH_BYTES = 4 << 20  # content read (and sent) under one hold of the mailbox lock
+SPOOL_LITERAL = 256 << 10  # APPEND literals bigger than this wait in a temporary file
+SPOOL_CHUNK = 64 << 10
 
 
 class State(enum.Enum):
@@ -125,6 +128,7 @@ class Session:
         self.sizes = {}
         self.bad_in_a_row = 0
         self.preauth_user = preauth_user
+        self.spooled = {}  # offset of a literal in the command -> temporary file with its bytes
 
     # --- the command table ---------------------------------------------------
 
@@ -188,10 +192,15 @@ class Session:
                 pass
 
     def read_command(self):
-        """One command's bytes with literals inline, or None after answering a framing error."""
+        """One command's bytes with literals inline, or None after answering a framing error.
+
+        A big APPEND literal goes to a temporary file instead (see `self.spooled`),
+        so a 50 MB message costs a session no more memory than a small one.
+        """
         imap = self.cfg.imap
         pieces = []
         total = 0
+        self.spooled = {}
         while True:
             try:
                 line = self.conn.readline(imap.max_line_length)
@@ -216,9 +225,24 @@ class Session:
                 return None
             if not non_sync:
                 self.send_line("+ Ready for literal data")
-            pieces.append(line[: m.end(2) + 1] + b"\r\n")
-            pieces.append(self.conn.read_exact(size))
+            marker = line[: m.end(2) + 1] + b"\r\n"
+            if size > SPOOL_LITERAL and limit == imap.max_message_size:
+                self.spooled[sum(map(len, pieces)) + m.start()] = self.spool_literal(size)
+                pieces.append(line[: m.start()] + b"{0}\r\n")
+            else:
+                pieces.append(marker)
+                pieces.append(self.conn.read_exact(size))
             total += size
+
+    def spool_literal(self, size):
+        spool = tempfile.TemporaryFile()
+        left = size
+        while left:
+            chunk = self.conn.read_exact(min(left, SPOOL_CHUNK))
+            spool.write(chunk)
+            left -= len(chunk)
+        spool.seek(0)
+        return spool
 
     @staticmethod
     def _is_append(head):
@@ -236,10 +260,18 @@ class Session:
             self.state = State.LOGOUT
 
     def execute(self, data):
+        try:
+            self.execute_parsed(data)
+        finally:
+            for spool in self.spooled.values():
+                spool.close()
+            self.spooled = {}
+
+    def execute_parsed(self, data):
         if not data.strip():
             return
         try:
-            command = parser.parse_command(data)
+            command = parser.parse_command(data, self.spooled)
         except parser.BadCharset:
             tag = parser.parse_tag(data) or "*"
             self.tagged(tag, "NO", "[BADCHARSET (UTF-8 US-ASCII)] unsupported charset")
@@ -493,10 +525,13 @@ class Session:
         except (NoSuchMailbox, MailboxNameError):
             raise No("[TRYCREATE] no such mailbox") from None
         letters, keywords = split_flags(append.flags)
+        message = append.message
         try:
+            if not isinstance(message, bytes):
+                message = prepare(message, self.cfg.imap.max_message_size)
             with box.locked():
                 uid = box.append(
-                    append.message,
+                    message,
                     sender="MAILER-DAEMON",
                     date=append.date,
                     flags=frozenset(letters),
@@ -507,6 +542,8 @@ class Session:
         except DeliveryError as exc:
             raise No(f"message refused: {exc}") from None
         finally:
+            if not isinstance(message, bytes):
+                message.close()
             box.close()
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
 
