@@ -60,8 +60,7 @@ class ClientMessage:
     @property
     def header(self):
         if self._header is None:
-            with self.mailbox.open_range(self.msg, self.msg.header, self.msg.body) as f:
-                self._header = visible_header(f.read())
+            self._header = visible_header(self.mailbox.read(self.msg, self.msg.header, self.msg.body))
         return self._header
 
     @property
@@ -81,8 +80,7 @@ class ClientMessage:
         """The whole converted body (only for small messages or a bounded part)."""
         if self._body is not None:
             return self._body
-        with self.mailbox.open_range(self.msg, self.msg.body, self.msg.end) as f:
-            body = crlf(f.read())
+        body = crlf(self.mailbox.read(self.msg, self.msg.body, self.msg.end))
         if self.stored_body_size <= IN_MEMORY_LIMIT:
             self._body = body
         return body
