@@ -341,3 +341,19 @@ def test_big_append_round_trip(box):
     assert parts[0] == b"line 0000000 of a big message, From the star"
     assert parts[1] == body
     imap.logout()
+
+
+def test_changes_by_others_are_announced_even_after_our_own_write(box):
+    first, second = session(box), session(box)
+    first.select("INBOX")
+    second.select("INBOX")
+    first.store("1", "+FLAGS", r"(\Answered)")
+    second.untagged_responses.clear()
+    typ, fetches = second.store("2", "+FLAGS", r"(\Seen)")  # the write-back reads first's change too
+    assert any(f.startswith(b"1 ") and b"\\Answered" in f for f in fetches), fetches
+    first.store("3", "+FLAGS", r"(\Deleted)")
+    second.untagged_responses.clear()
+    typ, expunged = second.expunge()  # what the file says is \Deleted, though this session never saw it
+    assert expunged == [b"3"]
+    first.logout()
+    second.logout()

@@ -71,6 +71,7 @@ class SelectedMailbox:
         self.news = []  # untagged responses found while loading, sent at the next refresh
         self.uidnext = 1
         self._seen_key = None
+        self._loaded_since_refresh = False
         self._first_scan()
 
     # -- reading the file --
@@ -119,6 +120,7 @@ class SelectedMailbox:
         self.keywords = index.keywords
         self.messages = {m.uid: m for m in index.messages}
         self.expunged.update(uid for uid in self.uids if uid not in self.messages)
+        self._loaded_since_refresh = True  # refresh() must compare, even if the file is as last seen
         return index
 
     def _make_recent(self, m):
@@ -198,9 +200,11 @@ class SelectedMailbox:
     def refresh(self, allow_expunge=True):
         """Untagged responses (as tuples of parts) for changes made by others."""
         self.write_back()
-        if self._unchanged() and not self.news and not self.expunged:
+        if not self._unchanged():
+            self._load(self._scan())
+        elif not self._loaded_since_refresh:
             return []
-        index = self._load(self._scan())
+        self._loaded_since_refresh = False
         out, self.news = self.news, []
         present = self.messages
         if allow_expunge and self.expunged:
@@ -221,7 +225,8 @@ class SelectedMailbox:
                 self.state[uid] = (m.flags, m.keywords)
                 out.append((str(seq), "FETCH", ["FLAGS", self.imap_flags(uid)]))
         known = set(self.uids)
-        new = [m for m in index.messages if m.uid not in known and m.uid > (self.uids[-1] if self.uids else 0)]
+        last = self.uids[-1] if self.uids else 0
+        new = [m for m in present.values() if m.uid not in known and m.uid > last]
         if new:
             for m in new:
                 self.uids.append(m.uid)
@@ -234,17 +239,23 @@ class SelectedMailbox:
         return out
 
     def expunge(self, only_uids=None):
-        """Remove \\Deleted messages (limited to only_uids for UID EXPUNGE); the expunged UIDs."""
+        """Remove \\Deleted messages (limited to only_uids for UID EXPUNGE); the expunged UIDs.
+
+        The flags in the file decide, not the session's view: another
+        session may have set or cleared \\Deleted since our last look.
+        """
         self.write_back()
-        doomed = [uid for uid in self.uids if "D" in self.state[uid][0] and (only_uids is None or uid in only_uids)]
-        if doomed:
-            with self.box.locked():
-                # another session may have cleared \Deleted meanwhile: trust the file
-                current = self.box.sync()
-                doomed = [m.uid for m in current.messages if m.uid in set(doomed) and "D" in m.flags]
-                index = self.box.sync(expunge=doomed)
-                self._seen_key = self._file_key()
-            self._load(index)
+        if not self.box.exists:
+            return []
+        known = set(self.uids)
+        with self.box.locked():
+            current = self.box.sync()
+            doomed = [m.uid for m in current.messages
+                      if "D" in m.flags and m.uid in known and (only_uids is None or m.uid in only_uids)]
+            if doomed:
+                current = self.box.sync(expunge=doomed)
+            self._seen_key = self._file_key()
+        self._load(current)
         return doomed
 
     def close(self):
