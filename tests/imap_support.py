@@ -127,13 +127,6 @@ def chown_tree(path, user):
             os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
 
 
-def fetch_map(imap, items="(UID FLAGS)"):
-    """{uid: response bytes} for every message, via UID FETCH."""
-    typ, data = imap.uid("FETCH", "1:*", items)
-    assert typ == "OK", data
-    return [d for d in data if d is not None]
-
-
 def set_imap_option(sandbox, key, value):
     """Set one [imap] key in the sandbox's config file."""
     path = Path(sandbox.conf)

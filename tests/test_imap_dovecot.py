@@ -118,9 +118,8 @@ def test_structures_agree_with_dovecot(shared):
     imap = ours(shared)
     got = state(imap, items)
     imap.logout()
-    if got != expected:
-        _debug_diff(got, expected)
-    assert got == expected
+    assert got == expected, "\n".join(f"ours:    {a!r}\ndovecot: {b!r}"
+                                       for a, b in zip(got["messages"], expected["messages"]) if a != b)
 
 
 def test_we_read_what_dovecot_wrote(shared):
@@ -153,9 +152,3 @@ def test_uids_survive_alternating_servers(shared):
     a.logout()
     b.logout()
 
-
-def _debug_diff(got, expected):  # pragma: no cover - used when a comparison fails
-    for a, b in zip(got["messages"], expected["messages"]):
-        if a != b:
-            print("OURS:  ", a)
-            print("DOVECOT", b)
