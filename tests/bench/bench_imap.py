@@ -48,8 +48,11 @@ class Session:
         self.read_until(b"\r\n")
 
     def read_until(self, needle):
-        """Bytes read until needle; only the tail is searched, so big FETCHes stay cheap."""
-        total, tail = 0, b""
+        """Bytes read until needle; only the tail is searched, so big FETCHes stay cheap.
+
+        Replies end in CRLF, so new input starts a line: the search begins after a CRLF.
+        """
+        total, tail = 0, b"\r\n"
         while True:
             select.select([self.fd], [], [])
             chunk = os.read(self.fd, 1 << 20)
@@ -164,7 +167,12 @@ def main():
         return 0
     count = scaled(100_000)
     directory, conf, spool, home = prepare(count)
-    env = dict(os.environ, MAILSUITE_CONFIG=conf, USER="alice", HOME=str(home))
+    # byte-compiled as an installed package would be (the first run writes the cache)
+    env = dict(os.environ, MAILSUITE_CONFIG=conf, USER="alice", HOME=str(home),
+               PYTHONPYCACHEPREFIX=str(Path(directory, "pycache")))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run(as_user() + [str(BIN / "imapd"), "-C", conf, "--preauth", "alice"], input=b"a LOGOUT\r\n",
+                   env=env, stdout=subprocess.DEVNULL, check=True)
     cache_dir = Path(home, ".cache", "mailsuite")
     dconf, dindex = dovecot_conf(directory, spool, home)
     try:

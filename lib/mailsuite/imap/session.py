@@ -604,7 +604,9 @@ class Session:
         needs_content = any(a.name not in ("UID", "FLAGS", "INTERNALDATE") for a in wanted)
         sets_seen = not selected.readonly and any(a.sets_seen for a in wanted)
         targets = self.targets(command, sequence)
-        if needs_content:
+        if [a.name for a in wanted] in (["UID", "FLAGS"], ["FLAGS", "UID"], ["FLAGS"]):
+            self._fetch_flags(targets, wanted[0].name == "UID", len(wanted) == 2)
+        elif needs_content:
             for batch in self.locked_batches(targets):
                 self._fetch_each(batch, wanted, sets_seen)
         else:
@@ -630,6 +632,30 @@ class Session:
                     end += 1
                 yield targets[start:end]
             start = end
+
+    def _fetch_flags(self, targets, uid_first, with_uid):
+        """The commonest FETCH of all (a client syncing flags), without the general machinery."""
+        selected = self.selected
+        texts = {}
+        lines = []
+        for seq, uid in targets:
+            if uid not in selected.messages:
+                continue
+            letters, keywords = selected.flags_of(uid)
+            key = (letters, keywords, uid in selected.recent)
+            flags = texts.get(key)
+            if flags is None:
+                flags = texts[key] = _plain(flag_names(*key))
+            if not with_uid:
+                lines.append(f"* {seq} FETCH (FLAGS {flags})\r\n")
+            elif uid_first:
+                lines.append(f"* {seq} FETCH (UID {uid} FLAGS {flags})\r\n")
+            else:
+                lines.append(f"* {seq} FETCH (FLAGS {flags} UID {uid})\r\n")
+            if len(lines) >= 1024:
+                self.conn.write("".join(lines).encode("utf-8", "surrogateescape"))
+                lines.clear()
+        self.conn.write("".join(lines).encode("utf-8", "surrogateescape"))
 
     def _fetch_each(self, targets, wanted, sets_seen):
         selected = self.selected
