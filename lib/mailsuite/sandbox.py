@@ -36,6 +36,7 @@ SANDBOX_SETTINGS = {
     ("mailsuite", "lock_timeout"): "30s",
     ("mail", "sendmail"): _installed("sendmail"),     # ours, never a system sendmail
     ("pop3", "listen"): "127.0.0.1:1100",
+    ("imap", "listen"): "127.0.0.1:1430",
 }
 
 # Paths inside DIR, by (section, key).
