@@ -110,6 +110,14 @@ class Connection:
         del self._inbuf[:n]
         return data
 
+    def fileno(self):
+        """The descriptor client input arrives on, for select() beside other events (IMAP IDLE).
+
+        Check has_pending_input() first: input already buffered here will
+        not wake a select() on this descriptor.
+        """
+        return self._sock.fileno() if self._sock is not None else self._rfd
+
     def has_pending_input(self):
         """True when the client already sent more than we have consumed (pipelining)."""
         return bool(self._inbuf) or (self.is_tls and self._sock.pending() > 0)

@@ -20,19 +20,6 @@ if pyinotify is not None:
     WATCHED = pyinotify.IN_MODIFY | pyinotify.IN_CLOSE_WRITE | pyinotify.IN_ATTRIB | pyinotify.IN_DELETE_SELF
 
 
-def input_fd(conn):
-    """The descriptor the client's input arrives on.
-
-    IDLE must wait on the client and on inotify at once, which the
-    Connection API (line and exact reads) cannot express; until it offers
-    `fileno()`, its socket or input pipe is looked up directly.
-    """
-    if hasattr(conn, "fileno"):
-        return conn.fileno()
-    sock = getattr(conn, "_sock", None)
-    return sock.fileno() if sock is not None else conn._rfd
-
-
 class MailboxWatcher:
     def __init__(self, path, poll_interval):
         self.poll_interval = max(poll_interval, 1)
@@ -48,7 +35,7 @@ class MailboxWatcher:
         """'input' when the client sent something, else 'changed' (or a poll tick)."""
         if conn.has_pending_input():
             return "input"
-        fds = [input_fd(conn)]
+        fds = [conn.fileno()]
         if self.manager is not None:
             fds.append(self.manager.get_fd())
         timeout = max(min(self.poll_interval, deadline - time.monotonic()), 0)
