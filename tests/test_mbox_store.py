@@ -247,3 +247,26 @@ def test_the_cache_keeps_the_newest_state(sandbox):
         older = (key[0], key[1], key[2], key[3] - 1)
         box.cache.store(box.path, older, tail, ([], None))
         assert box.cache.load(box.path)[0] == key
+
+
+def fresh_scan(sandbox, user):
+    """The file's index as a newcomer with no cache would see it."""
+    box = Mailbox(str(sandbox.spool(user)), sandbox.cfg)
+    try:
+        return [m.as_tuple() for m in box.scan().messages]
+    finally:
+        box.close()
+
+
+@pytest.mark.parametrize("changes, expunge", [
+    ({1: "RO", 3: "RF"}, ()),                                   # fits in the padding: in place
+    ({2: "RAFTD"}, {4}),                                         # in place, then a journalled tail
+    ({1: "R"}, {1}),                                             # the first message goes: X-IMAPbase moves
+])
+def test_the_index_after_a_rewrite_is_what_a_fresh_scan_finds(sandbox, changes, expunge):
+    put(sandbox, "alice", "a", "b", "c", "d", "e")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        box.sync()
+        index = box.sync(flags={uid: (frozenset(f), ("work",)) for uid, f in changes.items()}, expunge=expunge)
+        assert [m.as_tuple() for m in index.messages] == fresh_scan(sandbox, "alice")
+        assert [m.as_tuple() for m in box.scan().messages] == fresh_scan(sandbox, "alice")

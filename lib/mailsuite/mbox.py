@@ -30,7 +30,7 @@ from .locking import mailbox_lock
 from .mbox_format import (HIDDEN_HEADERS, STORE_HEADERS, STRIP_ON_DELIVERY, SYSTEM_FLAGS, MailboxError,
                           from_line, header_lines_without, quote_from_lines, render_block, served_body,
                           served_header, unquote_from_lines, valid_keyword)
-from .mbox_scan import HEADER_PARSE_LIMIT, Index, Message, _parse_headers, scan_range, validate_uids
+from .mbox_scan import HEADER_PARSE_LIMIT, Index, Message, flag_set, scan_range, validate_uids
 
 __all__ = ["Mailbox", "MailboxError", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS", "HIDDEN_HEADERS",
            "STRIP_ON_DELIVERY", "HEADER_PARSE_LIMIT", "from_line", "header_lines_without", "quote_from_lines",
@@ -322,45 +322,30 @@ class Mailbox:
             new_flags, new_keywords, uid = change or (m.flags, m.keywords, m.uid)
             wanted[m.start] = (new_flags, new_keywords, uid, base)
         tail_from = min(expunge, default=None)
-        in_place = []
+        kept = []                   # the new index up to tail_from, built as we write: no re-read
         for m in survivors:
             if tail_from is not None and m.start >= tail_from:
                 break
             plan = wanted.get(m.start)
             if plan is None:
+                kept.append(m)
                 continue
-            block = None
-            if m.block:
-                new_flags, new_keywords, uid, base = plan
-                block = render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
-                                     pseudo=m.pseudo, pad_to=m.block[1] - m.block[0])
-            if block is None or len(block) != m.block[1] - m.block[0]:
+            new_flags, new_keywords, uid, base = plan
+            size = m.block[1] - m.block[0] if m.block else 0
+            block = render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
+                                 pseudo=m.pseudo, pad_to=size) if m.block else b""
+            if len(block) != size or not size:
                 tail_from = m.start
                 break
-            in_place.append((m.block[0], block))
-        for offset, block in in_place:
-            fileio.pwrite_all(self.fd, block, offset)
+            fileio.pwrite_all(self.fd, block, m.block[0])
+            kept.append(Message(m.start, m.header, m.body, m.end, m.from_line, uid, flag_set(new_flags),
+                                tuple(new_keywords), m.block, m.pseudo, m.client_size, m.dot_lines))
         if tail_from is not None:
             self._rewrite_tail(tail_from, survivors, wanted)
         _mark_modified(self.fd)
         os.fsync(self.fd)
-        return self._index_after_rewrite(survivors, wanted, tail_from, imapbase)
-
-    def _index_after_rewrite(self, survivors, wanted, tail_from, imapbase):
-        """The new index without re-reading the file: re-parse only what was written."""
-        messages = []
-        for m in survivors:
-            if tail_from is not None and m.start >= tail_from:
-                break
-            if m.start in wanted:
-                uid, flags, keywords, block, _, _ = _parse_headers(self.read(m, m.header, m.body), m.header)
-                m = Message(m.start, m.header, m.body, m.end, m.from_line, uid, flags, keywords, block, m.pseudo,
-                            m.client_size, m.dot_lines)
-            messages.append(m)
         st = os.fstat(self.fd)
-        if tail_from is not None:
-            tail, _ = scan_range(self.fd, tail_from, st.st_size)
-            messages += tail
+        messages = kept + (scan_range(self.fd, tail_from, st.st_size)[0] if tail_from is not None else [])
         if not messages:
             imapbase = None
         self._remember((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), messages, imapbase)
