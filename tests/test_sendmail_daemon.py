@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from mailsuite.queue import Queue
+from mailsuite import runnerlock
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
 
 
@@ -25,7 +25,7 @@ def daemon(sandbox):
     proc = subprocess.Popen([sendmail_path(), "-C", sandbox.conf, "-bD", "-q1m"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=sandbox.env)
     deadline = time.monotonic() + 20
-    while not Queue(sandbox.cfg).runner_active() or not _listening(port):
+    while not runnerlock.active(sandbox.cfg.mailsuite.queue_dir) or not _listening(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("sendmail -bD did not start")

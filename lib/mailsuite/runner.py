@@ -9,9 +9,8 @@ workers at once.  Each worker is a forked process handling one message
 (worker.py), so a crash or a SIGKILL costs one attempt of one message:
 its file stays in active/ and `Queue.recover()` puts it back.
 
-While a runner lives it holds a shared flock on QUEUE/runner.lock
-(`Queue.hold_runner_lock`), which tells `sendmail` that mail dropped now
-will be picked up without its help.
+While a runner lives it holds the runner lock (runnerlock.py), which tells
+`sendmail` that mail dropped now will be picked up without its help.
 """
 
 import os
@@ -20,6 +19,7 @@ import time
 
 import pyinotify
 
+from . import runnerlock
 from .pickup import pickup_all
 from .queue import Queue
 from .worker import deliver_message
@@ -107,7 +107,7 @@ def run_forever(cfg, logger, *, interval=None):
     interval = interval or cfg.queue.run_interval
     queue = Queue(cfg)
     queue.ensure_dirs()
-    lock = queue.hold_runner_lock()
+    lock = runnerlock.hold(queue.dir)
     stopping = []
     waiting = []
 

@@ -82,9 +82,9 @@ def bench_mailsuite_daemon(base, data, n):
                               stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
     try:
         from mailsuite import config
-        from mailsuite.queue import Queue
+        from mailsuite import runnerlock
         cfg = config.load(conf)
-        while not Queue(cfg).runner_active():
+        while not runnerlock.active(cfg.mailsuite.queue_dir):
             time.sleep(0.05)
         started = time.monotonic()
         submit = submit_loop([str(BIN / "sendmail"), "-C", conf, "-i", "alice"], data, n)
