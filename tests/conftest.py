@@ -53,9 +53,39 @@ class Sandbox:
         return subprocess.run([program(prog), "-C", self.conf, *args], input=input, capture_output=True,
                               check=check, timeout=timeout, env=env or self.env)
 
+    def deliver(self, user, raw, sender="s@example.org"):
+        """Deliver raw message bytes to a user's spool in-process, as mail.local would."""
+        from mailsuite.deliver import deliver, prepare_bytes
+        prepared = prepare_bytes(raw)
+        try:
+            deliver(self.cfg, self.user(user), prepared, sender=sender)
+        finally:
+            prepared.close()
+
     def clear_spools(self):
         for user in ("alice", "bob"):
             self.spool(user).write_bytes(b"")
+
+
+def subjects(path):
+    """The Subject: of every message in an mbox, as Python's mailbox module reads it."""
+    import mailbox
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        return [box.get_message(k)["subject"] for k in box.keys()]
+    finally:
+        box.close()
+
+
+@pytest.fixture
+def world_readable_dir():
+    """A directory with a copy of the package in lib/, which an unprivileged user can reach."""
+    import tempfile
+    directory = tempfile.mkdtemp(prefix="mailsuite-test-")
+    os.chmod(directory, 0o755)
+    shutil.copytree(REPO / "lib" / "mailsuite", os.path.join(directory, "lib", "mailsuite"))
+    yield directory
+    shutil.rmtree(directory)
 
 
 @pytest.fixture
@@ -64,6 +94,13 @@ def sandbox(tmp_path):
     box = Sandbox(tmp_path / "sandbox")
     box.clear_spools()
     return box
+
+
+@pytest.fixture
+def mail_sandbox(tmp_path):
+    """A sandbox for mail(1) tests whose sendmail records what it is handed (see mail_harness.py)."""
+    from mail_harness import MailSandbox
+    return MailSandbox(tmp_path / "sandbox")
 
 
 def pytest_collection_modifyitems(config, items):

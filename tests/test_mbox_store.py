@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from conftest import subjects
 from mailsuite import mbox as mboxmod
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 from mailsuite.mbox import Mailbox, MailboxError
@@ -17,12 +18,6 @@ def put(sandbox, user, *subjects, body=b"body\n"):
         prepared.close()
 
 
-def subjects(path):
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return [box.get_message(k)["subject"] for k in box.keys()]
-    finally:
-        box.close()
 
 
 def test_readers_assign_ascending_uids_dovecot_style(sandbox):
@@ -195,3 +190,34 @@ def test_missing_mailbox_is_empty(sandbox):
     assert not box.exists and box.scan().messages == []
     with box.locked():
         pass
+
+
+@pytest.mark.root
+def test_a_file_we_may_only_read_opens_read_only(sandbox, world_readable_dir):
+    """`mail -u` on a spool the user may read but not write: readable, never writable."""
+    import pwd
+    import shutil
+    import subprocess
+    put(sandbox, "alice", "a", "b")
+    path = os.path.join(world_readable_dir, "alice")
+    shutil.copyfile(sandbox.spool("alice"), path)
+    os.chmod(path, 0o644)
+    conf = os.path.join(world_readable_dir, "mailsuite.conf")
+    with open(conf, "w") as f:
+        f.write("[mailsuite]\nindex_dir =\n")
+    script = f"""
+from mailsuite import config
+from mailsuite.mbox import Mailbox, MailboxError
+box = Mailbox({path!r}, config.load({conf!r}))
+print(box.readonly, len(box.scan().messages))
+try:
+    with box.locked():
+        pass
+except MailboxError as exc:
+    print("refused")
+"""
+    nobody = pwd.getpwnam("nobody")
+    done = subprocess.run(["/usr/bin/python3", "-c", script], capture_output=True, text=True, cwd=world_readable_dir,
+                          env={"PYTHONPATH": os.path.join(world_readable_dir, "lib")},
+                          user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
+    assert done.stdout.split() == ["True", "2", "refused"], done.stderr

@@ -12,8 +12,6 @@ server's configuration is how open relays happen.
 import configparser
 import os
 import re
-import socket
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 DEFAULT_PATH = "/etc/mailsuite/mailsuite.conf"
@@ -70,11 +68,13 @@ PARSERS = {
 }
 
 
-@dataclass(frozen=True)
 class Key:
-    type: str
-    default: str
-    doc: str
+    """One configuration key: its type name, default (as written in the file) and documentation."""
+
+    __slots__ = ("type", "default", "doc")
+
+    def __init__(self, type, default, doc):
+        self.type, self.default, self.doc = type, default, doc
 
 
 # --- the schema ----------------------------------------------------------
@@ -102,6 +102,11 @@ SCHEMA = {
     "delivery": {
         "max_message_size": Key("size", "50M", "mail.local refuses larger messages (0 = no limit)"),
         "header_padding": Key("int", "64", "spare bytes reserved in each message's X-Keywords: header, so flag changes are one write"),
+    },
+    "mail": {
+        "sendmail": Key("str", "/usr/sbin/sendmail", "program mail(1) hands messages to (run as: sendmail -oi [-f FROM] -- ADDRESS...)"),
+        "rc_file": Key("str", "/etc/mail.rc", "system-wide start-up file mail(1) reads before ~/.mailrc"),
+        "from_domain": Key("str", "", "domain of the From: address mail(1) writes (user@domain); empty = the hostname"),
     },
     "smtp": {
         "listen": Key("list", "0.0.0.0:25", "sendmail -bd: addresses to listen on for SMTP, HOST:PORT ([::]:25 for IPv6)"),
@@ -182,7 +187,10 @@ class Config:
 
     @property
     def hostname(self):
-        return self.mailsuite.hostname or socket.getfqdn()
+        if self.mailsuite.hostname:
+            return self.mailsuite.hostname
+        import socket
+        return socket.getfqdn()
 
     @property
     def local_domains(self):
@@ -245,13 +253,12 @@ def load(path=None, *, required=False):
             raise ConfigError(f"{path}:{line}: unknown section [{section}]")
         for name, raw in parser.items(section):
             key = SCHEMA[section].get(name)
-            line = _line_of(path, section, name)
             if key is None:
-                raise ConfigError(f"{path}:{line}: unknown key '{name}' in [{section}]")
+                raise ConfigError(f"{path}:{_line_of(path, section, name)}: unknown key '{name}' in [{section}]")
             try:
                 values[section][name] = PARSERS[key.type](raw)
             except ValueError as exc:
-                raise ConfigError(f"{path}:{line}: {section}.{name}: {exc}") from None
+                raise ConfigError(f"{path}:{_line_of(path, section, name)}: {section}.{name}: {exc}") from None
     return Config(values, path)
 
 
@@ -292,3 +299,26 @@ def example_text():
             out.append(f"#{name} = {key.default}".rstrip())
         out.append("")
     return "\n".join(out)
+
+
+def manual_keys():
+    """The KEYS section of mailsuite.conf(5), generated from the schema like the example file."""
+    out = []
+    for section, keys in SCHEMA.items():
+        out.append(f".SS [{section}]")
+        for name, key in keys.items():
+            default = _troff(key.default)
+            doc = _troff(key.doc)
+            value = f" \\fI{default}\\fR" if default else ""
+            out += [".TP", f"\\fB{name}\\fR ={value}  ({key.type})", doc[0].upper() + doc[1:] + "."]
+    return "\n".join(out)
+
+
+def _troff(text):
+    return text.replace("\\", "\\e").replace("-", "\\-")
+
+
+if __name__ == "__main__":
+    import sys
+    what = sys.argv[1] if len(sys.argv) > 1 else "example"
+    print(example_text() if what == "example" else manual_keys())

@@ -8,12 +8,23 @@ run as in system mode.
 """
 
 import os
+import sys
 import textwrap
 
 from . import config
 from .passwords import hash_password
 
 DEMO_USERS = ("alice", "bob")
+
+
+def _installed(program):
+    """PROGRAM as installed beside the running one (the venv's bin/, PREFIX/bin), else beside Python."""
+    for here in (sys.argv[0] if sys.argv else "", sys.executable):
+        path = os.path.join(os.path.dirname(os.path.abspath(here)), program)
+        if here and os.access(path, os.X_OK):
+            return path
+    return os.path.join(os.path.dirname(sys.executable), program)
+
 
 # Settings each service needs in the sandbox, by (section, key): the
 # unprivileged ports of DESIGN.md.  Only keys the schema knows are written.
@@ -23,6 +34,7 @@ SANDBOX_SETTINGS = {
     ("mailsuite", "sandbox"): "yes",
     ("mailsuite", "log_socket"): "",
     ("mailsuite", "lock_timeout"): "30s",
+    ("mail", "sendmail"): _installed("sendmail"),     # ours, never a system sendmail
 }
 
 # Paths inside DIR, by (section, key).

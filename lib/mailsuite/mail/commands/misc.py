@@ -1,0 +1,130 @@
+"""The rest of the prompt: options, shell escapes, pipes, folders, help, quit and exit."""
+
+import os
+import shlex
+import subprocess
+import tempfile
+
+from ...locking import LockTimeout
+from ...mbox import MailboxError
+from .. import msglist, rc
+from ..session import CommandError
+
+
+def rc_command(name):
+    """A prompt command that is also a start-up-file command (set, alias, ignore...)."""
+    method = rc.RC_COMMANDS[name]
+
+    def handler(session, arg):
+        words = rc.split_words(arg)
+        if not words and name == "set":
+            for key, value in sorted(session.options.variables.items()):
+                session.write(f"{key}={value!r}\n" if value else f"{key}\n")
+            return
+        if not words and name in ("alias", "group"):
+            for key, members in sorted(session.options.aliases.items()):
+                session.write(f"{key}\t{' '.join(members)}\n")
+            return
+        if not words and name in ("ignore", "discard", "retain"):
+            shown = session.options.retained if name == "retain" else session.options.ignored
+            session.write("".join(f"{h}\n" for h in sorted(shown)))
+            return
+        method(session.options, words)
+
+    handler.__doc__ = f"`{name}` at the prompt"
+    return handler
+
+
+def source(session, arg):
+    """`source FILE`: read a start-up file now (set, alias, ignore... lines)."""
+    if not arg:
+        raise CommandError("source: file name needed")
+    path = session.expand_path(arg)
+    if not os.path.isfile(path):
+        raise CommandError(f"{path}: No such file")
+    rc.load(session.options, path, sending=False, warn=session.warn)
+
+
+def shell(session, arg):
+    subprocess.run(["/bin/sh", "-c", arg] if arg else [os.environ.get("SHELL", "/bin/sh")])
+    session.write("!\n")
+
+
+def pipe(session, arg):
+    """| [LIST] COMMAND: each message, as sent, on the command's standard input."""
+    words, command = msglist.leading_list(arg)
+    if len(command) > 1 and command[0] in "'\"" and command[-1] == command[0]:
+        command = command[1:-1]
+    if not command:
+        raise CommandError("pipe: usage: | [LIST] COMMAND")
+    chosen = session.select(words)
+    for m in chosen:
+        data = session.folder.read(m)
+        done = subprocess.run(["/bin/sh", "-c", command], input=data)
+        if done.returncode != 0:
+            session.warn(f"{command}: exit status {done.returncode}")
+        m.read = True
+    session.set_current(chosen[-1])
+
+
+def edit_message(session, arg):
+    """View a message in the editor; the folder itself is never changed by it."""
+    editor = session.options.get("VISUAL") or os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    for m in session.select(msglist.split(arg)):
+        with tempfile.NamedTemporaryFile(prefix="mail.", suffix=".eml") as f:
+            f.write(session.folder.read(m))
+            f.flush()
+            subprocess.run(shlex.split(editor) + [f.name])
+        m.read = True
+
+
+def chdir(session, arg):
+    os.chdir(session.expand_path(arg) if arg else session.home)
+
+
+def folder(session, arg):
+    if not arg:
+        session.write(session.folder_status() + "\n")
+        return
+    session.switch_folder(session.expand_path(arg))
+
+
+def folders(session, arg):
+    directory = session.folder_dir
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise CommandError(f"{directory}: {exc.strerror}") from None
+    session.write("".join(f"{n}\n" for n in names))
+
+
+def help_(session, arg):
+    from . import TABLE
+    seen, lines = set(), []
+    for command in TABLE:
+        if command.handler in seen and command.name not in ("?",):
+            continue
+        seen.add(command.handler)
+        lines.append(f"{command.name:<12} {command.help}")
+    session.write("\n".join(lines) + "\nA message list is: N, N-M, *, ^, $, ., :n :u :r :o :d :f, /subject, sender\n")
+
+
+def list_commands(session, arg):
+    from . import TABLE
+    session.write(" ".join(c.name for c in TABLE) + "\n")
+
+
+def quit_(session, arg):
+    try:
+        session.leave_folder(apply=True)
+    except (LockTimeout, MailboxError) as exc:
+        raise CommandError(f"{exc}; nothing changed (quit again, or exit)") from None
+    except OSError as exc:
+        raise CommandError(f"{exc.filename or 'mailbox'}: {exc.strerror}; nothing changed "
+                           f"(quit again, or exit)") from None
+    session.done = True
+
+
+def exit_(session, arg):
+    session.leave_folder(apply=False)
+    session.done = True
