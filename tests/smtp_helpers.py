@@ -63,10 +63,10 @@ class Instance:
         values = {
             "mailsuite": {"hostname": f"mx.{domain}", "local_domains": domain, "spool_dir": self.dir / "spool",
                           "state_dir": self.dir / "state", "passwd_file": passwd, "sandbox": "yes",
-                          "log_socket": "", "index_dir": self.dir / "index"},
-            "queue": {"dir": self.dir / "queue", "aliases": self.dir / "aliases", "default_privs": "",
+                          "log_socket": "", "index_dir": self.dir / "index",
+                          "queue_dir": self.dir / "queue", "maildrop_dir": self.dir / "maildrop"},
+            "queue": {"aliases": self.dir / "aliases", "default_privs": "",
                       "min_backoff": "1s", "max_backoff": "2s", "run_interval": "1s"},
-            "submission": {"maildrop_dir": self.dir / "maildrop"},
             "smtp": {"listen": "127.0.0.1:0", "command_timeout": "20s", "connect_timeout": "5s"},
             "auth": {"failure_delay": "0"},
         }
@@ -190,3 +190,76 @@ def wait_for(predicate, timeout=30, interval=0.1):
             return value
         time.sleep(interval)
     raise AssertionError("condition not reached in time")
+
+
+def free_port(*hosts):
+    """A TCP port free on every one of HOSTS (for hosts that must share a port, like MX peers)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind((hosts[0], 0))
+            port = probe.getsockname()[1]
+        try:
+            for host in hosts:
+                with socket.socket() as other:
+                    other.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no common free port")
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Dnsmasq:
+    """A private DNS server on 127.0.0.1 answering only from its command line (MX, A, raw records)."""
+
+    def __init__(self, directory, *, mx=(), hosts=(), records=(), local="test"):
+        binary = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
+        if binary is None:
+            pytest.skip("dnsmasq not installed")
+        self.port = free_udp_port()
+        args = [binary, "--no-daemon", f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                "--no-resolv", "--no-hosts", f"--local=/{local}/", "--pid-file=", "--log-facility=-",
+                "--conf-file=/dev/null"]
+        args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in mx]
+        args += [f"--host-record={name},{address}" for name, address in hosts]
+        args += [f"--dns-rr={name},{rtype},{data}" for name, rtype, data in records]
+        self.log = open(Path(directory) / "dnsmasq.log", "ab")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        self._wait_ready()
+
+    def _wait_ready(self):
+        import dns.message
+        import dns.query
+        query = dns.message.make_query("ready.test", "A")
+        for _ in range(100):
+            if self.process.poll() is not None:
+                raise RuntimeError("dnsmasq exited")
+            try:
+                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise RuntimeError("dnsmasq did not answer")
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.log.close()
+
+
+def read_mbox(path):
+    """The messages of an mbox file as email.message.Message objects ([] when missing)."""
+    import mailbox
+    if not Path(path).exists():
+        return []
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        return list(box)
+    finally:
+        box.close()

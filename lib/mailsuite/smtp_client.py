@@ -132,7 +132,10 @@ def _system_addresses(name, port):
 def _ourselves(cfg):
     """Names and addresses that mean this host, for MX loop detection."""
     names = {cfg.hostname.lower()}
-    names.update(a for a in cfg.smtp.listen if a not in ("0.0.0.0", "::", ""))
+    for item in cfg.smtp.listen:
+        host = mx.parse_hostport(item, cfg.smtp.remote_port).name
+        if host not in ("", "0.0.0.0", "::"):
+            names.add(host.lower())
     return names
 
 

@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 
-from . import auth, config, log, server
+from . import auth, config, log, mx, server
 from .smtp_session import Policy, Session
 
 RUNNER_STOP_WAIT = 30
@@ -29,16 +29,11 @@ def parse_listen(items, default_port):
     """('0.0.0.0:25', '[::1]:587', 'localhost') -> [(host, port), ...]."""
     pairs = []
     for item in items:
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
-        else:
-            host, sep, port = item.rpartition(":")
-            if not sep:
-                host, port = item, ""
-        if port and not port.isdigit():
-            raise config.ConfigError(f"{item}: not HOST:PORT")
-        pairs.append((host or "0.0.0.0", int(port) if port else default_port))
+        try:
+            host = mx.parse_hostport(item, default_port)
+        except ValueError:
+            raise config.ConfigError(f"[smtp] {item}: not HOST:PORT") from None
+        pairs.append((host.name or "0.0.0.0", host.port))
     return pairs
 
 
