@@ -263,3 +263,71 @@ def read_mbox(path):
         return list(box)
     finally:
         box.close()
+
+
+class ThrowawayPostfix:
+    """A private Postfix instance: its own config, queue and data directories, one smtpd on 127.0.0.1:PORT.
+
+    Needs root (the master starts as root and drops to the postfix user);
+    the caller skips when `available()` says no."""
+
+    BASE = {
+        "compatibility_level": "3.6", "meta_directory": "/etc/postfix", "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4", "myhostname": "mx.p.test", "mydomain": "p.test", "mydestination": "",
+        "mynetworks": "127.0.0.0/8", "relay_domains": "", "alias_maps": "", "alias_database": "",
+        "smtp_dns_support_level": "disabled", "disable_dns_lookups": "yes", "maillog_file_prefixes": "/tmp",
+        "smtpd_banner": "$myhostname ESMTP Postfix", "smtp_tls_security_level": "none",
+        "default_process_limit": "100",
+    }
+
+    @staticmethod
+    def available():
+        return os.getuid() == 0 and shutil.which("postfix") is not None and os.path.exists("/etc/postfix/master.cf")
+
+    def __init__(self, settings=None, *, port=None):
+        import pwd
+        import tempfile
+        self.dir = Path(tempfile.mkdtemp(prefix="mailsuite-postfix-"))
+        os.chmod(self.dir, 0o755)
+        for name in ("conf", "queue", "data"):
+            (self.dir / name).mkdir()
+        postfix_user = pwd.getpwnam("postfix")
+        os.chown(self.dir / "data", postfix_user.pw_uid, postfix_user.pw_gid)
+        self.port = port or free_port("127.0.0.1")
+        self.maillog = self.dir / "maillog"
+        values = dict(self.BASE, queue_directory=self.dir / "queue", data_directory=self.dir / "data",
+                      maillog_file=self.maillog, **(settings or {}))
+        (self.dir / "conf" / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
+        master = Path("/etc/postfix/master.cf").read_text().splitlines()
+        lines = [line for line in master if not line.startswith("smtp      inet")]
+        lines.append(f"127.0.0.1:{self.port} inet n - n - - smtpd")
+        (self.dir / "conf" / "master.cf").write_text("\n".join(lines) + "\n")
+        self._postfix("start")
+        wait_for(self._listening, timeout=30)
+
+    def _postfix(self, action):
+        return subprocess.run(["postfix", "-c", str(self.dir / "conf"), action], capture_output=True, text=True,
+                              timeout=60)
+
+    def _listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def log_text(self):
+        return self.maillog.read_text(errors="replace") if self.maillog.exists() else ""
+
+    def stop(self):
+        self._postfix("stop")
+        wait_for(lambda: not (self.dir / "data" / "master.lock").exists() or not self._master_alive(), timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _master_alive(self):
+        pid_file = self.dir / "queue" / "pid" / "master.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+            return True
+        except (OSError, ValueError, IndexError):
+            return False
