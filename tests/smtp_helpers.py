@@ -80,6 +80,7 @@ class Instance:
         self.cfg = config.load(self.conf, required=True)
         self.process = None
         self.ports = []
+        self.netns = None                 # run inside this network namespace (root only)
 
     @property
     def port(self):
@@ -89,7 +90,8 @@ class Instance:
         """Run the daemon master (optionally with its queue runner); wait for its ports."""
         env = dict(os.environ, PYTHONPATH=str(LIB))
         self.log = open(self.dir / "daemon.log", "ab")
-        self.process = subprocess.Popen([sys.executable, "-c", _DAEMON, self.conf, "runner" if runner else "-"],
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.process = subprocess.Popen(prefix + [sys.executable, "-c", _DAEMON, self.conf, "runner" if runner else "-"],
                                         stdout=subprocess.PIPE, stderr=self.log, env=env)
         line = self.process.stdout.readline()
         if not line:
@@ -217,34 +219,28 @@ def free_udp_port():
 class Dnsmasq:
     """A private DNS server on 127.0.0.1 answering only from its command line (MX, A, raw records)."""
 
-    def __init__(self, directory, *, mx=(), hosts=(), records=(), local="test"):
+    def __init__(self, directory, *, mx=(), hosts=(), records=(), local="test", address="127.0.0.1", port=None,
+                 netns=None):
         binary = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
         if binary is None:
             pytest.skip("dnsmasq not installed")
-        self.port = free_udp_port()
-        args = [binary, "--no-daemon", f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+        self.port = port or free_udp_port()
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        args = prefix + [binary, "--no-daemon", f"--port={self.port}", f"--listen-address={address}", "--bind-interfaces",
                 "--no-resolv", "--no-hosts", f"--local=/{local}/", "--pid-file=", "--log-facility=-",
                 "--conf-file=/dev/null"]
         args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in mx]
         args += [f"--host-record={name},{address}" for name, address in hosts]
         args += [f"--dns-rr={name},{rtype},{data}" for name, rtype, data in records]
-        self.log = open(Path(directory) / "dnsmasq.log", "ab")
+        self.log_path = Path(directory) / "dnsmasq.log"
+        self.log = open(self.log_path, "ab")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)
-        self._wait_ready()
+        wait_for(self._started, timeout=20)
 
-    def _wait_ready(self):
-        import dns.message
-        import dns.query
-        query = dns.message.make_query("ready.test", "A")
-        for _ in range(100):
-            if self.process.poll() is not None:
-                raise RuntimeError("dnsmasq exited")
-            try:
-                dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2)
-                return
-            except Exception:
-                time.sleep(0.05)
-        raise RuntimeError("dnsmasq did not answer")
+    def _started(self):
+        if self.process.poll() is not None:
+            raise RuntimeError("dnsmasq exited: " + self.log_path.read_text(errors="replace"))
+        return b"started, version" in self.log_path.read_bytes()
 
     def stop(self):
         if self.process.poll() is None:
@@ -284,37 +280,30 @@ class ThrowawayPostfix:
     def available():
         return os.getuid() == 0 and shutil.which("postfix") is not None and os.path.exists("/etc/postfix/master.cf")
 
-    def __init__(self, settings=None, *, port=None):
+    def __init__(self, settings=None, *, address="127.0.0.1", port=None, netns=None):
         import pwd
         import tempfile
         self.dir = Path(tempfile.mkdtemp(prefix="mailsuite-postfix-"))
         os.chmod(self.dir, 0o755)
-        for name in ("conf", "queue", "data"):
+        for name in ("conf", "queue", "data", "vmail"):
             (self.dir / name).mkdir()
-        postfix_user = pwd.getpwnam("postfix")
-        os.chown(self.dir / "data", postfix_user.pw_uid, postfix_user.pw_gid)
-        self.port = port or free_port("127.0.0.1")
+        owner = pwd.getpwnam("postfix")
+        for name in ("data", "vmail"):
+            os.chown(self.dir / name, owner.pw_uid, owner.pw_gid)
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.port = port or free_port(address)
         self.maillog = self.dir / "maillog"
         values = dict(self.BASE, queue_directory=self.dir / "queue", data_directory=self.dir / "data",
-                      maillog_file=self.maillog, **(settings or {}))
+                      maillog_file=self.maillog, inet_interfaces=address, virtual_mailbox_base=self.dir / "vmail")
+        values.update(settings or {})
         (self.dir / "conf" / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
-        master = Path("/etc/postfix/master.cf").read_text().splitlines()
-        lines = [line for line in master if not line.startswith("smtp      inet")]
-        lines.append(f"127.0.0.1:{self.port} inet n - n - - smtpd")
-        (self.dir / "conf" / "master.cf").write_text("\n".join(lines) + "\n")
+        (self.dir / "conf" / "master.cf").write_text(_master_cf(address, self.port))
         self._postfix("start")
-        wait_for(self._listening, timeout=30)
+        wait_for(lambda: "daemon started" in self.log_text(), timeout=30)
 
     def _postfix(self, action):
-        return subprocess.run(["postfix", "-c", str(self.dir / "conf"), action], capture_output=True, text=True,
-                              timeout=60)
-
-    def _listening(self):
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
+        return subprocess.run(self.prefix + ["postfix", "-c", str(self.dir / "conf"), action],
+                              capture_output=True, text=True, timeout=60)
 
     def log_text(self):
         return self.maillog.read_text(errors="replace") if self.maillog.exists() else ""
@@ -331,3 +320,18 @@ class ThrowawayPostfix:
             return True
         except (OSError, ValueError, IndexError):
             return False
+
+
+def _master_cf(address, port):
+    """Debian's master.cf with our one smtpd listener and no chroot (the queue is a temporary directory)."""
+    lines = []
+    for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+        fields = line.split()
+        if line.startswith("smtp ") and len(fields) > 1 and fields[1] == "inet":
+            continue
+        if line and not line[0].isspace() and not line.startswith("#") and len(fields) >= 8:
+            fields[4] = "n"
+            line = " ".join(fields)
+        lines.append(line)
+    lines.append(f"{address}:{port} inet n - n - - smtpd")
+    return "\n".join(lines) + "\n"
