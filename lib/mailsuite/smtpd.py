@@ -15,11 +15,12 @@ session may answer 250.  `sendmail -bs` runs the same session on stdin and
 stdout for a local user, who may send anywhere, like the command line does.
 """
 
+import gc
 import os
 import signal
 import sys
 
-from . import auth, config, log, mx, server
+from . import auth, config, log, mx, queue, runner, server
 from .smtp_session import Policy, Session
 
 RUNNER_STOP_WAIT = 30
@@ -50,6 +51,8 @@ class Daemon:
         """Everything derived from the configuration, rebuilt on SIGHUP."""
         self.tls = server.tls_context(self.cfg, "smtp")
         self.submission_ports = {port for _, port in parse_listen(self.cfg.smtp.listen_submission, 587)}
+        self.policies = {False: Policy.from_config(self.cfg, submission=False),
+                         True: Policy.from_config(self.cfg, submission=True)}
 
     def listeners(self):
         plain = parse_listen(self.cfg.smtp.listen, 25)
@@ -59,8 +62,7 @@ class Daemon:
     # --- sessions (in the forked child) -----------------------------------
 
     def session(self, conn):
-        submission = _local_port(conn) in self.submission_ports
-        policy = Policy.from_config(self.cfg, submission=submission)
+        policy = self.policies[_local_port(conn) in self.submission_ports]
         Session(conn, policy, enqueue=queue_writer(self.cfg), logger=self.logger,
                 authenticate=authenticator(self.cfg, self.logger, conn), tls_context=self.tls,
                 plaintext_ok=lambda c: auth.plaintext_allowed(self.cfg, c),
@@ -69,7 +71,6 @@ class Daemon:
     # --- the runner child -------------------------------------------------
 
     def start_runner(self):
-        from . import runner
         pid = os.fork()
         if pid == 0:
             status = 0
@@ -114,6 +115,7 @@ class Daemon:
     def run(self, *, with_runner=True, on_ready=None):
         if with_runner:
             self.start_runner()
+        gc.freeze()         # the master's objects stay shared with the session children, not copied
         try:
             busy = f"421 4.7.0 {self.cfg.hostname} Too many connections, try again later\r\n".encode()
             server.serve_forking(self.session, self.cfg, listeners=self.listeners(),
@@ -173,8 +175,6 @@ def smtp_on_stdio(cfg, user, *, submit=None):
 
 def queue_writer(cfg):
     """enqueue(envelope, data_file, received) -> queue id, through the durable queue."""
-    from . import queue
-
     def enqueue(envelope, data, received):
         return queue.Queue(cfg).enqueue(envelope.sender, envelope.recipients, data,
                                         received=received.encode(), client=envelope.client,
@@ -184,16 +184,13 @@ def queue_writer(cfg):
 
 def authenticator(cfg, logger, conn):
     """authenticate(user, password) -> user name or None, through the shared auth module."""
-    checker = auth.Authenticator(cfg, "smtp", logger)
-
     def authenticate(username, password):
-        user = checker.authenticate(username, password, conn.peer)
+        user = auth.Authenticator(cfg, "smtp", logger).authenticate(username, password, conn.peer)
         return user.name if user else None
     return authenticate
 
 
 def _queue_errors():
-    from . import queue
     return {"queue_full": (queue.QueueFull,), "queue_errors": (queue.QueueError,)}
 
 
