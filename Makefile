@@ -38,6 +38,8 @@ bench: $(VENV)/.test-deps
 
 install:
 	$(PYTHON) -m pip install --no-deps --root '$(or $(DESTDIR),/)' --prefix '$(PREFIX)' .
+	ln -sf sendmail '$(DESTDIR)$(PREFIX)/bin/mailq'
+	ln -sf sendmail '$(DESTDIR)$(PREFIX)/bin/newaliases'
 	install -d '$(DESTDIR)$(EXAMPLES)'
 	cp -R etc/. '$(DESTDIR)$(EXAMPLES)/'
 	for page in man/*.[1-8]; do \

@@ -1,6 +1,8 @@
 """Helpers shared by the sendmail, queue and aliases tests."""
 
 import mailbox
+import os
+import sys
 import time
 
 MESSAGE = b"Subject: hello\nTo: bob@localhost\n\nHi there.\n"
@@ -30,3 +32,18 @@ def wait_for_messages(path, count, timeout=20.0):
 def queue_files(sandbox, state):
     directory = sandbox.dir / "queue" / state
     return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def sendmail_path():
+    return os.path.join(os.path.dirname(sys.executable), "sendmail")
+
+
+def set_config(sandbox, section, key, value):
+    """Add KEY = VALUE to [SECTION] of the sandbox's config file (the section may be new)."""
+    text = open(sandbox.conf).read()
+    if f"[{section}]\n" in text:
+        text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1)
+    else:
+        text += f"\n[{section}]\n{key} = {value}\n"
+    with open(sandbox.conf, "w") as f:
+        f.write(text)

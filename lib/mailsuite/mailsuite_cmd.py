@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-from . import config, sandbox
+from . import config, queue_cmd, sandbox
 from .cli import Fatal
 
 # The sandbox's daemons, in start order: program name and arguments.
@@ -125,6 +125,7 @@ SUBCOMMANDS = {
     "init": ("build a sandbox installation in DIR", _dir_argument, cmd_init),
     "up": ("run the sandbox's daemons in the foreground", _dir_argument, cmd_up),
     "check": ("validate the configuration and permissions", None, cmd_check),
+    "queue": ("list, flush, hold, release or delete queued mail", queue_cmd.add_arguments, queue_cmd.cmd_queue),
 }
 
 

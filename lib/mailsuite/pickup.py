@@ -20,7 +20,7 @@ import time
 from . import address as addr
 from .headers import read_header
 from .maildrop import DropError, DropFile
-from .queue import new_id, valid_id
+from .queue import QueueError, new_id, valid_id
 from .users import User, UserDB
 
 QUALIFIED_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc")
@@ -65,8 +65,11 @@ def pickup_one(cfg, queue, logger, name):
         try:
             return _enqueue(cfg, queue, logger, drop)
         except DropError as exc:
-            logger.warning("%s; removed", exc)
+            logger.warning("%s; moved to the corrupt directory", exc)
             _quarantine(queue, drop)
+            return None
+        except QueueError as exc:
+            logger.warning("maildrop/%s: left for later: %s", name, exc)
             return None
     finally:
         drop.close()

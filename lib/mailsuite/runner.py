@@ -97,15 +97,24 @@ class WorkerPool:
 
 
 def run_once(cfg, logger, *, ids=None):
-    """One queue run; IDS forces an attempt for just those messages, due or not."""
+    """One queue run; IDS forces an attempt for just those messages, due or not.
+
+    Mail the run itself queues (bounces, and their bounces) gets its first
+    attempt in the same run, so `sendmail -q` without a daemon leaves no
+    notification behind."""
     queue = Queue(cfg)
     queue.ensure_dirs()
     queue.recover()
     pickup_all(cfg, queue, logger)
     pool = WorkerPool(cfg, queue, logger)
-    for qid in queue.due() if ids is None else ids:
-        pool.start(qid)
-    pool.wait_all()
+    seen = {qid for _state, qid in queue.ids(("incoming",))}
+    todo = queue.due() if ids is None else list(ids)
+    for _generation in range(3):                # the mail, its bounces, double bounces
+        for qid in todo:
+            pool.start(qid)
+        pool.wait_all()
+        todo = [qid for _state, qid in queue.ids(("incoming",)) if qid not in seen]
+        seen.update(todo)
     return 0
 
 

@@ -217,7 +217,8 @@ def main(argv):
         return _verify(cfg, recipients_of(arguments))
     if opts.mode == "smtp":
         from .smtpd import smtp_on_stdio
-        return smtp_on_stdio(cfg, login_name())
+        from .submit import drop_submitter, may_write_queue
+        return smtp_on_stdio(cfg, login_name(), submit=None if may_write_queue(cfg) else drop_submitter(cfg))
     if opts.queue_run is not None:
         return _queue_run(cfg, opts)
     from .submit import submit

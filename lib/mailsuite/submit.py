@@ -65,6 +65,31 @@ def submit(cfg, opts, recipients, stdin=None):
     return 0
 
 
+def drop_submitter(cfg):
+    """submit(sender, recipients, data_file, received) -> id through the maildrop,
+    for `sendmail -bs` run by a user who may not write the queue."""
+    def submit_one(sender, recipients, data, received):
+        drop = DropWriter(cfg.mailsuite.maildrop_dir,
+                          {"sender": sender, "recipients": list(recipients), "login": _login()})
+        try:
+            drop.write(received)
+            while chunk := data.read(CHUNK):
+                drop.write(chunk)
+            return drop.commit()
+        except BaseException:
+            drop.abort()
+            raise
+    return submit_one
+
+
+def may_write_queue(cfg):
+    """Root and the sandbox's own user may put mail straight into the queue."""
+    if not (os.geteuid() == 0 or cfg.mailsuite.sandbox):
+        return False
+    queue_dir = cfg.mailsuite.queue_dir
+    return not os.path.isdir(queue_dir) or os.access(queue_dir, os.W_OK)
+
+
 def quiet_logger(cfg, verbose):
     """The sendmail logger; without syslog it would write to the caller's
     stderr, which cron and PHP pass on to people: keep that for -v and for trouble."""
@@ -115,12 +140,7 @@ def _first_attempt(cfg, opts, name):
     from .runner import runner_active
     if opts.delivery == "q" or not cfg.submission.deliver_now:
         return
-    queue_dir = cfg.mailsuite.queue_dir
-    if not (os.geteuid() == 0 or cfg.mailsuite.sandbox):
-        return
-    if not os.access(cfg.mailsuite.maildrop_dir, os.R_OK | os.W_OK):
-        return
-    if os.path.isdir(queue_dir) and not os.access(queue_dir, os.W_OK):
+    if not may_write_queue(cfg) or not os.access(cfg.mailsuite.maildrop_dir, os.R_OK | os.W_OK):
         return
     if runner_active(cfg):
         return

@@ -1,0 +1,117 @@
+"""The queue keeps mail through crashes and full disks, and never delivers twice."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from mailsuite import config
+from mailsuite.queue import Queue, QueueFull
+from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, spool_messages
+
+
+def children_of(pid):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def wait_until(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.05)
+
+
+def test_sigkill_of_a_worker_mid_delivery(sandbox, tmp_path):
+    started = tmp_path / "started"
+    out = tmp_path / "out"
+    aliases = sandbox.dir / "aliases"
+    aliases.write_text(f'slow: alice, "|touch {started}; sleep 30"\n')
+    assert sandbox.run("sendmail", "-odq", "-i", "slow", input=MESSAGE).returncode == 0
+    runner = subprocess.Popen([sendmail_path(), "-C", sandbox.conf, "-q"], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(started.exists)
+        [worker] = children_of(runner.pid)
+        commands = children_of(worker)
+        os.kill(worker, signal.SIGKILL)
+        assert runner.wait(timeout=20) == 0
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    for pid in commands:                       # the orphaned command (its own session)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert len(queue_files(sandbox, "active")) == 1           # left behind by the dead worker
+    assert len(spool_messages(sandbox.spool("alice"))) == 1   # delivered before the kill, intact
+    aliases.write_text(f'slow: alice, "|cat > {out}"\n')
+    assert sandbox.run("sendmail", "-q").returncode == 0      # recovers and finishes
+    assert out.read_bytes().count(b"Subject: hello") == 1
+    assert len(spool_messages(sandbox.spool("alice"))) == 1   # no duplicate
+    assert queue_files(sandbox, "active") == queue_files(sandbox, "incoming") == []
+
+
+def test_torn_record_is_ignored(sandbox):
+    queue = Queue(sandbox.cfg)
+    qid = queue.enqueue("a@localhost", ["alice@localhost"], MESSAGE)
+    path = sandbox.dir / "queue" / "incoming" / qid
+    with open(path, "ab") as f:
+        f.write(b'{"r":"alice@localhost","t":"mailbox:alice","s":"se')   # crash mid-record
+    env = queue.load(qid)
+    assert env.results == {}
+    assert sandbox.run("sendmail", "-q").returncode == 0
+    assert len(spool_messages(sandbox.spool("alice"))) == 1
+
+
+def test_enqueue_is_complete_or_absent(sandbox):
+    queue = Queue(sandbox.cfg)
+    with pytest.raises(ValueError):
+        queue.enqueue("a@localhost", [], MESSAGE)
+    assert queue_files(sandbox, "incoming") == queue_files(sandbox, "tmp") == []
+
+
+def test_low_free_space_refuses_with_queue_full(sandbox):
+    set_config(sandbox, "queue", "min_free_space", "100000G")
+    cfg = config.load(sandbox.conf)
+    with pytest.raises(QueueFull):
+        Queue(cfg).enqueue("a@localhost", ["alice@localhost"], MESSAGE)
+    # sendmail still accepts: the message waits in the maildrop until there is room
+    assert sandbox.run("sendmail", "-odi", "alice", input=MESSAGE).returncode == 0
+    assert len(list((sandbox.dir / "maildrop").iterdir())) == 1
+    assert spool_messages(sandbox.spool("alice")) == []
+
+
+@pytest.mark.root
+def test_full_disk_gives_queue_full_and_leaves_nothing(sandbox, tmp_path):
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        text = open(sandbox.conf).read().replace(str(sandbox.dir / "queue"), str(mount / "queue"))
+        open(sandbox.conf, "w").write(text)
+        set_config(sandbox, "queue", "min_free_space", "0")
+        cfg = config.load(sandbox.conf)
+        queue = Queue(cfg)
+        small = queue.enqueue("a@localhost", ["alice@localhost"], MESSAGE)
+        with pytest.raises(QueueFull):
+            queue.enqueue("a@localhost", ["alice@localhost"], MESSAGE + b"x" * (1 << 20))
+        assert os.listdir(mount / "queue" / "tmp") == []
+        assert os.listdir(mount / "queue" / "incoming") == [small]
+        assert queue.load(small).size > 0
+    finally:
+        subprocess.run(["umount", "-l", str(mount)])
