@@ -37,7 +37,7 @@ bench: $(VENV)/.test-deps
 	$(VPY) tests/bench/run.py
 
 install:
-	$(PYTHON) -m pip install --no-deps --root '$(or $(DESTDIR),/)' --prefix '$(PREFIX)' .
+	$(PYTHON) -m pip install --no-deps --ignore-installed --root '$(or $(DESTDIR),/)' --prefix '$(PREFIX)' .
 	ln -sf sendmail '$(DESTDIR)$(PREFIX)/bin/mailq'
 	ln -sf sendmail '$(DESTDIR)$(PREFIX)/bin/newaliases'
 	install -d '$(DESTDIR)$(EXAMPLES)'

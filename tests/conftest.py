@@ -53,9 +53,28 @@ class Sandbox:
         return subprocess.run([program(prog), "-C", self.conf, *args], input=input, capture_output=True,
                               check=check, timeout=timeout, env=env or self.env)
 
+    def deliver(self, user, raw, sender="s@example.org"):
+        """Deliver raw message bytes to a user's spool in-process, as mail.local would."""
+        from mailsuite.deliver import deliver, prepare_bytes
+        prepared = prepare_bytes(raw)
+        try:
+            deliver(self.cfg, self.user(user), prepared, sender=sender)
+        finally:
+            prepared.close()
+
     def clear_spools(self):
         for user in ("alice", "bob"):
             self.spool(user).write_bytes(b"")
+
+
+def subjects(path):
+    """The Subject: of every message in an mbox, as Python's mailbox module reads it."""
+    import mailbox
+    box = mailbox.mbox(str(path), create=False)
+    try:
+        return [box.get_message(k)["subject"] for k in box.keys()]
+    finally:
+        box.close()
 
 
 @pytest.fixture

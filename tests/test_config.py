@@ -83,3 +83,15 @@ def test_programs_exit_ex_config_with_one_line(sandbox, tmp_path):
     assert done.returncode == os.EX_CONFIG
     assert done.stderr.decode().count("\n") == 1
     assert "unknown key 'bogus'" in done.stderr.decode()
+
+
+def test_manual_page_documents_every_key():
+    page = (REPO / "man" / "mailsuite.conf.5").read_text()
+    begin = page.index(".\\\" BEGIN KEYS")
+    generated = page[page.index("\n", begin) + 1:page.index(".\\\" END KEYS")]
+    assert generated == config.manual_keys() + "\n", "regenerate with: python -m mailsuite.config man"
+
+
+def test_every_program_has_a_manual_page():
+    for program in (REPO / "bin").iterdir():
+        assert list((REPO / "man").glob(program.name + ".[1-8]")), program.name

@@ -1,13 +1,12 @@
 """Kill the store at every write it makes; the next process must find a whole mailbox.
 
-A child process runs the real code with `_pwrite_all` wrapped to SIGKILL
+A child process runs the real code with `fileio.pwrite_all` wrapped to SIGKILL
 itself just before its k-th write (k = 1, 2, ...), until a run gets through
 unharmed.  After each kill the next process to take the lock must see
 either the mailbox before the operation or after it, never a mixture, and
 Python's mailbox module must parse it.
 """
 
-import mailbox
 import os
 import signal
 import subprocess
@@ -15,18 +14,18 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, subjects
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 
 CHILD = """
 import os, signal, sys
 sys.path.insert(0, {lib!r})
-from mailsuite import config, mbox
+from mailsuite import config, fileio
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 from mailsuite.users import UserDB
-mbox.CHUNK = 512                      # many small writes: many places to die
+fileio.CHUNK = 512                    # many small writes: many places to die
 kill_at = int(sys.argv[1])
-real = mbox._pwrite_all
+real = fileio.pwrite_all
 count = 0
 def dying_write(fd, data, offset):
     global count
@@ -35,7 +34,7 @@ def dying_write(fd, data, offset):
         real(fd, data[:len(data) // 2], offset)       # half of this write reaches the file
         os.kill(os.getpid(), signal.SIGKILL)
     real(fd, data, offset)
-mbox._pwrite_all = dying_write
+fileio.pwrite_all = dying_write
 cfg = config.load({conf!r})
 user = UserDB(cfg).lookup("alice")
 {action}
@@ -53,12 +52,6 @@ with open_spool(cfg, user) as box, box.locked():
 """
 
 
-def subjects(path):
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return [box.get_message(k)["subject"] for k in box.keys()]
-    finally:
-        box.close()
 
 
 def fill(sandbox, count):

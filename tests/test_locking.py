@@ -1,6 +1,5 @@
 """Locks that other mail programs honour, and that we honour in turn."""
 
-import fcntl
 import os
 import subprocess
 import sys
@@ -73,7 +72,7 @@ def test_procmail_waits_for_our_lock(sandbox, tmp_path):
     rc.write_text(f"LOGFILE={tmp_path}/procmail.log\n:0:\n{spool}\n")
     with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
         proc = subprocess.Popen([procmail, "-m", str(rc)], stdin=subprocess.PIPE)
-        proc.stdin.write(b"From: p@example.org\nSubject: from procmail\n\nhi\n")
+        proc.stdin.write(b"From p@example.org Mon Jan  1 00:00:00 2024\nFrom: p@example.org\nSubject: from procmail\n\nhi\n")
         proc.stdin.close()
         time.sleep(1.0)
         assert proc.poll() is None and spool.read_bytes() == b""

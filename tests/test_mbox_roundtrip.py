@@ -74,13 +74,10 @@ def test_round_trip_through_python_mailbox(sandbox, batch):
 def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
     """The scanner reads in chunks; where the chunks fall must never change what it finds."""
     import os
-    from mailsuite import mbox
+    from mailsuite import mbox_scan as mbox
     sandbox.clear_spools()
-    alice = sandbox.user("alice")
     for _, _, _, raw in batch:
-        prepared = prepare_bytes(raw)
-        deliver(sandbox.cfg, alice, prepared, sender="s@example.org")
-        prepared.close()
+        sandbox.deliver("alice", raw)
     fd = os.open(sandbox.spool("alice"), os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
@@ -95,3 +92,25 @@ def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
         os.close(fd)
     assert pieces == whole
     assert len(whole) == len(batch)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(messages(), min_size=1, max_size=4), chunk=st.sampled_from([3, 64, 4 << 20]))
+def test_client_sizes_are_what_servers_send(sandbox, batch, chunk):
+    """The index knows a message's size on the wire (hidden headers out, CRLF) and its POP3 dot lines."""
+    from mailsuite import mbox_scan as mbox
+    from mailsuite.mbox import served_body, served_header
+    sandbox.clear_spools()
+    for _, _, _, raw in batch:
+        sandbox.deliver("alice", raw)
+    saved = mbox.CHUNK
+    mbox.CHUNK = chunk
+    try:
+        with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+            for m in box.scan().messages:
+                sent = served_header(box.read(m, m.header, m.body)) + served_body(box.read(m, m.body, m.end))
+                assert m.client_size == len(sent)
+                assert m.dot_lines == sum(1 for line in sent.split(b"\r\n")[:-1] if line.startswith(b"."))
+                assert b"X-Keywords" not in sent and b"Return-Path" in sent
+    finally:
+        mbox.CHUNK = saved

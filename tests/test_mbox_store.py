@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from conftest import subjects
 from mailsuite import mbox as mboxmod
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 from mailsuite.mbox import Mailbox, MailboxError
@@ -17,12 +18,6 @@ def put(sandbox, user, *subjects, body=b"body\n"):
         prepared.close()
 
 
-def subjects(path):
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return [box.get_message(k)["subject"] for k in box.keys()]
-    finally:
-        box.close()
 
 
 def test_readers_assign_ascending_uids_dovecot_style(sandbox):

@@ -19,6 +19,43 @@ class Fatal(Exception):
         self.status = status
 
 
+class UsageError(Exception):
+    """A command line that does not parse."""
+
+
+def getopt(args, shortopts):
+    """POSIX getopt for short options: (list of (flag, value), operands).
+
+    getopt.getopt from the standard library would do, but it imports
+    gettext and locale, which is most of a delivery agent's start-up time.
+    Options stop at the first operand or at `--`.
+    """
+    options = []
+    args = list(args)
+    while args and args[0].startswith("-") and args[0] != "-":
+        arg = args.pop(0)
+        if arg == "--":
+            break
+        if arg.startswith("--"):
+            options.append((arg, ""))
+            continue
+        i = 1
+        while i < len(arg):
+            flag = arg[i]
+            spec = shortopts.find(flag)
+            if spec < 0 or flag == ":":
+                raise UsageError(f"unknown option -{flag}")
+            if shortopts[spec + 1:spec + 2] == ":":
+                value = arg[i + 1:] or (args.pop(0) if args else None)
+                if value is None:
+                    raise UsageError(f"option -{flag} needs a value")
+                options.append((f"-{flag}", value))
+                break
+            options.append((f"-{flag}", ""))
+            i += 1
+    return options, args
+
+
 def program_name(argv0=None):
     return os.path.basename(argv0 or sys.argv[0]) or "mailsuite"
 

@@ -12,8 +12,6 @@ server's configuration is how open relays happen.
 import configparser
 import os
 import re
-import socket
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 DEFAULT_PATH = "/etc/mailsuite/mailsuite.conf"
@@ -70,11 +68,13 @@ PARSERS = {
 }
 
 
-@dataclass(frozen=True)
 class Key:
-    type: str
-    default: str
-    doc: str
+    """One configuration key: its type name, default (as written in the file) and documentation."""
+
+    __slots__ = ("type", "default", "doc")
+
+    def __init__(self, type, default, doc):
+        self.type, self.default, self.doc = type, default, doc
 
 
 # --- the schema ----------------------------------------------------------
@@ -182,7 +182,10 @@ class Config:
 
     @property
     def hostname(self):
-        return self.mailsuite.hostname or socket.getfqdn()
+        if self.mailsuite.hostname:
+            return self.mailsuite.hostname
+        import socket
+        return socket.getfqdn()
 
     @property
     def local_domains(self):
@@ -292,3 +295,26 @@ def example_text():
             out.append(f"#{name} = {key.default}".rstrip())
         out.append("")
     return "\n".join(out)
+
+
+def manual_keys():
+    """The KEYS section of mailsuite.conf(5), generated from the schema like the example file."""
+    out = []
+    for section, keys in SCHEMA.items():
+        out.append(f".SS [{section}]")
+        for name, key in keys.items():
+            default = _troff(key.default)
+            doc = _troff(key.doc)
+            value = f" \\fI{default}\\fR" if default else ""
+            out += [".TP", f"\\fB{name}\\fR ={value}  ({key.type})", doc[0].upper() + doc[1:] + "."]
+    return "\n".join(out)
+
+
+def _troff(text):
+    return text.replace("\\", "\\e").replace("-", "\\-")
+
+
+if __name__ == "__main__":
+    import sys
+    what = sys.argv[1] if len(sys.argv) > 1 else "example"
+    print(example_text() if what == "example" else manual_keys())

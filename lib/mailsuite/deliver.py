@@ -18,7 +18,6 @@ import errno
 import grp
 import os
 import re
-import tempfile
 import time
 
 from . import log
@@ -99,7 +98,7 @@ def prepare(stream, max_size=0):
             headers.append(line if line.endswith(b"\n") else line + b"\n")
     if total == 0:
         raise DeliveryError(os.EX_DATAERR, "empty message")
-    body = tempfile.TemporaryFile(prefix="mailsuite-")
+    body = temporary_file()
     body_size = 0
     carry = body_start
     while True:
@@ -121,6 +120,17 @@ def prepare(stream, max_size=0):
         if not chunk:
             break
     return PreparedMessage(b"".join(headers), body, body_size)
+
+
+def temporary_file():
+    """An anonymous temporary file (O_TMPFILE: nothing to clean up, no tempfile import)."""
+    directory = os.environ.get("TMPDIR", "/tmp")
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except (OSError, AttributeError):
+        import tempfile
+        return tempfile.TemporaryFile(prefix="mailsuite-")
+    return open(fd, "w+b")
 
 
 def prepare_bytes(data, max_size=0):

@@ -11,21 +11,23 @@ treated as a miss, never as a failure of the mailbox.
 
 import marshal
 import os
-import sqlite3
 
-_VERSION = 1
+_VERSION = 2
 _SCHEMA = """CREATE TABLE IF NOT EXISTS mailbox (
     path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,
     tail BLOB, data BLOB)"""
 
 
 class IndexCache:
+    """sqlite3 is imported on first use: delivery never needs it."""
+
     def __init__(self, directory):
         self.path = os.path.join(directory, "index.sqlite")
         self._db = None
         self._directory = directory
 
     def _connect(self):
+        import sqlite3
         if self._db is None:
             os.makedirs(self._directory, mode=0o700, exist_ok=True)
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600))
@@ -37,6 +39,7 @@ class IndexCache:
 
     def load(self, mailbox_path):
         """(key, tail, (messages, imapbase)) or None."""
+        import sqlite3
         from .mbox import Message
         try:
             row = self._connect().execute(
@@ -53,6 +56,7 @@ class IndexCache:
             return None
 
     def store(self, mailbox_path, key, tail, payload):
+        import sqlite3
         messages, imapbase = payload
         try:
             data = marshal.dumps((_VERSION, [m.as_tuple() for m in messages], imapbase))

@@ -6,12 +6,9 @@ appended to each accepted recipient's spool; the replies after DATA come in
 RCPT order, as the RFC requires.
 """
 
-import os
 import re
-import tempfile
 
-from . import log
-from .deliver import DeliveryError, deliver, prepare
+from .deliver import DeliveryError, deliver, prepare, temporary_file
 from .mail_local import _local_part
 
 MAX_COMMAND = 2048
@@ -106,7 +103,7 @@ class LMTPSession:
     def data(self, _):
         self.reply("354 end data with <CR><LF>.<CR><LF>")
         limit = self.cfg.delivery.max_message_size
-        with tempfile.TemporaryFile(prefix="mailsuite-lmtp-") as spool:
+        with temporary_file() as spool:
             size = 0
             while True:
                 line = self.rfile.readline(1 << 20)

@@ -17,8 +17,6 @@ user), liblockfile's setgid `dotlockfile` helper makes the dotlock for us.
 import errno
 import fcntl
 import os
-import socket
-import subprocess
 import time
 from contextlib import contextmanager
 
@@ -53,7 +51,7 @@ class Dotlock:
 
     def _link_create(self):
         directory, name = os.path.split(self.path)
-        unique = os.path.join(directory or ".", f".{name}.{socket.gethostname()}.{os.getpid()}.{time.monotonic_ns()}")
+        unique = os.path.join(directory or ".", f".{name}.{os.uname().nodename}.{os.getpid()}.{time.monotonic_ns()}")
         fd = os.open(unique, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.write(fd, f"{os.getpid()}\n".encode())
@@ -71,6 +69,7 @@ class Dotlock:
         return won
 
     def _helper_create(self):
+        import subprocess
         done = subprocess.run([self.helper, "-p", "-r", "0", self.path],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return done.returncode == 0
@@ -105,6 +104,7 @@ class Dotlock:
             return
         self.held = False
         if self.via_helper:
+            import subprocess
             subprocess.run([self.helper, "-u", self.path], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:

@@ -7,9 +7,9 @@ usual grep and pflogsumm habits keep working.
 """
 
 import logging
-import logging.handlers
 import os
 import sys
+import syslog
 
 _FORMAT = "%(name)s[%(process)d]: %(message)s"
 
@@ -21,23 +21,51 @@ def setup(cfg, program):
         return logger
     logger.propagate = False
     logger.setLevel(getattr(logging, cfg.mailsuite.log_level.upper(), logging.INFO))
-    handler = _syslog_handler(cfg) or logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(_FORMAT if isinstance(handler, logging.handlers.SysLogHandler)
-                                           else "%(asctime)s " + _FORMAT))
+    handler = _syslog_handler(cfg, program)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
     logger.addHandler(handler)
     return logger
 
 
-def _syslog_handler(cfg):
+class _SyslogHandler(logging.Handler):
+    """Through the C library's syslog(3), which is what /dev/log means on this host.
+
+    logging.handlers.SysLogHandler would do the same, at the price of
+    importing socket and pickle in every delivery agent; it is used only
+    when the configuration names another socket.
+    """
+
+    _PRIORITY = {logging.DEBUG: syslog.LOG_DEBUG, logging.INFO: syslog.LOG_INFO,
+                 logging.WARNING: syslog.LOG_WARNING, logging.ERROR: syslog.LOG_ERR,
+                 logging.CRITICAL: syslog.LOG_CRIT}
+
+    def __init__(self, ident, facility):
+        super().__init__()
+        syslog.openlog(ident, syslog.LOG_PID, facility)
+
+    def emit(self, record):
+        try:
+            syslog.syslog(self._PRIORITY.get(record.levelno, syslog.LOG_INFO), self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def _syslog_handler(cfg, program):
     socket_path = cfg.mailsuite.log_socket
     if not socket_path or not os.path.exists(socket_path):
         return None
-    facility = logging.handlers.SysLogHandler.facility_names.get(cfg.mailsuite.log_facility, 
-                                                                 logging.handlers.SysLogHandler.LOG_MAIL)
+    facility = getattr(syslog, "LOG_" + cfg.mailsuite.log_facility.upper(), syslog.LOG_MAIL)
+    if socket_path == "/dev/log":
+        return _SyslogHandler(program, facility)
+    import logging.handlers
     try:
-        return logging.handlers.SysLogHandler(address=socket_path, facility=facility)
+        handler = logging.handlers.SysLogHandler(address=socket_path, facility=facility >> 3)
     except OSError:
         return None
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    return handler
 
 
 def fields(**items):

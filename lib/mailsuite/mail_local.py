@@ -14,12 +14,11 @@ the users that did get it are named on stderr); otherwise the first
 permanent failure (EX_NOUSER, EX_DATAERR, EX_CANTCREAT, EX_USAGE).
 """
 
-import getopt
 import os
 import sys
 
 from . import config, log
-from .cli import Fatal
+from .cli import Fatal, UsageError, getopt
 from .deliver import DeliveryError, deliver, prepare
 from .users import UserDB
 
@@ -36,8 +35,8 @@ Deliver the message on standard input to each USER's mailbox.
 
 def main(argv):
     try:
-        opts, users = getopt.getopt(argv[1:], "C:f:r:ldh", ["help"])
-    except getopt.GetoptError as exc:
+        opts, users = getopt(argv[1:], "C:f:r:ldh")
+    except UsageError as exc:
         raise Fatal(os.EX_USAGE, f"{exc}\n{USAGE}") from None
     options = dict(opts)
     if "-h" in options or "--help" in options:

@@ -1,356 +1,41 @@
-"""The mbox store: scan, append and rewrite a mailbox file in place.
+"""The mbox store: one mailbox file, opened safely, locked, appended to and rewritten in place.
 
-Every reader and writer in mailsuite goes through `Mailbox`, so the rules of
-the format live here once:
+Every reader and writer in mailsuite goes through `Mailbox`:
 
-* A message starts with a `From SENDER DATE` line at the start of the file
-  or after a blank line, and ends with a separating blank line.  Body lines
-  matching `^>*From ` get one more `>` on write (mboxrd); what is stored is
-  what is served.
-* Flags and UIDs live in headers, as Dovecot and UW IMAP keep them:
-  `Status:` (R, O), `X-Status:` (A, F, T, D), `X-Keywords:`, `X-UID:`, and
-  `X-IMAPbase: UIDVALIDITY UIDLAST KEYWORDS...` in the first message.  We
-  write them as one block at the end of the header, padded with spaces in
-  `X-Keywords:`, so a flag change or a new UID is one in-place write.
-* UIDs are assigned by readers (`sync`) under the lock, always to messages
-  at the end of the file, so they only ever ascend.
-* Rewrites happen in place, under both locks, never by renaming a new file
-  over the spool.  A rewrite that does not fit in the padding writes the new
-  tail of the file to a journal first; the next process to take the lock
-  rolls an interrupted copy forward.
-* A failed append truncates the file back to its old size.
+* opening refuses symlinks, hard links, non-regular and foreign-owned files;
+* `locked()` takes fcntl + dotlock (locking.py) and first finishes whatever
+  a killed process left half-done (journal.py);
+* `scan()` indexes the file (mbox_scan.py), reusing the index cache
+  (index.py) and reading only an appended tail when the file merely grew;
+* `append()` writes one message and fsyncs it, truncating back on error;
+* `sync()` assigns UIDs to new messages (they only ever ascend), applies
+  flag changes and expunges: in place where the new store headers fit the
+  padding reserved for them, else by writing the new tail of the file to a
+  journal and copying it over, never by renaming a new file over the spool.
 
-Scanning never reads the whole file into memory: it walks the file in
-chunks with bytes.find, parses only header blocks, and an index cache
-(`index.py`) lets a re-scan read only what was appended.
+The format rules (From_ lines, quoting, the store's headers) are in
+mbox_format.py; this module re-exports the names servers use.
 """
 
 import errno
-import io
 import os
-import re
 import stat
 import time
 from contextlib import contextmanager
-from datetime import datetime, timezone
 
+from . import fileio
 from .index import IndexCache
+from .journal import Journal
 from .locking import mailbox_lock
+from .mbox_format import (HIDDEN_HEADERS, STORE_HEADERS, STRIP_ON_DELIVERY, SYSTEM_FLAGS, MailboxError,
+                          from_line, header_lines_without, quote_from_lines, render_block, served_body,
+                          served_header, unquote_from_lines, valid_keyword)
+from .mbox_scan import HEADER_PARSE_LIMIT, Index, Message, _parse_headers, scan_range, validate_uids
 
-CHUNK = 4 << 20
-HEADER_PARSE_LIMIT = 256 << 10      # store headers further down than this are not looked for
-JOURNAL_MAGIC = b"MAILSUITE-JOURNAL-1"
+__all__ = ["Mailbox", "MailboxError", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS", "HIDDEN_HEADERS",
+           "STRIP_ON_DELIVERY", "HEADER_PARSE_LIMIT", "from_line", "header_lines_without", "quote_from_lines",
+           "unquote_from_lines", "served_header", "served_body", "valid_keyword", "scan_range"]
 
-SYSTEM_FLAGS = "ROAFTD"             # R \Seen, O not \Recent, A \Answered, F \Flagged, T \Draft, D \Deleted
-STATUS_LETTERS = "RO"
-XSTATUS_LETTERS = "AFTD"
-# Headers that belong to the store.  Content-Length is stripped on delivery
-# but left alone in stored messages: rewrites never change a body.
-STORE_HEADERS = {b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imapbase"}
-STRIP_ON_DELIVERY = STORE_HEADERS | {b"x-imap", b"content-length"}
-
-_FROM_QUOTE = re.compile(rb"^(>*From )", re.M)
-_KEYWORD = re.compile(r"[^\x00-\x20\x7f(){%*\"\\\]]+")
-
-
-class MailboxError(Exception):
-    """The file is not something we may treat as a mailbox (symlink, foreign owner, not mbox)."""
-
-
-class Message:
-    """One message's place in the file and its store metadata; immutable."""
-
-    __slots__ = ("start", "header", "body", "end", "from_line", "uid", "flags", "keywords",
-                 "block", "pseudo")
-
-    def __init__(self, start, header, body, end, from_line, uid, flags, keywords, block, pseudo=False):
-        self.start = start              # offset of the "From " line
-        self.header = header            # offset of the first header line
-        self.body = body                # offset of the body (after the blank line)
-        self.end = end                  # end of content; the separating blank line follows
-        self.from_line = from_line      # "sender date", without "From " and the newline
-        self.uid = uid                  # 0 until a reader assigns one
-        self.flags = flags              # frozenset of SYSTEM_FLAGS letters
-        self.keywords = keywords        # tuple of keyword names
-        self.block = block              # (start, end) of our contiguous store-header block, or None
-        self.pseudo = pseudo            # UW IMAP's "FOLDER INTERNAL DATA" message: kept, never shown
-
-    @property
-    def size(self):
-        """Bytes of the stored message, headers and body, LF line ends."""
-        return self.end - self.header
-
-    @property
-    def sender(self):
-        return self.from_line.split(" ", 1)[0]
-
-    @property
-    def date(self):
-        """INTERNALDATE: the From_ line's date, else the epoch."""
-        return parse_from_date(self.from_line)
-
-    def as_tuple(self):
-        return (self.start, self.header, self.body, self.end, self.from_line, self.uid,
-                "".join(sorted(self.flags)), self.keywords, self.block, self.pseudo)
-
-    @classmethod
-    def from_tuple(cls, t):
-        start, header, body, end, from_line, uid, flags, keywords, block, pseudo = t
-        return cls(start, header, body, end, from_line, uid, frozenset(flags), tuple(keywords),
-                   tuple(block) if block else None, pseudo)
-
-    def __repr__(self):
-        return f"<Message uid={self.uid} at {self.start} size={self.size} flags={''.join(sorted(self.flags))}>"
-
-
-class Index:
-    """The result of a scan: messages in file order and the mailbox's UID state."""
-
-    def __init__(self, all_messages, uidvalidity, uidlast, keywords, size):
-        self.all = all_messages                                   # including a pseudo-message
-        self.messages = [m for m in all_messages if not m.pseudo]
-        self.uidvalidity = uidvalidity                            # 0: none assigned yet
-        self.uidlast = uidlast
-        self.keywords = keywords
-        self.size = size
-
-    @property
-    def uidnext(self):
-        last = max((m.uid for m in self.messages), default=0)
-        return max(self.uidlast, last) + 1
-
-    def by_uid(self):
-        return {m.uid: m for m in self.messages if m.uid}
-
-
-# --- From_ lines -----------------------------------------------------------
-
-def from_line(sender, when=None):
-    """`From SENDER DATE`, asctime format in UTC, as Postfix and mail.local write it."""
-    sender = re.sub(r"[\s\x00-\x1f\x7f]", "_", sender or "MAILER-DAEMON")
-    when = datetime.now(timezone.utc) if when is None else when.astimezone(timezone.utc)
-    return (f"{sender} {_DAYS[when.weekday()]} {_MONTH_NAMES[when.month - 1]} {when.day:2d} "
-            f"{when:%H:%M:%S} {when.year}")
-
-
-_FROM_DATE = re.compile(r"(\w{3}) +(\w{3}) +(\d{1,2}) +(\d{1,2}):(\d{2})(?::(\d{2}))? +(?:([A-Z]{3,4}|[+-]\d{4}) +)?(\d{4})")
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
-
-
-def parse_from_date(line):
-    m = _FROM_DATE.search(line)
-    if m and m.group(2) in _MONTHS:
-        try:
-            return datetime(int(m.group(8)), _MONTHS[m.group(2)], int(m.group(3)), int(m.group(4)),
-                            int(m.group(5)), int(m.group(6) or 0), tzinfo=timezone.utc)
-        except ValueError:
-            pass
-    return datetime.fromtimestamp(0, timezone.utc)
-
-
-def quote_from_lines(data):
-    """mboxrd: one more '>' on every line matching ^>*From ."""
-    return _FROM_QUOTE.sub(rb">\1", data)
-
-
-def unquote_from_lines(data):
-    """The inverse of quote_from_lines, for readers that want the original body."""
-    return re.sub(rb"(?m)^>(>*From )", rb"\1", data)
-
-
-# --- the store block -------------------------------------------------------
-
-def render_block(*, flags, keywords, uid, imapbase=None, pseudo=False, pad_to=0, padding=0):
-    """Our store headers, padded in X-Keywords: to pad_to bytes (or `padding` spare bytes)."""
-    lines = []
-    if imapbase is not None:
-        uidvalidity, uidlast, base_keywords = imapbase
-        name = "X-IMAP" if pseudo else "X-IMAPbase"
-        lines.append(f"{name}: {uidvalidity} {uidlast:010d}" + "".join(" " + k for k in base_keywords))
-    status = "".join(c for c in STATUS_LETTERS if c in flags)
-    xstatus = "".join(c for c in XSTATUS_LETTERS if c in flags)
-    if status:
-        lines.append(f"Status: {status}")
-    if xstatus:
-        lines.append(f"X-Status: {xstatus}")
-    keyword_line = "X-Keywords:" + "".join(" " + k for k in keywords)
-    tail = [f"X-UID: {uid}"] if uid else []
-    fixed = sum(len(l) + 1 for l in lines + tail) + len(keyword_line) + 1
-    spare = max(pad_to - fixed, 0) if pad_to else padding
-    lines.append(keyword_line + " " * spare)
-    return ("\n".join(lines + tail) + "\n").encode("utf-8")
-
-
-def valid_keyword(word):
-    return bool(_KEYWORD.fullmatch(word)) and not word.startswith("\\")
-
-
-# --- scanning ----------------------------------------------------------------
-
-class _Window:
-    """A sliding window over a file descriptor, for bytes.find across chunks."""
-
-    def __init__(self, fd, start, size):
-        self.fd = fd
-        self.size = size
-        self.base = start
-        self.buf = b""
-
-    def _fill(self, upto):
-        end = self.base + len(self.buf)
-        while end < upto and end < self.size:
-            chunk = os.pread(self.fd, max(CHUNK, upto - end), end)
-            if not chunk:
-                self.size = end
-                break
-            self.buf += chunk
-            end += len(chunk)
-
-    def drop_before(self, pos):
-        if pos > self.base:
-            self.buf = self.buf[pos - self.base:]
-            self.base = pos
-
-    def _rewind(self, pos):
-        """Data before the window was dropped: start the window again at pos."""
-        if pos < self.base:
-            self.buf = b""
-            self.base = pos
-
-    def find(self, pattern, pos):
-        """Absolute offset of pattern at or after pos, or -1."""
-        self._rewind(pos)
-        self.drop_before(pos)
-        while True:
-            i = self.buf.find(pattern, max(pos - self.base, 0))
-            if i >= 0:
-                return self.base + i
-            end = self.base + len(self.buf)
-            if end >= self.size:
-                return -1
-            self.drop_before(max(pos, end - len(pattern) + 1))
-            self._fill(self.base + len(self.buf) + CHUNK)
-
-    def get(self, start, end):
-        self._rewind(start)
-        self._fill(end)
-        return self.buf[start - self.base:end - self.base]
-
-
-def _header_fields(data, base):
-    """(lower-case name or None, unfolded value, start, end) per header line; `base` is data's offset."""
-    fields = []
-    pos = 0
-    for line in data.split(b"\n"):
-        start, pos = pos, pos + len(line) + 1
-        if line[:1] in (b" ", b"\t") and fields and fields[-1][0] is not None:
-            name, value, first, _ = fields[-1]
-            fields[-1] = (name, value + b" " + line.strip(), first, base + pos)
-            continue
-        colon = line.find(b":")
-        name = line[:colon].strip().lower() if colon > 0 else None
-        fields.append((name, line[colon + 1:].strip() if name else b"", base + start, base + pos))
-    return fields
-
-
-def _parse_headers(data, base):
-    """Store metadata from a header block: uid, flags, keywords, our block, X-IMAPbase, X-IMAP."""
-    values = {}
-    store_lines = []
-    fields = _header_fields(data, base)
-    for i, (name, value, _, _) in enumerate(fields):
-        if name in STORE_HEADERS or name == b"x-imap":
-            values.setdefault(name, value)
-        if name in STORE_HEADERS:
-            store_lines.append(i)
-    status = values.get(b"status", b"").decode("latin-1")
-    xstatus = values.get(b"x-status", b"").decode("latin-1")
-    flags = frozenset(c for c in status if c in STATUS_LETTERS) | frozenset(c for c in xstatus if c in XSTATUS_LETTERS)
-    keywords = tuple(k for k in values.get(b"x-keywords", b"").decode("utf-8", "replace").split() if valid_keyword(k))
-    raw_uid = values.get(b"x-uid", b"")
-    uid = int(raw_uid) if raw_uid.isdigit() and len(raw_uid) < 11 else 0
-    block = None
-    if store_lines and store_lines == list(range(store_lines[0], store_lines[-1] + 1)):
-        block = (fields[store_lines[0]][2], fields[store_lines[-1]][3])
-    return uid, flags, keywords, block, values.get(b"x-imapbase"), values.get(b"x-imap")
-
-
-def _parse_imapbase(value):
-    parts = value.decode("utf-8", "replace").split()
-    if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
-        return int(parts[0]), int(parts[1]), tuple(k for k in parts[2:] if valid_keyword(k))
-    return None
-
-
-def scan_range(fd, start, size):
-    """Messages from offset `start` (a message start) to `size`, and the first message's X-IMAPbase."""
-    window = _Window(fd, start, size)
-    messages = []
-    imapbase = None
-    if size > start and window.get(start, start + 5) != b"From ":
-        raise MailboxError("not an mbox file: no 'From ' line where a message should start")
-    pos = start
-    while pos < size:
-        line_end = window.find(b"\n", pos)
-        line_end = size if line_end < 0 else line_end
-        from_text = window.get(pos + 5, min(line_end, pos + 1024)).decode("utf-8", "surrogateescape")
-        header = min(line_end + 1, size)
-        blank = window.find(b"\n\n", header - 1) if header < size else -1
-        header_block = window.get(header, min(size if blank < 0 else blank + 1, header + HEADER_PARSE_LIMIT))
-        nxt = window.find(b"\n\nFrom ", blank) if blank >= 0 else -1
-        if blank < 0:                       # headers run to the end of the file
-            body = end = next_start = size
-        elif nxt == blank:                  # the blank line after the headers is the separator
-            body = end = blank + 1
-            next_start = blank + 2
-        elif nxt < 0:                       # the last message: drop the final separating blank line
-            end = size - 1 if window.get(size - 2, size) == b"\n\n" else size
-            body = min(blank + 2, end)
-            next_start = size
-        else:
-            body, end, next_start = blank + 2, nxt + 1, nxt + 2
-        uid, flags, keywords, block, base_value, pseudo_value = _parse_headers(header_block, header)
-        is_first = not messages and start == 0
-        pseudo = is_first and pseudo_value is not None
-        if is_first:
-            raw = pseudo_value if pseudo else base_value
-            imapbase = _parse_imapbase(raw) if raw is not None else None
-        messages.append(Message(pos, header, body, end, from_text, uid, flags, keywords, block, pseudo))
-        pos = next_start
-    return messages, imapbase
-
-
-def validate_uids(messages, imapbase):
-    """Keep X-UIDs only while they ascend and stay within UIDLAST; later ones get new UIDs."""
-    if imapbase is None:
-        return [_with(m, uid=0) if m.uid else m for m in messages]
-    uidlast = imapbase[1]
-    out = []
-    previous = 0
-    broken = False
-    for m in messages:
-        if m.pseudo:
-            out.append(m)
-            continue
-        if broken or not m.uid or m.uid <= previous or m.uid > uidlast:
-            if m.uid:
-                broken = True
-            out.append(_with(m, uid=0))
-        else:
-            previous = m.uid
-            out.append(m)
-    return out
-
-
-def _with(m, **changes):
-    t = dict(zip(Message.__slots__, m.as_tuple()))
-    t.update(changes)
-    return Message.from_tuple(tuple(t[k] for k in Message.__slots__))
-
-
-# --- the mailbox ---------------------------------------------------------------
 
 class Mailbox:
     """One mbox file.  Hold `locked()` for anything that writes."""
@@ -363,11 +48,10 @@ class Mailbox:
         self._lock = None
         self._lock_depth = 0
         self._check_owner = check_owner
+        self.journal = Journal(path, owner)
         self.cache = self._open_cache()
         if self.fd is None:
             self._open()
-
-    # -- opening and checks --
 
     def _open(self):
         try:
@@ -431,8 +115,6 @@ class Mailbox:
     def __exit__(self, *exc):
         self.close()
 
-    # -- locking and recovery --
-
     @contextmanager
     def locked(self, timeout=None):
         """Both locks, re-entrant within the process; an interrupted rewrite is finished first."""
@@ -448,76 +130,21 @@ class Mailbox:
             self._lock_depth = 1
             try:
                 self.verify()
-                self._roll_forward()
+                self.journal.roll_forward(self.fd)
                 yield lock
             finally:
                 self._lock_depth = 0
                 self._lock = None
 
-    def _journal_paths(self, kind="journal"):
-        """Where a journal may live: beside the mailbox, else (unwritable spool dir) in the owner's home."""
-        directory, name = os.path.split(self.path)
-        paths = [os.path.join(directory or ".", f".{name}.{kind}")]
-        if self.owner is not None:
-            paths.append(os.path.join(self.owner.home, ".mailsuite", f"{name}.{kind}"))
-        return paths
-
-    def _roll_forward(self):
-        """Finish what a killed process left: undo a partial append, redo an interrupted rewrite."""
-        for kind, apply in (("append", self._undo_append), ("journal", self._apply_journal)):
-            for path in self._journal_paths(kind):
-                try:
-                    jfd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-                except OSError:
-                    continue
-                try:
-                    apply(jfd)
-                finally:
-                    os.close(jfd)
-                os.unlink(path)
-                _fsync_dir(os.path.dirname(path))
-
-    def _undo_append(self, jfd):
-        """An append record names the size before and after; a file in between holds half a message."""
-        fields = os.read(jfd, 256).split()
-        if len(fields) != 5 or fields[0] != b"APPEND":
-            return
-        dev, ino, before, after = (int(f) for f in fields[1:])
-        st = os.fstat(self.fd)
-        if (st.st_dev, st.st_ino) == (dev, ino) and before <= st.st_size < after:
-            os.ftruncate(self.fd, before)
-            os.fsync(self.fd)
-
-    def _apply_journal(self, jfd):
-        size = os.fstat(jfd).st_size
-        trailer_len = 128
-        if size < trailer_len:
-            return
-        trailer = os.pread(jfd, trailer_len, size - trailer_len)
-        fields = trailer.rstrip(b" \n").split()
-        if len(fields) != 5 or fields[0] != JOURNAL_MAGIC:
-            return                                          # the journal itself was not finished: discard it
-        dev, ino, offset, length = (int(f) for f in fields[1:])
-        st = os.fstat(self.fd)
-        if (st.st_dev, st.st_ino) != (dev, ino) or length != size - trailer_len:
-            return
-        _copy_range(jfd, 0, self.fd, offset, length)
-        os.ftruncate(self.fd, offset + length)
-        os.fsync(self.fd)
-
     def touch_lock(self):
         if self._lock is not None:
             self._lock.touch()
-
-    # -- cache --
 
     def _open_cache(self):
         template = self.cfg.mailsuite.index_dir
         if not template or self.owner is None:
             return None
         return IndexCache(self.cfg.expand_user_path(template, self.owner.home))
-
-    # -- reading --
 
     def scan(self):
         """The index of the whole file; only the appended tail is parsed when the cache is current."""
@@ -555,15 +182,13 @@ class Mailbox:
         """Bytes of a stored message (from its first header to its end), or a slice of them."""
         lo = msg.header if start is None else start
         hi = msg.end if end is None else end
-        return _pread_all(self.fd, hi - lo, lo)
+        return fileio.pread_all(self.fd, hi - lo, lo)
 
     def open_range(self, msg, start=None, end=None):
         """A buffered binary file over a message (or a slice), for streaming big ones."""
         lo = msg.header if start is None else start
         hi = msg.end if end is None else end
-        return io.BufferedReader(_RangeReader(self.fd, lo, hi), buffer_size=1 << 16)
-
-    # -- writing --
+        return fileio.reader(self.fd, lo, hi)
 
     def append(self, source, *, sender, date=None, flags=frozenset(), keywords=(), extra_headers=(),
                assign_uid=False):
@@ -590,8 +215,8 @@ class Mailbox:
                              padding=self.cfg.delivery.header_padding)
         head = b"".join([prefix, b"From ", from_line(sender, date).encode(), b"\n",
                          *extra_headers, prepared.header_bytes, block, b"\n"])
-        writer = _Writer(self.fd, old_size)
-        record = self._record_append(old_size, len(head) + prepared.body_size + 1)
+        writer = fileio.Writer(self.fd, old_size)
+        record = self.journal.record_append(self.fd, old_size, old_size + len(head) + prepared.body_size + 1)
         try:
             writer.write(head)
             last = b"\n"
@@ -605,7 +230,7 @@ class Mailbox:
             _truncate_back(self.fd, old_size)
             raise
         finally:
-            _unlink_quietly(record)
+            fileio.unlink_quietly(record)
             if prepared is not source:
                 prepared.close()
         return uid
@@ -683,7 +308,7 @@ class Mailbox:
                 break
             in_place.append((m.block[0], block))
         for offset, block in in_place:
-            _pwrite_all(self.fd, block, offset)
+            fileio.pwrite_all(self.fd, block, offset)
         if tail_from is not None:
             self._rewrite_tail(tail_from, survivors, wanted)
         _mark_modified(self.fd)
@@ -698,7 +323,8 @@ class Mailbox:
                 break
             if m.start in wanted:
                 uid, flags, keywords, block, _, _ = _parse_headers(self.read(m, m.header, m.body), m.header)
-                m = Message(m.start, m.header, m.body, m.end, m.from_line, uid, flags, keywords, block, m.pseudo)
+                m = Message(m.start, m.header, m.body, m.end, m.from_line, uid, flags, keywords, block, m.pseudo,
+                            m.client_size, m.dot_lines)
             messages.append(m)
         st = os.fstat(self.fd)
         if tail_from is not None:
@@ -714,90 +340,31 @@ class Mailbox:
         return Index(messages, uidvalidity, uidlast, keywords, st.st_size)
 
     def _rewrite_tail(self, tail_from, survivors, wanted):
-        """Write the new tail to a journal, then copy it over the file from tail_from on."""
-        journal_path, jfd = self._create_journal()
-        try:
-            writer = _Writer(jfd, 0)
-            separator = b""
-            for m in survivors:
-                if m.start < tail_from:
-                    continue
-                plan = wanted.get(m.start)
-                writer.write(separator)
-                _copy_into(self.fd, m.start, m.header - m.start, writer)
-                if plan is None:
-                    _copy_into(self.fd, m.header, m.end - m.header, writer)
-                else:
-                    new_flags, new_keywords, uid, base = plan
-                    header = self.read(m, m.header, m.body)
-                    writer.write(_without_store_headers(header))
-                    writer.write(render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
-                                              pseudo=m.pseudo, padding=self.cfg.delivery.header_padding))
-                    writer.write(b"\n")
-                    _copy_into(self.fd, m.body, m.end - m.body, writer)
-                separator = b"\n"
-                self.touch_lock()
-            if separator:
+        """Write the new tail of the file to a journal, then copy it over the file from tail_from on."""
+        path, jfd = self.journal.begin_tail()
+        writer = fileio.Writer(jfd, 0)
+        separator = b""
+        for m in survivors:
+            if m.start < tail_from:
+                continue
+            plan = wanted.get(m.start)
+            writer.write(separator)
+            fileio.copy_into(self.fd, m.start, m.header - m.start, writer)
+            if plan is None:
+                fileio.copy_into(self.fd, m.header, m.end - m.header, writer)
+            else:
+                new_flags, new_keywords, uid, base = plan
+                header = self.read(m, m.header, m.body)
+                writer.write(b"".join(line + b"\n" for line in header_lines_without(header, STORE_HEADERS)))
+                writer.write(render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
+                                          pseudo=m.pseudo, padding=self.cfg.delivery.header_padding))
                 writer.write(b"\n")
-            length = writer.offset
-            st = os.fstat(self.fd)
-            trailer = b"%s %d %d %d %d" % (JOURNAL_MAGIC, st.st_dev, st.st_ino, tail_from, length)
-            os.fsync(jfd)
-            _pwrite_all(jfd, trailer.ljust(127) + b"\n", length)
-            os.fsync(jfd)
-            _fsync_dir(os.path.dirname(journal_path))
-            _copy_range(jfd, 0, self.fd, tail_from, length)
-            os.ftruncate(self.fd, tail_from + length)
-            os.fsync(self.fd)
-        finally:
-            os.close(jfd)
-        os.unlink(journal_path)
-        _fsync_dir(os.path.dirname(journal_path))
-
-    def _record_append(self, before, length):
-        """Note the append about to happen, so a SIGKILLed append is cut back by the next locker.
-
-        Not fsynced: it guards against a killed process, whose page cache
-        survives; the append itself is fsynced before anyone is told "done".
-        """
-        path, fd = self._create_journal("append")
-        try:
-            st = os.fstat(self.fd)
-            os.write(fd, b"APPEND %d %d %d %d\n" % (st.st_dev, st.st_ino, before, before + length))
-        finally:
-            os.close(fd)
-        return path
-
-    def _create_journal(self, kind="journal"):
-        errors = []
-        for path in self._journal_paths(kind):
-            directory = os.path.dirname(path)
-            try:
-                if directory != os.path.dirname(self.path):
-                    os.makedirs(directory, mode=0o700, exist_ok=True)
-                try:
-                    os.unlink(path)
-                except FileNotFoundError:
-                    pass
-                return path, os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                errors.append(f"{path}: {exc.strerror}")
-        raise OSError(errno.EACCES, "cannot create a journal: " + "; ".join(errors))
-
-
-def _without_store_headers(header):
-    """A header block (with or without its blank line) minus our store headers, ending in one newline."""
-    out = []
-    skipping = False
-    for line in header.rstrip(b"\n").split(b"\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                out.append(line)
-            continue
-        skipping = line.split(b":", 1)[0].strip().lower() in STORE_HEADERS
-        if not skipping:
-            out.append(line)
-    return b"".join(line + b"\n" for line in out)
+                fileio.copy_into(self.fd, m.body, m.end - m.body, writer)
+            separator = b"\n"
+            self.touch_lock()
+        if separator:
+            writer.write(b"\n")
+        self.journal.commit_tail(path, jfd, self.fd, tail_from, writer.offset)
 
 
 def _prepared(source):
@@ -824,98 +391,8 @@ def _mark_modified(fd):
     os.utime(fd, ns=(st.st_atime_ns, max(time.time_ns(), st.st_mtime_ns + 1)))
 
 
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
 def _new_uidvalidity():
     return int(time.time())
-
-
-class _Writer:
-    """Sequential pwrite()s from an offset; short writes retried."""
-
-    def __init__(self, fd, offset):
-        self.fd = fd
-        self.offset = offset
-
-    def write(self, data):
-        _pwrite_all(self.fd, data, self.offset)
-        self.offset += len(data)
-
-
-class _RangeReader(io.RawIOBase):
-    def __init__(self, fd, start, end):
-        self.fd = fd
-        self.pos = start
-        self.end = end
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        n = min(len(buffer), self.end - self.pos)
-        if n <= 0:
-            return 0
-        data = os.pread(self.fd, n, self.pos)
-        buffer[:len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-
-def _pwrite_all(fd, data, offset):
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
-
-
-def _pread_all(fd, length, offset):
-    parts = []
-    while length > 0:
-        chunk = os.pread(fd, min(length, CHUNK), offset)
-        if not chunk:
-            break
-        parts.append(chunk)
-        offset += len(chunk)
-        length -= len(chunk)
-    return b"".join(parts)
-
-
-def _copy_into(fd, offset, length, writer):
-    while length > 0:
-        chunk = os.pread(fd, min(length, CHUNK), offset)
-        if not chunk:
-            raise MailboxError("mailbox shrank while being rewritten")
-        writer.write(chunk)
-        offset += len(chunk)
-        length -= len(chunk)
-
-
-def _copy_range(src, src_offset, dst, dst_offset, length):
-    while length > 0:
-        chunk = os.pread(src, min(length, CHUNK), src_offset)
-        if not chunk:
-            raise MailboxError("journal shorter than it says")
-        _pwrite_all(dst, chunk, dst_offset)
-        src_offset += len(chunk)
-        dst_offset += len(chunk)
-        length -= len(chunk)
-
-
-def _fsync_dir(path):
-    try:
-        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _truncate_back(fd, size):

@@ -8,20 +8,15 @@ root; in system mode passwd-file users must name a real uid.
 
 import os
 import pwd
-from dataclasses import dataclass
+from collections import namedtuple
 
 from .config import ConfigError
 
 
-@dataclass(frozen=True)
-class User:
-    name: str
-    uid: int
-    gid: int
-    home: str
-    gecos: str
-    spool: str
-    password_hash: str | None = None   # passwd-file users only; system users use PAM
+class User(namedtuple("User", "name uid gid home gecos spool password_hash", defaults=(None,))):
+    """A mail user; password_hash is set for passwd-file users only (system users use PAM)."""
+
+    __slots__ = ()
 
     @property
     def full_name(self):

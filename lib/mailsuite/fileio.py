@@ -1,0 +1,105 @@
+"""Whole reads and writes at offsets, and the fsyncs that make them durable.
+
+The store, its journal and its tests go through these (as module
+attributes), so a test can kill a process at any one write.
+"""
+
+import io
+import os
+
+CHUNK = 4 << 20
+
+
+class Writer:
+    """Sequential pwrite()s from an offset; short writes retried."""
+
+    def __init__(self, fd, offset):
+        self.fd = fd
+        self.offset = offset
+
+    def write(self, data):
+        pwrite_all(self.fd, data, self.offset)
+        self.offset += len(data)
+
+
+class RangeReader(io.RawIOBase):
+    def __init__(self, fd, start, end):
+        self.fd = fd
+        self.pos = start
+        self.end = end
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        n = min(len(buffer), self.end - self.pos)
+        if n <= 0:
+            return 0
+        data = os.pread(self.fd, n, self.pos)
+        buffer[:len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
+def reader(fd, start, end):
+    """A buffered binary file over bytes [start, end) of fd, for streaming big messages."""
+    return io.BufferedReader(RangeReader(fd, start, end), buffer_size=1 << 16)
+
+
+def pwrite_all(fd, data, offset):
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def pread_all(fd, length, offset):
+    parts = []
+    while length > 0:
+        chunk = os.pread(fd, min(length, CHUNK), offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+    return b"".join(parts)
+
+
+def copy_into(fd, offset, length, writer):
+    while length > 0:
+        chunk = os.pread(fd, min(length, CHUNK), offset)
+        if not chunk:
+            raise OSError("mailbox shrank while being rewritten")
+        writer.write(chunk)
+        offset += len(chunk)
+        length -= len(chunk)
+
+
+def copy_range(src, src_offset, dst, dst_offset, length):
+    while length > 0:
+        chunk = os.pread(src, min(length, CHUNK), src_offset)
+        if not chunk:
+            raise OSError("journal shorter than it says")
+        pwrite_all(dst, chunk, dst_offset)
+        src_offset += len(chunk)
+        dst_offset += len(chunk)
+        length -= len(chunk)
+
+
+def fsync_dir(path):
+    try:
+        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
