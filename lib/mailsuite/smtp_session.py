@@ -54,30 +54,29 @@ class State(enum.Enum):
 
 
 ANY = frozenset(State)
-GREETED = frozenset({State.READY, State.MAIL, State.RCPT})
 
 
 @dataclass(frozen=True)
 class Command:
     handler: str
     states: frozenset
-    last_in_group: bool = False   # RFC 2920: must be the last command of a pipelined group
+    answer_first: bool = False    # RFC 2920 3.1: the client must wait for this reply before sending more
 
 
 COMMANDS = {
-    "EHLO": Command("smtp_EHLO", ANY, last_in_group=True),
-    "HELO": Command("smtp_HELO", ANY, last_in_group=True),
+    "EHLO": Command("smtp_EHLO", ANY),
+    "HELO": Command("smtp_HELO", ANY),
     "MAIL": Command("smtp_MAIL", frozenset({State.READY})),
     "RCPT": Command("smtp_RCPT", frozenset({State.MAIL, State.RCPT})),
-    "DATA": Command("smtp_DATA", frozenset({State.RCPT}), last_in_group=True),
+    "DATA": Command("smtp_DATA", frozenset({State.RCPT}), answer_first=True),
     "RSET": Command("smtp_RSET", ANY),
-    "NOOP": Command("smtp_NOOP", ANY, last_in_group=True),
-    "QUIT": Command("smtp_QUIT", ANY, last_in_group=True),
-    "VRFY": Command("smtp_VRFY", ANY, last_in_group=True),
-    "EXPN": Command("smtp_EXPN", ANY, last_in_group=True),
+    "NOOP": Command("smtp_NOOP", ANY),
+    "QUIT": Command("smtp_QUIT", ANY),
+    "VRFY": Command("smtp_VRFY", ANY),
+    "EXPN": Command("smtp_EXPN", ANY),
     "HELP": Command("smtp_HELP", ANY),
-    "STARTTLS": Command("smtp_STARTTLS", frozenset({State.CONNECTED, State.READY}), last_in_group=True),
-    "AUTH": Command("smtp_AUTH", frozenset({State.READY}), last_in_group=True),
+    "STARTTLS": Command("smtp_STARTTLS", frozenset({State.CONNECTED, State.READY})),
+    "AUTH": Command("smtp_AUTH", frozenset({State.READY})),
 }
 
 # Replies that are the same wherever they occur.
@@ -254,11 +253,12 @@ class Session:
     def _pipelined_out_of_turn(self, command):
         """Input already waiting after a command that must be answered first (RFC 2920 3.1).
 
-        Only DATA is enforced among ESMTP's group enders (what follows it
-        must wait for 354); without PIPELINING nothing may be sent ahead."""
+        What follows DATA must wait for the 354; without PIPELINING (a HELO
+        session) nothing may be sent ahead.  Text sent with STARTTLS is
+        dropped by the Connection instead."""
         if not self.conn.has_pending_input():
             return False
-        return command.handler == "smtp_DATA" or (self.helo is not None and not self.esmtp)
+        return command.answer_first or (self.helo is not None and not self.esmtp)
 
     def _command_text(self, line):
         """The command line as text, or None after replying to a malformed one."""
@@ -426,7 +426,9 @@ class Session:
         path, params = self._path_and_params(argument, "FROM")
         envelope = Envelope(sender=path, client=self.client_text, auth_user=self.auth_user)
         for name, value in params.items():
-            if name == "SIZE" and value and value.isdigit():
+            if name == "SIZE":
+                if not (value and value.isascii() and value.isdigit()):
+                    raise SmtpError("501 5.5.4 Bad SIZE value")
                 envelope.declared_size = int(value)
             elif name == "BODY" and value and value.upper() in ("7BIT", "8BITMIME"):
                 envelope.body = value.upper()
@@ -590,12 +592,12 @@ class Session:
         if self.auth_user:
             protocol += "A"
         if self.client_ip:
-            source = f"from {self.helo or 'unknown'} ({self.client_name} [{self.client_ip}])"
-        else:
-            source = f"from {self.local_user or 'unknown'}@localhost"
-        recipient = f"\r\n\tfor <{self.envelope.recipients[0]}>" if len(self.envelope.recipients) == 1 else ""
-        return (f"Received: {source}\r\n\tby {self.policy.hostname} (mailsuite) with {protocol}"
-                f"{recipient}; {formatdate(localtime=True)}").replace("\r\n", "\n") + "\n"
+            trace = (f"from {self.helo or 'unknown'} ({self.client_name} [{self.client_ip}])\n"
+                     f"\tby {self.policy.hostname} (mailsuite)")
+        else:                                     # sendmail -bs: no network peer to name
+            trace = f"by {self.policy.hostname} (mailsuite, from user {self.local_user or 'unknown'})"
+        recipient = f"\n\tfor <{self.envelope.recipients[0]}>" if len(self.envelope.recipients) == 1 else ""
+        return f"Received: {trace} with {protocol}{recipient}; {formatdate(localtime=True)}\n"
 
 
 def _talks_first(conn, delay):
