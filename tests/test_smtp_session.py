@@ -237,3 +237,18 @@ def test_non_ascii_address_without_smtputf8_is_refused(host):
     client.reply()
     client.command("EHLO client.example")
     assert client.command("MAIL FROM:<jörg@example.test>")[0] == 553
+
+
+def test_endless_noops_end_the_session(tmp_path):
+    host = Instance(tmp_path / "junk", smtp={"max_junk_commands": "5"}).start()
+    try:
+        client = host.connect()
+        client.reply()
+        client.command("EHLO client.example")
+        for _ in range(5):
+            assert client.command("NOOP")[0] == S250_OK
+        code, lines = client.command("NOOP")
+        assert code == S421_CLOSING and "4.7.0" in lines[0]
+        assert client.closed()
+    finally:
+        host.stop()

@@ -61,6 +61,7 @@ class Command:
     handler: str
     states: frozenset
     answer_first: bool = False    # RFC 2920 3.1: the client must wait for this reply before sending more
+    junk: bool = False            # costs nothing, moves nothing: counted against max_junk_commands
 
 
 COMMANDS = {
@@ -69,12 +70,12 @@ COMMANDS = {
     "MAIL": Command("smtp_MAIL", frozenset({State.READY})),
     "RCPT": Command("smtp_RCPT", frozenset({State.MAIL, State.RCPT})),
     "DATA": Command("smtp_DATA", frozenset({State.RCPT}), answer_first=True),
-    "RSET": Command("smtp_RSET", ANY),
-    "NOOP": Command("smtp_NOOP", ANY),
+    "RSET": Command("smtp_RSET", ANY, junk=True),
+    "NOOP": Command("smtp_NOOP", ANY, junk=True),
     "QUIT": Command("smtp_QUIT", ANY),
-    "VRFY": Command("smtp_VRFY", ANY),
+    "VRFY": Command("smtp_VRFY", ANY, junk=True),
     "EXPN": Command("smtp_EXPN", ANY),
-    "HELP": Command("smtp_HELP", ANY),
+    "HELP": Command("smtp_HELP", ANY, junk=True),
     "STARTTLS": Command("smtp_STARTTLS", frozenset({State.CONNECTED, State.READY})),
     "AUTH": Command("smtp_AUTH", frozenset({State.READY})),
 }
@@ -88,6 +89,7 @@ R_NUL = "500 5.5.2 NUL character in command"
 R_PARAM_SYNTAX = "501 5.5.4 Syntax error in parameters or arguments"
 R_TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 R_TIMEOUT = "421 4.4.2 Timeout, closing connection"
+R_TOO_MUCH_JUNK = "421 4.7.0 Too many commands that do nothing, closing connection"
 R_SYNC = "554 5.5.0 Protocol synchronization error (commands sent ahead of replies)"
 R_PREGREET = "554 5.5.0 Protocol error: you talked before my greeting"
 R_RELAY_DENIED = "554 5.7.1 Relay access denied"
@@ -148,6 +150,7 @@ class Policy:
     max_message_size: int
     max_line_length: int
     max_errors: int
+    max_junk_commands: int
     command_timeout: float
     data_timeout: float
     max_hops: int
@@ -165,6 +168,7 @@ class Policy:
         values = dict(hostname=cfg.hostname, local_domains=cfg.local_domains, relay_networks=networks,
                       max_recipients=s.max_recipients, max_message_size=s.max_message_size,
                       max_line_length=s.max_line_length, max_errors=s.max_errors,
+                      max_junk_commands=s.max_junk_commands,
                       command_timeout=s.command_timeout, data_timeout=s.data_timeout,
                       max_hops=s.max_hops, smtputf8=s.smtputf8,
                       reject_bare_newlines=s.reject_bare_newlines, greeting_delay=s.greeting_delay)
@@ -199,6 +203,7 @@ class Session:
         self.esmtp = False
         self.auth_user = None
         self.errors = 0
+        self.junk = 0
         self.envelope = None
         self.client_ip = conn.peer[0] if conn.peer else None
         self.client_name = _reverse_name(self.client_ip) if self.client_ip else "localhost"
@@ -244,6 +249,10 @@ class Session:
             return self.fail(R_BAD_SEQUENCE)
         if self.policy.enforce_sync and self._pipelined_out_of_turn(command):
             raise Disconnect(R_SYNC)
+        if command.junk:
+            self.junk += 1
+            if self.junk > self.policy.max_junk_commands:
+                raise Disconnect(R_TOO_MUCH_JUNK)
         try:
             getattr(self, command.handler)(argument.strip())
         except SmtpError as exc:
