@@ -23,6 +23,7 @@ SANDBOX_SETTINGS = {
     ("mailsuite", "sandbox"): "yes",
     ("mailsuite", "log_socket"): "",
     ("mailsuite", "lock_timeout"): "30s",
+    ("smtp", "listen"): "127.0.0.1:2525",
 }
 
 # Paths inside DIR, by (section, key).
