@@ -110,3 +110,32 @@ def _alive(pid):
         return True
     except ProcessLookupError:
         return False
+
+
+@pytest.mark.root
+def test_disk_full_mid_message_answers_452_and_the_queue_stays_clean(tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    queue_dir = tmp_path / "h" / "queue"
+    queue_dir.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(queue_dir)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount tmpfs: " + mounted.stderr.decode().strip())
+    try:
+        host = Instance(tmp_path / "h", queue={"min_free_space": "0"}).start()
+        try:
+            big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 600      # 600 KB > 256 KB
+            with smtplib.SMTP("127.0.0.1", host.port) as client:
+                with pytest.raises(smtplib.SMTPDataError) as info:
+                    client.sendmail("alice@example.test", ["bob@example.test"], big)
+                assert info.value.smtp_code == 452
+                # a message that fits still goes through in the same session
+                assert client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE) == {}
+            [(envelope, data)] = host.queued()
+            assert data.endswith(b"\nbody\n")
+            assert not any((queue_dir / "tmp").iterdir())
+        finally:
+            host.stop()
+    finally:
+        subprocess.run(["umount", str(queue_dir)], capture_output=True)
