@@ -155,3 +155,33 @@ def _postfix_in(lan):
     }, address=f"{SUBNET}.4", port=25, netns=lan.names["p"])
     lan.started.append(postfix)
     return postfix
+
+
+@needs_swaks
+def test_remote_client_no_relay_and_auth_only_inside_tls(lan, tmp_path):
+    from smtp_helpers import make_certificate
+    cert, key = make_certificate(tmp_path)
+    a = Instance(tmp_path / "a", domain="a.test", mailsuite={"hostname": "mx.a.test"},
+                 smtp={"listen": f"{SUBNET}.1:25", "dns_server": f"{SUBNET}.1", "tls_cert_file": cert,
+                       "tls_key_file": key})                      # relay_networks: loopback only (default)
+    a.netns = lan.names["a"]
+    a.start()
+    lan.started.append(a)
+
+    def swaks_from_b(*args):
+        return subprocess.run(["ip", "netns", "exec", lan.names["b"], "swaks", "--server", f"{SUBNET}.1:25",
+                               "--helo", "client.b.test", "--from", "bob@b.test", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    denied = swaks_from_b("--to", "victim@elsewhere.test")
+    assert "554 5.7.1" in denied.stdout
+    local = swaks_from_b("--to", "alice@a.test")
+    assert local.returncode == 0, local.stdout
+    clear = swaks_from_b("--to", "victim@elsewhere.test", "--auth", "PLAIN", "--auth-user", "alice",
+                         "--auth-password", "alice")
+    assert clear.returncode != 0 and "did not advertise authentication" in clear.stderr   # not in clear text
+    tls = swaks_from_b("--to", "friend@elsewhere.test", "--tls", "--auth", "PLAIN", "--auth-user", "alice",
+                       "--auth-password", "alice")
+    assert tls.returncode == 0, tls.stdout
+    [relayed] = [env for env, _ in a.queued() if env.recipients == ["friend@elsewhere.test"]]
+    assert relayed.auth_user == "alice"
