@@ -97,6 +97,41 @@ def test_sendmail_bd_detaches_with_a_pid_file(tmp_path):
     assert not pid_file.exists()
 
 
+def test_address_in_use_is_one_line_and_ex_oserr(tmp_path):
+    import socket
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    host = Instance(tmp_path / "h", smtp={"listen": f"127.0.0.1:{port}"})
+    env = dict(os.environ, PYTHONPATH=str(LIB))
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "bin" / "sendmail"), "-bD", "-C", host.conf],
+                                env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.close()
+    assert result.returncode == os.EX_OSERR
+    assert result.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_stale_pid_file_does_not_stop_the_daemon(tmp_path):
+    port = free_port("127.0.0.1")
+    host = Instance(tmp_path / "h", smtp={"listen": f"127.0.0.1:{port}"})
+    pid_file = host.dir / "state" / "smtpd.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text("999999\n")                         # a daemon that was killed
+    env = dict(os.environ, PYTHONPATH=str(LIB))
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "sendmail"), "-bd", "-C", host.conf],
+                            env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "999999"
+                       and pid_file.read_text().strip()))
+    try:
+        with wait_for(lambda: _connect(port)) as client:
+            assert client.noop()[0] == S250_OK
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not _alive(pid))
+
+
 def _connect(port):
     try:
         return smtplib.SMTP("127.0.0.1", port)

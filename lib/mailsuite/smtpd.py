@@ -18,12 +18,14 @@ stdout for a local user, who may send anywhere, like the command line does.
 import gc
 import os
 import signal
+import socket
 import sys
 
-from . import auth, config, log, mx, queue, runner, server
-from .smtp_session import Policy, Session
+import lockfile
 
-RUNNER_STOP_WAIT = 30
+from . import auth, config, log, mx, queue, runner, server
+from .cli import Fatal
+from .smtp_session import Policy, Session
 
 
 def parse_listen(items, default_port):
@@ -99,12 +101,15 @@ class Daemon:
             pass
 
     def reload(self):
-        """SIGHUP: new configuration for new sessions, a new runner for the aliases."""
+        """SIGHUP: new configuration for new sessions, a new runner for the aliases.
+
+        The listening addresses stay as they are until a restart."""
+        old = self.cfg, self.tls, self.submission_ports, self.policies
         try:
-            cfg = config.load(self.cfg.path)
-            self.cfg = cfg
+            self.cfg = config.load(self.cfg.path)
             self._prepare()
-        except (config.ConfigError, OSError) as exc:
+        except (config.ConfigError, OSError, ValueError) as exc:
+            self.cfg, self.tls, self.submission_ports, self.policies = old
             self.logger.error("reload failed, keeping the old configuration: %s", exc)
             return
         self.logger.info("configuration reloaded from %s", self.cfg.path)
@@ -131,10 +136,26 @@ class Daemon:
 def serve(cfg, *, foreground):
     """`sendmail -bd` (detached) or `-bD` (foreground): run until SIGTERM."""
     logger = log.setup(cfg, "smtpd")
-    daemon = Daemon(cfg, logger)
+    try:
+        daemon = Daemon(cfg, logger)
+    except (OSError, ValueError) as exc:          # unreadable certificate, bad relay_networks
+        raise Fatal(os.EX_CONFIG, f"[smtp]: {exc}") from None
+    _check_listeners(daemon.listeners())
     if foreground:
         return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
     return _detached(cfg, logger, daemon)
+
+
+def _check_listeners(listeners):
+    """Fail now, with one line, when an address cannot be bound (in use, not ours, no permission)."""
+    for host, port, _ in listeners:
+        if port == 0:
+            continue
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            socket.create_server((host, port), family=family).close()
+        except OSError as exc:
+            raise Fatal(os.EX_OSERR, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _detached(cfg, logger, daemon):
@@ -142,12 +163,31 @@ def _detached(cfg, logger, daemon):
     import daemon.pidfile as pidfile
     os.makedirs(cfg.mailsuite.state_dir, mode=0o755, exist_ok=True)
     pid_path = os.path.join(cfg.mailsuite.state_dir, "smtpd.pid")
+    _remove_stale_pid_file(pid_path)
     keep = [h.socket.fileno() for h in logger.handlers if getattr(h, "socket", None) is not None]
     context = python_daemon.DaemonContext(pidfile=pidfile.TimeoutPIDLockFile(pid_path, acquire_timeout=1),
                                           files_preserve=keep, working_directory="/", umask=0o022,
                                           signal_map={})
+    try:
+        context.open()
+    except lockfile.LockError:
+        raise Fatal(os.EX_TEMPFAIL, f"already running (pid file {pid_path})") from None
     with context:
         return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
+
+
+def _remove_stale_pid_file(path):
+    """A pid file left by a daemon that was killed would stop the next start."""
+    try:
+        with open(path) as f:
+            pid = int(f.read().split()[0])
+        os.kill(pid, 0)
+    except (FileNotFoundError, IndexError):
+        return
+    except (ValueError, ProcessLookupError):
+        os.unlink(path)
+    except PermissionError:
+        pass
 
 
 def smtp_on_stdio(cfg, user, *, submit=None):
