@@ -18,6 +18,7 @@ A message that already carries more `Received:` headers than `max_hops`
 is looping and bounces without being sent.
 """
 
+import contextlib
 import smtplib
 import socket
 import ssl
@@ -72,23 +73,10 @@ def deliver_remote(cfg, sender, recipients, message_file, *, logger, queue_id):
 
 
 def _open(message_file):
+    """The caller's file as it is (left open), or the named file."""
     if hasattr(message_file, "read"):
-        message_file.seek(0)
-        return _Borrowed(message_file)
+        return contextlib.nullcontext(message_file)
     return open(message_file, "rb")
-
-
-class _Borrowed:
-    """A caller's file used as a context manager that does not close it."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def __enter__(self):
-        return self.f
-
-    def __exit__(self, *exc):
-        return False
 
 
 def count_received(message):
