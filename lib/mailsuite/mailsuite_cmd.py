@@ -19,11 +19,12 @@ import time
 from . import config, queue_cmd, sandbox
 from .cli import Fatal
 
-# The sandbox's daemons, in start order: program name and arguments.
+# The sandbox's daemons, in start order: program, arguments, what it
+# serves, and the config section whose `listen` addresses it binds.
 DAEMONS = (
-    ("sendmail", ["-bD"], "SMTP", 2525),
-    ("pop3d", ["-d"], "POP3", 1100),
-    ("imapd", ["-d"], "IMAP", 1430),
+    ("sendmail", ["-bD"], "SMTP", "smtp"),
+    ("pop3d", ["-d"], "POP3", "pop3"),
+    ("imapd", ["-d"], "IMAP", "imap"),
 )
 
 
@@ -45,7 +46,7 @@ def cmd_up(args):
     conf = os.path.join(directory, "mailsuite.conf")
     if not os.path.exists(conf):
         sandbox.init(directory)
-    config.load(conf, required=True)
+    cfg = config.load(conf, required=True)
     children = []
     stopping = []
 
@@ -55,15 +56,16 @@ def cmd_up(args):
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"mailsuite sandbox in {directory}")
-    for name, extra, label, port in DAEMONS:
+    for name, extra, label, section in DAEMONS:
         program = _program(name)
-        if program is None:
+        if program is None or not hasattr(cfg, section):
             continue
         proc = subprocess.Popen([program, "-C", conf, *extra])
         children.append((name, proc))
-        print(f"  {label:5} 127.0.0.1:{port}  ({name}, pid {proc.pid})")
+        print(f"  {label:7} {', '.join(getattr(cfg, section).listen)}  ({name}, pid {proc.pid})")
     print(f"  spools  {directory}/spool/   users alice, bob (password = user name)")
     print(f"  deliver mail.local -C {conf} alice < message")
+    print(f"  read    mail -C {conf} -u alice")
     if not children:
         print("no daemons are installed yet; the welcome messages are in the spools.")
         return 0

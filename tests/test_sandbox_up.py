@@ -1,0 +1,99 @@
+"""The whole suite as `make demo` runs it: mailsuite up, then mail in by SMTP, out by POP3 and IMAP.
+
+The sandbox's fixed ports are replaced by free ones, so the test can run
+beside a real demo; every daemon must be gone once `up` has been sent
+SIGTERM.
+"""
+
+import imaplib
+import os
+import poplib
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import BIN, program
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, limit=30):
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+@pytest.fixture
+def running_sandbox(tmp_path):
+    for daemon in ("sendmail", "pop3d", "imapd"):
+        if not (BIN / daemon).exists():
+            pytest.skip(f"{daemon} is not installed")
+    directory = tmp_path / "sandbox"
+    subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
+    conf = directory / "mailsuite.conf"
+    ports = {}
+
+    def new_port(match):
+        section = match.group(1)
+        ports[section] = free_port()
+        return f"[{section}]{match.group(2)}listen = 127.0.0.1:{ports[section]}"
+
+    text = re.sub(r"\[(smtp|pop3|imap)\]((?:\n(?!\[).*)*?\n)listen = [^\n]*", new_port, conf.read_text())
+    conf.write_text(text)
+    assert set(ports) == {"smtp", "pop3", "imap"}, text
+    up = subprocess.Popen([program("mailsuite"), "up", "--dir", str(directory)], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    try:
+        for port in ports.values():
+            assert wait_listening(port), up.stdout.read() if up.poll() is not None else "not listening"
+        yield directory, ports
+    finally:
+        up.send_signal(signal.SIGTERM)
+        output = up.communicate(timeout=60)[0]
+    assert up.returncode == 0, output
+    for port in ports.values():
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_mail_travels_through_the_sandbox(running_sandbox):
+    directory, ports = running_sandbox
+    with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=30) as smtp:
+        smtp.sendmail("bob@localhost", ["alice@localhost"],
+                      b"From: bob@localhost\r\nTo: alice@localhost\r\nSubject: through the sandbox\r\n\r\nhello alice\r\n")
+    spool = directory / "spool" / "alice"
+    deadline = time.monotonic() + 60
+    while b"through the sandbox" not in spool.read_bytes():
+        assert time.monotonic() < deadline, "the message never reached the spool"
+        time.sleep(0.1)
+
+    imap = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=30)
+    imap.login("alice", "alice")
+    typ, data = imap.select("INBOX", readonly=True)
+    assert typ == "OK" and int(data[0]) == 2                       # the welcome message, and ours
+    typ, data = imap.fetch("2", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"through the sandbox" in data[0][1]
+    imap.logout()
+
+    pop = poplib.POP3("127.0.0.1", ports["pop3"], timeout=30)
+    pop.user("alice")
+    pop.pass_("alice")
+    count, _ = pop.stat()
+    assert count == 2
+    lines = pop.retr(2)[1]
+    assert b"Subject: through the sandbox" in lines and b"hello alice" in lines
+    pop.quit()
