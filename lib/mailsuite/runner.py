@@ -125,8 +125,15 @@ def run_forever(cfg, logger, *, interval=None):
     queue.ensure_dirs()
     lock = _hold_runner_lock(queue)
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    waiting = []
+
+    def stop(_signum, _frame):
+        stopping.append(True)
+        if waiting:                      # blocked in poll(): interrupt it
+            raise _Stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # routing rereads aliases for every message
 
     watches = pyinotify.WatchManager()
@@ -157,17 +164,28 @@ def run_forever(cfg, logger, *, interval=None):
                 woken = False
             wait = _sleep_time(queue, pool, next_scan)
             notifier._timeout = int(wait * 1000)
-            if notifier.check_events():
+            try:
+                waiting.append(True)
+                if stopping:
+                    break
+                ready = notifier.check_events()
+            except _Stop:
+                break
+            finally:
+                waiting.clear()
+            if ready:
                 notifier.read_events()
                 notifier.process_events()
-                woken = True
-            elif pool.running:
-                woken = True                     # a slot may have freed: look again
+            woken = bool(ready) or bool(pool.running)   # a slot may have freed: look again
     finally:
         pool.wait_all()
         notifier.stop()
         os.close(lock)
         logger.info("queue runner stopped")
+
+
+class _Stop(Exception):
+    """SIGTERM while the runner sleeps."""
 
 
 def _sleep_time(queue, pool, next_scan):
