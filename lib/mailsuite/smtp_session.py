@@ -433,6 +433,8 @@ class Session:
         if self.policy.submission and self.auth_user is None:
             raise SmtpError(R_AUTH_REQUIRED)
         path, params = self._path_and_params(argument, "FROM")
+        if params and not self.esmtp:
+            raise SmtpError("555 5.5.4 Parameters need EHLO, not HELO")
         envelope = Envelope(sender=path, client=self.client_text, auth_user=self.auth_user)
         for name, value in params.items():
             if name == "SIZE":
