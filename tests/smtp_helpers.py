@@ -173,16 +173,6 @@ class RawClient:
         self.sock.close()
 
 
-def make_certificate(directory):
-    """A self-signed certificate for localhost, made with the openssl CLI."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
-    cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
-    return str(cert), str(key)
-
-
 def wait_for(predicate, timeout=30, interval=0.1):
     """Poll until PREDICATE() is true; the test fails if it never is (no timing assertions)."""
     deadline = time.monotonic() + timeout
@@ -247,18 +237,6 @@ class Dnsmasq:
             self.process.terminate()
             self.process.wait(10)
         self.log.close()
-
-
-def read_mbox(path):
-    """The messages of an mbox file as email.message.Message objects ([] when missing)."""
-    import mailbox
-    if not Path(path).exists():
-        return []
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
 
 
 class ThrowawayPostfix:

@@ -12,7 +12,9 @@ import subprocess
 
 import pytest
 
-from smtp_helpers import Dnsmasq, Instance, ThrowawayPostfix, read_mbox, wait_for
+from mta_helpers import spool_messages as read_mbox
+from serverlib import make_certificate
+from smtp_helpers import Dnsmasq, Instance, ThrowawayPostfix, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -159,7 +161,6 @@ def _postfix_in(lan):
 
 @needs_swaks
 def test_remote_client_no_relay_and_auth_only_inside_tls(lan, tmp_path):
-    from smtp_helpers import make_certificate
     cert, key = make_certificate(tmp_path)
     a = Instance(tmp_path / "a", domain="a.test", mailsuite={"hostname": "mx.a.test"},
                  smtp={"listen": f"{SUBNET}.1:25", "dns_server": f"{SUBNET}.1", "tls_cert_file": cert,

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from smtp_helpers import Instance, S250_OK, S354_START_DATA, make_certificate, wait_for
+from serverlib import make_certificate
+from smtp_helpers import Instance, S250_OK, S354_START_DATA, wait_for
 
 swaks = shutil.which("swaks")
 needs_swaks = pytest.mark.skipif(swaks is None, reason="swaks not installed")

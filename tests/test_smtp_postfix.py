@@ -4,7 +4,8 @@ import smtplib
 
 import pytest
 
-from smtp_helpers import Instance, ThrowawayPostfix, free_port, read_mbox, wait_for
+from mta_helpers import spool_messages as read_mbox
+from smtp_helpers import Instance, ThrowawayPostfix, free_port, wait_for
 
 pytestmark = pytest.mark.skipif(not ThrowawayPostfix.available(), reason="needs root and Postfix")
 

@@ -10,7 +10,8 @@ import smtplib
 
 import pytest
 
-from smtp_helpers import Dnsmasq, Instance, free_port, read_mbox, wait_for
+from mta_helpers import spool_messages as read_mbox
+from smtp_helpers import Dnsmasq, Instance, free_port, wait_for
 
 A, B, BACKUP = "127.0.0.2", "127.0.0.3", "127.0.0.5"
 

@@ -4,8 +4,8 @@ import smtplib
 
 import pytest
 
-from smtp_helpers import (Instance, RawClient, S221_BYE, S250_OK, S252_CANNOT_VRFY, S354_START_DATA,
-                          S421_CLOSING, S452_TOO_MANY_RCPTS, S500_UNKNOWN, S501_SYNTAX, S503_BAD_SEQUENCE,
+from smtp_helpers import (Instance, S221_BYE, S250_OK, S252_CANNOT_VRFY, S354_START_DATA, S421_CLOSING,
+                          S452_TOO_MANY_RCPTS, S500_UNKNOWN, S501_SYNTAX, S503_BAD_SEQUENCE, S550_REJECTED,
                           S552_TOO_BIG, S554_FAILED)
 
 MESSAGE = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nHello Bob.\r\n"
@@ -162,9 +162,6 @@ def test_nul_in_data_rejects_the_message(host):
     client.send(b"Subject: nul\r\n\r\nbad \0 byte\r\n.\r\n")
     assert client.reply()[0] == S550_REJECTED
     assert host.queued() == []
-
-
-S550_REJECTED = 550
 
 
 def test_dot_stuffing_is_undone(host):

@@ -9,6 +9,7 @@ message count; Postfix needs root (skipped otherwise).
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,7 +71,8 @@ def postfix(sessions):
     server = ThrowawayPostfix({"virtual_mailbox_domains": "p.test",
                                "virtual_mailbox_maps": "inline:{ alice@p.test=alice }",
                                "virtual_uid_maps": f"static:{_postfix_uid()}",
-                               "virtual_gid_maps": f"static:{_postfix_gid()}", "virtual_minimum_uid": "1"})
+                               "virtual_gid_maps": f"static:{_postfix_gid()}", "virtual_minimum_uid": "1",
+                               "virtual_mailbox_limit": "0"})
     try:
         return measure(server.port, "alice@p.test", server.dir / "vmail" / "alice", sessions)
     finally:
@@ -87,7 +89,12 @@ def _postfix_gid():
     return pwd.getpwnam("postfix").pw_gid
 
 
+def _stop(signum, frame):
+    raise SystemExit(128 + signum)       # run the finally blocks: daemons and Postfix are stopped
+
+
 def main():
+    signal.signal(signal.SIGTERM, _stop)
     if not os.path.exists(SMTP_SOURCE):
         print("smtp-source not installed: skipped")
         return 0
