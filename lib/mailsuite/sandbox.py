@@ -35,6 +35,7 @@ SANDBOX_SETTINGS = {
     ("mailsuite", "log_socket"): "",
     ("mailsuite", "lock_timeout"): "30s",
     ("mail", "sendmail"): _installed("sendmail"),     # ours, never a system sendmail
+    ("smtp", "listen"): "127.0.0.1:2525",
 }
 
 # Paths inside DIR, by (section, key).
