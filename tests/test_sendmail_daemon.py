@@ -1,5 +1,6 @@
 """sendmail -bD with its queue runner: dropped mail is picked up by inotify, SMTP mail is delivered."""
 
+import os
 import signal
 import smtplib
 import socket
@@ -10,6 +11,7 @@ import pytest
 
 from mailsuite import runnerlock
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
+from test_queue_durability import children_of, wait_until
 
 
 def free_port():
@@ -89,3 +91,39 @@ def test_mailq_by_name(sandbox, tmp_path):
     result = subprocess.run([str(link), "-C", sandbox.conf], capture_output=True)
     assert result.returncode == 0
     assert result.stdout == b"Mail queue is empty\n"
+
+
+def test_killed_worker_of_the_daemon_is_retried(sandbox, daemon, tmp_path):
+    """SIGKILL the daemon's delivery worker mid-command: the runner puts the message back at once."""
+    started, out = tmp_path / "started", tmp_path / "out"
+    aliases = sandbox.dir / "aliases"
+    aliases.write_text(f'slow: "|touch {started}; sleep 30"\n')
+    assert sandbox.run("sendmail", "-i", "slow", input=MESSAGE).returncode == 0
+    wait_until(started.exists)
+    [worker] = [pid for pid in _descendants(os.getpid()) if _is_worker(pid, started)]
+    aliases.write_text(f'slow: "|cat > {out}"\n')
+    os.kill(worker, signal.SIGKILL)
+    wait_until(out.exists)
+    wait_until(lambda: queue_files(sandbox, "active") == [])
+    assert out.read_bytes().count(b"Subject: hello") == 1
+
+
+def _descendants(pid):
+    found, todo = [], [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _is_worker(pid, marker):
+    """The delivery worker is the parent of the shell running the alias command."""
+    for child in children_of(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if str(marker).encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False

@@ -72,6 +72,7 @@ class WorkerPool:
             code = os.waitstatus_to_exitcode(status)
             if qid and code != 0:
                 self.logger.warning("%s: delivery worker %d exited with status %d", qid, pid, code)
+                self.queue.recover()            # its message goes back to incoming/ at once
             if block:
                 return
 
