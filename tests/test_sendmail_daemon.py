@@ -127,3 +127,23 @@ def _is_worker(pid, marker):
         except OSError:
             continue
     return False
+
+
+def test_daemon_retries_deferred_mail_when_due(sandbox, tmp_path):
+    """The daemon's runner wakes for a retry by itself, long before its scan interval."""
+    flag, out = tmp_path / "ok", tmp_path / "out"
+    (sandbox.dir / "aliases").write_text(f'flaky: "|test -e {flag} || exit 75; cat > {out}"\n')
+    set_config(sandbox, "queue", "min_backoff", "1s")
+    port = free_port()
+    set_config(sandbox, "smtp", "listen", f"127.0.0.1:{port}")
+    proc = subprocess.Popen([sendmail_path(), "-C", sandbox.conf, "-bD"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: runnerlock.active(sandbox.cfg.mailsuite.queue_dir))
+        assert sandbox.run("sendmail", "-i", "flaky", input=MESSAGE).returncode == 0
+        wait_until(lambda: queue_files(sandbox, "deferred"))
+        flag.touch()
+        wait_until(out.exists)                  # the scan interval is 5m: only the retry time wakes it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
