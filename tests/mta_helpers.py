@@ -40,10 +40,23 @@ def sendmail_path():
 
 def set_config(sandbox, section, key, value):
     """Add KEY = VALUE to [SECTION] of the sandbox's config file (the section may be new)."""
-    text = open(sandbox.conf).read()
+    text = _without_key(open(sandbox.conf).read(), section, key)
     if f"[{section}]\n" in text:
         text = text.replace(f"[{section}]\n", f"[{section}]\n{key} = {value}\n", 1)
     else:
         text += f"\n[{section}]\n{key} = {value}\n"
     with open(sandbox.conf, "w") as f:
         f.write(text)
+
+
+def _without_key(text, section, key):
+    """TEXT with any KEY line of [SECTION] removed (the sandbox may already set it)."""
+    kept, current = [], None
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            current = stripped[1:-1]
+        elif current == section and stripped.split("=", 1)[0].strip() == key:
+            continue
+        kept.append(line)
+    return "".join(kept)

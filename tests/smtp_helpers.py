@@ -80,6 +80,7 @@ class Instance:
         self.cfg = config.load(self.conf, required=True)
         self.process = None
         self.ports = []
+        self.netns = None                 # run inside this network namespace (root only)
 
     @property
     def port(self):
@@ -89,7 +90,8 @@ class Instance:
         """Run the daemon master (optionally with its queue runner); wait for its ports."""
         env = dict(os.environ, PYTHONPATH=str(LIB))
         self.log = open(self.dir / "daemon.log", "ab")
-        self.process = subprocess.Popen([sys.executable, "-c", _DAEMON, self.conf, "runner" if runner else "-"],
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.process = subprocess.Popen(prefix + [sys.executable, "-c", _DAEMON, self.conf, "runner" if runner else "-"],
                                         stdout=subprocess.PIPE, stderr=self.log, env=env)
         line = self.process.stdout.readline()
         if not line:
@@ -171,16 +173,6 @@ class RawClient:
         self.sock.close()
 
 
-def make_certificate(directory):
-    """A self-signed certificate for localhost, made with the openssl CLI."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl not installed")
-    cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-                    "-out", str(cert), "-days", "2", "-subj", "/CN=localhost"], check=True, capture_output=True)
-    return str(cert), str(key)
-
-
 def wait_for(predicate, timeout=30, interval=0.1):
     """Poll until PREDICATE() is true; the test fails if it never is (no timing assertions)."""
     deadline = time.monotonic() + timeout
@@ -190,3 +182,134 @@ def wait_for(predicate, timeout=30, interval=0.1):
             return value
         time.sleep(interval)
     raise AssertionError("condition not reached in time")
+
+
+def free_port(*hosts):
+    """A TCP port free on every one of HOSTS (for hosts that must share a port, like MX peers)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind((hosts[0], 0))
+            port = probe.getsockname()[1]
+        try:
+            for host in hosts:
+                with socket.socket() as other:
+                    other.bind((host, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no common free port")
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Dnsmasq:
+    """A private DNS server on 127.0.0.1 answering only from its command line (MX, A, raw records)."""
+
+    def __init__(self, directory, *, mx=(), hosts=(), records=(), local="test", address="127.0.0.1", port=None,
+                 netns=None):
+        binary = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
+        if binary is None:
+            pytest.skip("dnsmasq not installed")
+        self.port = port or free_udp_port()
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        args = prefix + [binary, "--no-daemon", f"--port={self.port}", f"--listen-address={address}", "--bind-interfaces",
+                "--no-resolv", "--no-hosts", f"--local=/{local}/", "--pid-file=", "--log-facility=-",
+                "--conf-file=/dev/null"]
+        args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in mx]
+        args += [f"--host-record={name},{address}" for name, address in hosts]
+        args += [f"--dns-rr={name},{rtype},{data}" for name, rtype, data in records]
+        self.log_path = Path(directory) / "dnsmasq.log"
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+        wait_for(self._started, timeout=20)
+
+    def _started(self):
+        if self.process.poll() is not None:
+            raise RuntimeError("dnsmasq exited: " + self.log_path.read_text(errors="replace"))
+        return b"started, version" in self.log_path.read_bytes()
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.log.close()
+
+
+class ThrowawayPostfix:
+    """A private Postfix instance: its own config, queue and data directories, one smtpd on 127.0.0.1:PORT.
+
+    Needs root (the master starts as root and drops to the postfix user);
+    the caller skips when `available()` says no."""
+
+    BASE = {
+        "compatibility_level": "3.6", "meta_directory": "/etc/postfix", "inet_interfaces": "127.0.0.1",
+        "inet_protocols": "ipv4", "myhostname": "mx.p.test", "mydomain": "p.test", "mydestination": "",
+        "mynetworks": "127.0.0.0/8", "relay_domains": "", "alias_maps": "", "alias_database": "",
+        "smtp_dns_support_level": "disabled", "disable_dns_lookups": "yes", "maillog_file_prefixes": "/tmp",
+        "smtpd_banner": "$myhostname ESMTP Postfix", "smtp_tls_security_level": "none",
+        "default_process_limit": "100",
+    }
+
+    @staticmethod
+    def available():
+        return os.getuid() == 0 and shutil.which("postfix") is not None and os.path.exists("/etc/postfix/master.cf")
+
+    def __init__(self, settings=None, *, address="127.0.0.1", port=None, netns=None):
+        import pwd
+        import tempfile
+        self.dir = Path(tempfile.mkdtemp(prefix="mailsuite-postfix-"))
+        os.chmod(self.dir, 0o755)
+        for name in ("conf", "queue", "data", "vmail"):
+            (self.dir / name).mkdir()
+        owner = pwd.getpwnam("postfix")
+        for name in ("data", "vmail"):
+            os.chown(self.dir / name, owner.pw_uid, owner.pw_gid)
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
+        self.port = port or free_port(address)
+        self.maillog = self.dir / "maillog"
+        values = dict(self.BASE, queue_directory=self.dir / "queue", data_directory=self.dir / "data",
+                      maillog_file=self.maillog, inet_interfaces=address, virtual_mailbox_base=self.dir / "vmail")
+        values.update(settings or {})
+        (self.dir / "conf" / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in values.items()))
+        (self.dir / "conf" / "master.cf").write_text(_master_cf(address, self.port))
+        self._postfix("start")
+        wait_for(lambda: "daemon started" in self.log_text(), timeout=30)
+
+    def _postfix(self, action):
+        return subprocess.run(self.prefix + ["postfix", "-c", str(self.dir / "conf"), action],
+                              capture_output=True, text=True, timeout=60)
+
+    def log_text(self):
+        return self.maillog.read_text(errors="replace") if self.maillog.exists() else ""
+
+    def stop(self):
+        self._postfix("stop")
+        wait_for(lambda: not (self.dir / "data" / "master.lock").exists() or not self._master_alive(), timeout=30)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _master_alive(self):
+        pid_file = self.dir / "queue" / "pid" / "master.pid"
+        try:
+            os.kill(int(pid_file.read_text().split()[0]), 0)
+            return True
+        except (OSError, ValueError, IndexError):
+            return False
+
+
+def _master_cf(address, port):
+    """Debian's master.cf with our one smtpd listener and no chroot (the queue is a temporary directory)."""
+    lines = []
+    for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+        fields = line.split()
+        if line.startswith("smtp ") and len(fields) > 1 and fields[1] == "inet":
+            continue
+        if line and not line[0].isspace() and not line.startswith("#") and len(fields) >= 8:
+            fields[4] = "n"
+            line = " ".join(fields)
+        lines.append(line)
+    lines.append(f"{address}:{port} inet n - n - - smtpd")
+    return "\n".join(lines) + "\n"

@@ -1,5 +1,6 @@
 """sendmail -bD with its queue runner: dropped mail is picked up by inotify, SMTP mail is delivered."""
 
+import os
 import signal
 import smtplib
 import socket
@@ -8,8 +9,9 @@ import time
 
 import pytest
 
-from mailsuite.queue import Queue
+from mailsuite import runnerlock
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
+from test_queue_durability import children_of, wait_until
 
 
 def free_port():
@@ -25,7 +27,7 @@ def daemon(sandbox):
     proc = subprocess.Popen([sendmail_path(), "-C", sandbox.conf, "-bD", "-q1m"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=sandbox.env)
     deadline = time.monotonic() + 20
-    while not Queue(sandbox.cfg).runner_active() or not _listening(port):
+    while not runnerlock.active(sandbox.cfg.mailsuite.queue_dir) or not _listening(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail("sendmail -bD did not start")
@@ -89,3 +91,59 @@ def test_mailq_by_name(sandbox, tmp_path):
     result = subprocess.run([str(link), "-C", sandbox.conf], capture_output=True)
     assert result.returncode == 0
     assert result.stdout == b"Mail queue is empty\n"
+
+
+def test_killed_worker_of_the_daemon_is_retried(sandbox, daemon, tmp_path):
+    """SIGKILL the daemon's delivery worker mid-command: the runner puts the message back at once."""
+    started, out = tmp_path / "started", tmp_path / "out"
+    aliases = sandbox.dir / "aliases"
+    aliases.write_text(f'slow: "|touch {started}; sleep 30"\n')
+    assert sandbox.run("sendmail", "-i", "slow", input=MESSAGE).returncode == 0
+    wait_until(started.exists)
+    [worker] = [pid for pid in _descendants(os.getpid()) if _is_worker(pid, started)]
+    aliases.write_text(f'slow: "|cat > {out}"\n')
+    os.kill(worker, signal.SIGKILL)
+    wait_until(out.exists)
+    wait_until(lambda: queue_files(sandbox, "active") == [])
+    assert out.read_bytes().count(b"Subject: hello") == 1
+
+
+def _descendants(pid):
+    found, todo = [], [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _is_worker(pid, marker):
+    """The delivery worker is the parent of the shell running the alias command."""
+    for child in children_of(pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                if str(marker).encode() in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def test_daemon_retries_deferred_mail_when_due(sandbox, tmp_path):
+    """The daemon's runner wakes for a retry by itself, long before its scan interval."""
+    flag, out = tmp_path / "ok", tmp_path / "out"
+    (sandbox.dir / "aliases").write_text(f'flaky: "|test -e {flag} || exit 75; cat > {out}"\n')
+    set_config(sandbox, "queue", "min_backoff", "1s")
+    port = free_port()
+    set_config(sandbox, "smtp", "listen", f"127.0.0.1:{port}")
+    proc = subprocess.Popen([sendmail_path(), "-C", sandbox.conf, "-bD"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: runnerlock.active(sandbox.cfg.mailsuite.queue_dir))
+        assert sandbox.run("sendmail", "-i", "flaky", input=MESSAGE).returncode == 0
+        wait_until(lambda: queue_files(sandbox, "deferred"))
+        flag.touch()
+        wait_until(out.exists)                  # the scan interval is 5m: only the retry time wakes it
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -6,8 +6,8 @@ import ssl
 
 import pytest
 
-from smtp_helpers import (Instance, RawClient, S250_OK, S354_START_DATA, S421_CLOSING, S550_REJECTED,
-                          S554_FAILED, make_certificate)
+from serverlib import make_certificate
+from smtp_helpers import Instance, S250_OK, S354_START_DATA, S421_CLOSING, S550_REJECTED, S554_FAILED
 
 SMUGGLED = (b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
             b"From: admin@example.test\r\nSubject: smuggled\r\n\r\nspoofed\r\n")

@@ -4,8 +4,8 @@ import smtplib
 
 import pytest
 
-from smtp_helpers import (Instance, RawClient, S221_BYE, S250_OK, S252_CANNOT_VRFY, S354_START_DATA,
-                          S421_CLOSING, S452_TOO_MANY_RCPTS, S500_UNKNOWN, S501_SYNTAX, S503_BAD_SEQUENCE,
+from smtp_helpers import (Instance, S221_BYE, S250_OK, S252_CANNOT_VRFY, S354_START_DATA, S421_CLOSING,
+                          S452_TOO_MANY_RCPTS, S500_UNKNOWN, S501_SYNTAX, S503_BAD_SEQUENCE, S550_REJECTED,
                           S552_TOO_BIG, S554_FAILED)
 
 MESSAGE = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nHello Bob.\r\n"
@@ -164,9 +164,6 @@ def test_nul_in_data_rejects_the_message(host):
     assert host.queued() == []
 
 
-S550_REJECTED = 550
-
-
 def test_dot_stuffing_is_undone(host):
     with smtplib.SMTP("127.0.0.1", host.port) as client:
         client.sendmail("alice@example.test", ["bob@example.test"],
@@ -237,3 +234,18 @@ def test_non_ascii_address_without_smtputf8_is_refused(host):
     client.reply()
     client.command("EHLO client.example")
     assert client.command("MAIL FROM:<jörg@example.test>")[0] == 553
+
+
+def test_endless_noops_end_the_session(tmp_path):
+    host = Instance(tmp_path / "junk", smtp={"max_junk_commands": "5"}).start()
+    try:
+        client = host.connect()
+        client.reply()
+        client.command("EHLO client.example")
+        for _ in range(5):
+            assert client.command("NOOP")[0] == S250_OK
+        code, lines = client.command("NOOP")
+        assert code == S421_CLOSING and "4.7.0" in lines[0]
+        assert client.closed()
+    finally:
+        host.stop()

@@ -62,7 +62,7 @@ def test_stdio_message_is_queued_with_lf_line_ends(tmp_path):
     [(envelope, data)] = instance.queued()
     assert envelope.sender == "alice@example.test"
     assert envelope.recipients == ["bob@example.test", "carol@elsewhere.test"]   # a local user may relay
-    assert data.startswith(b"Received: from alice@localhost\n\tby mx.example.test (mailsuite) with ESMTP;")
+    assert data.startswith(b"Received: by mx.example.test (mailsuite, from user alice) with ESMTP;")
     assert data.endswith(b"Subject: transcript\n\n.a dot-stuffed line\n")
 
 

@@ -6,7 +6,9 @@ control character, or starting with '-' (it would read as an option to a
 program further down), is refused here, once, for every caller.
 """
 
-import email.utils
+import re
+
+_SIMPLE = re.compile(r"[^\s<>(),;:\"\[\]\\]+")
 
 
 class AddressError(ValueError):
@@ -36,6 +38,9 @@ def strip_brackets(address):
 def parse_list(text):
     """Addresses in TEXT ("a, Bob <b@x>, c"), without names; groups flattened."""
     check(text)
+    if _SIMPLE.fullmatch(text.strip()):
+        return [text.strip()]
+    import email.utils
     found = []
     for _name, addr in email.utils.getaddresses([text]):
         addr = addr.strip()

@@ -116,6 +116,7 @@ SCHEMA = {
         "max_message_size": Key("size", "50M", "largest message accepted (SIZE); larger ones get 552 5.3.4"),
         "max_line_length": Key("int", "1000", "longest command or text line, CRLF included (RFC 5321 says 1000)"),
         "max_errors": Key("int", "10", "bad commands in one session before it is closed with 421"),
+        "max_junk_commands": Key("int", "100", "NOOP, RSET, VRFY and HELP allowed per session (they keep a session alive for free)"),
         "relay_networks": Key("list", "127.0.0.0/8 ::1/128", "clients in these networks may relay to any domain"),
         "smtputf8": Key("bool", "yes", "offer SMTPUTF8 (UTF-8 addresses and headers, RFC 6531)"),
         "greeting_delay": Key("duration", "0", "wait this long before the greeting; clients that talk first are dropped"),

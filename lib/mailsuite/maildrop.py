@@ -17,7 +17,7 @@ import json
 import os
 import stat
 
-from .queue import new_id, valid_id
+from .queueid import new_id, valid_id
 
 MAGIC = b"mailsuite-drop 1\n"
 MAX_REQUEST = 1 << 20

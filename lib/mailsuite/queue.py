@@ -27,9 +27,10 @@ import fcntl
 import io
 import json
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
+
+from .queueid import new_id, valid_id  # noqa: F401 - part of this module's interface
 
 STATES = ("incoming", "active", "deferred", "hold")
 CHUNK = 64 * 1024
@@ -49,18 +50,6 @@ class QueueFull(QueueError):
 
 class Busy(QueueError):
     """The message is being delivered right now; try again in a moment."""
-
-
-def new_id():
-    """A queue id: microseconds since the epoch in hex, then 12 random bits.
-
-    Ids sort by arrival, fit a mailq column and are safe as file names."""
-    return f"{time.time_ns() // 1000:013X}{secrets.randbits(12):03X}"
-
-
-def valid_id(text):
-    return (isinstance(text, str) and 8 <= len(text) <= 32
-            and all(c in "0123456789ABCDEF" for c in text))
 
 
 @dataclass
@@ -276,28 +265,6 @@ class Queue:
         if moved:
             _fsync_dir(os.path.join(self.dir, "incoming"))
         return moved
-
-    # --- the runner lock -----------------------------------------------
-
-    def hold_runner_lock(self):
-        """A queue runner announces itself: a shared flock held for its lifetime (returns the fd)."""
-        fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        return fd
-
-    def runner_active(self):
-        """True while some queue runner (the daemon's) holds the runner lock."""
-        try:
-            fd = os.open(os.path.join(self.dir, "runner.lock"), os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
 
     # --- the operator --------------------------------------------------
 

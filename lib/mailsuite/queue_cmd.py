@@ -46,9 +46,10 @@ def cmd_queue(args):
         else:
             print(f"{qid}: {args.action}")
     if args.action == "flush":
+        from . import runnerlock
         from .runner import run_once
         if not args.ids:
             queue.flush()
-        if not queue.runner_active():
+        if not runnerlock.active(queue.dir):
             run_once(cfg, log.setup(cfg, "mailsuite"), ids=args.ids or None)
     return status

@@ -9,9 +9,8 @@ workers at once.  Each worker is a forked process handling one message
 (worker.py), so a crash or a SIGKILL costs one attempt of one message:
 its file stays in active/ and `Queue.recover()` puts it back.
 
-While a runner lives it holds a shared flock on QUEUE/runner.lock
-(`Queue.hold_runner_lock`), which tells `sendmail` that mail dropped now
-will be picked up without its help.
+While a runner lives it holds the runner lock (runnerlock.py), which tells
+`sendmail` that mail dropped now will be picked up without its help.
 """
 
 import os
@@ -20,11 +19,13 @@ import time
 
 import pyinotify
 
+from . import runnerlock
 from .pickup import pickup_all
 from .queue import Queue
 from .worker import deliver_message
 
 BUSY_POLL = 0.5
+MIN_SLEEP = 0.05
 
 
 class WorkerPool:
@@ -72,6 +73,7 @@ class WorkerPool:
             code = os.waitstatus_to_exitcode(status)
             if qid and code != 0:
                 self.logger.warning("%s: delivery worker %d exited with status %d", qid, pid, code)
+                self.queue.recover()            # its message goes back to incoming/ at once
             if block:
                 return
 
@@ -107,7 +109,7 @@ def run_forever(cfg, logger, *, interval=None):
     interval = interval or cfg.queue.run_interval
     queue = Queue(cfg)
     queue.ensure_dirs()
-    lock = queue.hold_runner_lock()
+    lock = runnerlock.hold(queue.dir)
     stopping = []
     waiting = []
 
@@ -130,29 +132,25 @@ def run_forever(cfg, logger, *, interval=None):
     logger.info("queue runner started (%d workers, scan every %ds)", pool.size, interval)
     queue.recover()
     next_scan = 0.0
-    woken = True
     try:
         while not stopping:
             pool.reap()
             now = time.time()
-            if woken or now >= next_scan:
-                if now >= next_scan:
-                    queue.recover()
-                    next_scan = now + interval
-                pickup_all(cfg, queue, logger)
-                for qid in queue.due():
-                    if pool.full():
-                        break
-                    if not pool.busy(qid):
-                        pool.start(qid)
-                woken = False
-            wait = _sleep_time(queue, pool, next_scan)
-            notifier._timeout = int(wait * 1000)
+            if now >= next_scan:
+                queue.recover()
+                next_scan = now + interval
+            pickup_all(cfg, queue, logger)
+            for qid in queue.due():
+                if pool.full():
+                    break
+                if not pool.busy(qid):
+                    pool.start(qid)
             try:
                 waiting.append(True)
                 if stopping:
                     break
-                ready = notifier.check_events()
+                # woken by a new file, a free worker slot, the next retry or the next scan
+                ready = notifier.check_events(timeout=int(_sleep_time(queue, pool, next_scan) * 1000))
             except _Stop:
                 break
             finally:
@@ -160,7 +158,6 @@ def run_forever(cfg, logger, *, interval=None):
             if ready:
                 notifier.read_events()
                 notifier.process_events()
-            woken = bool(ready) or bool(pool.running)   # a slot may have freed: look again
     finally:
         pool.wait_all()
         notifier.stop()
@@ -173,10 +170,12 @@ class _Stop(Exception):
 
 
 def _sleep_time(queue, pool, next_scan):
-    now = time.time()
+    """Seconds until the runner has something to do, if no file arrives first."""
+    if pool.full():
+        return BUSY_POLL
     wake_at = next_scan
     due = queue.next_due()
     if due is not None:
         wake_at = min(wake_at, due)
-    wait = max(0.0, wake_at - now)
-    return min(wait, BUSY_POLL) if pool.running else min(wait, 60.0)
+    wait = min(max(MIN_SLEEP, wake_at - time.time()), 60.0)
+    return min(wait, BUSY_POLL) if pool.running else wait

@@ -37,6 +37,7 @@ SANDBOX_SETTINGS = {
     ("mail", "sendmail"): _installed("sendmail"),     # ours, never a system sendmail
     ("pop3", "listen"): "127.0.0.1:1100",
     ("imap", "listen"): "127.0.0.1:1430",
+    ("smtp", "listen"): "127.0.0.1:2525",
 }
 
 # Paths inside DIR, by (section, key).

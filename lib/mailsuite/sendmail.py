@@ -25,7 +25,7 @@ import pwd
 import sys
 
 from . import address as addr
-from . import config, log
+from . import config
 from .cli import Fatal, program_name
 
 USAGE = """\
@@ -240,6 +240,7 @@ def _interval(text):
 
 
 def _queue_run(cfg, opts):
+    from . import log
     from .queue import Queue
     from .runner import run_forever, run_once
     logger = log.setup(cfg, "sendmail")

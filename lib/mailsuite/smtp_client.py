@@ -18,6 +18,7 @@ A message that already carries more `Received:` headers than `max_hops`
 is looping and bounces without being sent.
 """
 
+import contextlib
 import smtplib
 import socket
 import ssl
@@ -44,6 +45,10 @@ class _HostFailure(Exception):
     """The current host gave no final answer for the whole transaction: try the next."""
 
 
+class _TlsFailed(Exception):
+    """The STARTTLS handshake failed: the same host is tried again without TLS."""
+
+
 def deliver_remote(cfg, sender, recipients, message_file, *, logger, queue_id):
     """Try to send MESSAGE_FILE (a path or binary file; LF or CRLF) to RECIPIENTS.
 
@@ -68,23 +73,10 @@ def deliver_remote(cfg, sender, recipients, message_file, *, logger, queue_id):
 
 
 def _open(message_file):
+    """The caller's file as it is (left open), or the named file."""
     if hasattr(message_file, "read"):
-        message_file.seek(0)
-        return _Borrowed(message_file)
+        return contextlib.nullcontext(message_file)
     return open(message_file, "rb")
-
-
-class _Borrowed:
-    """A caller's file used as a context manager that does not close it."""
-
-    def __init__(self, f):
-        self.f = f
-
-    def __enter__(self):
-        return self.f
-
-    def __exit__(self, *exc):
-        return False
 
 
 def count_received(message):
@@ -132,7 +124,10 @@ def _system_addresses(name, port):
 def _ourselves(cfg):
     """Names and addresses that mean this host, for MX loop detection."""
     names = {cfg.hostname.lower()}
-    names.update(a for a in cfg.smtp.listen if a not in ("0.0.0.0", "::", ""))
+    for item in cfg.smtp.listen:
+        host = mx.parse_hostport(item, cfg.smtp.remote_port).name
+        if host not in ("", "0.0.0.0", "::"):
+            names.add(host.lower())
     return names
 
 
@@ -148,7 +143,10 @@ def _deliver_domain(cfg, domain, sender, recipients, message):
         for address in host.addresses:
             relay = f"{host.name}[{address}]:{host.port}"
             try:
-                return _transaction(cfg, host.name, address, host.port, relay, sender, recipients, message)
+                try:
+                    return _transaction(cfg, address, host.port, relay, sender, recipients, message, tls=True)
+                except _TlsFailed:          # as Postfix does: the same host again, in clear text
+                    return _transaction(cfg, address, host.port, relay, sender, recipients, message, tls=False)
             except _HostFailure as exc:
                 last = (exc.args[0], exc.args[1], relay)
     dsn, reply, relay = last
@@ -163,7 +161,7 @@ def _final_or_next(code, reply, relay, recipients):
     raise _HostFailure(_dsn(code, reply), text)
 
 
-def _transaction(cfg, name, address, port, relay, sender, recipients, message):
+def _transaction(cfg, address, port, relay, sender, recipients, message, *, tls):
     """One SMTP session with one host: results, or _HostFailure to try the next."""
     try:
         client = smtplib.SMTP(timeout=cfg.smtp.connect_timeout, local_hostname=cfg.hostname)
@@ -179,10 +177,10 @@ def _transaction(cfg, name, address, port, relay, sender, recipients, message):
             code, reply = client.helo()
             if code != 250:
                 return _final_or_next(code, reply, relay, recipients)
-        if client.has_extn("starttls") and cfg.smtp.client_tls:
-            _starttls(cfg, client)
-        return _send(cfg, client, relay, sender, recipients, message)
-    except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        if tls and cfg.smtp.client_tls and client.has_extn("starttls"):
+            _starttls(client, relay)
+        return _send(client, relay, sender, recipients, message)
+    except (OSError, smtplib.SMTPException) as exc:
         raise _HostFailure("4.4.2", f"lost connection with {relay}: {exc}") from None
     finally:
         try:
@@ -191,16 +189,20 @@ def _transaction(cfg, name, address, port, relay, sender, recipients, message):
             client.close()
 
 
-def _starttls(cfg, client):
+def _starttls(client, relay):
+    """Opportunistic TLS: encryption without certificate checks; a failed handshake means retry without."""
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
-    code, _ = client.starttls(context=context)
+    try:
+        code, _ = client.starttls(context=context)
+    except ssl.SSLError as exc:
+        raise _TlsFailed(f"TLS handshake with {relay} failed: {exc}") from None
     if code == 220:
         client.ehlo()
 
 
-def _send(cfg, client, relay, sender, recipients, message):
+def _send(client, relay, sender, recipients, message):
     """MAIL, RCPT per recipient, DATA with the streamed body."""
     size = message.seek(0, 2)
     message.seek(0)
@@ -209,6 +211,11 @@ def _send(cfg, client, relay, sender, recipients, message):
         options.append(f"SIZE={size}")
     if client.has_extn("8bitmime"):
         options.append("BODY=8BITMIME")
+    if not all(address.isascii() for address in [sender, *recipients]):
+        if not client.has_extn("smtputf8"):
+            return [RecipientResult(r, "bounced", "5.6.7", f"{relay} does not support SMTPUTF8 addresses", relay)
+                    for r in recipients]
+        options.append("SMTPUTF8")
     code, reply = client.mail(sender, options)
     if code != 250:
         return _final_or_next(code, reply, relay, recipients)

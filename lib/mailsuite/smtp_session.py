@@ -54,30 +54,30 @@ class State(enum.Enum):
 
 
 ANY = frozenset(State)
-GREETED = frozenset({State.READY, State.MAIL, State.RCPT})
 
 
 @dataclass(frozen=True)
 class Command:
     handler: str
     states: frozenset
-    last_in_group: bool = False   # RFC 2920: must be the last command of a pipelined group
+    answer_first: bool = False    # RFC 2920 3.1: the client must wait for this reply before sending more
+    junk: bool = False            # costs nothing, moves nothing: counted against max_junk_commands
 
 
 COMMANDS = {
-    "EHLO": Command("smtp_EHLO", ANY, last_in_group=True),
-    "HELO": Command("smtp_HELO", ANY, last_in_group=True),
+    "EHLO": Command("smtp_EHLO", ANY),
+    "HELO": Command("smtp_HELO", ANY),
     "MAIL": Command("smtp_MAIL", frozenset({State.READY})),
     "RCPT": Command("smtp_RCPT", frozenset({State.MAIL, State.RCPT})),
-    "DATA": Command("smtp_DATA", frozenset({State.RCPT}), last_in_group=True),
-    "RSET": Command("smtp_RSET", ANY),
-    "NOOP": Command("smtp_NOOP", ANY, last_in_group=True),
-    "QUIT": Command("smtp_QUIT", ANY, last_in_group=True),
-    "VRFY": Command("smtp_VRFY", ANY, last_in_group=True),
-    "EXPN": Command("smtp_EXPN", ANY, last_in_group=True),
-    "HELP": Command("smtp_HELP", ANY),
-    "STARTTLS": Command("smtp_STARTTLS", frozenset({State.CONNECTED, State.READY}), last_in_group=True),
-    "AUTH": Command("smtp_AUTH", frozenset({State.READY}), last_in_group=True),
+    "DATA": Command("smtp_DATA", frozenset({State.RCPT}), answer_first=True),
+    "RSET": Command("smtp_RSET", ANY, junk=True),
+    "NOOP": Command("smtp_NOOP", ANY, junk=True),
+    "QUIT": Command("smtp_QUIT", ANY),
+    "VRFY": Command("smtp_VRFY", ANY, junk=True),
+    "EXPN": Command("smtp_EXPN", ANY),
+    "HELP": Command("smtp_HELP", ANY, junk=True),
+    "STARTTLS": Command("smtp_STARTTLS", frozenset({State.CONNECTED, State.READY})),
+    "AUTH": Command("smtp_AUTH", frozenset({State.READY})),
 }
 
 # Replies that are the same wherever they occur.
@@ -89,6 +89,7 @@ R_NUL = "500 5.5.2 NUL character in command"
 R_PARAM_SYNTAX = "501 5.5.4 Syntax error in parameters or arguments"
 R_TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 R_TIMEOUT = "421 4.4.2 Timeout, closing connection"
+R_TOO_MUCH_JUNK = "421 4.7.0 Too many commands that do nothing, closing connection"
 R_SYNC = "554 5.5.0 Protocol synchronization error (commands sent ahead of replies)"
 R_PREGREET = "554 5.5.0 Protocol error: you talked before my greeting"
 R_RELAY_DENIED = "554 5.7.1 Relay access denied"
@@ -149,6 +150,7 @@ class Policy:
     max_message_size: int
     max_line_length: int
     max_errors: int
+    max_junk_commands: int
     command_timeout: float
     data_timeout: float
     max_hops: int
@@ -166,6 +168,7 @@ class Policy:
         values = dict(hostname=cfg.hostname, local_domains=cfg.local_domains, relay_networks=networks,
                       max_recipients=s.max_recipients, max_message_size=s.max_message_size,
                       max_line_length=s.max_line_length, max_errors=s.max_errors,
+                      max_junk_commands=s.max_junk_commands,
                       command_timeout=s.command_timeout, data_timeout=s.data_timeout,
                       max_hops=s.max_hops, smtputf8=s.smtputf8,
                       reject_bare_newlines=s.reject_bare_newlines, greeting_delay=s.greeting_delay)
@@ -200,6 +203,7 @@ class Session:
         self.esmtp = False
         self.auth_user = None
         self.errors = 0
+        self.junk = 0
         self.envelope = None
         self.client_ip = conn.peer[0] if conn.peer else None
         self.client_name = _reverse_name(self.client_ip) if self.client_ip else "localhost"
@@ -245,6 +249,10 @@ class Session:
             return self.fail(R_BAD_SEQUENCE)
         if self.policy.enforce_sync and self._pipelined_out_of_turn(command):
             raise Disconnect(R_SYNC)
+        if command.junk:
+            self.junk += 1
+            if self.junk > self.policy.max_junk_commands:
+                raise Disconnect(R_TOO_MUCH_JUNK)
         try:
             getattr(self, command.handler)(argument.strip())
         except SmtpError as exc:
@@ -254,11 +262,12 @@ class Session:
     def _pipelined_out_of_turn(self, command):
         """Input already waiting after a command that must be answered first (RFC 2920 3.1).
 
-        Only DATA is enforced among ESMTP's group enders (what follows it
-        must wait for 354); without PIPELINING nothing may be sent ahead."""
+        What follows DATA must wait for the 354; without PIPELINING (a HELO
+        session) nothing may be sent ahead.  Text sent with STARTTLS is
+        dropped by the Connection instead."""
         if not self.conn.has_pending_input():
             return False
-        return command.handler == "smtp_DATA" or (self.helo is not None and not self.esmtp)
+        return command.answer_first or (self.helo is not None and not self.esmtp)
 
     def _command_text(self, line):
         """The command line as text, or None after replying to a malformed one."""
@@ -424,9 +433,13 @@ class Session:
         if self.policy.submission and self.auth_user is None:
             raise SmtpError(R_AUTH_REQUIRED)
         path, params = self._path_and_params(argument, "FROM")
+        if params and not self.esmtp:
+            raise SmtpError("555 5.5.4 Parameters need EHLO, not HELO")
         envelope = Envelope(sender=path, client=self.client_text, auth_user=self.auth_user)
         for name, value in params.items():
-            if name == "SIZE" and value and value.isdigit():
+            if name == "SIZE":
+                if not (value and value.isascii() and value.isdigit()):
+                    raise SmtpError("501 5.5.4 Bad SIZE value")
                 envelope.declared_size = int(value)
             elif name == "BODY" and value and value.upper() in ("7BIT", "8BITMIME"):
                 envelope.body = value.upper()
@@ -590,12 +603,12 @@ class Session:
         if self.auth_user:
             protocol += "A"
         if self.client_ip:
-            source = f"from {self.helo or 'unknown'} ({self.client_name} [{self.client_ip}])"
-        else:
-            source = f"from {self.local_user or 'unknown'}@localhost"
-        recipient = f"\r\n\tfor <{self.envelope.recipients[0]}>" if len(self.envelope.recipients) == 1 else ""
-        return (f"Received: {source}\r\n\tby {self.policy.hostname} (mailsuite) with {protocol}"
-                f"{recipient}; {formatdate(localtime=True)}").replace("\r\n", "\n") + "\n"
+            trace = (f"from {self.helo or 'unknown'} ({self.client_name} [{self.client_ip}])\n"
+                     f"\tby {self.policy.hostname} (mailsuite)")
+        else:                                     # sendmail -bs: no network peer to name
+            trace = f"by {self.policy.hostname} (mailsuite, from user {self.local_user or 'unknown'})"
+        recipient = f"\n\tfor <{self.envelope.recipients[0]}>" if len(self.envelope.recipients) == 1 else ""
+        return f"Received: {trace} with {protocol}{recipient}; {formatdate(localtime=True)}\n"
 
 
 def _talks_first(conn, delay):

@@ -15,30 +15,28 @@ session may answer 250.  `sendmail -bs` runs the same session on stdin and
 stdout for a local user, who may send anywhere, like the command line does.
 """
 
+import gc
 import os
 import signal
+import socket
 import sys
 
-from . import auth, config, log, server
-from .smtp_session import Policy, Session
+import lockfile
 
-RUNNER_STOP_WAIT = 30
+from . import auth, config, log, mx, queue, runner, server
+from .cli import Fatal
+from .smtp_session import Policy, Session
 
 
 def parse_listen(items, default_port):
     """('0.0.0.0:25', '[::1]:587', 'localhost') -> [(host, port), ...]."""
     pairs = []
     for item in items:
-        if item.startswith("["):
-            host, _, rest = item[1:].partition("]")
-            port = rest[1:] if rest.startswith(":") else ""
-        else:
-            host, sep, port = item.rpartition(":")
-            if not sep:
-                host, port = item, ""
-        if port and not port.isdigit():
-            raise config.ConfigError(f"{item}: not HOST:PORT")
-        pairs.append((host or "0.0.0.0", int(port) if port else default_port))
+        try:
+            host = mx.parse_hostport(item, default_port)
+        except ValueError:
+            raise config.ConfigError(f"[smtp] {item}: not HOST:PORT") from None
+        pairs.append((host.name or "0.0.0.0", host.port))
     return pairs
 
 
@@ -55,6 +53,8 @@ class Daemon:
         """Everything derived from the configuration, rebuilt on SIGHUP."""
         self.tls = server.tls_context(self.cfg, "smtp")
         self.submission_ports = {port for _, port in parse_listen(self.cfg.smtp.listen_submission, 587)}
+        self.policies = {False: Policy.from_config(self.cfg, submission=False),
+                         True: Policy.from_config(self.cfg, submission=True)}
 
     def listeners(self):
         plain = parse_listen(self.cfg.smtp.listen, 25)
@@ -64,8 +64,7 @@ class Daemon:
     # --- sessions (in the forked child) -----------------------------------
 
     def session(self, conn):
-        submission = _local_port(conn) in self.submission_ports
-        policy = Policy.from_config(self.cfg, submission=submission)
+        policy = self.policies[_local_port(conn) in self.submission_ports]
         Session(conn, policy, enqueue=queue_writer(self.cfg), logger=self.logger,
                 authenticate=authenticator(self.cfg, self.logger, conn), tls_context=self.tls,
                 plaintext_ok=lambda c: auth.plaintext_allowed(self.cfg, c),
@@ -74,7 +73,6 @@ class Daemon:
     # --- the runner child -------------------------------------------------
 
     def start_runner(self):
-        from . import runner
         pid = os.fork()
         if pid == 0:
             status = 0
@@ -103,12 +101,15 @@ class Daemon:
             pass
 
     def reload(self):
-        """SIGHUP: new configuration for new sessions, a new runner for the aliases."""
+        """SIGHUP: new configuration for new sessions, a new runner for the aliases.
+
+        The listening addresses stay as they are until a restart."""
+        old = self.cfg, self.tls, self.submission_ports, self.policies
         try:
-            cfg = config.load(self.cfg.path)
-            self.cfg = cfg
+            self.cfg = config.load(self.cfg.path)
             self._prepare()
-        except (config.ConfigError, OSError) as exc:
+        except (config.ConfigError, OSError, ValueError) as exc:
+            self.cfg, self.tls, self.submission_ports, self.policies = old
             self.logger.error("reload failed, keeping the old configuration: %s", exc)
             return
         self.logger.info("configuration reloaded from %s", self.cfg.path)
@@ -119,6 +120,7 @@ class Daemon:
     def run(self, *, with_runner=True, on_ready=None):
         if with_runner:
             self.start_runner()
+        gc.freeze()         # the master's objects stay shared with the session children, not copied
         try:
             busy = f"421 4.7.0 {self.cfg.hostname} Too many connections, try again later\r\n".encode()
             server.serve_forking(self.session, self.cfg, listeners=self.listeners(),
@@ -134,10 +136,26 @@ class Daemon:
 def serve(cfg, *, foreground):
     """`sendmail -bd` (detached) or `-bD` (foreground): run until SIGTERM."""
     logger = log.setup(cfg, "smtpd")
-    daemon = Daemon(cfg, logger)
+    try:
+        daemon = Daemon(cfg, logger)
+    except (OSError, ValueError) as exc:          # unreadable certificate, bad relay_networks
+        raise Fatal(os.EX_CONFIG, f"[smtp]: {exc}") from None
+    _check_listeners(daemon.listeners())
     if foreground:
         return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
     return _detached(cfg, logger, daemon)
+
+
+def _check_listeners(listeners):
+    """Fail now, with one line, when an address cannot be bound (in use, not ours, no permission)."""
+    for host, port, _ in listeners:
+        if port == 0:
+            continue
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            socket.create_server((host, port), family=family).close()
+        except OSError as exc:
+            raise Fatal(os.EX_OSERR, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def _detached(cfg, logger, daemon):
@@ -145,12 +163,31 @@ def _detached(cfg, logger, daemon):
     import daemon.pidfile as pidfile
     os.makedirs(cfg.mailsuite.state_dir, mode=0o755, exist_ok=True)
     pid_path = os.path.join(cfg.mailsuite.state_dir, "smtpd.pid")
+    _remove_stale_pid_file(pid_path)
     keep = [h.socket.fileno() for h in logger.handlers if getattr(h, "socket", None) is not None]
     context = python_daemon.DaemonContext(pidfile=pidfile.TimeoutPIDLockFile(pid_path, acquire_timeout=1),
                                           files_preserve=keep, working_directory="/", umask=0o022,
                                           signal_map={})
+    try:
+        context.open()
+    except lockfile.LockError:
+        raise Fatal(os.EX_TEMPFAIL, f"already running (pid file {pid_path})") from None
     with context:
         return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
+
+
+def _remove_stale_pid_file(path):
+    """A pid file left by a daemon that was killed would stop the next start."""
+    try:
+        with open(path) as f:
+            pid = int(f.read().split()[0])
+        os.kill(pid, 0)
+    except (FileNotFoundError, IndexError):
+        return
+    except (ValueError, ProcessLookupError):
+        os.unlink(path)
+    except PermissionError:
+        pass
 
 
 def smtp_on_stdio(cfg, user, *, submit=None):
@@ -178,8 +215,6 @@ def smtp_on_stdio(cfg, user, *, submit=None):
 
 def queue_writer(cfg):
     """enqueue(envelope, data_file, received) -> queue id, through the durable queue."""
-    from . import queue
-
     def enqueue(envelope, data, received):
         return queue.Queue(cfg).enqueue(envelope.sender, envelope.recipients, data,
                                         received=received.encode(), client=envelope.client,
@@ -189,16 +224,13 @@ def queue_writer(cfg):
 
 def authenticator(cfg, logger, conn):
     """authenticate(user, password) -> user name or None, through the shared auth module."""
-    checker = auth.Authenticator(cfg, "smtp", logger)
-
     def authenticate(username, password):
-        user = checker.authenticate(username, password, conn.peer)
+        user = auth.Authenticator(cfg, "smtp", logger).authenticate(username, password, conn.peer)
         return user.name if user else None
     return authenticate
 
 
 def _queue_errors():
-    from . import queue
     return {"queue_full": (queue.QueueFull,), "queue_errors": (queue.QueueError,)}
 
 

@@ -13,9 +13,7 @@ import os
 import sys
 
 from . import address as addr
-from . import log
 from .cli import Fatal
-from .headers import read_header
 from .maildrop import DropWriter
 
 CHUNK = 1 << 16
@@ -27,6 +25,7 @@ def submit(cfg, opts, recipients, stdin=None):
     limit = cfg.delivery.max_message_size
     head = b""
     if opts.extract:
+        from .headers import read_header
         header, leftover = read_header(source)
         recipients = recipients + _header_recipients(header)
         for name in ("Bcc", "Resent-Bcc"):
@@ -95,6 +94,8 @@ def quiet_logger(cfg, verbose):
     stderr, which cron and PHP pass on to people: keep that for -v and for trouble."""
     import logging
     import logging.handlers
+
+    from . import log
     logger = log.setup(cfg, "sendmail")
     if not verbose and not any(isinstance(h, logging.handlers.SysLogHandler) for h in logger.handlers):
         logger.setLevel(logging.WARNING)
@@ -137,12 +138,12 @@ def _dsn(opts, recipients):
 
 def _first_attempt(cfg, opts, name):
     """Deliver our own drop file now when nobody else will soon and we may."""
-    from .queue import Queue
+    from . import runnerlock
     if opts.delivery == "q" or not cfg.submission.deliver_now:
         return
     if not may_write_queue(cfg) or not os.access(cfg.mailsuite.maildrop_dir, os.R_OK | os.W_OK):
         return
-    if Queue(cfg).runner_active():
+    if runnerlock.active(cfg.mailsuite.queue_dir):
         return
     if opts.delivery == "b":
         sys.stdout.flush()

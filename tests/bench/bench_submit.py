@@ -72,7 +72,10 @@ def mailsuite_sandbox(base):
     subprocess.run([str(BIN / "mailsuite"), "init", "--dir", str(base)], check=True, stdout=subprocess.DEVNULL)
     (base / "spool" / "alice").write_bytes(b"")
     conf = base / "mailsuite.conf"
-    conf.write_text(conf.read_text() + "\n[smtp]\nlisten = 127.0.0.1:0\n")
+    text = conf.read_text()
+    text = text.replace("listen = 127.0.0.1:2525", "listen = 127.0.0.1:0") if "[smtp]" in text \
+        else text + "\n[smtp]\nlisten = 127.0.0.1:0\n"
+    conf.write_text(text)
     return str(conf)
 
 
@@ -82,9 +85,9 @@ def bench_mailsuite_daemon(base, data, n):
                               stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
     try:
         from mailsuite import config
-        from mailsuite.queue import Queue
+        from mailsuite import runnerlock
         cfg = config.load(conf)
-        while not Queue(cfg).runner_active():
+        while not runnerlock.active(cfg.mailsuite.queue_dir):
             time.sleep(0.05)
         started = time.monotonic()
         submit = submit_loop([str(BIN / "sendmail"), "-C", conf, "-i", "alice"], data, n)

@@ -1,0 +1,175 @@
+"""The daemon master: signals, reload, submission port, a full queue, sendmail -bd detaching."""
+
+import os
+import signal
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from smtp_helpers import LIB, ROOT, Instance, S250_OK, free_port, wait_for
+
+MESSAGE = b"Subject: t\r\n\r\nbody\r\n"
+
+
+def test_sigterm_lets_a_running_session_finish(tmp_path):
+    host = Instance(tmp_path / "h").start()
+    client = smtplib.SMTP("127.0.0.1", host.port)
+    client.ehlo("client.example")
+    host.process.send_signal(signal.SIGTERM)
+    wait_for(lambda: "stopped accepting" in host.log_text())
+    assert client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE) == {}
+    client.quit()
+    assert host.process.wait(20) == 0
+    assert len(host.queued()) == 1
+    host.stop()
+
+
+def test_sighup_rereads_the_configuration(tmp_path):
+    host = Instance(tmp_path / "h").start()
+    try:
+        text = Path(host.conf).read_text().replace("[smtp]\n", "[smtp]\nmax_recipients = 1\n")
+        Path(host.conf).write_text(text)
+        host.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "configuration reloaded" in host.log_text())
+        with smtplib.SMTP("127.0.0.1", host.port) as client:
+            client.ehlo("client.example")
+            client.mail("alice@example.test")
+            assert client.rcpt("bob@example.test")[0] == S250_OK
+            assert client.rcpt("alice@example.test")[0] == 452
+        Path(host.conf).write_text(text + "[nonsense]\n")
+        host.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in host.log_text())
+        with smtplib.SMTP("127.0.0.1", host.port) as client:
+            assert client.noop()[0] == S250_OK                    # still serving, old configuration
+    finally:
+        host.stop()
+
+
+def test_submission_port_requires_auth(tmp_path):
+    port = free_port("127.0.0.1")
+    host = Instance(tmp_path / "h", smtp={"listen_submission": f"127.0.0.1:{port}"}).start()
+    try:
+        assert port in host.ports
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.ehlo("client.example")
+            code, reply = client.mail("alice@example.test")
+            assert code == 530 and b"5.7.0" in reply
+            client.login("alice", "alice")
+            assert client.sendmail("alice@example.test", ["anyone@elsewhere.test"], MESSAGE) == {}
+        with smtplib.SMTP("127.0.0.1", host.port) as client:           # port 25 needs no AUTH for local mail
+            assert client.sendmail("x@elsewhere.test", ["bob@example.test"], MESSAGE) == {}
+    finally:
+        host.stop()
+
+
+def test_full_queue_answers_452_and_keeps_nothing(tmp_path):
+    host = Instance(tmp_path / "h", queue={"min_free_space": "100000G"}).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", host.port) as client:
+            with pytest.raises(smtplib.SMTPDataError) as info:
+                client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE)
+        assert info.value.smtp_code == 452 and b"4.3.1" in info.value.smtp_error
+        assert host.queued() == []
+    finally:
+        host.stop()
+
+
+def test_sendmail_bd_detaches_with_a_pid_file(tmp_path):
+    port = free_port("127.0.0.1")
+    host = Instance(tmp_path / "h", smtp={"listen": f"127.0.0.1:{port}"})
+    env = dict(os.environ, PYTHONPATH=str(LIB))
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "sendmail"), "-bd", "-C", host.conf],
+                            env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pid_file = host.dir / "state" / "smtpd.pid"
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip()))
+    try:
+        with wait_for(lambda: _connect(port)) as client:
+            assert client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE) == {}
+        wait_for(lambda: (host.dir / "spool" / "bob").exists() and (host.dir / "spool" / "bob").stat().st_size)
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not _alive(pid))
+    assert not pid_file.exists()
+
+
+def test_address_in_use_is_one_line_and_ex_oserr(tmp_path):
+    import socket
+    holder = socket.create_server(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    host = Instance(tmp_path / "h", smtp={"listen": f"127.0.0.1:{port}"})
+    env = dict(os.environ, PYTHONPATH=str(LIB))
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "bin" / "sendmail"), "-bD", "-C", host.conf],
+                                env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        holder.close()
+    assert result.returncode == os.EX_OSERR
+    assert result.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_stale_pid_file_does_not_stop_the_daemon(tmp_path):
+    port = free_port("127.0.0.1")
+    host = Instance(tmp_path / "h", smtp={"listen": f"127.0.0.1:{port}"})
+    pid_file = host.dir / "state" / "smtpd.pid"
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text("999999\n")                         # a daemon that was killed
+    env = dict(os.environ, PYTHONPATH=str(LIB))
+    result = subprocess.run([sys.executable, str(ROOT / "bin" / "sendmail"), "-bd", "-C", host.conf],
+                            env=env, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    pid = int(wait_for(lambda: pid_file.exists() and pid_file.read_text().strip() != "999999"
+                       and pid_file.read_text().strip()))
+    try:
+        with wait_for(lambda: _connect(port)) as client:
+            assert client.noop()[0] == S250_OK
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not _alive(pid))
+
+
+def _connect(port):
+    try:
+        return smtplib.SMTP("127.0.0.1", port)
+    except OSError:
+        return None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+@pytest.mark.root
+def test_disk_full_mid_message_answers_452_and_the_queue_stays_clean(tmp_path):
+    if os.getuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    queue_dir = tmp_path / "h" / "queue"
+    queue_dir.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(queue_dir)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount tmpfs: " + mounted.stderr.decode().strip())
+    try:
+        host = Instance(tmp_path / "h", queue={"min_free_space": "0"}).start()
+        try:
+            big = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 600      # 600 KB > 256 KB
+            with smtplib.SMTP("127.0.0.1", host.port) as client:
+                with pytest.raises(smtplib.SMTPDataError) as info:
+                    client.sendmail("alice@example.test", ["bob@example.test"], big)
+                assert info.value.smtp_code == 452
+                # a message that fits still goes through in the same session
+                assert client.sendmail("alice@example.test", ["bob@example.test"], MESSAGE) == {}
+            [(envelope, data)] = host.queued()
+            assert data.endswith(b"\nbody\n")
+            assert not any((queue_dir / "tmp").iterdir())
+        finally:
+            host.stop()
+    finally:
+        subprocess.run(["umount", str(queue_dir)], capture_output=True)
