@@ -118,6 +118,21 @@ class Connection:
         """
         return self._sock.fileno() if self._sock is not None else self._rfd
 
+    def wait_readable(self, timeout):
+        """Whether client input arrives within `timeout` seconds (buffered input counts)."""
+        if self.has_pending_input():
+            return True
+        readable, _, _ = select.select([self.fileno()], [], [], timeout)
+        return bool(readable)
+
+    @property
+    def local_port(self):
+        """The port the client connected to, or None (pipes: sendmail -bs, tests)."""
+        try:
+            return self._sock.getsockname()[1] if self._sock is not None else None
+        except OSError:
+            return None
+
     def has_pending_input(self):
         """True when the client already sent more than we have consumed (pipelining)."""
         return bool(self._inbuf) or (self.is_tls and self._sock.pending() > 0)

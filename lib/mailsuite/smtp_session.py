@@ -32,7 +32,6 @@ import binascii
 import enum
 import ipaddress
 import re
-import select
 import socket
 import tempfile
 import time
@@ -612,14 +611,11 @@ class Session:
 
 
 def _talks_first(conn, delay):
-    """Whether the client sends something before our greeting (within DELAY seconds)."""
-    if conn.has_pending_input():
-        return True
-    sock = getattr(conn, "_sock", None)
-    if sock is None:
-        return False
-    readable, _, _ = select.select([sock], [], [], delay)
-    return bool(readable)
+    """Whether a network client sends something before our greeting (within DELAY seconds).
+
+    On pipes (sendmail -bs) the whole session may rightly be there already.
+    """
+    return conn.local_port is not None and conn.wait_readable(delay)
 
 
 def _reverse_name(ip):

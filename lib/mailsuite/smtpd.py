@@ -64,7 +64,7 @@ class Daemon:
     # --- sessions (in the forked child) -----------------------------------
 
     def session(self, conn):
-        policy = self.policies[_local_port(conn) in self.submission_ports]
+        policy = self.policies[conn.local_port in self.submission_ports]
         Session(conn, policy, enqueue=queue_writer(self.cfg), logger=self.logger,
                 authenticate=authenticator(self.cfg, self.logger, conn), tls_context=self.tls,
                 plaintext_ok=lambda c: auth.plaintext_allowed(self.cfg, c),
@@ -232,14 +232,6 @@ def authenticator(cfg, logger, conn):
 
 def _queue_errors():
     return {"queue_full": (queue.QueueFull,), "queue_errors": (queue.QueueError,)}
-
-
-def _local_port(conn):
-    sock = getattr(conn, "_sock", None)
-    try:
-        return sock.getsockname()[1] if sock is not None else None
-    except OSError:
-        return None
 
 
 def _addresses(bound):
