@@ -34,6 +34,7 @@ test: $(VENV)/.test-deps
 	$(VENV)/bin/pytest -n auto $(PYTEST_ARGS) tests
 
 bench: $(VENV)/.test-deps
+	$(VPY) -m compileall -q lib      # programs start byte-compiled, as after a real install
 	$(VPY) tests/bench/run.py
 
 install:

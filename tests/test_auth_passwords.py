@@ -197,3 +197,8 @@ def test_drop_privileges_refuses_root(tmp_path):
     _, cfg = write_config(tmp_path, sandbox=False)
     with pytest.raises(PermissionError):
         auth.drop_privileges(auth.UserDB(cfg).lookup("toor"), cfg)
+
+
+def test_unknown_user_names_are_logged_printable(authenticator, caplog):
+    authenticator.authenticate("evil\rname\x1b[2J", "x", PEER)
+    assert any("user=evil?name?[2J," in line for line in caplog.messages)

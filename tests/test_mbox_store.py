@@ -110,7 +110,7 @@ def test_cache_rescans_only_the_appended_tail(sandbox, monkeypatch):
         assert box.scan().messages[-1].start == first.messages[-1].start and calls == [0]
         put(sandbox, "alice", "g")
         index = box.scan()
-    assert calls == [0, first.messages[-1].start]
+    assert calls == [0, first.messages[-1].start, 0]           # the new tail, and the first message again
     assert len(index.messages) == 7
     assert [(m.start, m.end) for m in index.messages[:6]] == [(m.start, m.end) for m in first.messages]
 
@@ -221,3 +221,52 @@ except MailboxError as exc:
                           env={"PYTHONPATH": os.path.join(world_readable_dir, "lib")},
                           user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
     assert done.stdout.split() == ["True", "2", "refused"], done.stderr
+
+
+def test_a_tail_scan_sees_uidlast_raised_in_place_by_another_process(sandbox):
+    """A caches the index; B (with no cache of its own) raises UIDLAST in place and appends; A agrees."""
+    put(sandbox, "alice", "a", "b")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as a:
+        with a.locked():
+            a.sync()
+        stale = a.scan()
+        with open_spool(sandbox.cfg, sandbox.user("alice")) as b:
+            b.cache = None
+            with b.locked():
+                uid = b.append(b"Subject: appended\n\nx\n", sender="x@y", assign_uid=True)
+        index = a.scan()
+    assert uid == 3 and stale.uidlast == 2
+    assert [m.uid for m in index.messages] == [1, 2, 3] and index.uidlast == 3
+
+
+def test_the_cache_keeps_the_newest_state(sandbox):
+    put(sandbox, "alice", "a")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        box.scan()
+        key, tail, payload = box.cache.load(box.path)
+        older = (key[0], key[1], key[2], key[3] - 1)
+        box.cache.store(box.path, older, tail, ([], None))
+        assert box.cache.load(box.path)[0] == key
+
+
+def fresh_scan(sandbox, user):
+    """The file's index as a newcomer with no cache would see it."""
+    box = Mailbox(str(sandbox.spool(user)), sandbox.cfg)
+    try:
+        return [m.as_tuple() for m in box.scan().messages]
+    finally:
+        box.close()
+
+
+@pytest.mark.parametrize("changes, expunge", [
+    ({1: "RO", 3: "RF"}, ()),                                   # fits in the padding: in place
+    ({2: "RAFTD"}, {4}),                                         # in place, then a journalled tail
+    ({1: "R"}, {1}),                                             # the first message goes: X-IMAPbase moves
+])
+def test_the_index_after_a_rewrite_is_what_a_fresh_scan_finds(sandbox, changes, expunge):
+    put(sandbox, "alice", "a", "b", "c", "d", "e")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
+        box.sync()
+        index = box.sync(flags={uid: (frozenset(f), ("work",)) for uid, f in changes.items()}, expunge=expunge)
+        assert [m.as_tuple() for m in index.messages] == fresh_scan(sandbox, "alice")
+        assert [m.as_tuple() for m in box.scan().messages] == fresh_scan(sandbox, "alice")

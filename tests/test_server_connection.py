@@ -163,3 +163,10 @@ def test_starttls_drops_plaintext_sent_ahead(tmp_path, pair):
 def test_no_tls_context_without_certificate(tmp_path):
     _, cfg = write_config(tmp_path)
     assert tls_context(cfg, "pop3") is None
+
+
+def test_unreadable_certificate_is_a_config_error(tmp_path):
+    from mailsuite.config import ConfigError
+    _, cfg = write_config(tmp_path, {"tls": {"cert_file": str(tmp_path / "missing.pem")}})
+    with pytest.raises(ConfigError, match="missing.pem"):
+        tls_context(cfg)

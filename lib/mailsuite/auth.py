@@ -24,7 +24,7 @@ import os
 import stat
 import time
 
-from . import pam, passwords
+from . import passwords
 from .log import fields
 from .users import UserDB
 
@@ -70,6 +70,7 @@ class Authenticator:
         if user is not None and user.password_hash:
             return passwords.verify_password(password, user.password_hash), "passwd-file"
         if user is not None and self.cfg.auth.pam and not self.cfg.mailsuite.sandbox:
+            from . import pam           # ctypes and libpam only for system users
             ok, reason = pam.authenticate(self.cfg.auth.pam_service, user.name, password,
                                           rhost=peer[0] if peer else None)
             if not ok and reason:
@@ -103,7 +104,8 @@ class Authenticator:
         return None
 
     def _result(self, user, username, peer, method, ok):
-        self.logger.info("login: %s", fields(service=self.service, user=user.name if user else username[:64],
+        shown = user.name if user else "".join(c if c.isprintable() else "?" for c in username[:64])
+        self.logger.info("login: %s", fields(service=self.service, user=shown,
                                               rhost=peer[0] if peer else "local", method=method,
                                               result="ok" if ok else "failed"))
         if ok:

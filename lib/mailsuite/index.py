@@ -12,7 +12,7 @@ treated as a miss, never as a failure of the mailbox.
 import marshal
 import os
 
-_VERSION = 2
+_VERSION = 3
 _SCHEMA = """CREATE TABLE IF NOT EXISTS mailbox (
     path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, size INTEGER, mtime_ns INTEGER,
     tail BLOB, data BLOB)"""
@@ -60,8 +60,14 @@ class IndexCache:
         messages, imapbase = payload
         try:
             data = marshal.dumps((_VERSION, [m.as_tuple() for m in messages], imapbase))
+            # The newest state of the file wins: a slow scan that finishes
+            # after another process stored a later state must not undo it.
             self._connect().execute(
-                "INSERT OR REPLACE INTO mailbox (path, dev, ino, size, mtime_ns, tail, data) VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO mailbox (path, dev, ino, size, mtime_ns, tail, data) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT(path) DO UPDATE SET dev=excluded.dev, ino=excluded.ino, size=excluded.size, "
+                "mtime_ns=excluded.mtime_ns, tail=excluded.tail, data=excluded.data "
+                "WHERE excluded.mtime_ns >= mailbox.mtime_ns OR excluded.ino != mailbox.ino "
+                "OR excluded.dev != mailbox.dev",
                 (mailbox_path, *key, tail, data))
         except (sqlite3.Error, OSError, ValueError):
             pass

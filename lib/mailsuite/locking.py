@@ -21,8 +21,10 @@ import time
 from contextlib import contextmanager
 
 STALE_AFTER = 300          # seconds, as liblockfile and procmail
-_FIRST_BACKOFF = 0.01
-_MAX_BACKOFF = 1.0
+# A delivery holds the locks for a few milliseconds (one fsync), so waiters
+# poll briefly, with jitter so that several of them do not wake in step.
+_FIRST_BACKOFF = 0.002
+_MAX_BACKOFF = 0.05
 
 
 class LockTimeout(Exception):
@@ -153,7 +155,7 @@ class MailboxLock:
                 return
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"{self.path}: still locked after {self.timeout:g}s")
-            time.sleep(backoff)
+            time.sleep(backoff * (0.5 + time.monotonic_ns() % 1000 / 1000))
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     def _try_both(self):

@@ -30,7 +30,7 @@ from .locking import mailbox_lock
 from .mbox_format import (HIDDEN_HEADERS, STORE_HEADERS, STRIP_ON_DELIVERY, SYSTEM_FLAGS, MailboxError,
                           from_line, header_lines_without, quote_from_lines, render_block, served_body,
                           served_header, unquote_from_lines, valid_keyword)
-from .mbox_scan import HEADER_PARSE_LIMIT, Index, Message, _parse_headers, scan_range, validate_uids
+from .mbox_scan import HEADER_PARSE_LIMIT, Index, Message, flag_set, scan_range, validate_uids
 
 __all__ = ["Mailbox", "MailboxError", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS", "HIDDEN_HEADERS",
            "STRIP_ON_DELIVERY", "HEADER_PARSE_LIMIT", "from_line", "header_lines_without", "quote_from_lines",
@@ -49,6 +49,7 @@ class Mailbox:
         self._lock_depth = 0
         self._check_owner = check_owner
         self.readonly = False
+        self._memo = None
         self.journal = Journal(path, owner)
         self.cache = self._open_cache()
         if self.fd is None:
@@ -156,33 +157,54 @@ class Mailbox:
         return IndexCache(self.cfg.expand_user_path(template, self.owner.home))
 
     def scan(self):
-        """The index of the whole file; only the appended tail is parsed when the cache is current."""
+        """The index of the whole file; only the appended tail is parsed when the cache is current.
+
+        The cache holds messages as parsed (X-UIDs not yet validated), and
+        a scan is stored only if the file did not change while it ran; the
+        cache itself keeps the newest state when two processes store at once.
+        """
         if self.fd is None:
             return Index([], 0, 0, (), 0)
         st = os.fstat(self.fd)
-        cached = self.cache.load(self.path) if self.cache else None
-        messages, imapbase = None, None
-        hit = False
-        if cached:
-            key, tail_sig, payload = cached
-            if key[:2] == (st.st_dev, st.st_ino):
-                old_size = key[2]
-                if key == (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns):
-                    messages, imapbase = payload
-                    hit = True
-                elif st.st_size > old_size and self._tail_signature(old_size) == tail_sig and payload[0]:
-                    old_messages, imapbase = payload
-                    last = old_messages[-1]
-                    tail, _ = scan_range(self.fd, last.start, st.st_size)
-                    messages = old_messages[:-1] + tail
-        if messages is None:
-            messages, imapbase = scan_range(self.fd, 0, st.st_size)
-        messages = validate_uids(messages, imapbase)
-        if self.cache and not hit:
-            self.cache.store(self.path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                             self._tail_signature(st.st_size), (messages, imapbase))
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        if self._memo is not None and self._memo[0] == key:
+            cached = self._memo                     # this object's own last scan: no cache read at all
+        else:
+            cached = self.cache.load(self.path) if self.cache else None
+        found = None
+        if cached and cached[0][:2] == key[:2]:
+            cached_key, tail_sig, (old_messages, old_base) = cached
+            if cached_key == key:
+                found, hit = (old_messages, old_base), True
+            elif st.st_size > cached_key[2] and old_messages and self._tail_signature(cached_key[2]) == tail_sig:
+                found, hit = self._scan_grown(old_messages, st.st_size), False
+        if found is None:
+            found, hit = scan_range(self.fd, 0, st.st_size), False
+        messages, imapbase = found
+        if not hit and os.fstat(self.fd).st_mtime_ns == st.st_mtime_ns:
+            self._remember(key, messages, imapbase)
         uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
-        return Index(messages, uidvalidity, uidlast, keywords, st.st_size)
+        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
+
+    def _remember(self, key, messages, imapbase):
+        """Keep a scan for this object's next scan, and in the index cache for other processes."""
+        tail = self._tail_signature(key[2])
+        self._memo = (key, tail, (messages, imapbase))
+        if self.cache:
+            self.cache.store(self.path, key, tail, (messages, imapbase))
+
+    def _scan_grown(self, old_messages, size):
+        """The file only grew: parse the new tail, and the first message again.
+
+        The first message is re-read because its X-IMAPbase may have been
+        raised in place (an IMAP APPEND does so before it appends).
+        """
+        last = old_messages[-1]
+        tail, imapbase = scan_range(self.fd, last.start, size)
+        if last.start == 0:
+            return tail, imapbase
+        head, imapbase = scan_range(self.fd, 0, old_messages[1].start)
+        return head + old_messages[1:-1] + tail, imapbase
 
     def _tail_signature(self, size):
         return os.pread(self.fd, 64, max(size - 64, 0)) if self.fd is not None else b""
@@ -300,53 +322,35 @@ class Mailbox:
             new_flags, new_keywords, uid = change or (m.flags, m.keywords, m.uid)
             wanted[m.start] = (new_flags, new_keywords, uid, base)
         tail_from = min(expunge, default=None)
-        in_place = []
+        kept = []                   # the new index up to tail_from, built as we write: no re-read
         for m in survivors:
             if tail_from is not None and m.start >= tail_from:
                 break
             plan = wanted.get(m.start)
             if plan is None:
+                kept.append(m)
                 continue
-            block = None
-            if m.block:
-                new_flags, new_keywords, uid, base = plan
-                block = render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
-                                     pseudo=m.pseudo, pad_to=m.block[1] - m.block[0])
-            if block is None or len(block) != m.block[1] - m.block[0]:
+            new_flags, new_keywords, uid, base = plan
+            size = m.block[1] - m.block[0] if m.block else 0
+            block = render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
+                                 pseudo=m.pseudo, pad_to=size) if m.block else b""
+            if len(block) != size or not size:
                 tail_from = m.start
                 break
-            in_place.append((m.block[0], block))
-        for offset, block in in_place:
-            fileio.pwrite_all(self.fd, block, offset)
+            fileio.pwrite_all(self.fd, block, m.block[0])
+            kept.append(Message(m.start, m.header, m.body, m.end, m.from_line, uid, flag_set(new_flags),
+                                tuple(new_keywords), m.block, m.pseudo, m.client_size, m.dot_lines))
         if tail_from is not None:
             self._rewrite_tail(tail_from, survivors, wanted)
         _mark_modified(self.fd)
         os.fsync(self.fd)
-        return self._index_after_rewrite(survivors, wanted, tail_from, imapbase)
-
-    def _index_after_rewrite(self, survivors, wanted, tail_from, imapbase):
-        """The new index without re-reading the file: re-parse only what was written."""
-        messages = []
-        for m in survivors:
-            if tail_from is not None and m.start >= tail_from:
-                break
-            if m.start in wanted:
-                uid, flags, keywords, block, _, _ = _parse_headers(self.read(m, m.header, m.body), m.header)
-                m = Message(m.start, m.header, m.body, m.end, m.from_line, uid, flags, keywords, block, m.pseudo,
-                            m.client_size, m.dot_lines)
-            messages.append(m)
         st = os.fstat(self.fd)
-        if tail_from is not None:
-            tail, _ = scan_range(self.fd, tail_from, st.st_size)
-            messages += tail
+        messages = kept + (scan_range(self.fd, tail_from, st.st_size)[0] if tail_from is not None else [])
         if not messages:
             imapbase = None
-        messages = validate_uids(messages, imapbase)
-        if self.cache:
-            self.cache.store(self.path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns),
-                             self._tail_signature(st.st_size), (messages, imapbase))
+        self._remember((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), messages, imapbase)
         uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
-        return Index(messages, uidvalidity, uidlast, keywords, st.st_size)
+        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
 
     def _rewrite_tail(self, tail_from, survivors, wanted):
         """Write the new tail of the file to a journal, then copy it over the file from tail_from on."""

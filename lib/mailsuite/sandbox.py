@@ -35,6 +35,8 @@ SANDBOX_SETTINGS = {
     ("mailsuite", "log_socket"): "",
     ("mailsuite", "lock_timeout"): "30s",
     ("mail", "sendmail"): _installed("sendmail"),     # ours, never a system sendmail
+    ("pop3", "listen"): "127.0.0.1:1100",
+    ("imap", "listen"): "127.0.0.1:1430",
     ("smtp", "listen"): "127.0.0.1:2525",
 }
 

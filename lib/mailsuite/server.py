@@ -29,6 +29,8 @@ import ssl
 import stat
 import sys
 
+from .config import ConfigError
+
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 65536
 
@@ -108,6 +110,14 @@ class Connection:
         del self._inbuf[:n]
         return data
 
+    def fileno(self):
+        """The descriptor client input arrives on, for select() beside other events (IMAP IDLE).
+
+        Check has_pending_input() first: input already buffered here will
+        not wake a select() on this descriptor.
+        """
+        return self._sock.fileno() if self._sock is not None else self._rfd
+
     def has_pending_input(self):
         """True when the client already sent more than we have consumed (pipelining)."""
         return bool(self._inbuf) or (self.is_tls and self._sock.pending() > 0)
@@ -174,6 +184,11 @@ class Connection:
         self._sock.settimeout(self._timeout)
         self.is_tls = True
 
+    @property
+    def can_starttls(self):
+        """TLS can still be started: a socket, not pipes, and not already TLS."""
+        return self._sock is not None and not self.is_tls
+
     def set_timeout(self, seconds):
         self._timeout = seconds
         if self._sock is not None:
@@ -231,11 +246,31 @@ def tls_context(cfg, section=None):
     context.minimum_version = getattr(ssl.TLSVersion, cfg.tls.min_version.replace(".", "_"))
     if cfg.tls.ciphers:
         context.set_ciphers(cfg.tls.ciphers)
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[tls] cannot load {cert} / {key}: {getattr(exc, 'strerror', None) or exc}") from None
     return context
 
 
 # --- inetd mode ------------------------------------------------------------
+
+def protect_stderr():
+    """Point stderr at /dev/null when inetd made it the client's socket.
+
+    inetd and xinetd give the connection as stdin, stdout *and* stderr; a
+    log line or traceback on stderr would go to the client mid-protocol.
+    Call before setting up logging; syslog is unaffected.
+    """
+    try:
+        if not stat.S_ISSOCK(os.fstat(2).st_mode):
+            return
+    except OSError:
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
 
 def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
     """Run one session on stdin/stdout; returns when the handler does."""
@@ -244,7 +279,7 @@ def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
         if implicit_tls:
             context = tls_context(cfg)
             if context is None:
-                raise ssl.SSLError("implicit TLS requested but [tls] cert_file is not set")
+                raise ConfigError("implicit TLS requested but [tls] cert_file is not set")
             conn.starttls(context)
         handler(conn)
     except (PeerGone, IdleTimeout):
@@ -268,11 +303,11 @@ class _Listener:
         if any(implicit for _, _, implicit in listeners):
             self.tls = tls_context(cfg)
             if self.tls is None:
-                raise ssl.SSLError("implicit TLS listener configured but [tls] cert_file is not set")
+                raise ConfigError("implicit TLS listener configured but [tls] cert_file is not set")
         self.sockets = [(_bind(host, port), implicit) for host, port, implicit in listeners]
 
     def run(self, on_ready):
-        wake_r, wake_w = os.pipe()
+        self.wake = wake_r, wake_w = os.pipe()
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         old_wakeup = signal.set_wakeup_fd(wake_w)
@@ -350,6 +385,8 @@ class _Listener:
                 signal.signal(sig, signal.SIG_DFL)
             for sock, _ in self.sockets:
                 sock.close()
+            for fd in self.wake:
+                os.close(fd)
             client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
             conn = Connection(sock=client, timeout=self.timeout)
             try:

@@ -1,0 +1,82 @@
+"""pop3d: the POP3 server program (see pop3d(8)).
+
+With no arguments it serves one session on stdin/stdout, as inetd, xinetd
+and systemd (`Accept=yes`) run it; `--tls` makes that session start with
+TLS (POP3S on port 995).  With `-d` it is its own listener on the addresses
+of `[pop3] listen` and `listen_tls`, forking a child per client up to
+`max_sessions`.  Either way each session runs as root only until the user
+has logged in, then as the user.
+"""
+
+import argparse
+import errno
+import importlib
+import os
+import re
+
+from . import config, log, pop3, server
+from .cli import Fatal
+
+BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
+# Modules the store imports lazily.  They are loaded while we are still
+# root: after the privilege drop the user may not be able to read the
+# interpreter's own library (a Python installed under /root, /opt/...).
+PRELOAD = ("sqlite3",)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise Fatal(os.EX_USAGE, f"{message} (see pop3d --help)")
+
+
+def parse_args(argv):
+    parser = _Parser(
+        prog="pop3d", description="POP3 server for the mbox spools: one session on stdin/stdout "
+                                  "(inetd), or -d for a standalone listener.")
+    parser.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
+    parser.add_argument("-d", "--daemon", action="store_true",
+                        help="listen on [pop3] listen/listen_tls and fork a child per client")
+    parser.add_argument("--tls", action="store_true", help="inetd mode: start the session with TLS (POP3S)")
+    return parser.parse_args(argv[1:])
+
+
+def parse_address(text):
+    """'HOST:PORT' or '[V6]:PORT' -> (host, port)."""
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s]+):(\d+)", text)
+    if not m:
+        raise Fatal(os.EX_CONFIG, f"[pop3] listen: not HOST:PORT: {text!r}")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    if int(port) > 65535:
+        raise Fatal(os.EX_CONFIG, f"[pop3] listen: bad port in {text!r}")
+    return host, int(port)
+
+
+def main(argv):
+    args = parse_args(argv)
+    cfg = config.load(args.config, required=bool(args.config))
+    for module in PRELOAD:
+        importlib.import_module(module)
+    if not args.daemon:
+        server.protect_stderr()
+    logger = log.setup(cfg, "pop3d")
+    timeout = cfg.pop3.idle_timeout
+
+    def session(conn):
+        pop3.serve(conn, cfg, logger)
+
+    if not args.daemon:
+        server.serve_inetd(session, cfg, implicit_tls=args.tls, timeout=timeout)
+        return os.EX_OK
+    listeners = [(*parse_address(a), False) for a in cfg.pop3.listen]
+    listeners += [(*parse_address(a), True) for a in cfg.pop3.listen_tls]
+    if not listeners:
+        raise Fatal(os.EX_CONFIG, "[pop3] listen and listen_tls are both empty")
+    try:
+        server.serve_forking(session, cfg, listeners=listeners, max_children=cfg.pop3.max_sessions,
+                             logger=logger, busy_reply=BUSY, timeout=timeout,
+                             on_ready=lambda bound: logger.info(
+                                 "listening on %s", ", ".join(f"{h}:{p}" for h, p in bound)))
+    except OSError as exc:
+        status = os.EX_UNAVAILABLE if exc.errno == errno.EADDRINUSE else os.EX_OSERR
+        raise Fatal(status, f"cannot listen: {exc.strerror or exc}") from None
+    return os.EX_OK

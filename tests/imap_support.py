@@ -1,0 +1,138 @@
+"""Helpers for the imapd tests: sessions over stdin/stdout, Dovecot beside us.
+
+Every session is a child process speaking IMAP on its stdin/stdout
+(`imapd --preauth USER`, or plain inetd mode for LOGIN tests), so no test
+needs a port.  Dovecot refuses to serve mail as root, so when the tests run
+as root the sandbox for a Dovecot comparison is owned by `nobody` and both
+servers run as that user.
+"""
+
+import imaplib
+import os
+import pwd
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DOVECOT_IMAP = "/usr/lib/dovecot/imap"
+
+
+def imapd_path():
+    return str(Path(sys.executable).parent / "imapd")
+
+
+def deliver(sandbox, user, message, *, as_user=None):
+    """Deliver bytes with mail.local, as the real MTA would."""
+    result = subprocess.run(
+        _as(as_user) + [str(Path(sys.executable).parent / "mail.local"), "-C", sandbox.conf, user],
+        input=message, capture_output=True, env=sandbox.env, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _as(user):
+    if user is None:
+        return []
+    entry = pwd.getpwnam(user)
+    return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
+
+
+def imapd_command(sandbox, user="alice", *, as_user=None, preauth=True):
+    args = _as(as_user) + [imapd_path(), "-C", sandbox.conf]
+    if preauth:
+        args += ["--preauth", user]
+    return args
+
+
+class StreamIMAP(imaplib.IMAP4_stream):
+    """imaplib over a child's stdin/stdout, with the environment we choose."""
+
+    def __init__(self, args, env):
+        self._args, self._env = args, env
+        super().__init__(shlex.join(args))
+
+    def open(self, host=None, port=None, timeout=None):
+        self.host = None
+        self.port = None
+        self.sock = None
+        self.file = None
+        self.process = subprocess.Popen(
+            self._args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._env,
+            stderr=subprocess.DEVNULL,
+        )
+        self.writefile = self.process.stdin
+        self.readfile = self.process.stdout
+
+    def shutdown(self):
+        super().shutdown()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def imapd(sandbox, user="alice", **kw):
+    return StreamIMAP(imapd_command(sandbox, user, **kw), sandbox.env)
+
+
+def raw_session(sandbox, script, user="alice", preauth=True, as_user=None, timeout=60):
+    """Feed bytes to one imapd on stdin; returns (stdout bytes, returncode)."""
+    result = subprocess.run(
+        imapd_command(sandbox, user, preauth=preauth, as_user=as_user), input=script,
+        capture_output=True, env=sandbox.env, timeout=timeout,
+    )
+    return result.stdout, result.returncode
+
+
+class Dovecot:
+    """Dovecot's imap binary in preauth mode on the same spool and ~/mail."""
+
+    def __init__(self, sandbox, user="alice", run_as=None):
+        self.sandbox = sandbox
+        self.user = user
+        self.dir = Path(tempfile.mkdtemp(prefix="dovecot-", dir=sandbox.dir))
+        uid = pwd.getpwnam(run_as).pw_uid if run_as else os.getuid()
+        gid = pwd.getpwnam(run_as).pw_gid if run_as else os.getgid()
+        home = sandbox.home(user)
+        self.conf = self.dir / "dovecot.conf"
+        self.conf.write_text(
+            f"mail_location = mbox:{home}/mail:INBOX={sandbox.spool(user)}:INDEX=MEMORY\n"
+            "mbox_write_locks = fcntl dotlock\n"
+            "mbox_read_locks = fcntl\n"
+            "ssl = no\n"
+            "log_path = /dev/null\n"
+            f"base_dir = {self.dir}/run\n"
+            f"state_dir = {self.dir}/state\n"
+            f"mail_uid = {uid}\nmail_gid = {gid}\n"
+            "first_valid_uid = 0\nfirst_valid_gid = 0\n"
+        )
+        if run_as:
+            os.chown(self.dir, uid, gid)
+            os.chown(self.conf, uid, gid)
+        self.env = dict(os.environ, USER=user, HOME=str(home))
+
+    def session(self):
+        return StreamIMAP([DOVECOT_IMAP, "-c", str(self.conf)], self.env)
+
+
+def chown_tree(path, user):
+    entry = pwd.getpwnam(user)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.lchown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
+
+
+def set_imap_option(sandbox, key, value):
+    """Set one [imap] key in the sandbox's config file."""
+    path = Path(sandbox.conf)
+    text = path.read_text()
+    if "\n[imap]\n" in "\n" + text:
+        text = text.replace("[imap]\n", f"[imap]\n{key} = {value}\n", 1)
+    else:
+        text += f"\n[imap]\n{key} = {value}\n"
+    path.write_text(text)

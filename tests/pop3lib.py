@@ -1,0 +1,120 @@
+"""Helpers for the pop3d tests: sandbox settings, delivery, a running pop3d -d."""
+
+import configparser
+import os
+import poplib
+import re
+import signal
+import subprocess
+import time
+
+from mailsuite import config
+from mailsuite.deliver import deliver, prepare_bytes
+from mailsuite.users import UserDB
+
+from conftest import program
+
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+
+
+def configure(sandbox, settings):
+    """Set {section: {key: value}} in the sandbox's config file and reload sandbox.cfg."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(sandbox.conf)
+    for section, keys in settings.items():
+        if not parser.has_section(section):
+            parser.add_section(section)
+        for key, value in keys.items():
+            parser.set(section, key, str(value))
+    with open(sandbox.conf, "w") as f:
+        parser.write(f)
+    sandbox.cfg = config.load(sandbox.conf, required=True)
+
+
+def message(subject, body="Hello.\n", sender="carol@example.org"):
+    return (f"From: {sender}\nTo: alice@localhost\nSubject: {subject}\n"
+            f"Message-ID: <{subject.replace(' ', '.')}@example.org>\n\n{body}").encode()
+
+
+def deliver_to(sandbox, user, data, sender="carol@example.org"):
+    prepared = prepare_bytes(data)
+    try:
+        deliver(sandbox.cfg, UserDB(sandbox.cfg).lookup(user), prepared, sender=sender)
+    finally:
+        prepared.close()
+
+
+class Pop3d:
+    """pop3d -d on an ephemeral port of 127.0.0.1, stopped by pid."""
+
+    def __init__(self, sandbox, settings=None):
+        configure(sandbox, {"pop3": {"listen": "127.0.0.1:0"}, "auth": {"failure_delay": "0"},
+                            **(settings or {})})
+        self.proc = subprocess.Popen([program("pop3d"), "-C", sandbox.conf, "-d"], stderr=subprocess.PIPE,
+                                     env=sandbox.env)
+        self.log = b""
+        while True:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("pop3d exited: " + self.log.decode(errors="replace"))
+            self.log += line
+            m = LISTENING.search(line)
+            if m:
+                self.port = int(m.group(1))
+                break
+
+    def client(self, user=None, timeout=10):
+        pop = poplib.POP3("127.0.0.1", self.port, timeout=timeout)
+        if user:
+            pop.user(user)
+            pop.pass_(user)
+        return pop
+
+    def sessions(self):
+        """PIDs of the session processes the listener forked."""
+        return children_of(self.proc.pid)
+
+    def stop(self):
+        """SIGTERM the sessions still running (by pid), then the listener."""
+        for pid in self.sessions():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc.stderr.close()
+
+
+def children_of(pid):
+    """PIDs whose parent is PID, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def wire_octets(lines):
+    """Octets of a multi-line reply as sent: poplib gives lines unstuffed, without CRLF."""
+    return sum(len(line) + 2 + line.startswith(b".") for line in lines)
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
