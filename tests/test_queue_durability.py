@@ -56,7 +56,8 @@ def test_sigkill_of_a_worker_mid_delivery(sandbox, tmp_path):
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    assert len(queue_files(sandbox, "active")) == 1           # left behind by the dead worker
+    # the dead worker's message is still queued (put back by the runner that saw it die)
+    assert len(queue_files(sandbox, "active") + queue_files(sandbox, "incoming")) == 1
     assert len(spool_messages(sandbox.spool("alice"))) == 1   # delivered before the kill, intact
     aliases.write_text(f'slow: alice, "|cat > {out}"\n')
     assert sandbox.run("sendmail", "-q").returncode == 0      # recovers and finishes
@@ -115,3 +116,23 @@ def test_full_disk_gives_queue_full_and_leaves_nothing(sandbox, tmp_path):
         assert queue.load(small).size > 0
     finally:
         subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_recover_returns_only_orphans(sandbox):
+    """A message in active/ whose worker died goes back; one still held stays."""
+    queue = Queue(sandbox.cfg)
+    orphan = queue.enqueue("a@localhost", ["alice@localhost"], MESSAGE)
+    held = queue.enqueue("a@localhost", ["bob@localhost"], MESSAGE)
+    pid = os.fork()
+    if pid == 0:                                   # a worker that claims, then dies
+        queue.claim(orphan)
+        os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    claim = queue.claim(held)
+    try:
+        assert sorted(queue_files(sandbox, "active")) == sorted([orphan, held])
+        assert queue.recover() == [orphan]
+        assert queue_files(sandbox, "active") == [held]
+        assert queue.load(orphan).state == "incoming"
+    finally:
+        claim.done()

@@ -180,9 +180,9 @@ class Router:
         return RunAs(user.name, user.uid, user.gid, user.home)
 
     def _owner_run_as(self, uid):
-        if not self.switch_users or uid is None:
+        if not self.switch_users:
             return None
-        if uid == 0:
+        if uid is None or uid == 0:
             return self._default_privs()
         try:
             pw = pwd.getpwuid(uid)
