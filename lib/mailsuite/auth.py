@@ -19,6 +19,7 @@ import binascii
 import functools
 import grp
 import hashlib
+import importlib
 import hmac
 import os
 import stat
@@ -131,10 +132,18 @@ def decode_sasl_plain(b64):
     return parts[0], parts[1], parts[2]
 
 
+# Modules the store imports lazily, loaded while we are still root: the
+# user may not be able to read the interpreter's own library (a Python
+# installed under /root or /opt) once the session runs as them.
+LOAD_BEFORE_DROP = ("sqlite3",)
+
+
 def drop_privileges(user, cfg):
     """Become USER for good: groups, gid, uid; no-op in the sandbox or when not root."""
     if cfg.mailsuite.sandbox or os.geteuid() != 0:
         return
+    for module in LOAD_BEFORE_DROP:
+        importlib.import_module(module)
     if user.uid == 0:
         raise PermissionError("refusing to run a mail session as root")
     try:

@@ -14,7 +14,6 @@ command line; a session that keeps sending bad commands is closed.
 
 import enum
 import os
-import socket
 import time
 
 from . import auth

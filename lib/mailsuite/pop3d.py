@@ -10,7 +10,6 @@ has logged in, then as the user.
 
 import argparse
 import errno
-import importlib
 import os
 import re
 
@@ -18,12 +17,6 @@ from . import config, log, pop3, server
 from .cli import Fatal
 
 BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
-# Modules the store imports lazily.  They are loaded while we are still
-# root: after the privilege drop the user may not be able to read the
-# interpreter's own library (a Python installed under /root, /opt/...).
-PRELOAD = ("sqlite3",)
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise Fatal(os.EX_USAGE, f"{message} (see pop3d --help)")
@@ -54,8 +47,6 @@ def parse_address(text):
 def main(argv):
     args = parse_args(argv)
     cfg = config.load(args.config, required=bool(args.config))
-    for module in PRELOAD:
-        importlib.import_module(module)
     if not args.daemon:
         server.protect_stderr()
     logger = log.setup(cfg, "pop3d")

@@ -12,7 +12,6 @@ Exit status: 0, or a sysexits code with a one-line message.
 
 import argparse
 import os
-import sqlite3  # noqa: F401  (loaded before the drop to the user: the index cache needs it later)
 import sys
 
 from .. import config, log, server
