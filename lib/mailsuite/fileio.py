@@ -87,10 +87,17 @@ def copy_range(src, src_offset, dst, dst_offset, length):
         length -= len(chunk)
 
 
-def fsync_dir(path):
+def fsync_dir(path, required=True):
+    """Make a rename or unlink in `path` durable.
+
+    `required=False` is for a directory we may write but not read (the
+    1733 maildrop), where the kernel journals the entry anyway.
+    """
     try:
-        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY)
+        fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
+        if required:
+            raise
         return
     try:
         os.fsync(fd)
@@ -99,7 +106,8 @@ def fsync_dir(path):
 
 
 def unlink_quietly(path):
+    """Remove a file if it is there; for clean-ups that must not hide the error being handled."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:
         pass

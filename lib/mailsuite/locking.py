@@ -20,6 +20,8 @@ import os
 import time
 from contextlib import contextmanager
 
+from . import fileio
+
 STALE_AFTER = 300          # seconds, as liblockfile and procmail
 # A delivery holds the locks for a few milliseconds (one fsync), so waiters
 # poll briefly, with jitter so that several of them do not wake in step.
@@ -65,7 +67,7 @@ class Dotlock:
             # link() over NFS may succeed without saying so, or fail after succeeding: the link count decides.
             won = os.stat(unique).st_nlink == 2
         finally:
-            _unlink_quietly(unique)
+            fileio.unlink_quietly(unique)
         if not won:
             self._remove_if_stale()
         return won
@@ -91,7 +93,7 @@ class Dotlock:
         else:
             stale = time.time() - st.st_mtime > STALE_AFTER
         if stale:
-            _unlink_quietly(self.path)
+            fileio.unlink_quietly(self.path)
 
     def touch(self):
         """Keep a long-held lock fresh, so nobody takes it for stale."""
@@ -110,7 +112,7 @@ class Dotlock:
             subprocess.run([self.helper, "-u", self.path], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
-            _unlink_quietly(self.path)
+            fileio.unlink_quietly(self.path)
 
 
 def _parse_pid(content):
@@ -131,11 +133,6 @@ def _pid_alive(pid):
     return True
 
 
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 class MailboxLock:

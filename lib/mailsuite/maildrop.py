@@ -17,6 +17,7 @@ import json
 import os
 import stat
 
+from . import fileio
 from .queueid import new_id, valid_id
 
 MAGIC = b"mailsuite-drop 1\n"
@@ -70,7 +71,7 @@ class DropWriter:
                 except PermissionError:
                     pass
             self.id = new_id()
-        _fsync_dir_if_allowed(self.directory)
+        fileio.fsync_dir(self.directory, required=False)   # users cannot read the 1733 maildrop
         return self.id
 
     def abort(self):
@@ -82,16 +83,6 @@ class DropWriter:
             pass
 
 
-def _fsync_dir_if_allowed(path):
-    """Users cannot open the 1733 maildrop for reading; the link is journaled anyway."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DropFile:

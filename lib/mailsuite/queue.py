@@ -30,6 +30,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from . import fileio
 from .queueid import new_id, valid_id  # noqa: F401 - part of this module's interface
 
 STATES = ("incoming", "active", "deferred", "hold")
@@ -149,9 +150,9 @@ class Queue:
             if os.path.exists(final) or any(os.path.exists(self._path(s, qid)) for s in STATES):
                 raise FileExistsError(errno.EEXIST, "queue id in use", qid)
             os.rename(tmp, final)
-            _fsync_dir(os.path.dirname(final))
+            fileio.fsync_dir(os.path.dirname(final))
         except BaseException as exc:
-            _unlink_quietly(tmp)
+            fileio.unlink_quietly(tmp)
             if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
                 raise _full_or(exc) from None
             raise
@@ -263,7 +264,7 @@ class Queue:
             finally:
                 os.close(fd)
         if moved:
-            _fsync_dir(os.path.join(self.dir, "incoming"))
+            fileio.fsync_dir(os.path.join(self.dir, "incoming"))
         return moved
 
     # --- the operator --------------------------------------------------
@@ -283,7 +284,7 @@ class Queue:
                 os.utime(fd, (mtime, mtime))
             if target != path:
                 os.rename(path, target)
-                _fsync_dir(os.path.dirname(target))
+                fileio.fsync_dir(os.path.dirname(target))
         finally:
             os.close(fd)
 
@@ -315,7 +316,7 @@ class Queue:
             except BlockingIOError:
                 raise Busy(f"{qid}: being delivered right now; try again") from None
             os.unlink(path)
-            _fsync_dir(os.path.dirname(path))
+            fileio.fsync_dir(os.path.dirname(path))
         finally:
             os.close(fd)
 
@@ -350,7 +351,7 @@ class Claim:
     def done(self):
         """Every recipient is final: remove the message."""
         os.unlink(self.path)
-        _fsync_dir(os.path.dirname(self.path))
+        fileio.fsync_dir(os.path.dirname(self.path))
         self._release()
 
     def defer(self, next_attempt):
@@ -358,7 +359,7 @@ class Claim:
         os.utime(self.fd, (next_attempt, next_attempt))
         target = self.queue._path("deferred", self.id)
         os.rename(self.path, target)
-        _fsync_dir(os.path.dirname(target))
+        fileio.fsync_dir(os.path.dirname(target))
         self._release()
 
     def _release(self):
@@ -493,19 +494,8 @@ def _copy_lf(src, out, *, prefix=b""):
     return size
 
 
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _full_or(exc):
