@@ -24,7 +24,7 @@ from .pickup import pickup_all
 from .queue import Queue
 from .worker import deliver_message
 
-BUSY_POLL = 0.5
+BUSY_POLL = 0.5                 # a backstop only: SIGCHLD wakes the runner when a worker ends
 MIN_SLEEP = 0.05
 
 
@@ -50,8 +50,8 @@ class WorkerPool:
         if pid == 0:
             status = 0
             try:
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                signal.signal(signal.SIGHUP, signal.SIG_DFL)
+                for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+                    signal.signal(signum, signal.SIG_DFL)
                 deliver_message(self.cfg, self.queue, qid, self.logger)
             except BaseException:                # noqa: BLE001 - a worker must report, then _exit
                 self.logger.exception("%s: delivery worker failed", qid)
@@ -118,6 +118,11 @@ def run_forever(cfg, logger, *, interval=None):
         if waiting:                      # blocked in poll(): interrupt it
             raise _Stop()
 
+    def worker_done(_signum, _frame):
+        if waiting:                      # a slot is free: start the next message now
+            raise _Wake()
+
+    signal.signal(signal.SIGCHLD, worker_done)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # routing rereads aliases for every message
@@ -153,6 +158,8 @@ def run_forever(cfg, logger, *, interval=None):
                 ready = notifier.check_events(timeout=int(_sleep_time(queue, pool, next_scan) * 1000))
             except _Stop:
                 break
+            except _Wake:
+                ready = False
             finally:
                 waiting.clear()
             if ready:
@@ -167,6 +174,10 @@ def run_forever(cfg, logger, *, interval=None):
 
 class _Stop(Exception):
     """SIGTERM while the runner sleeps."""
+
+
+class _Wake(Exception):
+    """A worker finished while the runner slept."""
 
 
 def _sleep_time(queue, pool, next_scan):
