@@ -13,6 +13,7 @@ from mailsuite.deliver import deliver, prepare_bytes
 from mailsuite.users import UserDB
 
 from conftest import program
+from procs import children_of
 
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
@@ -91,19 +92,6 @@ class Pop3d:
         self.proc.stderr.close()
 
 
-def children_of(pid):
-    """PIDs whose parent is PID, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def wire_octets(lines):

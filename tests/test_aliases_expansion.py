@@ -2,7 +2,6 @@
 
 import os
 
-import pytest
 
 from mta_helpers import MESSAGE, spool_messages
 

@@ -4,7 +4,6 @@ pop3d runs under GNU time, so the peak RSS measured is its own and not
 the test process's (a child forked from pytest starts with pytest's pages).
 """
 
-import os
 import shutil
 import subprocess
 

@@ -1,7 +1,6 @@
 """pop3d through Python's poplib: every command, the maildrop rules, concurrency."""
 
 import base64
-import hashlib
 import mailbox
 import poplib
 import re

@@ -1,7 +1,6 @@
 """fetchmail against pop3d: keep mode (UIDL tracking) and fetch-all-and-delete, into mail.local."""
 
 import mailbox
-import os
 import subprocess
 
 import pytest

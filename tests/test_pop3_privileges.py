@@ -4,15 +4,12 @@ import grp
 import os
 import poplib
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from conftest import program
 from mailsuite.passwords import hash_password
-from pop3lib import LISTENING, children_of
+from procs import children_of, start_listener, stop_listener, system_installation
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
 
@@ -20,44 +17,12 @@ CAROL, DAVE = 54321, 54322
 
 
 @pytest.fixture
-def system(tmp_path):
-    """A system-mode installation (not the sandbox) in a directory every uid can traverse."""
-    top = Path(tempfile.mkdtemp(prefix="mailsuite-priv-"))
-    top.chmod(0o755)
-    mail_gid = grp.getgrnam("mail").gr_gid
-    spool = top / "spool"
-    spool.mkdir()
-    os.chown(spool, 0, mail_gid)
-    spool.chmod(0o2775)
-    lines = []
-    for name, uid in (("carol", CAROL), ("dave", DAVE)):
-        home = top / "home" / name
-        home.mkdir(parents=True)
-        os.chown(home, uid, uid)
-        box = spool / name
-        box.write_bytes(f"From x@example.org Mon Nov 23 10:00:00 2026\nSubject: for {name}\n\nhi\n".encode())
-        os.chown(box, uid, mail_gid)
-        box.chmod(0o600)
-        lines.append(f"{name}:{hash_password(name)}:{uid}:{uid}:{name}:{home}\n")
-    (top / "passwd").write_text("".join(lines))
-    conf = top / "mailsuite.conf"
-    conf.write_text(f"[mailsuite]\nspool_dir = {spool}\npasswd_file = {top / 'passwd'}\nlog_socket =\n"
-                    f"state_dir = {top / 'state'}\n\n[auth]\nfailure_delay = 0\npam = no\n\n"
-                    f"[pop3]\nlisten = 127.0.0.1:0\n")
-    proc = subprocess.Popen([program("pop3d"), "-C", str(conf), "-d"], stderr=subprocess.PIPE)
-    port = None
-    while port is None:
-        line = proc.stderr.readline()
-        assert line, "pop3d exited"
-        m = LISTENING.search(line)
-        port = int(m.group(1)) if m else None
+def system():
+    """A system-mode installation (not the sandbox) with its daemon listening."""
+    top, conf = system_installation("pop3", {"carol": CAROL, "dave": DAVE})
+    proc, port = start_listener([program("pop3d"), "-C", str(conf), "-d"])
     yield top, port, proc
-    for pid in children_of(proc.pid):
-        os.kill(pid, 15)
-    proc.terminate()
-    proc.wait(10)
-    proc.stderr.close()
-    shutil.rmtree(top)
+    stop_listener(proc, top)
 
 
 def status_of(pid):

@@ -10,20 +10,9 @@ import pytest
 from mailsuite import config
 from mailsuite.queue import Queue, QueueFull
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, spool_messages
+from procs import children_of
 
 
-def children_of(pid):
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def wait_until(predicate, timeout=20.0):

@@ -11,7 +11,8 @@ import pytest
 
 from mailsuite import runnerlock
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
-from test_queue_durability import children_of, wait_until
+from procs import children_of
+from test_queue_durability import wait_until
 
 
 def free_port():

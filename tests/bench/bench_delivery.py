@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from common import BIN, have, run_quiet, sandbox, scaled, world_readable_tempdir
+from common import BIN, have, sandbox, scaled, world_readable_tempdir
 
 N = scaled(300)
 BODY = b"".join(b"line %04d of the benchmark message, about seventy bytes long.....\n" % i for i in range(60))

@@ -61,7 +61,3 @@ def generate_spool(path, count, size):
 
 def have(program, *extra_paths):
     return shutil.which(program, path=":".join([os.environ.get("PATH", ""), *extra_paths]))
-
-
-def run_quiet(argv, **kwargs):
-    return subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
