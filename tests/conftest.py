@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import peers
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent          # the venv's bin: the installed programs
 
@@ -15,19 +17,16 @@ sys.path.insert(0, str(REPO / "lib"))
 
 
 def program(name):
-    """Path of an installed mailsuite program."""
+    """Path of an installed mailsuite program (`make test` installs them into the venv)."""
     path = BIN / name
     if not path.exists():
-        pytest.skip(f"{name} is not installed in this environment")
+        pytest.fail(f"{name} is not installed in {BIN}: run the tests with `make test`", pytrace=False)
     return str(path)
 
 
 def need(tool):
-    """Skip unless an external program (a real peer) is on PATH or in sbin."""
-    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin:/usr/lib/dovecot")
-    if not found:
-        pytest.skip(f"{tool} is not installed")
-    return found
+    """The path of a real peer; skips, or fails in CI, naming its package when it is missing."""
+    return peers.require(tool)
 
 
 class Sandbox:
@@ -103,8 +102,21 @@ def mail_sandbox(tmp_path):
     return MailSandbox(tmp_path / "sandbox")
 
 
-def pytest_collection_modifyitems(config, items):
-    is_root = os.geteuid() == 0
-    for item in items:
-        if "root" in item.keywords and not is_root:
-            item.add_marker(pytest.mark.skip(reason="needs root"))
+def pytest_runtest_setup(item):
+    """Markers that say what a test needs: `root` and `peers(...)` (see peers.py)."""
+    if item.get_closest_marker("root"):
+        peers.require_root("it creates users, mounts file systems or changes owners")
+    for marker in item.iter_markers("peers"):
+        for name in marker.args:
+            peers.require(name)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With MAILSUITE_REQUIRE_PEERS=1 no test may pass by skipping, whatever called pytest.skip."""
+    outcome = yield
+    report = outcome.get_result()
+    if peers.REQUIRED and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under MAILSUITE_REQUIRE_PEERS=1: {reason}"

@@ -16,18 +16,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+from stage import stage
+
 REPO = Path(__file__).resolve().parent.parent
 DOVECOT_IMAP = "/usr/lib/dovecot/imap"
 
 
-def imapd_path():
-    return str(Path(sys.executable).parent / "imapd")
+def program(name, as_user=None):
+    """An installed program; the stage's copy (see stage.py) when it runs as another user."""
+    if as_user is None:
+        return str(Path(sys.executable).parent / name)
+    return stage().program(name)
 
 
 def deliver(sandbox, user, message, *, as_user=None):
     """Deliver bytes with mail.local, as the real MTA would."""
     result = subprocess.run(
-        _as(as_user) + [str(Path(sys.executable).parent / "mail.local"), "-C", sandbox.conf, user],
+        _as(as_user) + [program("mail.local", as_user), "-C", sandbox.conf, user],
         input=message, capture_output=True, env=sandbox.env, timeout=60,
     )
     assert result.returncode == 0, result.stderr
@@ -41,7 +46,7 @@ def _as(user):
 
 
 def imapd_command(sandbox, user="alice", *, as_user=None, preauth=True):
-    args = _as(as_user) + [imapd_path(), "-C", sandbox.conf]
+    args = _as(as_user) + [program("imapd", as_user), "-C", sandbox.conf]
     if preauth:
         args += ["--preauth", user]
     return args

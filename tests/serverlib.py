@@ -1,14 +1,13 @@
 """Test helpers shared by the server, auth and pop3 tests: configs, certificates, processes."""
 
 import os
-import shutil
 import signal
 import ssl
 import subprocess
 from pathlib import Path
 
-import pytest
 
+import peers
 from mailsuite import config, passwords
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,8 +44,7 @@ def write_config(directory, sections=None, *, sandbox=True, users=("alice", "bob
 
 def make_certificate(directory):
     """A self-signed localhost certificate and key (PEM), made with the openssl CLI."""
-    if not shutil.which("openssl"):
-        pytest.skip("openssl CLI not installed")
+    peers.require("openssl")
     directory = Path(directory)
     cert, key = directory / "cert.pem", directory / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

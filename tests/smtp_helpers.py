@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
+import peers
 from mailsuite import config, passwords, queue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -211,9 +211,7 @@ class Dnsmasq:
 
     def __init__(self, directory, *, mx=(), hosts=(), records=(), local="test", address="127.0.0.1", port=None,
                  netns=None):
-        binary = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
-        if binary is None:
-            pytest.skip("dnsmasq not installed")
+        binary = peers.require("dnsmasq")
         self.port = port or free_udp_port()
         prefix = ["ip", "netns", "exec", netns] if netns else []
         args = prefix + [binary, "--no-daemon", f"--port={self.port}", f"--listen-address={address}", "--bind-interfaces",
@@ -253,10 +251,6 @@ class ThrowawayPostfix:
         "smtpd_banner": "$myhostname ESMTP Postfix", "smtp_tls_security_level": "none",
         "default_process_limit": "100",
     }
-
-    @staticmethod
-    def available():
-        return os.getuid() == 0 and shutil.which("postfix") is not None and os.path.exists("/etc/postfix/master.cf")
 
     def __init__(self, settings=None, *, address="127.0.0.1", port=None, netns=None):
         import pwd

@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+import peers
 from mailsuite import auth, pam
 from mailsuite.server import Connection
 from serverlib import write_config
@@ -118,8 +119,10 @@ def test_plaintext_only_over_tls_or_loopback(tmp_path):
 @pytest.fixture
 def pam_dir(tmp_path):
     modules = glob.glob("/usr/lib/*/security/pam_exec.so") + glob.glob("/usr/lib*/security/pam_exec.so")
-    if not pam.available() or not modules:
-        pytest.skip("libpam or pam_exec.so not installed")
+    if not pam.available():
+        peers.missing("libpam is not installed", "libpam0g")
+    if not modules:
+        peers.missing("pam_exec.so is not installed", "libpam-modules")
     check = tmp_path / "check-password"
     check.write_text('#!/bin/sh\nread -r pw\n[ "$PAM_USER" = carol ] && [ "$pw" = "open sesame" ]\n')
     check.chmod(0o755)
@@ -158,7 +161,6 @@ def test_drop_privileges_is_a_no_op_in_the_sandbox(tmp_path):
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_drop_privileges_for_good(tmp_path):
     (tmp_path / "passwd").write_text(f"carol:{auth.passwords.hash_password('pw')}:54321:54322:Carol:/nonexistent\n")
     _, cfg = write_config(tmp_path, sandbox=False)
@@ -191,7 +193,6 @@ def test_drop_privileges_for_good(tmp_path):
 
 
 @pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 def test_drop_privileges_refuses_root(tmp_path):
     (tmp_path / "passwd").write_text(f"toor:{auth.passwords.hash_password('pw')}:0:0:Root:/root\n")
     _, cfg = write_config(tmp_path, sandbox=False)

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+import peers
 from conftest import REPO, subjects
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 
@@ -107,7 +108,7 @@ def test_full_filesystem_is_a_temporary_failure(sandbox, tmp_path):
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
+        peers.unavailable("mounting a tmpfs", "mount -t tmpfs failed")
     try:
         conf = sandbox.dir / "mailsuite.conf"
         conf.write_text(conf.read_text().replace(f"spool_dir = {sandbox.dir}/spool", f"spool_dir = {mount_point}"))

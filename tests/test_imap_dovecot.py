@@ -13,10 +13,11 @@ import tempfile
 
 import pytest
 
+import peers
 from conftest import Sandbox
-from imap_support import DOVECOT_IMAP, Dovecot, chown_tree, deliver, imapd
+from imap_support import Dovecot, chown_tree, deliver, imapd
 
-pytestmark = pytest.mark.skipif(not os.path.exists(DOVECOT_IMAP), reason="dovecot-imapd is not installed")
+pytestmark = peers.needs("dovecot-imap")
 
 RUN_AS = "nobody" if os.geteuid() == 0 else None
 

@@ -7,15 +7,14 @@ must move only the changes: messages already copied keep their files.
 
 import os
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
+import peers
 from imap_support import deliver, imapd, imapd_command
 
-pytestmark = pytest.mark.skipif(not shutil.which("mbsync"), reason="mbsync (isync) is not installed")
+pytestmark = peers.needs("mbsync")
 
 
 def mbsync(sandbox, rc):

@@ -6,16 +6,15 @@ checks the result in the spool and a folder through a second imapd.
 """
 
 import shlex
-import shutil
 import subprocess
 import time
 import uuid
 
-import pytest
 
+import peers
 from imap_support import deliver, imapd, imapd_command
 
-pytestmark = pytest.mark.skipif(not (shutil.which("mutt") and shutil.which("tmux")), reason="needs mutt and tmux")
+pytestmark = peers.needs("mutt", "tmux")
 
 
 class Tmux:

@@ -8,7 +8,7 @@ import pytest
 from conftest import program
 from procs import children_of, start_listener, stop_listener, system_installation
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+pytestmark = pytest.mark.root
 
 CAROL, DAVE = 54331, 54332
 

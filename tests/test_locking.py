@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import peers
 from conftest import need, program
 from mailsuite.locking import STALE_AFTER, Dotlock
 
@@ -123,11 +124,8 @@ def test_unprivileged_user_uses_the_setgid_helper(world_readable_dir):
     """Debian's 2775 root:mail spool: a user who cannot create USER.lock goes through dotlockfile."""
     import grp
     import pwd
-    import shutil
     need("dotlockfile")
-    python = shutil.which("python3", path="/usr/bin:/bin")
-    if python is None:
-        pytest.skip("no system python3 for an unprivileged user")
+    python = peers.require("system-python")
     nobody = pwd.getpwnam("nobody")
     mail_gid = grp.getgrnam("mail").gr_gid
     top = world_readable_dir

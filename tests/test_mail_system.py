@@ -3,12 +3,11 @@
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import pytest
 
-from conftest import REPO, program
+from stage import stage
 from mail_harness import message
 
 NOBODY = 65534
@@ -31,18 +30,6 @@ def system_host():
     shutil.rmtree(root)
 
 
-def runnable_by_nobody(candidates, env):
-    """The first way of running mail that works for nobody (the venv may live under /root)."""
-    for argv in candidates:
-        try:
-            probe = subprocess.run([*argv, "--help"], env=env, capture_output=True, preexec_fn=as_nobody, cwd="/")
-        except (PermissionError, FileNotFoundError):
-            continue
-        if probe.returncode == 0:
-            return argv
-    pytest.skip("no Python that nobody may run reaches mailsuite here")
-
-
 def as_nobody():
     os.setgroups([])
     os.setgid(NOBODY)
@@ -56,10 +43,8 @@ def test_another_users_spool_stays_closed(system_host):
     with open(victim, "wb") as f:
         f.write(b"From x@y Tue Nov 24 07:00:00 2026\n" + message("private") + b"\n")
     os.chmod(victim, 0o600)
-    env = dict(os.environ, HOME="/nonexistent", MAILSUITE_CONFIG=conf, PYTHONPATH=str(REPO / "lib"))
-    mail = [program("mail")]
-    mail = runnable_by_nobody([mail, [sys.executable, str(REPO / "bin" / "mail")],
-                               ["/usr/bin/python3", str(REPO / "bin" / "mail")]], env)
+    env = dict(os.environ, HOME="/nonexistent", MAILSUITE_CONFIG=conf)
+    mail = [stage().program("mail")]
     done = subprocess.run([*mail, "-C", conf, "-u", "root", "-H"], env=env, capture_output=True,
                           preexec_fn=as_nobody, cwd="/")
     assert done.returncode == os.EX_NOINPUT, done

@@ -4,11 +4,11 @@ pop3d runs under GNU time, so the peak RSS measured is its own and not
 the test process's (a child forked from pytest starts with pytest's pages).
 """
 
-import shutil
 import subprocess
 
 import pytest
 
+import peers
 from conftest import program
 from pop3lib import configure, deliver_to, message
 
@@ -24,8 +24,7 @@ def peak_rss_kib(sandbox, commands, tmp_path):
 
 @pytest.mark.slow
 def test_retr_of_a_big_message_streams(sandbox, tmp_path):
-    if not shutil.which("time", path="/usr/bin"):
-        pytest.skip("GNU time is not installed")
+    peers.require("gnu-time")
     configure(sandbox, {"auth": {"failure_delay": "0"}})
     deliver_to(sandbox, "alice", message("big", body=("." + "z" * 70 + "\n") * 560_000))
     _, baseline = peak_rss_kib(sandbox, b"USER alice\r\nPASS alice\r\nSTAT\r\nQUIT\r\n", tmp_path)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import peers
 from conftest import program
 from pop3lib import configure, deliver_to, message
 
@@ -37,8 +38,7 @@ def listing(output, command_index):
 
 class Dovecot:
     def __init__(self, directory):
-        if not os.access(DOVECOT_POP3, os.X_OK):
-            pytest.skip("Dovecot's pop3 is not installed")
+        peers.require("dovecot-pop3")
         self.dir = directory
         self.dir.mkdir()
         self.spool = directory / "alice.mbox"

@@ -1,6 +1,5 @@
 """pop3d under a real inetd (Debian's openbsd-inetd): the socket on stdin, stdout and stderr."""
 
-import os
 import poplib
 import socket
 import subprocess
@@ -8,11 +7,11 @@ import time
 
 import pytest
 
+import peers
 from conftest import program
 from pop3lib import configure, deliver_to, message
 
-INETD = "/usr/sbin/inetd"
-pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+pytestmark = pytest.mark.root
 
 
 def free_port():
@@ -34,13 +33,12 @@ def connect(port):
 
 @pytest.fixture
 def inetd(sandbox, tmp_path):
-    if not os.access(INETD, os.X_OK):
-        pytest.skip("openbsd-inetd is not installed")
+    inetd = peers.require("inetd")
     configure(sandbox, {"auth": {"failure_delay": "0"}})
     port = free_port()
     conf = tmp_path / "inetd.conf"
     conf.write_text(f"127.0.0.1:{port} stream tcp nowait root {program('pop3d')} pop3d -C {sandbox.conf}\n")
-    proc = subprocess.Popen([INETD, "-d", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([inetd, "-d", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield port
     proc.terminate()
     proc.wait(10)

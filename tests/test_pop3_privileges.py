@@ -11,7 +11,7 @@ from conftest import program
 from mailsuite.passwords import hash_password
 from procs import children_of, start_listener, stop_listener, system_installation
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="needs root")]
+pytestmark = pytest.mark.root
 
 CAROL, DAVE = 54321, 54322
 

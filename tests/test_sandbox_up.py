@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import BIN, program
+from conftest import program
 
 
 def free_port():
@@ -39,8 +39,7 @@ def wait_listening(port, limit=30):
 @pytest.fixture
 def running_sandbox(tmp_path):
     for daemon in ("sendmail", "pop3d", "imapd"):
-        if not (BIN / daemon).exists():
-            pytest.skip(f"{daemon} is not installed")
+        program(daemon)
     directory = tmp_path / "sandbox"
     subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
     conf = directory / "mailsuite.conf"

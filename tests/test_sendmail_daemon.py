@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import peers
 from mailsuite import runnerlock
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
 from procs import children_of
@@ -70,10 +71,7 @@ def test_smtp_mail_is_queued_then_delivered(sandbox, daemon):
 
 
 def test_bs_speaks_smtp_on_stdio_to_swaks(sandbox):
-    import shutil
-    swaks = shutil.which("swaks")
-    if not swaks:
-        pytest.skip("swaks is not installed")
+    swaks = peers.require("swaks")
     result = subprocess.run([swaks, "--pipe", f"{sendmail_path()} -C {sandbox.conf} -bs",
                              "--from", "carol@example.org", "--to", "alice@localhost",
                              "--header", "Subject: swaks via -bs"], capture_output=True, timeout=60)

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+import peers
 from mta_helpers import spool_messages as read_mbox
 from serverlib import make_certificate
 from smtp_helpers import Dnsmasq, Instance, ThrowawayPostfix, wait_for
@@ -65,12 +66,12 @@ class Lan:
 
 @pytest.fixture
 def lan(tmp_path):
-    if os.getuid() != 0 or not shutil.which("ip"):
-        pytest.skip("needs root and iproute2")
+    peers.require_root("it creates network namespaces")
+    peers.require("ip")
     try:
         network = Lan()
     except subprocess.CalledProcessError as exc:
-        pytest.skip(f"ip netns unusable: {exc.stderr.strip()}")
+        peers.unavailable("ip netns", exc.stderr.strip())
     started = []
     try:
         dns = Dnsmasq(tmp_path, netns=network.names["a"], address=f"{SUBNET}.1", port=53,
@@ -107,7 +108,7 @@ def swaks_in(lan, host, sender, recipient, subject):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-needs_swaks = pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+needs_swaks = peers.needs("swaks")
 
 
 @needs_swaks
@@ -132,7 +133,7 @@ def test_backup_mx_null_mx_and_unknown_domain(lan, tmp_path):
 
 
 @needs_swaks
-@pytest.mark.skipif(not ThrowawayPostfix.available(), reason="needs Postfix")
+@peers.needs("postfix")
 def test_postfix_host_in_both_directions(lan, tmp_path):
     a = mail_host(lan, tmp_path, "a", "a.test", "mx.a.test")
     postfix = _postfix_in(lan)
@@ -161,6 +162,7 @@ def _postfix_in(lan):
 
 @needs_swaks
 def test_remote_client_no_relay_and_auth_only_inside_tls(lan, tmp_path):
+    peers.require_swaks("TLS", "Basic AUTH")
     cert, key = make_certificate(tmp_path)
     a = Instance(tmp_path / "a", domain="a.test", mailsuite={"hostname": "mx.a.test"},
                  smtp={"listen": f"{SUBNET}.1:25", "dns_server": f"{SUBNET}.1", "tls_cert_file": cert,

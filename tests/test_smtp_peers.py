@@ -1,18 +1,18 @@
 """The daemon with swaks as the client, and what a killed session leaves behind."""
 
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
+import peers
 from serverlib import make_certificate
 from smtp_helpers import Instance, S250_OK, S354_START_DATA, wait_for
 
-swaks = shutil.which("swaks")
-needs_swaks = pytest.mark.skipif(swaks is None, reason="swaks not installed")
+needs_swaks = peers.needs("swaks")
+FEATURES = {"--tls": "TLS", "--auth": "Basic AUTH"}
 
 
 @pytest.fixture
@@ -25,6 +25,8 @@ def host(tmp_path):
 
 
 def run_swaks(host, *args):
+    """swaks against HOST; the features its options use are checked first (peers.require_swaks)."""
+    swaks = peers.require_swaks(*(FEATURES[a] for a in args if a in FEATURES))
     return subprocess.run([swaks, "--server", f"127.0.0.1:{host.port}", "--helo", "client.example",
                            "--from", "alice@example.test", "--to", "bob@example.test", "--timeout", "20", *args],
                           capture_output=True, text=True, timeout=60)

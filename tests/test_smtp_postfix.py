@@ -4,10 +4,11 @@ import smtplib
 
 import pytest
 
+import peers
 from mta_helpers import spool_messages as read_mbox
 from smtp_helpers import Instance, ThrowawayPostfix, free_port, wait_for
 
-pytestmark = pytest.mark.skipif(not ThrowawayPostfix.available(), reason="needs root and Postfix")
+pytestmark = [pytest.mark.root, peers.needs("postfix")]
 
 OURS = "127.0.0.2"
 
