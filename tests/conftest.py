@@ -10,6 +10,8 @@ import pytest
 
 import peers
 
+pytest_plugins = ["realusers"]            # the real_users fixture, for attack tests as real users
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent          # the venv's bin: the installed programs
 
