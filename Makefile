@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 VPY := $(VENV)/bin/python
 
-.PHONY: all demo test bench install venv clean
+.PHONY: all demo test bench install venv clean config-docs
 
 all: venv
 
@@ -20,11 +20,16 @@ $(VPY):
 	$(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 
+# mailq and newaliases are sendmail under other names, as on every MTA.
+LINK_ALIASES = ln -sf sendmail $(VENV)/bin/mailq && ln -sf sendmail $(VENV)/bin/newaliases
+
 venv: $(VPY)
 	$(VPY) -m pip install -q -e .
+	$(LINK_ALIASES)
 
 $(VENV)/.test-deps: $(VPY) setup.cfg
 	$(VPY) -m pip install -q -e '.[test]'
+	$(LINK_ALIASES)
 	touch $@
 
 demo: venv
@@ -57,6 +62,9 @@ install:
 		[ -e /etc/mailsuite/mailsuite.conf ] || install -m 0644 etc/mailsuite.conf /etc/mailsuite/; \
 		[ -e /etc/aliases ] || install -m 0644 etc/aliases /etc/aliases; \
 	fi
+
+config-docs:                     # after adding a key to lib/mailsuite/config.py
+	PYTHONPATH=lib $(PYTHON) -m mailsuite.config etc/mailsuite.conf man/mailsuite.conf.5
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info .pytest_cache

@@ -35,7 +35,7 @@ class Sandbox:
     def __init__(self, directory):
         from mailsuite import config, sandbox
         self.dir = Path(directory)
-        self.conf = sandbox.init(str(self.dir))
+        self.conf = sandbox.init(str(self.dir), tls=False)
         self.cfg = config.load(self.conf, required=True)
         self.env = dict(os.environ, MAILSUITE_CONFIG=self.conf)
 

@@ -34,7 +34,7 @@ class MailSandbox:
     def __init__(self, root):
         from mailsuite import sandbox
         self.dir = Path(root)
-        self.conf = sandbox.init(str(self.dir))
+        self.conf = sandbox.init(str(self.dir), tls=False)
         for user in ("alice", "bob"):
             self.spool(user).write_bytes(b"")           # no welcome message
         sendmail = self.dir / "fake-sendmail"

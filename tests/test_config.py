@@ -11,17 +11,36 @@ from mailsuite.config import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 
 
-def write(tmp_path, text):
-    path = tmp_path / "mailsuite.conf"
+def write(tmp_path, text, name="mailsuite.conf"):
+    path = tmp_path / name
     path.write_text(text)
     return str(path)
 
 
-def test_missing_file_means_defaults(tmp_path):
-    cfg = config.load(str(tmp_path / "absent.conf"))
+def test_missing_system_file_means_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv(config.ENV_VAR, raising=False)
+    monkeypatch.setattr(config, "DEFAULT_PATH", str(tmp_path / "absent.conf"))
+    cfg = config.load()
     assert cfg.mailsuite.spool_dir == "/var/spool/mail"
     assert cfg.mailsuite.lock_timeout == 60
     assert cfg.delivery.max_message_size == 50 << 20
+
+
+@pytest.mark.parametrize("how", ["-C", "environment"])
+def test_a_named_file_that_is_missing_is_an_error_in_every_program(how, tmp_path):
+    """Falling back to the defaults would act on the system's spool and queue (sendmail -bp listed it)."""
+    import subprocess
+    from conftest import program
+    absent = str(tmp_path / "absent.conf")
+    for name, args in (("mail", ["-H"]), ("mail.local", ["alice"]), ("sendmail", ["-bp"]),
+                       ("mailsuite", ["check"]), ("pop3d", []), ("imapd", [])):
+        if how == "-C":
+            argv, env = [program(name), "-C", absent, *args], None
+        else:
+            argv, env = [program(name), *args], dict(os.environ, MAILSUITE_CONFIG=absent)
+        done = subprocess.run(argv, input=b"", capture_output=True, env=env, timeout=30)
+        assert done.returncode == os.EX_CONFIG, (name, done)
+        assert done.stderr.decode() == f"{name}: {absent}: no such file\n", name
 
 
 def test_values_are_typed(tmp_path):
@@ -64,7 +83,8 @@ def test_environment_variable_names_the_file(tmp_path, monkeypatch):
     path = write(tmp_path, "[mailsuite]\nhostname = mx.example\n")
     monkeypatch.setenv("MAILSUITE_CONFIG", path)
     assert config.load().hostname == "mx.example"
-    assert config.load(str(tmp_path / "other")).hostname != "mx.example"
+    other = write(tmp_path, "[mailsuite]\nhostname = other.example\n", name="other.conf")
+    assert config.load(other).hostname == "other.example"          # -C wins over the environment
 
 
 def test_example_file_lists_every_key_with_its_default():

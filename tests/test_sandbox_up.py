@@ -95,3 +95,65 @@ def test_mail_travels_through_the_sandbox(running_sandbox):
     lines = pop.retr(2)[1]
     assert b"Subject: through the sandbox" in lines and b"hello alice" in lines
     pop.quit()
+
+
+def test_the_sandbox_speaks_tls_with_its_own_certificate(running_sandbox):
+    import ssl
+    directory, ports = running_sandbox
+    context = ssl.create_default_context(cafile=str(directory / "tls" / "cert.pem"))
+    with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=30) as smtp:
+        smtp.starttls(context=context)
+        assert smtp.ehlo()[0] == 250
+    pop = poplib.POP3("127.0.0.1", ports["pop3"], timeout=30)
+    pop.stls(context=context)
+    pop.user("alice")
+    pop.pass_("alice")
+    pop.quit()
+    imap = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=30)
+    imap.starttls(ssl_context=context)
+    imap.login("alice", "alice")
+    imap.logout()
+
+
+def test_init_never_builds_over_an_existing_sandbox(tmp_path):
+    directory = tmp_path / "sandbox"
+    subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
+    conf = directory / "mailsuite.conf"
+    conf.write_text(conf.read_text() + "# my edit\n")
+    spool = (directory / "spool" / "alice").read_bytes()
+    again = subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], capture_output=True, text=True)
+    assert again.returncode == 73                                    # EX_CANTCREAT
+    assert again.stderr.count("\n") == 1 and "already holds a sandbox" in again.stderr
+    assert conf.read_text().endswith("# my edit\n")
+    assert (directory / "spool" / "alice").read_bytes() == spool     # no second welcome
+
+
+def test_base_port_moves_every_service_and_the_welcome_says_so(tmp_path):
+    directory = tmp_path / "sandbox"
+    subprocess.run([program("mailsuite"), "init", "--dir", str(directory), "--base-port", "40000"],
+                   check=True, capture_output=True)
+    text = (directory / "mailsuite.conf").read_text()
+    for port in (40025, 40110, 40143):
+        assert f"listen = 127.0.0.1:{port}" in text
+    welcome = (directory / "spool" / "alice").read_text()
+    assert "127.0.0.1:40110" in welcome and "127.0.0.1:40143" in welcome and "1430" not in welcome
+
+
+def test_up_with_a_taken_port_starts_nothing_and_names_the_key(tmp_path):
+    directory = tmp_path / "sandbox"
+    subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
+    conf = directory / "mailsuite.conf"
+    conf.write_text(conf.read_text() + "# kept\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        base = port - 110                                           # POP3 lands on the taken port
+        done = subprocess.run([program("mailsuite"), "up", "--dir", str(directory), "--base-port", str(base)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 69, done                              # EX_UNAVAILABLE
+    assert done.stdout == ""                                        # no banner: nothing was started
+    assert done.stderr.count("\n") == 1
+    assert f"127.0.0.1:{port}" in done.stderr and "[pop3] listen" in done.stderr and "--base-port" in done.stderr
+    text = conf.read_text()
+    assert f"listen = 127.0.0.1:{port}" in text and text.endswith("# kept\n")

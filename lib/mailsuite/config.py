@@ -98,6 +98,7 @@ SCHEMA = {
         "log_facility": Key("str", "mail", "syslog facility"),
         "log_socket": Key("str", "/dev/log", "syslog socket; empty or missing = log to stderr"),
         "log_level": Key("str", "info", "debug, info, warning or error"),
+        "log_file": Key("str", "", "also append every log line to this file (the sandbox's state/maillog); empty = none"),
     },
     "delivery": {
         "max_message_size": Key("size", "50M", "mail.local refuses larger messages (0 = no limit)"),
@@ -241,7 +242,12 @@ def _line_of(path, section, key):
 
 
 def load(path=None, *, required=False):
-    """Read the config; a missing file means all defaults unless required."""
+    """Read the config; a missing system file means all defaults.
+
+    A file the user named (-C FILE or $MAILSUITE_CONFIG) must exist: falling
+    back to the defaults would quietly act on the system's spool and queue.
+    """
+    required = required or bool(path or os.environ.get(ENV_VAR))
     path = config_path(path)
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",),
                                        default_section="\0none")
@@ -332,7 +338,18 @@ def _troff(text):
     return text.replace("\\", "\\e").replace("-", "\\-")
 
 
+def write_documents(example_path, manual_path):
+    """Regenerate etc/mailsuite.conf and the KEYS section of mailsuite.conf(5) from the schema."""
+    with open(example_path, "w", encoding="utf-8") as f:
+        f.write(example_text() + "\n")
+    with open(manual_path, encoding="utf-8") as f:
+        page = f.read()
+    begin = page.index("\n", page.index('.\\" BEGIN KEYS')) + 1
+    end = page.index('.\\" END KEYS')
+    with open(manual_path, "w", encoding="utf-8") as f:
+        f.write(page[:begin] + manual_keys() + "\n" + page[end:])
+
+
 if __name__ == "__main__":
     import sys
-    what = sys.argv[1] if len(sys.argv) > 1 else "example"
-    print(example_text() if what == "example" else manual_keys())
+    write_documents(*sys.argv[1:3])

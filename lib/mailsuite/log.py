@@ -26,7 +26,19 @@ def setup(cfg, program):
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
     logger.addHandler(handler)
+    if cfg.mailsuite.log_file:
+        logger.addHandler(_file_handler(cfg.mailsuite.log_file))
     return logger
+
+
+def _file_handler(path):
+    """Lines appended to PATH by every program (O_APPEND keeps concurrent writers' lines whole)."""
+    try:
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError:
+        return logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
+    return handler
 
 
 class _SyslogHandler(logging.Handler):

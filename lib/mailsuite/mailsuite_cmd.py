@@ -1,7 +1,7 @@
 """mailsuite — the operator's umbrella command.
 
-    mailsuite init  [--dir DIR]     build a sandbox
-    mailsuite up    [--dir DIR]     run the sandbox's daemons in the foreground
+    mailsuite init  [--dir DIR] [--base-port N]   build a sandbox
+    mailsuite up    [--dir DIR] [--base-port N]   run the sandbox's daemons in the foreground
     mailsuite check [-C FILE]       validate the configuration and permissions
 
 Subcommands are a table (`SUBCOMMANDS`): a name, a one-line summary and a
@@ -29,7 +29,10 @@ DAEMONS = (
 
 
 def cmd_init(args):
-    conf = sandbox.init(args.dir)
+    try:
+        conf = sandbox.init(args.dir, base_port=args.base_port)
+    except sandbox.SandboxExists as exc:
+        raise Fatal(os.EX_CANTCREAT, str(exc)) from None
     print(f"sandbox ready: {conf}")
     return 0
 
@@ -41,12 +44,37 @@ def _program(name):
     return candidate if os.access(candidate, os.X_OK) else shutil.which(name)
 
 
+def _taken_ports(cfg, conf):
+    """One line for each address a daemon of the sandbox could not listen on, naming the key to change."""
+    import socket
+    problems = []
+    for _, _, _, section in DAEMONS:
+        for address in getattr(cfg, section).listen:
+            host, _, port = address.rpartition(":")
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                with socket.socket(family) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((host.strip("[]"), int(port)))
+            except OSError as exc:
+                problems.append(f"cannot listen on {address} ({exc.strerror}): change [{section}] listen "
+                                f"in {conf}, or run `mailsuite up --base-port N` (ports N+25, N+110, N+143)")
+    return problems
+
+
 def cmd_up(args):
     directory = os.path.abspath(args.dir)
     conf = os.path.join(directory, "mailsuite.conf")
     if not os.path.exists(conf):
-        sandbox.init(directory)
+        sandbox.init(directory, base_port=args.base_port)
+    elif args.base_port is not None:
+        sandbox.set_ports(conf, sandbox.ports_for(args.base_port))
     cfg = config.load(conf, required=True)
+    problems = _taken_ports(cfg, conf)
+    if problems:
+        for problem in problems[:-1]:
+            print(f"mailsuite: {problem}", file=sys.stderr)
+        raise Fatal(os.EX_UNAVAILABLE, problems[-1])
     children = []
     stopping = []
 
@@ -55,17 +83,25 @@ def cmd_up(args):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    print(f"mailsuite sandbox in {directory}")
+    lines = []
     for name, extra, label, section in DAEMONS:
         program = _program(name)
-        if program is None or not hasattr(cfg, section):
+        if program is None:
             continue
         proc = subprocess.Popen([program, "-C", conf, *extra])
         children.append((name, proc))
-        print(f"  {label:7} {', '.join(getattr(cfg, section).listen)}  ({name}, pid {proc.pid})")
+        lines.append(f"  {label:7} {', '.join(getattr(cfg, section).listen)}  ({name}, pid {proc.pid})")
+    failed = _wait_listening(cfg, children)
+    if failed:
+        status = _stop(children)
+        raise Fatal(status or os.EX_UNAVAILABLE, f"{failed} did not start; see {cfg.mailsuite.log_file}")
+    print(f"mailsuite sandbox in {directory}")
+    print("\n".join(lines))
     print(f"  spools  {directory}/spool/   users alice, bob (password = user name)")
-    print(f"  deliver mail.local -C {conf} alice < message")
+    print(f"  logs    {cfg.mailsuite.log_file}")
+    print(f"  send    mail -C {conf} -u bob -s hello alice@localhost")
     print(f"  read    mail -C {conf} -u alice")
+    print(f"          mutt -F {directory}/muttrc     fetchmail -f {directory}/fetchmailrc")
     if not children:
         print("no daemons are installed yet; the welcome messages are in the spools.")
         return 0
@@ -78,19 +114,48 @@ def cmd_up(args):
                 if proc.poll() is not None:
                     print(f"mailsuite: {name} exited with status {proc.returncode}", file=sys.stderr)
                     stopping.append(None)
-                    status = os.EX_SOFTWARE
+                    status = proc.returncode or os.EX_SOFTWARE
             time.sleep(0.2)
     finally:
-        for _, proc in children:
-            if proc.poll() is None:
-                proc.terminate()
-        for _, proc in children:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(children)
     return status
+
+
+def _wait_listening(cfg, children, timeout=30):
+    """Wait until every daemon accepts connections, so the banner never announces a port not yet open.
+
+    Returns the name of a daemon that exited or never listened, else None.
+    """
+    import socket
+    deadline = time.monotonic() + timeout
+    for name, proc in children:
+        section = next(s for n, _, _, s in DAEMONS if n == name)
+        for address in getattr(cfg, section).listen:
+            host, _, port = address.rpartition(":")
+            host = {"0.0.0.0": "127.0.0.1", "[::]": "::1"}.get(host, host.strip("[]"))
+            while True:
+                try:
+                    socket.create_connection((host, int(port)), timeout=1).close()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        return name
+                    time.sleep(0.05)
+    return None
+
+
+def _stop(children):
+    """SIGTERM every daemon and wait for it; the first non-zero exit status, if any."""
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.terminate()
+    for _, proc in children:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return next((proc.returncode for _, proc in children if proc.returncode > 0), 0)
 
 
 def cmd_check(args):
@@ -119,13 +184,15 @@ def cmd_check(args):
     return os.EX_CONFIG if problems else 0
 
 
-def _dir_argument(parser):
+def _sandbox_arguments(parser):
     parser.add_argument("--dir", default="sandbox", help="sandbox directory (default ./sandbox)")
+    parser.add_argument("--base-port", type=int, metavar="N",
+                        help="put SMTP, POP3 and IMAP on N+25, N+110, N+143 (default 2525, 1100, 1430)")
 
 
 SUBCOMMANDS = {
-    "init": ("build a sandbox installation in DIR", _dir_argument, cmd_init),
-    "up": ("run the sandbox's daemons in the foreground", _dir_argument, cmd_up),
+    "init": ("build a sandbox installation in DIR", _sandbox_arguments, cmd_init),
+    "up": ("run the sandbox's daemons in the foreground", _sandbox_arguments, cmd_up),
     "check": ("validate the configuration and permissions", None, cmd_check),
     "queue": ("list, flush, hold, release or delete queued mail", queue_cmd.add_arguments, queue_cmd.cmd_queue),
 }

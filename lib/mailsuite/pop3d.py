@@ -46,7 +46,7 @@ def parse_address(text):
 
 def main(argv):
     args = parse_args(argv)
-    cfg = config.load(args.config, required=bool(args.config))
+    cfg = config.load(args.config)
     if not args.daemon:
         server.protect_stderr()
     logger = log.setup(cfg, "pop3d")

@@ -12,7 +12,6 @@ Exit status: 0, or a sysexits code with a one-line message.
 
 import argparse
 import os
-import sys
 
 from .. import config, log, server
 from ..auth import Authenticator
@@ -47,7 +46,7 @@ def main(argv):
     ap.add_argument("--preauth", metavar="USER", help="serve USER on stdin/stdout without a login")
     ap.add_argument("--tls", action="store_true", help="inetd mode with implicit TLS (imaps)")
     args = ap.parse_args(argv[1:])
-    cfg = config.load(args.config, required=args.config is not None)
+    cfg = config.load(args.config)
     logger = log.setup(cfg, "imapd")
     tls = server.tls_context(cfg, "imap")
     authenticator = Authenticator(cfg, "imap", logger)
@@ -76,7 +75,6 @@ def main(argv):
 
         def ready(addresses):
             logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-            print(" ".join(f"{h}:{p}" for h, p in addresses), file=sys.stderr, flush=True)
 
         server.serve_forking(
             handle, cfg, listeners=listeners, max_children=cfg.imap.max_sessions, logger=logger,
