@@ -3,8 +3,9 @@ PYTHON   ?= python3
 VENV     ?= .venv
 PREFIX   ?= /usr/local
 DESTDIR  ?=
-SBINDIR  ?= $(PREFIX)/sbin
 BINDIR   ?= $(PREFIX)/bin
+LIBDIR   ?= $(PREFIX)/lib/mailsuite
+INSTALL_PYTHON ?= /usr/bin/python3
 MANDIR   ?= $(PREFIX)/share/man
 EXAMPLES ?= $(PREFIX)/share/doc/mailsuite/examples
 SANDBOX  ?= sandbox
@@ -42,12 +43,27 @@ bench: $(VENV)/.test-deps
 	$(VPY) -m compileall -q lib      # programs start byte-compiled, as after a real install
 	$(VPY) tests/bench/run.py
 
+# A system installation runs on the system's Python with its packaged
+# dependencies (Debian: python3-pyinotify python3-daemon python3-dnspython),
+# never on the interpreter that happens to be first in PATH: the package
+# goes to a private directory and each program names both.
 install:
-	$(PYTHON) -m pip install --no-deps --ignore-installed --root '$(or $(DESTDIR),/)' --prefix '$(PREFIX)' .
-	ln -sf sendmail '$(DESTDIR)$(PREFIX)/bin/mailq'
-	ln -sf sendmail '$(DESTDIR)$(PREFIX)/bin/newaliases'
+	install -d '$(DESTDIR)$(LIBDIR)' '$(DESTDIR)$(BINDIR)'
+	rm -rf '$(DESTDIR)$(LIBDIR)/mailsuite'
+	cp -R lib/mailsuite '$(DESTDIR)$(LIBDIR)/'
+	find '$(DESTDIR)$(LIBDIR)' -name __pycache__ -prune -exec rm -rf {} +
+	$(INSTALL_PYTHON) -m compileall -q -d '$(LIBDIR)' '$(DESTDIR)$(LIBDIR)'
+	for program in bin/*; do \
+		target='$(DESTDIR)$(BINDIR)'/$${program#bin/}; \
+		{ echo '#!$(INSTALL_PYTHON) -I'; echo 'import sys; sys.path.insert(0, "$(LIBDIR)")'; \
+		  tail -n +2 "$$program"; } > "$$target"; \
+		chmod 0755 "$$target"; \
+	done
+	ln -sf sendmail '$(DESTDIR)$(BINDIR)/mailq'
+	ln -sf sendmail '$(DESTDIR)$(BINDIR)/newaliases'
 	install -d '$(DESTDIR)$(EXAMPLES)'
 	cp -R etc/. '$(DESTDIR)$(EXAMPLES)/'
+	grep -rl /usr/local/bin '$(DESTDIR)$(EXAMPLES)' | xargs sed -i 's|/usr/local/bin|$(BINDIR)|g'
 	for page in man/*.[1-8]; do \
 		sec=$${page##*.}; \
 		install -d "$(DESTDIR)$(MANDIR)/man$$sec"; \
