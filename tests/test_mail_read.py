@@ -194,18 +194,50 @@ def test_quit_that_cannot_write_mbox_loses_nothing(mail_sandbox):
     assert sb.spool().read_bytes() == before
 
 
-def test_long_message_goes_through_pager(mail_sandbox):
+@pytest.mark.parametrize("mailrc", ["", "set crt=20\n"])
+def test_long_text_goes_through_the_pager_by_default(mail_sandbox, mailrc):
+    """As s-nail: on a terminal, a message or help longer than the screen is paged unless `unset crt`."""
     sb = mail_sandbox
     sb.deliver(message("long one", body="".join(f"line {n}\n" for n in range(100))))
-    sb.mailrc("set crt=20\n")
+    sb.mailrc(mailrc)
     sb.env["PAGER"] = "sed 's/^/PAGED: /'"
     child = sb.spawn()
     child.expect(PROMPT)
     child.sendline("p")
     child.expect("PAGED: line 99")
     child.expect(PROMPT)
+    child.sendline("?")
+    child.expect("PAGED: help ")
+    child.expect(PROMPT)
+    child.sendline("unset crt")
+    child.expect(PROMPT)
+    child.sendline("p")
+    child.expect("\nline 99")
+    child.expect(PROMPT)
     child.sendline("x")
     child.expect(pexpect.EOF)
+
+
+def test_an_all_read_folder_starts_at_its_first_message(mail_sandbox):
+    sb = mail_sandbox
+    three(sb)
+    sb.mail(input=b"p *\nq\n")                                   # every message read, moved to ~/mbox
+    child = sb.spawn("-f")
+    child.expect(r">\s+1 Bob Smith")
+    child.expect(PROMPT)
+    child.sendline("x")
+    child.expect(pexpect.EOF)
+
+
+def test_list_wraps_between_names(mail_sandbox):
+    sb = mail_sandbox
+    sb.deliver(message("one"))
+    sb.env["COLUMNS"] = "40"
+    out = sb.mail("-N", input=b"list\nx\n").stdout.decode()
+    lines = out.strip().splitlines()[1:]                          # after the folder's status line
+    assert len(lines) > 5 and all(len(line) <= 39 for line in lines)
+    from mailsuite.mail.commands import TABLE
+    assert " ".join(lines).split() == [c.name for c in TABLE]
 
 
 def test_attachments_listed_and_detached(mail_sandbox, tmp_path):

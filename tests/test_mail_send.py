@@ -249,3 +249,39 @@ def test_hangup_while_composing_keeps_the_letter(mail_sandbox):
     assert sb.sent() == []
     [dead] = mailbox.mbox(str(sb.home() / "dead.letter"))
     assert dead["Subject"] == "cut off" and dead.get_payload() == "half a thought\n"
+
+
+def test_a_malformed_address_is_refused_before_anything_is_sent(mail_sandbox):
+    sb = mail_sandbox
+    done = sb.mail("-s", "x", "bob@@localhost", input=b"hi\n")
+    assert done.returncode == os.EX_USAGE
+    assert done.stderr.decode() == "mail: To: 'bob@@localhost' is not a mail address\n"
+    assert sb.sent() == []
+
+
+def test_verbose_lets_sendmail_report(mail_sandbox):
+    sb = mail_sandbox
+    assert sb.mail("-v", "-s", "x", "bob@localhost", input=b"hi\n").returncode == 0
+    [(argv, _)] = sb.sent()
+    assert argv[:2] == ["-oi", "-v"]
+
+
+def test_tilde_at_without_a_name_asks_for_files(mail_sandbox, tmp_path):
+    sb = mail_sandbox
+    (tmp_path / "notes.txt").write_text("Notizen für München\n")
+    child = sb.spawn("-s", "with attachment", "bob@localhost")
+    child.sendline("see attached")
+    child.sendline("~@")
+    child.expect("Attach file")
+    child.sendline(str(tmp_path / "notes.txt"))
+    child.expect("Attached")
+    child.expect("Attach file")
+    child.sendline("")
+    child.sendline(".")
+    child.expect("EOT")
+    child.expect(pexpect.EOF)
+    [(_, raw)] = sb.sent()
+    [part] = parsed(raw).iter_attachments()
+    assert part.get_filename() == "notes.txt"
+    assert part["Content-Type"] == 'text/plain; charset="utf-8"'
+    assert part.get_content() == "Notizen für München\n"

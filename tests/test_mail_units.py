@@ -199,11 +199,11 @@ def test_render_decodes_text_and_lists_attachments():
     text = mime_view.render(MULTIPART, lambda name: name.lower() in ("from", "subject"))
     assert "From: Jörg <j@x>" in text and "Subject: Über" in text
     assert "Grüße" in text and "<p>" not in text
-    assert "[-- Attachment #1: text/html" in text
-    assert "[-- Attachment #2: application/pdf, 9 bytes, report.pdf --]" in text
+    assert "text/html" not in text                     # the other version of the same text is no attachment
+    assert "[-- Attachment #1: application/pdf, 9 bytes, report.pdf --]" in text
     parts = mime_view.attachments(mime_view.parse(MULTIPART))
-    assert [p.content_type for p in parts] == ["text/html", "application/pdf"]
-    assert parts[1].message.get_payload(decode=True) == b"%PDF-1.4\n"
+    assert [p.content_type for p in parts] == ["application/pdf"]
+    assert parts[0].message.get_payload(decode=True) == b"%PDF-1.4\n"
 
 
 def test_undeclared_8bit_and_bad_charset_never_raise():
@@ -221,6 +221,8 @@ def test_terminal_output_defuses_control_characters():
     ("test 1 =?utf-8?q?Gr=C3=BC=C3=9Fe?=", "test 1 Grüße"),
     ("=?iso-8859-1?q?J=F6rg?= <j@x>", "Jörg <j@x>"),
     ("=?bogus-charset?q?abc?=", "abc"),
+    ("=?UTF-8?B?!!!?=", "[Invalid Base64 encoding]"),
+    ("=?utf-8?q?a?= =?utf-8?q?b?= c", "ab c"),                   # space between encoded words is dropped
 ])
 def test_decode_header(raw, text):
     assert mime_view.decode_header(raw) == text
@@ -310,3 +312,38 @@ def test_example_mail_rc_loads_cleanly():
 def test_fit_counts_terminal_columns(text, columns, expected):
     from mailsuite.mail import summary
     assert summary.fit(text, columns) == expected
+
+
+@pytest.mark.parametrize("levels", [40, 2000])
+def test_deeply_nested_messages_are_shown_never_recursed_forever(levels):
+    raw = b"Subject: deep\nContent-Type: message/rfc822\n\n" * levels + b"Subject: core\n\ntext\n"
+    text = mime_view.render(raw, lambda n: True)
+    assert text.startswith("Subject: deep\n")
+    assert "[-- Attachment #1: message/rfc822" in text                  # what lies too deep is listed
+
+
+def test_a_text_attachment_says_its_charset(tmp_path):
+    from email.message import EmailMessage
+    from mailsuite.mail.compose import attach_file
+    for name, data, expected in (("utf8.txt", "München\n".encode(), 'text/plain; charset="utf-8"'),
+                                 ("ascii.txt", b"plain\n", 'text/plain; charset="us-ascii"'),
+                                 ("latin1.txt", "M\xfcnchen\n".encode("latin-1"), "application/octet-stream")):
+        (tmp_path / name).write_bytes(data)
+        msg = EmailMessage()
+        msg.set_content("body")
+        attach_file(msg, tmp_path / name)
+        part = list(msg.iter_attachments())[0]
+        assert part["Content-Type"] == expected, name
+        assert part.get_payload(decode=True) == data
+
+
+@pytest.mark.parametrize("address, ok", [("bob@@localhost", False), ("bob@localhost", True), ("bob", True),
+                                         ('"Doe, J" <j@d.example>', True), ("a..b@c", False), ("<@x>", False)])
+def test_recipients_must_be_addresses(address, ok):
+    from mailsuite.mail import compose
+    draft = compose.Draft(to=[address])
+    if ok:
+        compose.check(draft)
+    else:
+        with pytest.raises(compose.DraftError, match="is not a mail address"):
+            compose.check(draft)

@@ -28,6 +28,17 @@ def check(address, *, what="address"):
     return address
 
 
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+"
+_LABEL = r"[A-Za-z0-9\x80-\U0010ffff](?:[A-Za-z0-9\x80-\U0010ffff-]*[A-Za-z0-9\x80-\U0010ffff])?"
+_ADDR_SPEC = re.compile(rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[^"\\\r\n]|\\.)*")'
+                        rf"(?:@(?:{_LABEL}(?:\.{_LABEL})*|\[[^\[\]\\\s]+\]))?")
+
+
+def valid(address):
+    """Whether ADDRESS is an addr-spec (RFC 5321/6531: local@domain, or a bare local name to qualify)."""
+    return _ADDR_SPEC.fullmatch(address) is not None
+
+
 def strip_brackets(address):
     address = address.strip()
     if address.startswith("<") and address.endswith(">"):

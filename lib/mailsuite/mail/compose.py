@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 
+from .. import address
+
 # LF line ends (sendmail -oi reads them), 78-column folding, RFC 2047 for non-ASCII.
 POLICY = email.policy.default.clone(linesep="\n", cte_type="7bit")
 
@@ -77,6 +79,18 @@ def check(draft):
     for name, value in fields:
         if any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in value):
             raise DraftError(f"{name}: control characters (line breaks) are not allowed: {value!r}")
+    for name, values in (("To", draft.to), ("Cc", draft.cc), ("Bcc", draft.bcc)):
+        for value in values:
+            if not address.valid(_addr_spec(value)):
+                raise DraftError(f"{name}: {value!r} is not a mail address")
+
+
+def _addr_spec(text):
+    """The address of 'Name <addr>' or of a bare 'addr', unparsed (getaddresses would 'repair' a@@b)."""
+    text = text.strip()
+    if text.endswith(">") and "<" in text:
+        return text[text.rindex("<") + 1:-1].strip()
+    return text
 
 
 def build(draft, *, message_id_domain, date=None):
@@ -124,7 +138,23 @@ def attach_file(msg, path):
     if ctype is None or encoding is not None:   # .gz and friends: the bytes are opaque
         ctype = "application/octet-stream"
     maintype, subtype = ctype.split("/", 1)
-    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=os.path.basename(path))
+    params = {}
+    if maintype == "text":
+        params["params"] = {"charset": _charset_of(data)}
+        if params["params"]["charset"] is None:        # text in no charset we can name: ship it opaque
+            maintype, subtype, params = "application", "octet-stream", {}
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=os.path.basename(path), **params)
+
+
+def _charset_of(data):
+    """us-ascii or utf-8 when DATA is that, else None: a reader must never have to guess."""
+    for charset in ("us-ascii", "utf-8"):
+        try:
+            data.decode(charset)
+            return charset
+        except UnicodeDecodeError:
+            continue
+    return None
 
 
 def default_from(user, domain):
@@ -137,8 +167,10 @@ def envelope_address(text):
     return email.utils.parseaddr(text)[1]
 
 
-def sendmail(program, message, recipients, *, sender=None, config_path=None):
-    """Pipe MESSAGE to `PROGRAM -oi [-f SENDER] -- RECIPIENTS...`; raise SendError on failure.
+def sendmail(program, message, recipients, *, sender=None, config_path=None, verbose=False):
+    """Pipe MESSAGE to `PROGRAM -oi [-v] [-f SENDER] -- RECIPIENTS...`; raise SendError on failure.
+
+    VERBOSE (mail -v, `set verbose`) lets sendmail report the delivery on the terminal.
 
     CONFIG_PATH reaches a mailsuite sendmail through MAILSUITE_CONFIG (not -C,
     which other sendmails read differently), so `mail -C FILE` sends through
@@ -147,12 +179,15 @@ def sendmail(program, message, recipients, *, sender=None, config_path=None):
     if not recipients:
         raise SendError("no recipients")
     argv = [program, "-oi"]
+    if verbose:
+        argv.append("-v")
     if sender:
         argv += ["-f", sender]
     argv += ["--", *recipients]
     try:
         env = dict(os.environ, MAILSUITE_CONFIG=config_path) if config_path else None
-        done = subprocess.run(argv, input=message, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        done = subprocess.run(argv, input=message, stdout=subprocess.PIPE, stderr=None if verbose else subprocess.PIPE,
+                              env=env)
     except OSError as exc:
         raise SendError(f"cannot run {program}: {exc.strerror}") from None
     if done.returncode != 0:

@@ -49,6 +49,7 @@ or read your mailbox when no address is given.
   -N          do not print the header summary on start-up
   -n          do not read the system start-up file
   -i          ignore interrupts at the prompt
+  -v          verbose: sendmail reports each delivery on the terminal
   -u USER     act as USER (sandbox) / read USER's spool (where permitted)
   -C FILE     configuration file (default $MAILSUITE_CONFIG or /etc/mailsuite/mailsuite.conf)
 Type ? at the prompt for the commands, ~? while composing for the escapes.
@@ -74,6 +75,8 @@ def main(argv):
     if not sending and flags & {"-s", "-c", "-b", "-a", "-r", "-E"}:
         raise Fatal(os.EX_USAGE, f"-s, -c, -b, -a, -r and -E need an address\n{USAGE}")
     options = rc.Options()
+    if "-v" in flags:
+        options.set(["verbose"])
     me, home = own_account(cfg, user, value.get("-u"))
     session = Session(cfg, user, options, me=me, home=home, interactive=sys.stdin.isatty())
     if "-n" not in flags and cfg.mail.rc_file:

@@ -25,6 +25,7 @@ DEFAULTS = {
     "indentprefix": "> ",
     "toplines": "5",
     "screen": "",           # summary page height: the terminal's when empty
+    "crt": "",              # page text longer than the terminal (a number: longer than that); unset crt: never
 }
 
 

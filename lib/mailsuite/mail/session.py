@@ -93,11 +93,11 @@ class Session:
     # --- the open folder ---
 
     def open_folder(self, path, *, system):
-        """Open PATH as the current folder; the current message is the first new (else unread, else last) one."""
+        """Open PATH as the current folder; the current message is the first new (else unread, else first) one."""
         self.folder = Folder(path, self.cfg, self.user if system else self.me, system=system).open()
         messages = self.folder.messages
         first = (next((m for m in messages if m.new), None) or next((m for m in messages if not m.read), None)
-                 or (messages[-1] if messages else None))
+                 or (messages[0] if messages else None))
         self.current = first.number if first else 0
         self.shown_current = False
         self.page_start = 1
@@ -219,7 +219,7 @@ class Session:
             sender = compose.envelope_address(draft.from_addr)
         try:
             compose.sendmail(self.cfg.mail.sendmail, message, draft.recipients(), sender=sender,
-                             config_path=self.cfg.path)
+                             config_path=self.cfg.path, verbose=self.options.on("verbose"))
         except compose.SendError as exc:
             self.warn(f"{exc}; message saved in {self.dead_letter}")
             self.save_dead(draft, message)

@@ -108,11 +108,23 @@ class Composer:
         d.bcc = compose.split_addresses(ask("Bcc: ", ", ".join(d.bcc)))
 
     def attach(self, arg):
-        path = os.path.expanduser(arg)
-        with open(path, "rb"):
-            pass                              # fail now, not when sending
-        self.draft.attachments.append(path)
-        self.ctx.write(f"Attached {path}\n")
+        """~@ FILE...: attach each; with no name, ask for one per line until an empty line."""
+        for name in shlex.split(arg) if arg else self._asked_names():
+            path = os.path.expanduser(name)
+            with open(path, "rb"):
+                pass                          # fail now, not when sending
+            self.draft.attachments.append(path)
+            self.ctx.write(f"Attached {path}\n")
+
+    def _asked_names(self):
+        while True:
+            try:
+                name = self.ctx.read_line("Attach file (empty line ends): ", "").strip()
+            except EOFError:
+                return
+            if not name:
+                return
+            yield name
 
     # --- body ---
 
@@ -224,7 +236,7 @@ ESCAPES = {
     "c": (Composer.add_cc, "c names", "add to the Cc: list"),
     "b": (Composer.add_bcc, "b names", "add to the Bcc: list"),
     "h": (Composer.edit_headers, "h", "edit To, Subject, Cc and Bcc"),
-    "@": (Composer.attach, "@ file", "attach a file"),
+    "@": (Composer.attach, "@ [file...]", "attach files (asks for names when none is given)"),
     "r": (Composer.read_file, "r file", "read a file into the message"),
     "w": (Composer.write_file, "w file", "write the message body to a file"),
     "e": (Composer.edit, "e", "edit the message with $EDITOR"),

@@ -2,12 +2,14 @@
 
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
+import textwrap
 
 from ...locking import LockTimeout
 from ...mbox import MailboxError
-from .. import msglist, rc
+from .. import mime_view, msglist, rc
 from ..session import CommandError
 
 
@@ -51,7 +53,17 @@ def shell(session, arg):
 
 
 def pipe(session, arg):
-    """| [LIST] COMMAND: each message, as sent, on the command's standard input."""
+    """| [LIST] COMMAND: each message as `print` shows it (headers filtered, text decoded) on its input."""
+    _pipe(session, arg, lambda raw: mime_view.render(raw, session.options.shows_header).encode(
+        mime_view.terminal_encoding(), "replace"))
+
+
+def pipe_raw(session, arg):
+    """Pipe [LIST] COMMAND: each message exactly as it was sent, for programs that parse mail."""
+    _pipe(session, arg, lambda raw: raw)
+
+
+def _pipe(session, arg, content):
     words, command = msglist.leading_list(arg)
     if len(command) > 1 and command[0] in "'\"" and command[-1] == command[0]:
         command = command[1:-1]
@@ -59,8 +71,7 @@ def pipe(session, arg):
         raise CommandError("pipe: usage: | [LIST] COMMAND")
     chosen = session.select(words)
     for m in chosen:
-        data = session.folder.read(m)
-        done = subprocess.run(["/bin/sh", "-c", command], input=data)
+        done = subprocess.run(["/bin/sh", "-c", command], input=content(session.folder.read(m)))
         if done.returncode != 0:
             session.warn(f"{command}: exit status {done.returncode}")
         m.read = True
@@ -99,19 +110,33 @@ def folders(session, arg):
 
 
 def help_(session, arg):
-    from . import TABLE
+    """`help` (or `?`): every command, paged; `help CMD`: what CMD does, and the other names it has."""
+    from . import TABLE, lookup
+    if arg:
+        command = lookup(arg.split()[0])
+        if command is None:
+            raise CommandError(f"help: no command {arg.split()[0]!r}; type ? for the list")
+        names = [c.name for c in TABLE if c.handler is command.handler]
+        session.write(f"{command.name}: {command.help}\n")
+        if len(names) > 1:
+            session.write(f"  also: {', '.join(n for n in names if n != command.name)}\n")
+        return
     seen, lines = set(), []
     for command in TABLE:
         if command.handler in seen and command.name not in ("?",):
             continue
         seen.add(command.handler)
         lines.append(f"{command.name:<12} {command.help}")
-    session.write("\n".join(lines) + "\nA message list is: N, N-M, *, ^, $, ., :n :u :r :o :d :f, /subject, sender\n")
+    session.page("\n".join(lines) + "\nA message list is: N, N-M, *, ^, $, ., :n :u :r :o :d :f, /subject, sender\n"
+                 "help COMMAND tells more about one command.\n")
 
 
 def list_commands(session, arg):
+    """Every command name, filled to the terminal's width (never split inside a name)."""
     from . import TABLE
-    session.write(" ".join(c.name for c in TABLE) + "\n")
+    width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+    session.write(textwrap.fill(" ".join(c.name for c in TABLE), width, break_long_words=False,
+                                break_on_hyphens=False) + "\n")
 
 
 def quit_(session, arg):
