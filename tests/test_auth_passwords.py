@@ -1,15 +1,20 @@
 """mailsuite.auth: passwd-file logins, APOP, SASL PLAIN, plaintext policy, PAM, privilege drop."""
 
 import base64
+import contextlib
 import glob
+import grp
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 import peers
-from mailsuite import auth, pam
+from mailsuite import auth, mailgroup, pam
 from mailsuite.server import Connection
 from serverlib import write_config
 
@@ -181,7 +186,7 @@ def test_drop_privileges_for_good(tmp_path):
                 shadow = "readable"
             except PermissionError:
                 shadow = "denied"
-            report = f"{os.getresuid()} {os.getresgid()} {regained} {shadow}"
+            report = f"{os.getresuid()} {os.getresgid()} {os.getgroups()} {regained} {shadow}"
             os.write(write_end, report.encode())
         finally:
             os._exit(0)
@@ -189,7 +194,43 @@ def test_drop_privileges_for_good(tmp_path):
     report = os.read(read_end, 1000).decode()
     os.waitpid(pid, 0)
     os.close(read_end)
-    assert report == "(54321, 54321, 54321) (54322, 54322, 54322) no denied"
+    mail_gid = grp.getgrnam("mail").gr_gid
+    assert report == f"(54321, 54321, 54321) (54322, 54322, {mail_gid}) [] no denied"
+
+
+@pytest.mark.root
+def test_reserved_mail_group_writes_the_spool_directory_only_when_enabled(tmp_path):
+    """A 2775 root:mail directory: the dropped session creates a file there only inside mailgroup.enabled()."""
+    (tmp_path / "passwd").write_text(f"carol:{auth.passwords.hash_password('pw')}:54321:54322:Carol:/nonexistent\n")
+    _, cfg = write_config(tmp_path, sandbox=False)
+    user = auth.UserDB(cfg).lookup("carol")
+    spool = Path(tempfile.mkdtemp(prefix="mailsuite-spool-"))    # a path carol may traverse
+    os.chown(spool, 0, grp.getgrnam("mail").gr_gid)
+    spool.chmod(0o2775)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            auth.drop_privileges(user, cfg)
+            outcome = []
+            for name, context in (("outside", contextlib.nullcontext()), ("inside", mailgroup.enabled())):
+                try:
+                    with context:
+                        os.close(os.open(spool / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                    outcome.append(f"{name}:created")
+                except PermissionError:
+                    outcome.append(f"{name}:denied")
+            outcome.append(str(os.getresgid()[1]))
+            os.write(write_end, " ".join(outcome).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    report = os.read(read_end, 1000).decode()
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    shutil.rmtree(spool)
+    assert report == "outside:denied inside:created 54322"
 
 
 @pytest.mark.root

@@ -9,9 +9,11 @@ fast password-guessing target.  Each attempt is logged with user, client
 address and result.
 
 After a login the session process drops to the user (`drop_privileges`)
-before it opens any mailbox: supplementary groups reduced to the mail group
-(needed only to create dotlocks in a 2775 root:mail spool directory), then
-gid, then uid, and a check that root cannot be regained.
+before it opens any mailbox: no supplementary groups at all, the user's gid
+as real and effective gid with the mail group only as the saved gid (see
+`mailgroup`: enabled just around dotlock creation in a 2775 root:mail spool
+directory, never held while serving the client), then the uid, and a check
+that root cannot be regained.
 """
 
 import base64
@@ -147,11 +149,11 @@ def drop_privileges(user, cfg):
     if user.uid == 0:
         raise PermissionError("refusing to run a mail session as root")
     try:
-        groups = [grp.getgrnam(cfg.mailsuite.mail_group).gr_gid]
+        reserved = grp.getgrnam(cfg.mailsuite.mail_group).gr_gid
     except KeyError:
-        groups = []
-    os.setgroups(groups)
-    os.setresgid(user.gid, user.gid, user.gid)
+        reserved = user.gid
+    os.setgroups([])
+    os.setresgid(user.gid, user.gid, reserved)
     os.setresuid(user.uid, user.uid, user.uid)
     try:
         os.setuid(0)
@@ -159,5 +161,6 @@ def drop_privileges(user, cfg):
         pass
     else:
         os._exit(os.EX_SOFTWARE)     # root came back: never serve a session like that
-    if os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid,) * 3:
+    if (os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid, user.gid, reserved)
+            or os.getgroups()):
         os._exit(os.EX_SOFTWARE)
