@@ -47,8 +47,6 @@ def parse_address(text):
 def main(argv):
     args = parse_args(argv)
     cfg = config.load(args.config, required=bool(args.config))
-    if not args.daemon:
-        server.protect_stderr()
     logger = log.setup(cfg, "pop3d")
     timeout = cfg.pop3.idle_timeout
 

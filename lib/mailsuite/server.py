@@ -270,23 +270,6 @@ def tls_context(cfg, section=None):
 
 # --- inetd mode ------------------------------------------------------------
 
-def protect_stderr():
-    """Point stderr at /dev/null when inetd made it the client's socket.
-
-    inetd and xinetd give the connection as stdin, stdout *and* stderr; a
-    log line or traceback on stderr would go to the client mid-protocol.
-    Call before setting up logging; syslog is unaffected.
-    """
-    try:
-        if not stat.S_ISSOCK(os.fstat(2).st_mode):
-            return
-    except OSError:
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-
-
 def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
     """Run one session on stdin/stdout; returns when the handler does."""
     conn = Connection.from_stdio(timeout=timeout)
