@@ -47,14 +47,29 @@ def test_success_is_logged(authenticator, caplog):
     assert "login: service=pop3, user=bob, rhost=local, method=passwd-file, result=ok" in caplog.messages
 
 
-def test_failure_delay_is_applied(tmp_path, monkeypatch):
-    _, cfg = write_config(tmp_path, {"auth": {"failure_delay": "3s"}})
+def test_failure_delay_is_counted_from_the_start_and_grows(tmp_path, monkeypatch):
+    _, cfg = write_config(tmp_path, {"auth": {"failure_delay": "3s", "max_login_failures": "2"}})
     slept = []
     monkeypatch.setattr(auth.time, "sleep", slept.append)
     authenticator = auth.Authenticator(cfg, "pop3", logging.getLogger("test-auth"))
     assert authenticator.authenticate("alice", "wrong", PEER) is None
     assert authenticator.authenticate("alice", "alice", PEER) is not None
-    assert slept == [3]
+    assert not authenticator.exhausted
+    assert authenticator.authenticate("nobody-here", "x", PEER) is None
+    assert authenticator.exhausted
+    assert len(slept) == 2
+    assert 2 < slept[0] <= 3 and 5 < slept[1] <= 6          # the check's own time is part of the delay
+
+
+def test_a_check_slower_than_the_delay_ends_at_a_whole_step(tmp_path, monkeypatch):
+    _, cfg = write_config(tmp_path, {"auth": {"failure_delay": "1s"}})
+    clock = iter([100.0, 102.5])                              # started, then the check took 2.5 s
+    monkeypatch.setattr(auth.time, "monotonic", lambda: next(clock))
+    slept = []
+    monkeypatch.setattr(auth.time, "sleep", slept.append)
+    authenticator = auth.Authenticator(cfg, "pop3", logging.getLogger("test-auth"))
+    assert authenticator.authenticate("alice", "wrong", PEER) is None
+    assert slept == [pytest.approx(0.5)]
 
 
 def test_system_accounts_below_first_valid_uid_are_refused(tmp_path):

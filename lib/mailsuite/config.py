@@ -25,7 +25,8 @@ class ConfigError(Exception):
 # --- value types ---------------------------------------------------------
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIME_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)"
 
 
 def parse_size(text):
@@ -37,11 +38,11 @@ def parse_size(text):
 
 
 def parse_duration(text):
-    """'5d' -> 432000 seconds; '1h30m' works too; plain numbers are seconds."""
-    parts = re.findall(r"(\d+)\s*([smhdwSMHDW]?)", text)
-    if not parts or re.sub(r"[\d\ssmhdwSMHDW]", "", text):
+    """'5d' -> 432000 seconds; '1h30m', '0.5s' and '250ms' work too; plain numbers are seconds."""
+    if not re.fullmatch(rf"\s*(?:{_DURATION_PART}\s*)+", text, re.I):
         raise ValueError(f"not a duration: {text!r}")
-    return sum(int(n) * _TIME_UNITS[u.lower()] for n, u in parts)
+    total = sum(float(n) * _TIME_UNITS[u.lower()] for n, u in re.findall(_DURATION_PART, text, re.I))
+    return int(total) if total.is_integer() else total
 
 
 def parse_bool(text):
@@ -178,7 +179,8 @@ SCHEMA = {
         "pam": Key("bool", "yes", "check system users' passwords through PAM (passwd-file users always use their hash)"),
         "pam_service": Key("str", "mailsuite", "PAM service name (/etc/pam.d/NAME)"),
         "allow_plaintext": Key("bool", "no", "accept passwords without TLS from any address (not only loopback)"),
-        "failure_delay": Key("duration", "2s", "pause after each failed login"),
+        "failure_delay": Key("duration", "2s", "every failed login ends this long after it began (n times this for the n-th failure of a session), whatever the cause"),
+        "max_login_failures": Key("int", "3", "failed logins in one POP3, IMAP or SMTP session before it is closed"),
         "first_valid_uid": Key("int", "1000", "accounts below this uid (system accounts, root) never log in"),
         "apop_secrets": Key("str", "", "APOP shared secrets, name:secret lines, mode 0600; empty disables APOP"),
     },

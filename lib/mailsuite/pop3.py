@@ -9,7 +9,8 @@ valid in; the handler returns the reply.  Errors are a table too
 Security: passwords in the clear only inside TLS or from loopback (see
 `auth.plaintext_allowed`); the same `[AUTH]` error for every failed login;
 privileges dropped to the user before the maildrop is opened; a bounded
-command line; a session that keeps sending bad commands is closed.
+command line; a session that keeps sending bad commands, or fails
+`max_login_failures` logins, is closed.
 """
 
 import enum
@@ -44,6 +45,7 @@ ERRORS = {
     "no_message": "-ERR no such message",
     "deleted": "-ERR message is deleted",
     "auth_failed": "-ERR [AUTH] invalid user name or password",
+    "auth_exhausted": "-ERR [AUTH] invalid user name or password; too many failures, closing connection",
     "plaintext": "-ERR [AUTH] plaintext authentication needs TLS; use STLS",
     "user_first": "-ERR USER first",
     "mechanism": "-ERR unsupported authentication mechanism",
@@ -217,6 +219,9 @@ class Session:
     def login(self, user):
         """After a successful check: drop to the user, lock and open the maildrop, enter TRANSACTION."""
         if user is None:
+            if self.authenticator.exhausted:
+                self.done = True
+                return self.reply(ERRORS["auth_exhausted"])
             return self.reply(ERRORS["auth_failed"])
         auth.drop_privileges(user, self.cfg)
         try:

@@ -25,7 +25,7 @@ import lockfile
 
 from . import auth, config, log, mx, queue, runner, server
 from .cli import Fatal
-from .smtp_session import Policy, Session
+from .smtp_session import R_TOO_MANY_AUTH_FAILURES, Disconnect, Policy, Session
 
 
 def parse_listen(items, default_port):
@@ -223,9 +223,15 @@ def queue_writer(cfg):
 
 
 def authenticator(cfg, logger, conn):
-    """authenticate(user, password) -> user name or None, through the shared auth module."""
+    """authenticate(user, password) -> user name or None, through the shared auth module.
+
+    One per session: after `max_login_failures` failures the session ends with 421."""
+    checker = auth.Authenticator(cfg, "smtp", logger)
+
     def authenticate(username, password):
-        user = auth.Authenticator(cfg, "smtp", logger).authenticate(username, password, conn.peer)
+        user = checker.authenticate(username, password, conn.peer)
+        if user is None and checker.exhausted:
+            raise Disconnect(R_TOO_MANY_AUTH_FAILURES)
         return user.name if user else None
     return authenticate
 

@@ -50,10 +50,9 @@ def main(argv):
     cfg = config.load(args.config, required=args.config is not None)
     logger = log.setup(cfg, "imapd")
     tls = server.tls_context(cfg, "imap")
-    authenticator = Authenticator(cfg, "imap", logger)
 
     def handle(conn):
-        Session(conn, cfg, logger, authenticator=authenticator, tls_context=tls).run()
+        Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=tls).run()
 
     if args.preauth:
         user = UserDB(cfg).lookup(args.preauth)

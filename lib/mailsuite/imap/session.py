@@ -12,7 +12,7 @@ NOOP, ID and LOGOUT before authentication; LOGINDISABLED whenever the
 configuration forbids plaintext passwords on this connection; privileges
 dropped to the user right after login, before any mailbox is opened; every
 line, literal and command bounded; a client that keeps sending garbage is
-disconnected.
+disconnected, and so is one that fails `max_login_failures` logins.
 """
 
 import enum
@@ -392,6 +392,9 @@ class Session:
     def login(self, username, password):
         user = self.auth.authenticate(username, password, self.conn.peer) if self.auth else None
         if user is None:
+            if self.auth is not None and self.auth.exhausted:
+                self.send_line("* BYE too many failed logins")
+                self.state = State.LOGOUT
             raise No("[AUTHENTICATIONFAILED] authentication failed")
         self.start_user(user)
 
