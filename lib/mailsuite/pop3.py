@@ -21,7 +21,7 @@ from . import auth
 from .locking import LockTimeout
 from .pop3_maildrop import Changed, InUse, Maildrop, take_session_lock
 from .mbox import MailboxError
-from .server import IdleTimeout, LineTooLong, tls_context
+from .server import IdleTimeout, LineTooLong, TooManyCommands, tls_context
 
 MAX_COMMAND_LINE = 1024          # RFC 2449 allows 255 octets; we accept more, not unbounded
 MAX_SASL_LINE = 8192
@@ -59,6 +59,7 @@ ERRORS = {
     "unavailable": "-ERR [SYS/PERM] mailbox unavailable; contact the postmaster",
     "update_failed": "-ERR [SYS/TEMP] some deleted messages not removed",
     "timeout": "-ERR idle timeout; closing connection",
+    "too_many_commands": "-ERR too many commands before login; closing connection",
 }
 
 
@@ -106,6 +107,9 @@ class Session:
                     ok = self.reply(ERRORS["too_long"])
                 except IdleTimeout:
                     self.reply(ERRORS["timeout"])
+                    break
+                except TooManyCommands:
+                    self.reply(ERRORS["too_many_commands"])
                     break
                 else:
                     ok = self.dispatch(line)
@@ -234,6 +238,7 @@ class Session:
         except (MailboxError, OSError) as exc:
             return self.fail_login(user, "unavailable", str(exc))
         self.user, self.state = user, TRANSACTION
+        self.conn.end_login_phase()
         count = len(self.maildrop.messages)
         self.logger.info("session: user=%s, rhost=%s, messages=%d", user.name, self.conn.peer_text(), count)
         return self.reply(f"+OK {user.name} has {count} message{'s' if count != 1 else ''}")

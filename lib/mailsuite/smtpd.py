@@ -125,7 +125,8 @@ class Daemon:
             busy = f"421 4.7.0 {self.cfg.hostname} Too many connections, try again later\r\n".encode()
             server.serve_forking(self.session, self.cfg, listeners=self.listeners(),
                                  max_children=self.cfg.smtp.max_children, logger=self.logger,
-                                 on_ready=on_ready, busy_reply=busy, timeout=self.cfg.smtp.command_timeout,
+                                 on_ready=on_ready, busy_reply=busy,
+                                 limits=server.Limits.of(self.cfg.smtp, self.cfg.smtp.command_timeout),
                                  on_hup=self.reload)
         finally:
             self.stop_runner(wait=True)

@@ -181,6 +181,8 @@ class Session:
                 self.execute(data)
         except server.IdleTimeout:
             self.send_line("* BYE autologout; idle for too long")
+        except server.TooManyCommands:
+            self.send_line("* BYE too many commands before login")
         except UidValidityChanged:
             self.send_line("* BYE mailbox was replaced by another program; please reconnect")
         finally:
@@ -310,7 +312,7 @@ class Session:
             self.logger.error("%s: %s", command.name, exc)
             self.tagged(command.tag, "NO", f"[SERVERBUG] {exc.strerror or 'system error'}")
             return
-        except (server.PeerGone, server.IdleTimeout, UidValidityChanged):
+        except (server.PeerGone, server.SessionLimit, UidValidityChanged):
             raise
         except Exception:
             # a bug must cost the command, not the session and the user's pending flag changes
@@ -403,6 +405,7 @@ class Session:
         self.user = user
         self.store = MailStore(self.cfg, user)
         self.state = State.AUTHENTICATED
+        self.conn.end_login_phase()
 
     # --- authenticated: mailboxes ------------------------------------------------------
 
