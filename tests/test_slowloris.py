@@ -154,3 +154,16 @@ def test_smtp_data_timeout_holds_inside_a_line(sandbox):
     finally:
         stop_listener(proc)
 
+
+
+def test_imap_takes_no_message_before_login(sandbox):
+    """An APPEND literal before login is held to max_command_size: nothing big is spooled for a stranger."""
+    configure(sandbox, {"imap": {"listen": "127.0.0.1:0", "max_command_size": "64k"}})
+    proc, port = start_listener([program("imapd"), "-C", sandbox.conf, "-d"])
+    try:
+        sock, _ = connect(port)
+        sock.sendall(b"a APPEND INBOX {10000000}\r\n")
+        assert sock.recv(4096).startswith(b"a NO [TOOBIG]")
+        sock.close()
+    finally:
+        stop_listener(proc)

@@ -216,7 +216,8 @@ class Session:
                 return b"".join(pieces)
             size, non_sync = int(m.group(1)), bool(m.group(2))
             head = b"".join(pieces) + line
-            limit = imap.max_message_size if self._is_append(head) else imap.max_command_size
+            appending = self._is_append(head) and self.state in AUTH     # before login, no message is taken
+            limit = imap.max_message_size if appending else imap.max_command_size
             if size > limit or total + size > max(limit, imap.max_command_size) + imap.max_line_length:
                 if non_sync:
                     self.send_line("* BYE literal too large")
