@@ -43,6 +43,7 @@ install:
 	ln -sf sendmail '$(DESTDIR)$(PREFIX)/bin/newaliases'
 	install -d '$(DESTDIR)$(EXAMPLES)'
 	cp -R etc/. '$(DESTDIR)$(EXAMPLES)/'
+	install -m 0644 docs/*.md '$(DESTDIR)$(EXAMPLES)/..'
 	for page in man/*.[1-8]; do \
 		sec=$${page##*.}; \
 		install -d "$(DESTDIR)$(MANDIR)/man$$sec"; \

@@ -21,3 +21,4 @@ def test_staged_install(tmp_path):
         section = page.rsplit(".", 1)[1]
         assert (stage / "usr" / "share" / "man" / f"man{section}" / page).exists(), page
     assert (stage / "usr" / "share" / "doc" / "mailsuite" / "examples" / "mailsuite.conf").exists()
+    assert (stage / "usr" / "share" / "doc" / "mailsuite" / "PRIVILEGES.md").exists()

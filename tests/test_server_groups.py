@@ -75,7 +75,10 @@ def test_imap_user_cannot_rename_or_create_spools(real_users, pam_service, insta
 
     imap = imaplib.IMAP4("127.0.0.1", port, timeout=30)
     imap.login(attacker.name, attacker.password)
-    assert_no_spool_group(process_status(session_of(parent, attacker.uid)), attacker, system.mail_gid)
+    session = session_of(parent, attacker.uid)
+    assert_no_spool_group(process_status(session), attacker, system.mail_gid)
+    # nor can the user borrow the reserved group by attaching to their session
+    assert attacker.run(["cat", f"/proc/{session}/environ"]).returncode != 0
     assert imap.rename(victim.name, victim.name + "-stolen")[0] == "NO"
     assert imap.create(victim.name + "-planted")[0] == "NO"
     assert imap.delete(victim.name)[0] == "NO"
