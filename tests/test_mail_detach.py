@@ -14,7 +14,6 @@ import os
 import resource
 import subprocess
 
-import pexpect
 import pytest
 
 from conftest import program
