@@ -64,6 +64,7 @@ install:
 	install -d '$(DESTDIR)$(EXAMPLES)'
 	cp -R etc/. '$(DESTDIR)$(EXAMPLES)/'
 	grep -rl /usr/local/bin '$(DESTDIR)$(EXAMPLES)' | xargs sed -i 's|/usr/local/bin|$(BINDIR)|g'
+	install -m 0644 docs/*.md '$(DESTDIR)$(EXAMPLES)/..'
 	for page in man/*.[1-8]; do \
 		sec=$${page##*.}; \
 		install -d "$(DESTDIR)$(MANDIR)/man$$sec"; \

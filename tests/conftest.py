@@ -10,7 +10,7 @@ import pytest
 
 import peers
 
-pytest_plugins = ["realusers"]            # the real_users fixture, for attack tests as real users
+pytest_plugins = ["realusers", "realsystem"]   # real_users, pam_service, installation_factory: attacks as real users
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent          # the venv's bin: the installed programs

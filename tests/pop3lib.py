@@ -49,8 +49,10 @@ class Pop3d:
     """pop3d -d on an ephemeral port of 127.0.0.1, stopped by pid."""
 
     def __init__(self, sandbox, settings=None):
-        configure(sandbox, {"pop3": {"listen": "127.0.0.1:0"}, "auth": {"failure_delay": "0"},
-                            **(settings or {})})
+        merged = {"pop3": {"listen": "127.0.0.1:0"}, "auth": {"failure_delay": "0"}}
+        for section, keys in (settings or {}).items():
+            merged.setdefault(section, {}).update(keys)
+        configure(sandbox, merged)
         self.proc = subprocess.Popen([program("pop3d"), "-C", sandbox.conf, "-d"], stderr=subprocess.PIPE,
                                      env=sandbox.env)
         self.log = b""

@@ -1,15 +1,20 @@
 """mailsuite.auth: passwd-file logins, APOP, SASL PLAIN, plaintext policy, PAM, privilege drop."""
 
 import base64
+import contextlib
 import glob
+import grp
 import hashlib
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 import peers
-from mailsuite import auth, pam
+from mailsuite import auth, mailgroup, pam
 from mailsuite.server import Connection
 from serverlib import write_config
 
@@ -42,14 +47,29 @@ def test_success_is_logged(authenticator, caplog):
     assert "login: service=pop3, user=bob, rhost=local, method=passwd-file, result=ok" in caplog.messages
 
 
-def test_failure_delay_is_applied(tmp_path, monkeypatch):
-    _, cfg = write_config(tmp_path, {"auth": {"failure_delay": "3s"}})
+def test_failure_delay_is_counted_from_the_start_and_grows(tmp_path, monkeypatch):
+    _, cfg = write_config(tmp_path, {"auth": {"failure_delay": "3s", "max_login_failures": "2"}})
     slept = []
     monkeypatch.setattr(auth.time, "sleep", slept.append)
     authenticator = auth.Authenticator(cfg, "pop3", logging.getLogger("test-auth"))
     assert authenticator.authenticate("alice", "wrong", PEER) is None
     assert authenticator.authenticate("alice", "alice", PEER) is not None
-    assert slept == [3]
+    assert not authenticator.exhausted
+    assert authenticator.authenticate("nobody-here", "x", PEER) is None
+    assert authenticator.exhausted
+    assert len(slept) == 2
+    assert 2 < slept[0] <= 3 and 5 < slept[1] <= 6          # the check's own time is part of the delay
+
+
+def test_a_check_slower_than_the_delay_ends_at_a_whole_step(tmp_path, monkeypatch):
+    _, cfg = write_config(tmp_path, {"auth": {"failure_delay": "1s"}})
+    clock = iter([100.0, 102.5])                              # started, then the check took 2.5 s
+    monkeypatch.setattr(auth.time, "monotonic", lambda: next(clock))
+    slept = []
+    monkeypatch.setattr(auth.time, "sleep", slept.append)
+    authenticator = auth.Authenticator(cfg, "pop3", logging.getLogger("test-auth"))
+    assert authenticator.authenticate("alice", "wrong", PEER) is None
+    assert slept == [pytest.approx(0.5)]
 
 
 def test_system_accounts_below_first_valid_uid_are_refused(tmp_path):
@@ -181,7 +201,7 @@ def test_drop_privileges_for_good(tmp_path):
                 shadow = "readable"
             except PermissionError:
                 shadow = "denied"
-            report = f"{os.getresuid()} {os.getresgid()} {regained} {shadow}"
+            report = f"{os.getresuid()} {os.getresgid()} {os.getgroups()} {regained} {shadow}"
             os.write(write_end, report.encode())
         finally:
             os._exit(0)
@@ -189,7 +209,43 @@ def test_drop_privileges_for_good(tmp_path):
     report = os.read(read_end, 1000).decode()
     os.waitpid(pid, 0)
     os.close(read_end)
-    assert report == "(54321, 54321, 54321) (54322, 54322, 54322) no denied"
+    mail_gid = grp.getgrnam("mail").gr_gid
+    assert report == f"(54321, 54321, 54321) (54322, 54322, {mail_gid}) [] no denied"
+
+
+@pytest.mark.root
+def test_reserved_mail_group_writes_the_spool_directory_only_when_enabled(tmp_path):
+    """A 2775 root:mail directory: the dropped session creates a file there only inside mailgroup.enabled()."""
+    (tmp_path / "passwd").write_text(f"carol:{auth.passwords.hash_password('pw')}:54321:54322:Carol:/nonexistent\n")
+    _, cfg = write_config(tmp_path, sandbox=False)
+    user = auth.UserDB(cfg).lookup("carol")
+    spool = Path(tempfile.mkdtemp(prefix="mailsuite-spool-"))    # a path carol may traverse
+    os.chown(spool, 0, grp.getgrnam("mail").gr_gid)
+    spool.chmod(0o2775)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            auth.drop_privileges(user, cfg)
+            outcome = []
+            for name, context in (("outside", contextlib.nullcontext()), ("inside", mailgroup.enabled())):
+                try:
+                    with context:
+                        os.close(os.open(spool / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+                    outcome.append(f"{name}:created")
+                except PermissionError:
+                    outcome.append(f"{name}:denied")
+            outcome.append(str(os.getresgid()[1]))
+            os.write(write_end, " ".join(outcome).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    report = os.read(read_end, 1000).decode()
+    os.waitpid(pid, 0)
+    os.close(read_end)
+    shutil.rmtree(spool)
+    assert report == "outside:denied inside:created 54322"
 
 
 @pytest.mark.root

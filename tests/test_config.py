@@ -65,6 +65,12 @@ def test_unknown_section(tmp_path):
         config.load(path)
 
 
+@pytest.mark.parametrize("text, seconds", [("5d", 432000), ("1h30m", 5400), ("90", 90), ("0.5s", 0.5),
+                                           ("250ms", 0.25)])
+def test_durations(text, seconds):
+    assert config.parse_duration(text) == seconds
+
+
 def test_bad_value_names_key(tmp_path):
     path = write(tmp_path, "[mailsuite]\nlock_timeout = soon\n")
     with pytest.raises(ConfigError, match=r":2: mailsuite.lock_timeout: not a duration"):

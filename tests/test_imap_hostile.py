@@ -135,3 +135,20 @@ def test_deep_search_nesting(box):
 def test_bad_charset(box):
     out = replies(box, b"a SEARCH CHARSET X-MARTIAN ALL")
     assert tagged(out, b"a").startswith(b"a NO [BADCHARSET")
+
+
+def test_a_mail_dir_that_leads_into_the_spool_directory_is_refused(box):
+    """~/mail -> the spool directory: the folders would be other users' spools (issue 10, item 4).
+
+    In the sandbox every user is one uid, so only this check stands between alice and bob's spool."""
+    folders = box.home("alice") / "mail"
+    folders.rmdir()                                    # the sandbox made it empty
+    folders.symlink_to(box.dir / "spool")
+    bob = box.spool("bob").read_bytes()
+    out = replies(box, b"l LIST \"\" *", b"r RENAME bob bob-stolen", b"c CREATE planted", b"d DELETE bob",
+                  b"a APPEND bob {1}", b"x", select=False)
+    assert b'* LIST (\\HasNoChildren) "/" INBOX' in out and b"bob" not in out.split(b"r RENAME")[0]
+    for tag in (b"r", b"c", b"d"):
+        assert tagged(out, tag).startswith(tag + b" NO")
+    assert sorted(p.name for p in (box.dir / "spool").iterdir()) == ["alice", "bob"]
+    assert box.spool("bob").read_bytes() == bob

@@ -39,6 +39,7 @@ def test_staged_install(tmp_path):
         assert (usr / "share" / "man" / f"man{section}" / page).exists(), page
     examples = usr / "share" / "doc" / "mailsuite" / "examples"
     assert (examples / "mailsuite.conf").exists()
+    assert (usr / "share" / "doc" / "mailsuite" / "PRIVILEGES.md").exists()
     assert "/usr/bin/pop3d" in (examples / "inetd.conf").read_text()           # the paths are where it went
     assert "/usr/local" not in (examples / "xinetd.d" / "imap").read_text()
     assert not list(tmp_path.glob("stage/usr/local"))                           # nothing under PREFIX/local

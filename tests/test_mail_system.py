@@ -53,3 +53,26 @@ def test_another_users_spool_stays_closed(system_host):
     # root itself reads it.
     done = subprocess.run([*mail, "-C", conf, "-u", "root", "-H"], env=env, capture_output=True)
     assert done.returncode == 0 and b"private" in done.stdout
+
+
+@pytest.mark.root
+def test_root_reading_a_users_spool_writes_nothing_through_the_users_links(real_users, installation_factory):
+    """Issue 10, item 16: ~/.cache/mailsuite -> a root-only directory must not get root's index cache."""
+    victim = real_users.add("secB")
+    system = installation_factory([victim], "mailsuite", mail={"rc_file": "", "sendmail": "/bin/false"})
+    rootonly = tempfile.mkdtemp(prefix="mailsuite-rootonly-")          # 0700 root, like /var/lib/rootonly
+    try:
+        (victim.home / ".cache").mkdir()
+        os.chown(victim.home / ".cache", victim.uid, victim.gid)
+        link = victim.home / ".cache" / "mailsuite"
+        link.symlink_to(rootonly)
+        os.lchown(link, victim.uid, victim.gid)
+        env = dict(os.environ, HOME="/root")
+        for args, commands in ((["-H"], b""), ([], b"p\nx\n")):
+            done = subprocess.run(system.command("mail", "-u", victim.name, *args), input=commands, env=env,
+                                  capture_output=True, timeout=60, cwd="/")
+            assert done.returncode == 0, done.stderr
+            assert b"for " + victim.name.encode() in done.stdout
+        assert os.listdir(rootonly) == []
+    finally:
+        shutil.rmtree(rootonly)

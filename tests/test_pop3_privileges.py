@@ -42,8 +42,9 @@ def test_session_runs_as_the_user(system):
     (session,) = children_of(proc.pid)
     status = status_of(session)
     assert status["Uid"] == [str(CAROL)] * 4
-    assert status["Gid"] == [str(CAROL)] * 4
-    assert status["Groups"] == [str(grp.getgrnam("mail").gr_gid)]
+    mail_gid = str(grp.getgrnam("mail").gr_gid)
+    assert status["Gid"] == [str(CAROL), str(CAROL), mail_gid, str(CAROL)]   # mail only in reserve
+    assert status["Groups"] == []
     assert status["CapEff"] == ["0000000000000000"]
     _, lines, _ = pop.retr(1)
     assert b"Subject: for carol" in lines

@@ -4,10 +4,12 @@ import os
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 
-from mailsuite.server import Connection, IdleTimeout, LineTooLong, PeerGone
+from mailsuite.server import (DISCARD_AT_LEAST, Connection, IdleTimeout, LineFlood, LineTooLong, Limits, PeerGone,
+                              TooManyCommands)
 from serverlib import make_certificate, client_tls_context, write_config
 from mailsuite.server import tls_context
 
@@ -32,12 +34,62 @@ def test_readline_returns_lines_with_their_ends(pair):
 
 def test_overlong_line_is_discarded_up_to_its_end(pair):
     conn, client = pair
-    sender = threading.Thread(target=client.sendall, args=(b"X" * 300_000 + b"\r\nNOOP\r\n",))
+    sender = threading.Thread(target=client.sendall, args=(b"X" * 30_000 + b"\r\nNOOP\r\n",))
     sender.start()
     with pytest.raises(LineTooLong):
         conn.readline(512)
     assert conn.readline(512) == b"NOOP\r\n"
     sender.join()
+
+
+def test_a_line_that_never_ends_is_not_read_for_ever(pair):
+    conn, client = pair
+    sender = threading.Thread(target=client.sendall, args=(b"X" * (DISCARD_AT_LEAST + 100_000),))
+    sender.start()
+    with pytest.raises(LineFlood):
+        conn.readline(512)
+    sender.join()
+
+
+def test_the_deadline_is_per_line_not_per_byte(pair):
+    conn, client = pair
+    conn.set_timeout(0.5)
+    stop = threading.Event()
+
+    def trickle():
+        while not stop.wait(0.05):
+            client.send(b"x")
+
+    sender = threading.Thread(target=trickle)
+    sender.start()
+    try:
+        with pytest.raises(IdleTimeout):
+            conn.readline(10_000)
+    finally:
+        stop.set()
+        sender.join()
+
+
+def test_a_caller_deadline_is_kept_inside_a_line(pair):
+    conn, client = pair
+    client.sendall(b"no end yet")
+    with pytest.raises(IdleTimeout):
+        conn.readline(100, deadline=time.monotonic() + 0.2)
+
+
+def test_login_phase_budget_and_deadline(pair):
+    conn, client = pair
+    conn.start_login_phase(Limits(login_timeout=60, login_commands=2))
+    client.sendall(b"ONE\r\nTWO\r\nTHREE\r\n")
+    assert conn.readline(100) == b"ONE\r\n"
+    assert conn.readline(100) == b"TWO\r\n"
+    with pytest.raises(TooManyCommands):
+        conn.readline(100)
+    conn.end_login_phase()
+    assert conn.readline(100) == b"THREE\r\n"
+    conn.start_login_phase(Limits(login_timeout=0.2))
+    with pytest.raises(IdleTimeout):
+        conn.readline(100)
 
 
 def test_line_exactly_at_the_limit_passes(pair):

@@ -32,7 +32,7 @@ ECHO_SERVER = """
     logging.basicConfig(stream=sys.stderr)
     server.serve_forking(echo, cfg, listeners=[("127.0.0.1", 0, False)], max_children=int(sys.argv[2]),
                          logger=logging.getLogger("test"), on_ready=ready, busy_reply=b"-ERR [SYS/TEMP] busy\\r\\n",
-                         timeout=30)
+                         limits=server.Limits(line_timeout=30))
     print("returned", flush=True)
 """
 

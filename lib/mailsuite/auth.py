@@ -2,16 +2,24 @@
 
 Passwords are checked against the passwd-file (scrypt hashes, see
 `passwords`) for virtual and sandbox users, and through PAM for system
-users.  Every failure looks the same to the client whatever its cause (no
-such user, wrong password, locked account), costs the same scrypt work and
-is followed by a delay, so the server is neither a user-name oracle nor a
-fast password-guessing target.  Each attempt is logged with user, client
-address and result.
+users.  An account the servers never serve (root, uids below
+`first_valid_uid`) is refused before any password check, so its password
+is never tested.  Every failure looks the same to the client whatever its
+cause (no such user, refused account, wrong password, locked account) and
+ends a fixed time after the attempt began, PAM's own delay taken over
+(`pam`), so neither the reply nor its timing tells the causes apart: the
+server is neither a password oracle nor a user-name oracle.  One
+Authenticator serves one session: the n-th failure in the session takes n
+times `failure_delay`, and after `max_login_failures` the session ends
+(`exhausted`), the same rule in POP3, IMAP and SMTP.  Each attempt is
+logged with user, client address and result.
 
 After a login the session process drops to the user (`drop_privileges`)
-before it opens any mailbox: supplementary groups reduced to the mail group
-(needed only to create dotlocks in a 2775 root:mail spool directory), then
-gid, then uid, and a check that root cannot be regained.
+before it opens any mailbox: no supplementary groups at all, the user's gid
+as real and effective gid with the mail group only as the saved gid (see
+`mailgroup`: enabled just around dotlock creation in a 2775 root:mail spool
+directory, never held while serving the client), then the uid, and a check
+that root cannot be regained.
 """
 
 import base64
@@ -19,8 +27,9 @@ import binascii
 import functools
 import grp
 import hashlib
-import importlib
 import hmac
+import importlib
+import math
 import os
 import stat
 import time
@@ -37,30 +46,40 @@ def _dummy_hash():
 
 
 class Authenticator:
-    """Checks passwords for one service ("pop3", "imap", "smtp") and logs every attempt."""
+    """Checks passwords for one session of a service ("pop3", "imap", "smtp") and logs every attempt."""
 
     def __init__(self, cfg, service, logger):
         self.cfg = cfg
         self.service = service
         self.logger = logger
         self.users = UserDB(cfg)
+        self.failures = 0
+
+    @property
+    def exhausted(self):
+        """The session has failed `max_login_failures` logins: end it."""
+        return self.failures >= self.cfg.auth.max_login_failures
 
     def authenticate(self, username, password, peer):
         """The User when USERNAME/PASSWORD is right, else None (after the failure delay)."""
+        started = time.monotonic()
         user = self.users.lookup(username)
-        ok, method = self._check(user, username, password, peer)
-        if ok and not self._uid_allowed(user):
-            ok = False
-        return self._result(user, username, peer, method, ok)
+        if user is not None and not self._uid_allowed(user):
+            ok, method = False, "refused-uid"
+        else:
+            ok, method = self._check(user, username, password, peer)
+        return self._result(user, username, peer, method, ok, started)
 
     def authenticate_apop(self, username, challenge, digest_hex, peer):
         """RFC 1939 APOP: DIGEST_HEX must be MD5(CHALLENGE + the user's shared secret)."""
+        started = time.monotonic()
         user = self.users.lookup(username)
-        secret = self._apop_secret(user.name if user else None)
+        allowed = user is not None and self._uid_allowed(user)
+        secret = self._apop_secret(user.name) if allowed else None
         expected = hashlib.md5(challenge.encode() + (secret or os.urandom(16).hex()).encode()).hexdigest()
         ok = secret is not None and hmac.compare_digest(expected, digest_hex.lower())
-        ok = ok and self._uid_allowed(user)
-        return self._result(user, username, peer, "apop", ok)
+        return self._result(user, username, peer, "apop" if allowed or user is None else "refused-uid",
+                            ok, started)
 
     def apop_enabled(self):
         return bool(self.cfg.auth.apop_secrets)
@@ -82,7 +101,7 @@ class Authenticator:
 
     def _uid_allowed(self, user):
         """System accounts (uid below first_valid_uid, root above all) never log in remotely."""
-        return self.cfg.mailsuite.sandbox or user.uid >= self.cfg.auth.first_valid_uid
+        return self.cfg.mailsuite.sandbox or (user.uid != 0 and user.uid >= self.cfg.auth.first_valid_uid)
 
     def _apop_secret(self, name):
         """The user's APOP secret from the secrets file (name:secret lines, readable by root only)."""
@@ -104,15 +123,31 @@ class Authenticator:
             self.logger.error("%s: %s", path, exc.strerror)
         return None
 
-    def _result(self, user, username, peer, method, ok):
+    def _result(self, user, username, peer, method, ok, started):
         shown = user.name if user else "".join(c if c.isprintable() else "?" for c in username[:64])
         self.logger.info("login: %s", fields(service=self.service, user=shown,
                                               rhost=peer[0] if peer else "local", method=method,
                                               result="ok" if ok else "failed"))
         if ok:
             return user
-        time.sleep(self.cfg.auth.failure_delay)
+        self.failures += 1
+        self._wait_out(started)
         return None
+
+    def _wait_out(self, started):
+        """End the failed attempt `failures` x failure_delay after it STARTED, whatever it cost.
+
+        A check that ran longer than that (a slow PAM module) ends at the next
+        whole failure_delay instead, so its length still tells nothing.
+        """
+        step = self.cfg.auth.failure_delay
+        if step <= 0:
+            return
+        goal = started + step * self.failures
+        now = time.monotonic()
+        if now > goal:
+            goal += step * math.ceil((now - goal) / step)
+        time.sleep(max(goal - now, 0))
 
 
 def plaintext_allowed(cfg, conn):
@@ -147,11 +182,11 @@ def drop_privileges(user, cfg):
     if user.uid == 0:
         raise PermissionError("refusing to run a mail session as root")
     try:
-        groups = [grp.getgrnam(cfg.mailsuite.mail_group).gr_gid]
+        reserved = grp.getgrnam(cfg.mailsuite.mail_group).gr_gid
     except KeyError:
-        groups = []
-    os.setgroups(groups)
-    os.setresgid(user.gid, user.gid, user.gid)
+        reserved = user.gid
+    os.setgroups([])
+    os.setresgid(user.gid, user.gid, reserved)
     os.setresuid(user.uid, user.uid, user.uid)
     try:
         os.setuid(0)
@@ -159,5 +194,6 @@ def drop_privileges(user, cfg):
         pass
     else:
         os._exit(os.EX_SOFTWARE)     # root came back: never serve a session like that
-    if os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid,) * 3:
+    if (os.getresuid() != (user.uid,) * 3 or os.getresgid() != (user.gid, user.gid, reserved)
+            or os.getgroups()):
         os._exit(os.EX_SOFTWARE)

@@ -3,9 +3,17 @@
 A program's `main(argv)` returns an exit status; `run()` turns the errors a
 user can cause into a one-line message on stderr and the sysexits code that
 callers (cron, mutt, PHP, the MTA) act upon, instead of a traceback.
+
+inetd, xinetd and systemd (`Accept=yes`) hand a server its client's
+connection as stdin, stdout *and* stderr.  `run()` sees that first and
+points stderr at /dev/null, so that no log line (the log falls back to
+stderr when there is no syslog socket), error message or traceback is ever
+written into the client's session; the one-line error goes to syslog
+instead.
 """
 
 import os
+import stat
 import sys
 
 from .config import ConfigError
@@ -60,17 +68,47 @@ def program_name(argv0=None):
     return os.path.basename(argv0 or sys.argv[0]) or "mailsuite"
 
 
+def stderr_is_the_client():
+    """Whether stderr is the socket the client talks on (inetd gives it as stdin, stdout and stderr)."""
+    try:
+        err = os.fstat(2)
+        if not stat.S_ISSOCK(err.st_mode):
+            return False
+        return any((st.st_dev, st.st_ino) == (err.st_dev, err.st_ino) for st in map(os.fstat, (0, 1)))
+    except OSError:
+        return False
+
+
+def _silence_stderr():
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
+def _report(name, message, to_syslog):
+    if to_syslog:
+        import syslog
+        syslog.openlog(name, syslog.LOG_PID, syslog.LOG_MAIL)
+        syslog.syslog(syslog.LOG_ERR, message)
+    else:
+        print(f"{name}: {message}", file=sys.stderr)
+
+
 def run(main, argv=None):
     """Call main(argv) and exit with its status; map user errors to sysexits."""
     argv = sys.argv if argv is None else argv
     name = program_name(argv[0] if argv else None)
+    serving_stdio = stderr_is_the_client()
+    if serving_stdio:
+        _silence_stderr()
     try:
         status = main(argv)
     except Fatal as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
+        _report(name, str(exc), serving_stdio)
         status = exc.status
     except ConfigError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
+        _report(name, str(exc), serving_stdio)
         status = os.EX_CONFIG
     except KeyboardInterrupt:
         status = 130

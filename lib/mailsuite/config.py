@@ -25,7 +25,8 @@ class ConfigError(Exception):
 # --- value types ---------------------------------------------------------
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-_TIME_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_TIME_UNITS = {"": 1, "ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)"
 
 
 def parse_size(text):
@@ -37,11 +38,11 @@ def parse_size(text):
 
 
 def parse_duration(text):
-    """'5d' -> 432000 seconds; '1h30m' works too; plain numbers are seconds."""
-    parts = re.findall(r"(\d+)\s*([smhdwSMHDW]?)", text)
-    if not parts or re.sub(r"[\d\ssmhdwSMHDW]", "", text):
+    """'5d' -> 432000 seconds; '1h30m', '0.5s' and '250ms' work too; plain numbers are seconds."""
+    if not re.fullmatch(rf"\s*(?:{_DURATION_PART}\s*)+", text, re.I):
         raise ValueError(f"not a duration: {text!r}")
-    return sum(int(n) * _TIME_UNITS[u.lower()] for n, u in parts)
+    total = sum(float(n) * _TIME_UNITS[u.lower()] for n, u in re.findall(_DURATION_PART, text, re.I))
+    return int(total) if total.is_integer() else total
 
 
 def parse_bool(text):
@@ -121,8 +122,11 @@ SCHEMA = {
         "relay_networks": Key("list", "127.0.0.0/8 ::1/128", "clients in these networks may relay to any domain"),
         "smtputf8": Key("bool", "yes", "offer SMTPUTF8 (UTF-8 addresses and headers, RFC 6531)"),
         "greeting_delay": Key("duration", "0", "wait this long before the greeting; clients that talk first are dropped"),
-        "command_timeout": Key("duration", "5m", "idle time allowed between client commands or data lines"),
-        "data_timeout": Key("duration", "10m", "time allowed for a whole DATA transfer"),
+        "command_timeout": Key("duration", "5m", "each command or data line must arrive whole within this (a deadline per line, not per byte)"),
+        "data_timeout": Key("duration", "10m", "time allowed for a whole DATA transfer, checked inside every line"),
+        "login_timeout": Key("duration", "2m", "time from connect to the first MAIL command (EHLO, STARTTLS, AUTH included); then 421"),
+        "max_login_commands": Key("int", "20", "command lines allowed before the first MAIL command (0 = no limit)"),
+        "max_sessions_per_address": Key("int", "10", "sendmail -bd: concurrent sessions from one client address (0 = no limit); beyond it 421 4.7.0"),
         "tls_cert_file": Key("str", "", "certificate for STARTTLS, overriding [tls] cert_file; no certificate = no STARTTLS"),
         "tls_key_file": Key("str", "", "private key for tls_cert_file"),
         "reject_bare_newlines": Key("bool", "yes", "reject messages with a bare CR or LF (SMTP smuggling); no = treat them as line ends"),
@@ -162,7 +166,10 @@ SCHEMA = {
         "max_sessions": Key("int", "100", "imapd -d: most concurrent sessions; beyond it clients are told to come back later"),
         "mail_dir": Key("str", "~/mail", "folders other than INBOX: mbox files under this directory; ~ is the user's home"),
         "special_use": Key("list", "", "SPECIAL-USE folders (RFC 6154) as NAME=\\Flag, e.g. Sent=\\Sent Trash=\\Trash"),
-        "idle_timeout": Key("duration", "30m", "log out a client silent for this long (RFC 3501: at least 30 minutes)"),
+        "idle_timeout": Key("duration", "30m", "log out a client whose next command line has not arrived whole after this long (RFC 3501: at least 30 minutes)"),
+        "login_timeout": Key("duration", "1m", "a client not logged in this long after connecting is disconnected"),
+        "max_login_commands": Key("int", "20", "command lines allowed before login (0 = no limit)"),
+        "max_sessions_per_address": Key("int", "20", "imapd -d: concurrent sessions from one client address (0 = no limit)"),
         "idle_poll": Key("duration", "30s", "during IDLE, look at the mailbox this often even without an inotify event"),
         "max_line_length": Key("size", "64k", "longest command line, literals excluded"),
         "max_command_size": Key("size", "1M", "longest command with its literals, APPEND excepted"),
@@ -173,13 +180,17 @@ SCHEMA = {
         "listen": Key("list", "0.0.0.0:110", "addresses pop3d -d listens on, HOST:PORT ([::1]:110 for IPv6)"),
         "listen_tls": Key("list", "", "addresses pop3d -d listens on with implicit TLS (POP3S), e.g. 0.0.0.0:995"),
         "max_sessions": Key("int", "100", "most concurrent pop3d -d sessions; beyond it clients are told to come back later"),
-        "idle_timeout": Key("duration", "10m", "close a session silent for this long (RFC 1939: at least 10 minutes)"),
+        "idle_timeout": Key("duration", "10m", "close a session whose next command line has not arrived whole after this long (RFC 1939: at least 10 minutes)"),
+        "login_timeout": Key("duration", "1m", "a client not logged in this long after connecting is disconnected"),
+        "max_login_commands": Key("int", "20", "command lines allowed before login (0 = no limit)"),
+        "max_sessions_per_address": Key("int", "10", "pop3d -d: concurrent sessions from one client address (0 = no limit)"),
     },
     "auth": {
         "pam": Key("bool", "yes", "check system users' passwords through PAM (passwd-file users always use their hash)"),
         "pam_service": Key("str", "mailsuite", "PAM service name (/etc/pam.d/NAME)"),
         "allow_plaintext": Key("bool", "no", "accept passwords without TLS from any address (not only loopback)"),
-        "failure_delay": Key("duration", "2s", "pause after each failed login"),
+        "failure_delay": Key("duration", "2s", "every failed login ends this long after it began (n times this for the n-th failure of a session), whatever the cause"),
+        "max_login_failures": Key("int", "3", "failed logins in one POP3, IMAP or SMTP session before it is closed"),
         "first_valid_uid": Key("int", "1000", "accounts below this uid (system accounts, root) never log in"),
         "apop_secrets": Key("str", "", "APOP shared secrets, name:secret lines, mode 0600; empty disables APOP"),
     },

@@ -11,16 +11,18 @@ then a stat of the temporary file must show two links) and holds our PID.
 A dotlock whose PID is dead, or that is older than STALE_AFTER seconds and
 names no PID, is stale and removed.  Where the spool directory does not
 let us create files (Debian's 2775 root:mail /var/mail, an unprivileged
-user), liblockfile's setgid `dotlockfile` helper makes the dotlock for us.
+user), a session holding the mail group in reserve enables it around the
+dotlock's creation and removal in the spool directory only (`mailgroup`),
+and anyone else has liblockfile's setgid `dotlockfile` helper make it.
 """
 
 import errno
 import fcntl
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
-from . import fileio
+from . import fileio, mailgroup
 
 STALE_AFTER = 300          # seconds, as liblockfile and procmail
 # A delivery holds the locks for a few milliseconds (one fsync), so waiters
@@ -36,15 +38,21 @@ class LockTimeout(Exception):
 class Dotlock:
     """One `PATH.lock` file; `acquire()` tries once and says whether it won."""
 
-    def __init__(self, path, helper=None):
+    def __init__(self, path, helper=None, in_spool=False):
         self.path = path + ".lock"
         self.helper = helper
+        self.in_spool = in_spool
         self.held = False
         self.via_helper = False
 
+    def _group(self):
+        """The reserved mail group for a lock in the spool directory (see mailgroup); nothing elsewhere."""
+        return mailgroup.enabled() if self.in_spool else nullcontext()
+
     def acquire(self):
         try:
-            won = self._link_create()
+            with self._group():
+                won = self._link_create()
         except PermissionError:
             if not (self.helper and os.access(self.helper, os.X_OK)):
                 raise
@@ -112,7 +120,8 @@ class Dotlock:
             subprocess.run([self.helper, "-u", self.path], stdin=subprocess.DEVNULL,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         else:
-            fileio.unlink_quietly(self.path)
+            with self._group():
+                fileio.unlink_quietly(self.path)
 
 
 def _parse_pid(content):
@@ -138,11 +147,11 @@ def _pid_alive(pid):
 class MailboxLock:
     """Both locks on one mailbox, taken in Debian's order; `touch()` during long work."""
 
-    def __init__(self, path, fd, *, timeout, helper=None, dotlock=True):
+    def __init__(self, path, fd, *, timeout, helper=None, dotlock=True, in_spool=False):
         self.path = path
         self.fd = fd
         self.timeout = timeout
-        self.dotlock = Dotlock(path, helper) if dotlock else None
+        self.dotlock = Dotlock(path, helper, in_spool) if dotlock else None
 
     def acquire(self):
         deadline = time.monotonic() + self.timeout
@@ -189,8 +198,9 @@ class MailboxLock:
 @contextmanager
 def mailbox_lock(path, fd, cfg, *, timeout=None, dotlock=True):
     """Hold fcntl + dotlock on the open mailbox `fd` at `path`; LockTimeout if we can't."""
+    in_spool = os.path.dirname(os.path.normpath(path)) == os.path.normpath(cfg.mailsuite.spool_dir)
     lock = MailboxLock(path, fd, timeout=cfg.mailsuite.lock_timeout if timeout is None else timeout,
-                       helper=cfg.mailsuite.dotlock_helper, dotlock=dotlock)
+                       helper=cfg.mailsuite.dotlock_helper, dotlock=dotlock, in_spool=in_spool)
     lock.acquire()
     try:
         yield lock

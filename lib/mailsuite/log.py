@@ -1,7 +1,9 @@
 """Logging to syslog (facility mail), the place mail admins already look.
 
 Falls back to stderr when the syslog socket is missing (containers, the
-sandbox).  Delivery lines use the key=value form of Postfix's logs
+sandbox); a program serving a client on stdin/stdout (inetd) has had its
+stderr pointed at /dev/null by `cli.run` first, so a log line never
+reaches the client.  Delivery lines use the key=value form of Postfix's logs
 (`to=<bob@x>, relay=local, delay=0.2, dsn=2.0.0, status=sent`) so the
 usual grep and pflogsumm habits keep working.
 """

@@ -151,8 +151,12 @@ class Mailbox:
             self._lock.touch()
 
     def _open_cache(self):
+        """The owner's index cache, used only by the owner's own processes.
+
+        It lives under the owner's home, in directories they control: root
+        (`mail -u USER`, delivery) must never write through their links."""
         template = self.cfg.mailsuite.index_dir
-        if not template or self.owner is None:
+        if not template or self.owner is None or self.owner.uid != os.geteuid():
             return None
         return IndexCache(self.cfg.expand_user_path(template, self.owner.home))
 

@@ -5,6 +5,11 @@ to know that the password is right and the account is usable (not expired,
 not locked), nothing more.  The conversation answers every "echo off"
 prompt with the password and every "echo on" prompt with the user name, the
 way other non-interactive PAM clients (Dovecot, UW imapd) do.
+
+PAM's own failure delay (pam_unix asks for about two seconds, longer for
+some failures than others) is taken over with PAM_FAIL_DELAY, as login(1)
+and sshd do: the caller applies one delay to every failure alike, so the
+time a refusal takes tells nothing about why.
 """
 
 import ctypes
@@ -18,6 +23,7 @@ PAM_CONV_ERR = 19
 PAM_SILENT = 0x8000
 PAM_DISALLOW_NULL_AUTHTOK = 0x0001
 PAM_RHOST = 4
+PAM_FAIL_DELAY = 10
 
 
 class PamMessage(ctypes.Structure):
@@ -34,6 +40,14 @@ CONV_FUNC = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.POINTER(ctypes.P
 
 class PamConv(ctypes.Structure):
     _fields_ = [("conv", CONV_FUNC), ("appdata_ptr", ctypes.c_void_p)]
+
+
+DELAY_FUNC = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p)
+
+
+@DELAY_FUNC
+def _no_delay(_status, _microseconds, _appdata):
+    """PAM calls this instead of sleeping after a failure; the caller does the waiting."""
 
 
 _libs = {}
@@ -108,6 +122,7 @@ def authenticate(service, username, password, *, rhost=None, confdir=None):
     if status != PAM_SUCCESS:
         return False, f"pam_start: status {status}"
     try:
+        pam.pam_set_item(handle, PAM_FAIL_DELAY, ctypes.cast(_no_delay, ctypes.c_void_p))
         if rhost:
             pam.pam_set_item(handle, PAM_RHOST, ctypes.cast(ctypes.c_char_p(rhost.encode()), ctypes.c_void_p))
         status = pam.pam_authenticate(handle, PAM_SILENT | PAM_DISALLOW_NULL_AUTHTOK)

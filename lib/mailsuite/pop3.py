@@ -9,7 +9,8 @@ valid in; the handler returns the reply.  Errors are a table too
 Security: passwords in the clear only inside TLS or from loopback (see
 `auth.plaintext_allowed`); the same `[AUTH]` error for every failed login;
 privileges dropped to the user before the maildrop is opened; a bounded
-command line; a session that keeps sending bad commands is closed.
+command line; a session that keeps sending bad commands, or fails
+`max_login_failures` logins, is closed.
 """
 
 import enum
@@ -20,7 +21,7 @@ from . import auth
 from .locking import LockTimeout
 from .pop3_maildrop import Changed, InUse, Maildrop, take_session_lock
 from .mbox import MailboxError
-from .server import IdleTimeout, LineTooLong, tls_context
+from .server import IdleTimeout, LineTooLong, TooManyCommands, tls_context
 
 MAX_COMMAND_LINE = 1024          # RFC 2449 allows 255 octets; we accept more, not unbounded
 MAX_SASL_LINE = 8192
@@ -44,6 +45,7 @@ ERRORS = {
     "no_message": "-ERR no such message",
     "deleted": "-ERR message is deleted",
     "auth_failed": "-ERR [AUTH] invalid user name or password",
+    "auth_exhausted": "-ERR [AUTH] invalid user name or password; too many failures, closing connection",
     "plaintext": "-ERR [AUTH] plaintext authentication needs TLS; use STLS",
     "user_first": "-ERR USER first",
     "mechanism": "-ERR unsupported authentication mechanism",
@@ -57,6 +59,7 @@ ERRORS = {
     "unavailable": "-ERR [SYS/PERM] mailbox unavailable; contact the postmaster",
     "update_failed": "-ERR [SYS/TEMP] some deleted messages not removed",
     "timeout": "-ERR idle timeout; closing connection",
+    "too_many_commands": "-ERR too many commands before login; closing connection",
 }
 
 
@@ -104,6 +107,9 @@ class Session:
                     ok = self.reply(ERRORS["too_long"])
                 except IdleTimeout:
                     self.reply(ERRORS["timeout"])
+                    break
+                except TooManyCommands:
+                    self.reply(ERRORS["too_many_commands"])
                     break
                 else:
                     ok = self.dispatch(line)
@@ -217,6 +223,9 @@ class Session:
     def login(self, user):
         """After a successful check: drop to the user, lock and open the maildrop, enter TRANSACTION."""
         if user is None:
+            if self.authenticator.exhausted:
+                self.done = True
+                return self.reply(ERRORS["auth_exhausted"])
             return self.reply(ERRORS["auth_failed"])
         auth.drop_privileges(user, self.cfg)
         try:
@@ -229,6 +238,7 @@ class Session:
         except (MailboxError, OSError) as exc:
             return self.fail_login(user, "unavailable", str(exc))
         self.user, self.state = user, TRANSACTION
+        self.conn.end_login_phase()
         count = len(self.maildrop.messages)
         self.logger.info("session: user=%s, rhost=%s, messages=%d", user.name, self.conn.peer_text(), count)
         return self.reply(f"+OK {user.name} has {count} message{'s' if count != 1 else ''}")

@@ -25,6 +25,7 @@ import errno
 import fcntl
 import os
 
+from . import mailgroup
 from .mbox import Mailbox
 from .mbox_format import served_body, served_header
 
@@ -46,8 +47,8 @@ def take_session_lock(cfg, user):
     """The open fd holding the user's POP3 session lock; InUse if another session has it.
 
     The lock file lives in the user's state directory; a user without a
-    usable home gets one beside the spool instead (the session keeps the
-    mail group, which may create files there).
+    usable home gets one beside the spool instead, made with the mail group
+    the session holds in reserve for its locks (see mailgroup).
     """
     try:
         directory = state_directory(cfg, user)
@@ -56,8 +57,9 @@ def take_session_lock(cfg, user):
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     except OSError:
         spool_dir, name = os.path.split(user.spool)
-        fd = os.open(os.path.join(spool_dir, f".{name}.pop3.lock"),
-                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with mailgroup.enabled():
+            fd = os.open(os.path.join(spool_dir, f".{name}.pop3.lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

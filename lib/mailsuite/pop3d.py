@@ -47,16 +47,14 @@ def parse_address(text):
 def main(argv):
     args = parse_args(argv)
     cfg = config.load(args.config)
-    if not args.daemon:
-        server.protect_stderr()
     logger = log.setup(cfg, "pop3d")
-    timeout = cfg.pop3.idle_timeout
+    limits = server.Limits.of(cfg.pop3, cfg.pop3.idle_timeout)
 
     def session(conn):
         pop3.serve(conn, cfg, logger)
 
     if not args.daemon:
-        server.serve_inetd(session, cfg, implicit_tls=args.tls, timeout=timeout)
+        server.serve_inetd(session, cfg, implicit_tls=args.tls, limits=limits)
         return os.EX_OK
     listeners = [(*parse_address(a), False) for a in cfg.pop3.listen]
     listeners += [(*parse_address(a), True) for a in cfg.pop3.listen_tls]
@@ -64,7 +62,7 @@ def main(argv):
         raise Fatal(os.EX_CONFIG, "[pop3] listen and listen_tls are both empty")
     try:
         server.serve_forking(session, cfg, listeners=listeners, max_children=cfg.pop3.max_sessions,
-                             logger=logger, busy_reply=BUSY, timeout=timeout,
+                             logger=logger, busy_reply=BUSY, limits=limits,
                              on_ready=lambda bound: logger.info(
                                  "listening on %s", ", ".join(f"{h}:{p}" for h, p in bound)))
     except OSError as exc:

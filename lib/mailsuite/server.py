@@ -13,10 +13,21 @@ the peer is local.  Standalone mode (`serve_forking`) forks one child per
 connection, like UW ipop3d under inetd, so a crash or a hostile client
 affects one session only and each child can drop to its user after login.
 
-Security stance: lines are bounded (an overlong line is discarded up to its
-end and reported, never buffered whole), every read has an idle timeout,
-plaintext received before STARTTLS is thrown away (no command injection
-across the handshake), and the listener caps its children.
+Security stance: what one client may cost is bounded here, once, for SMTP,
+POP3 and IMAP alike (`Limits`, from each protocol's configuration section):
+- memory: a line is never buffered beyond its limit; an overlong line is
+  discarded up to its end and reported, and a "line" that goes on for
+  DISCARD_FACTOR times the limit (DISCARD_AT_LEAST bytes at least) without
+  an end closes the connection;
+- time: a whole command line must arrive within the line timeout (a
+  deadline per line, not an idle timer that every byte restarts, so a
+  client trickling one byte at a time is cut off), a caller may set a
+  shorter deadline (SMTP's data_timeout), and the whole login phase, from
+  connect until the protocol calls `end_login_phase()`, has one deadline;
+- commands: only `login_commands` lines may be sent before login;
+- sessions: the listener caps its children, and those from one address.
+Plaintext received before STARTTLS is thrown away (no command injection
+across the handshake).
 """
 
 import errno
@@ -28,23 +39,56 @@ import socket
 import ssl
 import stat
 import sys
+import time
+from dataclasses import dataclass
 
 from .config import ConfigError
 
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 65536
+# An overlong line is skipped to its end only if that comes within 64 times the limit (1 MiB at least).
+DISCARD_FACTOR = 64
+DISCARD_AT_LEAST = 1 << 20
 
 
 class LineTooLong(Exception):
     """The client sent a line longer than the protocol allows (already discarded)."""
 
 
-class IdleTimeout(Exception):
-    """The client said nothing for longer than the idle timeout."""
-
-
 class PeerGone(Exception):
     """The client closed the connection or it broke."""
+
+
+class LineFlood(PeerGone):
+    """The client sent far more than a line without a line end (see DISCARD_FACTOR): treated as gone."""
+
+
+class SessionLimit(Exception):
+    """The client overstayed a limit of the harness; the protocol says goodbye and the session ends."""
+
+
+class IdleTimeout(SessionLimit):
+    """A command line, or the whole login phase, did not arrive before its deadline."""
+
+
+class TooManyCommands(SessionLimit):
+    """The client used up the command lines allowed before login."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client may cost: the settings of a protocol's configuration section."""
+
+    line_timeout: float = 600      # a whole command line must arrive within this
+    login_timeout: float = 0       # the whole login phase, from connect (0: no deadline)
+    login_commands: int = 0        # command lines allowed before login (0: no budget)
+    per_address: int = 0           # -d: live sessions from one client address (0: no limit)
+
+    @classmethod
+    def of(cls, section, line_timeout):
+        """From a [smtp], [pop3] or [imap] section; LINE_TIMEOUT is its per-line timeout key's value."""
+        return cls(line_timeout, section.login_timeout, section.max_login_commands,
+                   section.max_sessions_per_address)
 
 
 class Connection:
@@ -56,6 +100,8 @@ class Connection:
         self._inbuf = bytearray()
         self._outbuf = bytearray()
         self._timeout = timeout
+        self._login_deadline = None
+        self._login_commands = None
         self.is_tls = isinstance(sock, ssl.SSLSocket)
         self.peer = _peer_of(sock) if sock is not None else None
         if sock is not None:
@@ -69,14 +115,42 @@ class Connection:
             return cls(sock=sock, timeout=timeout)
         return cls(rfd=0, wfd=1, timeout=timeout)
 
+    # --- the login phase -------------------------------------------------
+
+    def start_login_phase(self, limits):
+        """From now until end_login_phase(): one deadline for everything, and a budget of command lines."""
+        self._login_deadline = time.monotonic() + limits.login_timeout if limits.login_timeout else None
+        self._login_commands = limits.login_commands or None
+
+    def end_login_phase(self):
+        """The client logged in (SMTP: started a transaction): only the per-line limits remain."""
+        self._login_deadline = self._login_commands = None
+
+    def _deadline(self, explicit=None):
+        """When the read starting now must be done: the line timeout, the login phase, the caller's own."""
+        deadline = time.monotonic() + self._timeout
+        for other in (self._login_deadline, explicit):
+            if other is not None:
+                deadline = min(deadline, other)
+        return deadline
+
     # --- input -----------------------------------------------------------
 
-    def readline(self, limit):
-        """One line including its end; at most LIMIT bytes.
+    def readline(self, limit, deadline=None):
+        """One line including its end; at most LIMIT bytes, all of it before the deadline.
 
-        A longer line is read to its end and dropped, then LineTooLong is
-        raised, so the next readline() starts at the next command.
+        The deadline is the line timeout from now, or the end of the login
+        phase, or DEADLINE (a time.monotonic() value) when that is sooner:
+        IdleTimeout when it passes, however many bytes came meanwhile.  A
+        longer line is read to its end and dropped, then LineTooLong is
+        raised, so the next readline() starts at the next command.  Before
+        login every call uses up one command line of the budget.
         """
+        if self._login_commands is not None:
+            if self._login_commands <= 0:
+                raise TooManyCommands()
+            self._login_commands -= 1
+        deadline = self._deadline(deadline)
         scanned = 0
         while True:
             end = self._inbuf.find(b"\n", scanned)
@@ -88,24 +162,29 @@ class Connection:
                 del self._inbuf[:end + 1]
                 return line
             if len(self._inbuf) > limit:
-                self._discard_rest_of_line()
+                self._discard_rest_of_line(max(limit * DISCARD_FACTOR, DISCARD_AT_LEAST), deadline)
                 raise LineTooLong()
             scanned = len(self._inbuf)
-            self._fill()
+            self._fill(deadline)
 
-    def _discard_rest_of_line(self):
+    def _discard_rest_of_line(self, most, deadline):
+        discarded = 0
         while True:
             end = self._inbuf.find(b"\n")
             if end >= 0:
                 del self._inbuf[:end + 1]
                 return
+            discarded += len(self._inbuf)
             self._inbuf.clear()
-            self._fill()
+            if discarded > most:
+                raise LineFlood(f"{discarded} bytes without a line end")
+            self._fill(deadline)
 
-    def read_exact(self, n):
-        """Exactly N bytes (an IMAP literal); PeerGone if the client leaves first."""
+    def read_exact(self, n, deadline=None):
+        """Exactly N bytes (an IMAP literal), within the line timeout; PeerGone if the client leaves first."""
+        deadline = self._deadline(deadline)
         while len(self._inbuf) < n:
-            self._fill()
+            self._fill(deadline)
         data = bytes(self._inbuf[:n])
         del self._inbuf[:n]
         return data
@@ -137,14 +216,18 @@ class Connection:
         """True when the client already sent more than we have consumed (pipelining)."""
         return bool(self._inbuf) or (self.is_tls and self._sock.pending() > 0)
 
-    def _fill(self):
-        """Read more input, flushing our output first so the client is never left waiting."""
+    def _fill(self, deadline):
+        """Read more input before DEADLINE, flushing our output first so the client is never left waiting."""
         self.flush()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise IdleTimeout()
         try:
             if self._sock is not None:
+                self._sock.settimeout(remaining)
                 data = self._sock.recv(READ_CHUNK)
             else:
-                ready, _, _ = select.select([self._rfd], [], [], self._timeout)
+                ready, _, _ = select.select([self._rfd], [], [], remaining)
                 if not ready:
                     raise IdleTimeout()
                 data = os.read(self._rfd, READ_CHUNK)
@@ -169,6 +252,7 @@ class Connection:
         data, self._outbuf = self._outbuf, bytearray()
         try:
             if self._sock is not None:
+                self._sock.settimeout(self._timeout)
                 self._sock.sendall(data)
             else:
                 view = memoryview(data)
@@ -193,11 +277,27 @@ class Connection:
         self.flush()
         self._inbuf.clear()
         try:
-            self._sock = context.wrap_socket(self._sock, server_side=True)
+            self._sock = context.wrap_socket(self._sock, server_side=True, do_handshake_on_connect=False)
+            self._handshake(self._deadline())
         except (ssl.SSLError, OSError) as exc:
             raise PeerGone(f"TLS handshake failed: {exc}") from None
         self._sock.settimeout(self._timeout)
         self.is_tls = True
+
+    def _handshake(self, deadline):
+        """The whole TLS handshake before DEADLINE (a client trickling its hello is cut off like any line)."""
+        self._sock.setblocking(False)
+        while True:
+            try:
+                self._sock.do_handshake()
+                return
+            except ssl.SSLWantReadError:
+                wanted = ([self._sock], [])
+            except ssl.SSLWantWriteError:
+                wanted = ([], [self._sock])
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not any(select.select(*wanted, [], remaining)):
+                raise IdleTimeout()
 
     @property
     def can_starttls(self):
@@ -270,26 +370,10 @@ def tls_context(cfg, section=None):
 
 # --- inetd mode ------------------------------------------------------------
 
-def protect_stderr():
-    """Point stderr at /dev/null when inetd made it the client's socket.
-
-    inetd and xinetd give the connection as stdin, stdout *and* stderr; a
-    log line or traceback on stderr would go to the client mid-protocol.
-    Call before setting up logging; syslog is unaffected.
-    """
-    try:
-        if not stat.S_ISSOCK(os.fstat(2).st_mode):
-            return
-    except OSError:
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    os.close(devnull)
-
-
-def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
+def serve_inetd(handler, cfg, *, implicit_tls=False, limits=Limits()):
     """Run one session on stdin/stdout; returns when the handler does."""
-    conn = Connection.from_stdio(timeout=timeout)
+    conn = Connection.from_stdio(timeout=limits.line_timeout)
+    conn.start_login_phase(limits)
     try:
         if implicit_tls:
             context = tls_context(cfg)
@@ -297,7 +381,7 @@ def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
                 raise ConfigError("implicit TLS requested but [tls] cert_file is not set")
             conn.starttls(context)
         handler(conn)
-    except (PeerGone, IdleTimeout):
+    except (PeerGone, SessionLimit):
         pass
     finally:
         conn.close()
@@ -306,13 +390,13 @@ def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
 # --- standalone forking listener -------------------------------------------
 
 class _Listener:
-    """The parent: accepts, forks, counts and reaps children, stops on SIGTERM."""
+    """The parent: accepts, forks, counts and reaps children (by client address too), stops on SIGTERM."""
 
-    def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, timeout, on_hup):
+    def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup):
         self.handler, self.cfg, self.logger = handler, cfg, logger
-        self.max_children, self.busy_reply, self.timeout = max_children, busy_reply, timeout
+        self.max_children, self.busy_reply, self.limits = max_children, busy_reply, limits
         self.on_hup = on_hup
-        self.children = set()
+        self.children = {}               # pid -> client address
         self.stopping = self.hangup = False
         self.tls = None
         if any(implicit for _, _, implicit in listeners):
@@ -380,6 +464,12 @@ class _Listener:
             self.logger.warning("too many sessions (%d); refused %s", len(self.children), address[0])
             _refuse(client, self.busy_reply)
             return
+        if self.limits.per_address:
+            from_there = sum(1 for other in self.children.values() if other == address[0])
+            if from_there >= self.limits.per_address:
+                self.logger.warning("too many sessions from %s (%d); refused", address[0], from_there)
+                _refuse(client, self.busy_reply)
+                return
         try:
             pid = os.fork()
         except OSError as exc:
@@ -388,7 +478,7 @@ class _Listener:
             return
         if pid == 0:
             self._child(client, implicit_tls)
-        self.children.add(pid)
+        self.children[pid] = address[0]
         client.close()
 
     def _child(self, client, implicit_tls):
@@ -403,12 +493,13 @@ class _Listener:
             for fd in self.wake:
                 os.close(fd)
             client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            conn = Connection(sock=client, timeout=self.timeout)
+            conn = Connection(sock=client, timeout=self.limits.line_timeout)
+            conn.start_login_phase(self.limits)
             try:
                 if implicit_tls:
                     conn.starttls(self.tls)
                 self.handler(conn)
-            except (PeerGone, IdleTimeout):
+            except (PeerGone, SessionLimit):
                 pass
             finally:
                 conn.close()
@@ -428,21 +519,22 @@ class _Listener:
                 return
             if pid == 0:
                 return
-            self.children.discard(pid)
+            self.children.pop(pid, None)
             if block:
                 return
 
 
 def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=None,
-                  busy_reply=None, timeout=600, on_hup=None):
+                  busy_reply=None, limits=Limits(), on_hup=None):
     """Accept on every (host, port, implicit_tls) and run handler(conn) in a child per client.
 
-    Beyond MAX_CHILDREN live sessions a new client gets BUSY_REPLY and is
-    closed.  SIGTERM/SIGINT stop accepting; the call returns once the running
+    Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
+    client's address, a new client gets BUSY_REPLY and is closed.
+    SIGTERM/SIGINT stop accepting; the call returns once the running
     sessions have ended.  SIGHUP calls ON_HUP.  ON_READY receives the bound
     (host, port) pairs, so port 0 may be asked for.
     """
-    _Listener(handler, cfg, listeners, max_children, logger, busy_reply, timeout, on_hup).run(on_ready)
+    _Listener(handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup).run(on_ready)
 
 
 def _bind(host, port):

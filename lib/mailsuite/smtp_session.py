@@ -10,7 +10,10 @@ Security stance, command by command:
 - A client that talks before the greeting is dropped (spamware does).
 - Command lines are bounded (`max_line_length`); an overlong line, a NUL,
   an unknown or malformed command counts as an error, and `max_errors`
-  errors end the session with 421.
+  errors end the session with 421.  The Connection's limits (a deadline
+  per line, one for everything before the first MAIL with a budget of
+  command lines, see server.py) end it with 421 too; `data_timeout` is
+  passed down as the deadline of every data line.
 - RCPT applies the relay policy: local domains are always accepted; other
   domains only from `relay_networks` or after AUTH; all else `554 5.7.1`.
   The submission port requires AUTH before MAIL.
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from .auth import decode_sasl_plain
-from .server import IdleTimeout, LineTooLong, PeerGone
+from .server import IdleTimeout, LineTooLong, PeerGone, TooManyCommands
 
 MAX_DATA_LINE = 1 << 20          # far beyond RFC 5321's 1000, which real mail exceeds
 SPOOL_IN_MEMORY = 1 << 20
@@ -88,7 +91,9 @@ R_NUL = "500 5.5.2 NUL character in command"
 R_PARAM_SYNTAX = "501 5.5.4 Syntax error in parameters or arguments"
 R_TOO_MANY_ERRORS = "421 4.7.0 Too many errors, closing connection"
 R_TIMEOUT = "421 4.4.2 Timeout, closing connection"
+R_TOO_MANY_COMMANDS = "421 4.7.0 Too many commands before MAIL, closing connection"
 R_TOO_MUCH_JUNK = "421 4.7.0 Too many commands that do nothing, closing connection"
+R_TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed authentications, closing connection"
 R_SYNC = "554 5.5.0 Protocol synchronization error (commands sent ahead of replies)"
 R_PREGREET = "554 5.5.0 Protocol error: you talked before my greeting"
 R_RELAY_DENIED = "554 5.7.1 Relay access denied"
@@ -227,6 +232,9 @@ class Session:
         except IdleTimeout:
             self.logger.info("timeout after %s from %s", self.state.value, self.client_text)
             self._try_reply(R_TIMEOUT)
+        except TooManyCommands:
+            self.logger.info("too many commands before MAIL from %s", self.client_text)
+            self._try_reply(R_TOO_MANY_COMMANDS)
         except PeerGone:
             self.logger.info("lost connection after %s from %s", self.state.value, self.client_text)
         self._try_flush()
@@ -457,6 +465,7 @@ class Session:
             raise SmtpError(R_TOO_BIG)
         self.envelope = envelope
         self.state = State.MAIL
+        self.conn.end_login_phase()
         self.reply("250 2.1.0 Ok")
 
     def smtp_RCPT(self, argument):
@@ -558,7 +567,7 @@ class Session:
         after_crlf = True                 # the DATA line itself ended in CRLF
         while True:
             try:
-                line = self.conn.readline(MAX_DATA_LINE)
+                line = self.conn.readline(MAX_DATA_LINE, deadline=deadline)
             except LineTooLong:
                 problem = problem or R_DATA_LINE_TOO_LONG
                 continue

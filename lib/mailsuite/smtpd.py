@@ -25,7 +25,7 @@ import lockfile
 
 from . import auth, config, log, mx, queue, runner, server
 from .cli import Fatal
-from .smtp_session import Policy, Session
+from .smtp_session import R_TOO_MANY_AUTH_FAILURES, Disconnect, Policy, Session
 
 
 def parse_listen(items, default_port):
@@ -125,7 +125,8 @@ class Daemon:
             busy = f"421 4.7.0 {self.cfg.hostname} Too many connections, try again later\r\n".encode()
             server.serve_forking(self.session, self.cfg, listeners=self.listeners(),
                                  max_children=self.cfg.smtp.max_children, logger=self.logger,
-                                 on_ready=on_ready, busy_reply=busy, timeout=self.cfg.smtp.command_timeout,
+                                 on_ready=on_ready, busy_reply=busy,
+                                 limits=server.Limits.of(self.cfg.smtp, self.cfg.smtp.command_timeout),
                                  on_hup=self.reload)
         finally:
             self.stop_runner(wait=True)
@@ -223,9 +224,15 @@ def queue_writer(cfg):
 
 
 def authenticator(cfg, logger, conn):
-    """authenticate(user, password) -> user name or None, through the shared auth module."""
+    """authenticate(user, password) -> user name or None, through the shared auth module.
+
+    One per session: after `max_login_failures` failures the session ends with 421."""
+    checker = auth.Authenticator(cfg, "smtp", logger)
+
     def authenticate(username, password):
-        user = auth.Authenticator(cfg, "smtp", logger).authenticate(username, password, conn.peer)
+        user = checker.authenticate(username, password, conn.peer)
+        if user is None and checker.exhausted:
+            raise Disconnect(R_TOO_MANY_AUTH_FAILURES)
         return user.name if user else None
     return authenticate
 

@@ -57,7 +57,8 @@ def measure(port, recipient, mbox, sessions):
 def ours(sessions):
     directory = Path(tempfile.mkdtemp(prefix="mailsuite-bench-smtp-"))
     try:
-        host = Instance(directory, smtp={"max_children": "64", "listen": "127.0.0.1:0"},
+        host = Instance(directory, smtp={"max_children": "64", "max_sessions_per_address": "0",
+                                         "listen": "127.0.0.1:0"},
                         mailsuite={"log_level": "warning"}).start(runner=True)
         try:
             return measure(host.port, "alice@example.test", directory / "spool" / "alice", sessions)

@@ -49,10 +49,10 @@ def main(argv):
     cfg = config.load(args.config)
     logger = log.setup(cfg, "imapd")
     tls = server.tls_context(cfg, "imap")
-    authenticator = Authenticator(cfg, "imap", logger)
+    limits = server.Limits.of(cfg.imap, cfg.imap.idle_timeout)
 
     def handle(conn):
-        Session(conn, cfg, logger, authenticator=authenticator, tls_context=tls).run()
+        Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=tls).run()
 
     if args.preauth:
         user = UserDB(cfg).lookup(args.preauth)
@@ -79,8 +79,8 @@ def main(argv):
         server.serve_forking(
             handle, cfg, listeners=listeners, max_children=cfg.imap.max_sessions, logger=logger,
             on_ready=ready, busy_reply=b"* BYE too many connections; try again later\r\n",
-            timeout=cfg.imap.idle_timeout,
+            limits=limits,
         )
         return 0
-    server.serve_inetd(handle, cfg, implicit_tls=args.tls, timeout=cfg.imap.idle_timeout)
+    server.serve_inetd(handle, cfg, implicit_tls=args.tls, limits=limits)
     return 0

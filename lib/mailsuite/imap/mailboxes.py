@@ -8,7 +8,10 @@ servers and keep their folders.
 
 Names are confined to the mail directory: empty, `.` and `..` components,
 absolute names, dot-files, `*.lock` names and any symbolic link on the way
-are refused, and every path is opened without following links.  Names
+are refused, and every path is opened without following links.  A mail
+directory that resolves into the spool directory (`~/mail` a symlink to
+/var/mail), or holds it, is refused whole: its "folders" would be other
+users' spools.  Names
 travel in modified UTF-7 (RFC 3501 5.1.3) and are stored on disk in the
 same form, as Dovecot does.  Subscriptions live in `~/mail/.subscriptions`,
 the file Dovecot uses for mbox.
@@ -101,8 +104,17 @@ class MailStore:
     def __init__(self, cfg, user):
         self.cfg = cfg
         self.user = user
-        self.mail_dir = cfg.expand_user_path(cfg.imap.mail_dir, user.home)
+        self._mail_dir = cfg.expand_user_path(cfg.imap.mail_dir, user.home)
+        self._spool_dir = cfg.mailsuite.spool_dir
         self.special_use = dict(_special_use(cfg.imap.special_use))
+
+    @property
+    def mail_dir(self):
+        """The folder directory, checked at every use: the user may change a link in its path at any time."""
+        real, spool = os.path.realpath(self._mail_dir), os.path.realpath(self._spool_dir)
+        if _contains(real, spool) or _contains(spool, real):
+            raise MailboxNameError("the mail directory overlaps the spool directory; folders are unavailable")
+        return self._mail_dir
 
     # -- names to paths --
 
@@ -285,7 +297,11 @@ class MailStore:
                 elif entry.is_file(follow_symlinks=False):
                     found.append([full, "file", False])
 
-        walk(self.mail_dir, "", 1)
+        try:
+            top = self.mail_dir
+        except MailboxNameError:
+            return []
+        walk(top, "", 1)
         return [tuple(f) for f in found]
 
     def list(self, reference, pattern):
@@ -322,7 +338,7 @@ class MailStore:
         try:
             with open(self._subscriptions_path(), "rb") as f:
                 data = f.read(1 << 20)
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, MailboxNameError):
             return []
         lines = data.decode("utf-8", "replace").split("\n")
         if lines and lines[0].startswith("V\t"):
@@ -364,6 +380,11 @@ class MailStore:
 def open_mbox(path, cfg, user):
     """The store's Mailbox for a path, refused unless the user owns it."""
     return mbox.Mailbox(path, cfg, owner=user)
+
+
+def _contains(directory, path):
+    """Whether PATH is DIRECTORY or lies under it (both resolved)."""
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _join(reference, pattern):

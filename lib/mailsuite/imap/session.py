@@ -12,7 +12,7 @@ NOOP, ID and LOGOUT before authentication; LOGINDISABLED whenever the
 configuration forbids plaintext passwords on this connection; privileges
 dropped to the user right after login, before any mailbox is opened; every
 line, literal and command bounded; a client that keeps sending garbage is
-disconnected.
+disconnected, and so is one that fails `max_login_failures` logins.
 """
 
 import enum
@@ -181,6 +181,8 @@ class Session:
                 self.execute(data)
         except server.IdleTimeout:
             self.send_line("* BYE autologout; idle for too long")
+        except server.TooManyCommands:
+            self.send_line("* BYE too many commands before login")
         except UidValidityChanged:
             self.send_line("* BYE mailbox was replaced by another program; please reconnect")
         finally:
@@ -214,7 +216,8 @@ class Session:
                 return b"".join(pieces)
             size, non_sync = int(m.group(1)), bool(m.group(2))
             head = b"".join(pieces) + line
-            limit = imap.max_message_size if self._is_append(head) else imap.max_command_size
+            appending = self._is_append(head) and self.state in AUTH     # before login, no message is taken
+            limit = imap.max_message_size if appending else imap.max_command_size
             if size > limit or total + size > max(limit, imap.max_command_size) + imap.max_line_length:
                 if non_sync:
                     self.send_line("* BYE literal too large")
@@ -310,7 +313,7 @@ class Session:
             self.logger.error("%s: %s", command.name, exc)
             self.tagged(command.tag, "NO", f"[SERVERBUG] {exc.strerror or 'system error'}")
             return
-        except (server.PeerGone, server.IdleTimeout, UidValidityChanged):
+        except (server.PeerGone, server.SessionLimit, UidValidityChanged):
             raise
         except Exception:
             # a bug must cost the command, not the session and the user's pending flag changes
@@ -392,6 +395,9 @@ class Session:
     def login(self, username, password):
         user = self.auth.authenticate(username, password, self.conn.peer) if self.auth else None
         if user is None:
+            if self.auth is not None and self.auth.exhausted:
+                self.send_line("* BYE too many failed logins")
+                self.state = State.LOGOUT
             raise No("[AUTHENTICATIONFAILED] authentication failed")
         self.start_user(user)
 
@@ -400,6 +406,7 @@ class Session:
         self.user = user
         self.store = MailStore(self.cfg, user)
         self.state = State.AUTHENTICATED
+        self.conn.end_login_phase()
 
     # --- authenticated: mailboxes ------------------------------------------------------
 

@@ -73,6 +73,16 @@ class Session:
             return line.rstrip("\n")
         return input(prompt)
 
+    def confirm(self, question):
+        """Ask a yes/no QUESTION at the terminal; no, without asking, when commands come from a file or pipe."""
+        if not self.interactive:
+            return False
+        try:
+            answer = self.read_line(f"{question} [y/N] ")
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
     def screen_rows(self):
         return shutil.get_terminal_size((80, 24)).lines
 

@@ -4,11 +4,21 @@
 (locked, fsynced, From_-quoted), so the file reads in mutt and s-nail; a
 saved message leaves the spool on quit, a copied one stays.  `write` keeps
 only the bodies, `detach` one decoded attachment, byte for byte.
+
+An attachment's name is chosen by whoever sent the message, so `detach`
+uses it only once made harmless (`safe_file_name`): no directories, no
+control characters, no leading dot, so it lands in the current directory
+as a plain visible file and never as ~/.bash_profile.  An existing file is
+replaced only when the user answers yes at the terminal, and then whole
+(a new file renamed over it); a write that fails leaves no partial file.
 """
 
 import email.utils
 import os
+import re
+import tempfile
 
+from ... import fileio
 from ...locking import LockTimeout
 from ...mbox import MailboxError
 from .. import mime_view, msglist
@@ -110,11 +120,65 @@ def detach(session, arg):
     if not 1 <= part_no <= len(parts):
         raise CommandError(f"message {m.number} has no attachment #{part_no}")
     part = parts[part_no - 1]
-    default = os.path.basename(part.filename) or f"attachment-{m.number}-{part_no}"
-    path = session.expand_path(rest[0]) if rest else os.path.join(os.getcwd(), default)
-    if os.path.exists(path):
-        raise CommandError(f"{path}: file exists, not overwritten")
+    if rest:
+        path = session.expand_path(rest[0])
+    else:
+        path = os.path.join(os.getcwd(), safe_file_name(part.filename, f"attachment-{m.number}-{part_no}"))
     data = part.message.get_payload(decode=True) or b""
-    with open(path, "xb") as f:
-        f.write(data)
+    try:
+        try:
+            _write_new(path, data)
+        except FileExistsError:
+            if not os.path.isfile(path) or os.path.islink(path):
+                raise CommandError(f"{path}: exists and is not a plain file, not overwritten") from None
+            if not session.confirm(f'"{path}" exists; overwrite?'):
+                raise CommandError(f"{path}: file exists, not overwritten") from None
+            _replace(path, data)
+    except OSError as exc:
+        raise CommandError(f"{path}: {exc.strerror}, nothing saved") from None
     session.write(f'"{path}" {len(data)} bytes\n')
+
+
+def safe_file_name(name, fallback):
+    """NAME from a message made safe to create in the current directory; FALLBACK when nothing is left.
+
+    Only the last component of a Unix or DOS path is kept, control and other
+    invisible characters become '_', and leading dots and blanks go, so the
+    result is never a directory, a dotfile or a terminal escape.
+    """
+    name = re.split(r"[/\\]", name)[-1]
+    name = "".join(c if c.isprintable() else "_" for c in name).lstrip(". ").rstrip()
+    while len(name.encode("utf-8", "surrogateescape")) > 255:
+        name = name[:-1]
+    return name or fallback
+
+
+def _write_new(path, data):
+    """Create PATH with DATA, never over an existing file or link; a failed write removes it again."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    _fill_or_remove(fd, path, data)
+
+
+def _replace(path, data):
+    """Put a new file with DATA in place of PATH: whole, or not at all."""
+    fd, temporary = tempfile.mkstemp(prefix=".detach-", dir=os.path.dirname(path) or ".")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    _fill_or_remove(fd, temporary, data)
+    try:
+        os.replace(temporary, path)
+    except OSError:
+        fileio.unlink_quietly(temporary)
+        raise
+
+
+def _fill_or_remove(fd, path, data):
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        fileio.unlink_quietly(path)
+        raise
