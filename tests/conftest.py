@@ -10,7 +10,7 @@ import pytest
 
 import peers
 
-pytest_plugins = ["realusers"]            # the real_users fixture, for attack tests as real users
+pytest_plugins = ["realusers", "mta_system"]   # real_users, and system_mta: a system-mode MTA they attack
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent          # the venv's bin: the installed programs

@@ -8,7 +8,8 @@ mailbox locks.  Address data reaches a command only through environment
 variables (SENDER, RECIPIENT...), never its command line, and commands run
 with a fixed PATH in the target user's home.  A command's exit status is
 read as sysexits: 0 delivered, EX_TEMPFAIL (and EX_OSERR, EX_IOERR) try
-again later, anything else bounces with the command's first output line.
+again later, anything else bounces with a short, clean excerpt of the
+command's first output line (log.excerpt), never more of what it printed.
 """
 
 import errno
@@ -21,6 +22,8 @@ import time
 from dataclasses import dataclass
 
 from . import deliver
+from .asuser import become
+from .log import excerpt
 
 SOFT_EXITS = {os.EX_TEMPFAIL, os.EX_OSERR, os.EX_IOERR}
 EXIT_DSN = {
@@ -92,7 +95,7 @@ def _file_child(cfg, target, prepared, *, sender, recipient):
         os.close(read_end)
         status = os.EX_SOFTWARE
         try:
-            _become(target.run_as)
+            become(target.run_as)
             status = _append_mbox(cfg, target.value, prepared, sender, recipient)
         except OSError as exc:
             os.write(write_end, f"{target.value}: {exc.strerror}".encode()[:500])
@@ -178,8 +181,7 @@ def _command(cfg, target, message, *, sender, recipient, queue_id):
             proc.wait()
             return Result("deferred", "4.3.0", "command time limit exceeded", "command")
         output.seek(0)
-        said = output.read(1000).decode("utf-8", "replace").strip().splitlines()
-    said = said[0] if said else ""
+        said = excerpt(output.read(4096).decode("utf-8", "replace"))
     if code == 0:
         return Result("sent", "2.0.0", f"delivered to command: {target.value}", "command")
     reason = f"command exited with status {code}" if code > 0 else f"command killed by signal {-code}"
@@ -187,17 +189,6 @@ def _command(cfg, target, message, *, sender, recipient, queue_id):
     if code < 0 or code in SOFT_EXITS:
         return Result("deferred", "4.3.0", reason, "command")
     return Result("bounced", EXIT_DSN.get(code, "5.3.0"), reason, "command")
-
-
-def _become(run_as):
-    """Drop to RUN_AS for good (child processes only)."""
-    if run_as is None:
-        return
-    os.setgroups([])
-    os.setgid(run_as.gid)
-    os.setuid(run_as.uid)
-    if os.getuid() == 0 or os.geteuid() == 0:
-        raise PermissionError("could not drop root privileges")
 
 
 def _copy(src, dst):

@@ -37,7 +37,7 @@ def deliver_message(cfg, queue, qid, logger, *, states=("incoming", "deferred"),
     if claim is None:
         return None
     with claim:
-        attempt = Attempt(cfg, queue, claim, logger, router or Router(cfg))
+        attempt = Attempt(cfg, queue, claim, logger, router or Router(cfg, logger=logger))
         attempt.run()
     return attempt.notifications
 
