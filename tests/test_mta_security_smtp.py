@@ -1,0 +1,57 @@
+"""Attacks on the SMTP side of a system-mode MTA: log injection, backscatter, start-up.
+
+The daemon runs as root (`sendmail -bD`) with its log on stderr; clients
+talk to it over loopback; local users are real users (useradd).
+"""
+
+import base64
+import re
+
+import pytest
+
+from mta_system import SystemMta
+from smtp_helpers import S250_OK, S354_START_DATA, S535_AUTH_FAILED, S554_FAILED, RawClient, wait_for
+
+pytestmark = pytest.mark.root
+
+EVIL_LOGIN = "nosuch\n\x1b]0;pwned\x07Nov 30 00:00:00 host smtpd[1]: forged line"
+EVIL_SENDER = '"\x1b]0;ENV\x07"@x.example'
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ \S+\[\d+\]: ")
+
+
+@pytest.fixture
+def mta():
+    host = SystemMta(auth={"failure_delay": "0", "pam": "no"}, smtp={"relay_networks": "192.0.2.0/24"})
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+def test_client_strings_are_escaped_in_every_log_line(mta, real_users):
+    a = real_users.add("secA")
+    port = mta.start_daemon()
+    client = RawClient(port)
+    try:
+        assert client.reply()[0] == 220
+        assert client.command("EHLO client.test")[0] == S250_OK
+        plain = base64.b64encode(f"\0{EVIL_LOGIN}\0secret".encode()).decode()
+        assert client.command(f"AUTH PLAIN {plain}")[0] == S535_AUTH_FAILED
+        assert client.command(f"MAIL FROM:<{EVIL_SENDER}>")[0] == S250_OK
+        assert client.command('RCPT TO:<"\x1b[2J\x1b[H"@elsewhere.example>')[0] == S554_FAILED
+        assert client.command(f"RCPT TO:<{a.name}@mta.test>")[0] == S250_OK
+        assert client.command("DATA")[0] == S354_START_DATA
+        assert client.command("Subject: hi\r\n\r\nhello\r\n.")[0] == S250_OK
+        client.command("QUIT")
+    finally:
+        client.close()
+    wait_for(lambda: mta.messages(a))
+    # a local user's sendmail -bs: the sender goes through the maildrop to the runner's log
+    session = f"HELO here\nMAIL FROM:<{EVIL_SENDER}>\nRCPT TO:<{a.name}@mta.test>\nDATA\nSubject: x\n\nx\n.\nQUIT\n"
+    assert mta.sendmail(a, "-bs", input=session.encode()).returncode == 0
+    wait_for(lambda: "corrupt" in mta.daemon_log() or len(mta.messages(a)) > 1)
+    log = mta.daemon_log()
+    assert "pwned" in log and "ENV" in log and "[2J" in log
+    for line in log.splitlines():
+        assert LOG_LINE.match(line), line
+        assert line.isprintable(), line
