@@ -55,3 +55,66 @@ def test_client_strings_are_escaped_in_every_log_line(mta, real_users):
     for line in log.splitlines():
         assert LOG_LINE.match(line), line
         assert line.isprintable(), line
+
+
+def session(port, sender, recipients):
+    """MAIL and RCPT for each recipient: {recipient: (code, first reply line)}; the transaction is reset."""
+    client = RawClient(port)
+    try:
+        assert client.reply()[0] == 220
+        assert client.command("EHLO client.test")[0] == S250_OK
+        assert client.command(f"MAIL FROM:<{sender}>")[0] == S250_OK
+        answers = {}
+        for rcpt in recipients:
+            code, lines = client.command(f"RCPT TO:<{rcpt}>")
+            answers[rcpt] = (code, lines[0])
+        client.command("RSET")
+        client.command("QUIT")
+        return answers
+    finally:
+        client.close()
+
+
+def test_unknown_local_recipients_are_refused_at_rcpt(mta, real_users):
+    """Backscatter: a forged sender must never get a bounce for a name that does not exist."""
+    a = real_users.add("secA")
+    mta.aliases.write_text(f"postmaster: root\nstaff: {a.name}\n")
+    port = mta.start_daemon()
+    answers = session(port, "victim@elsewhere.example",
+                      ["nosuchuser@mta.test", f"{a.name}@mta.test", "Staff@mta.test", "postmaster@mta.test",
+                       "nosuchuser@localhost"])
+    assert answers["nosuchuser@mta.test"][0] == 550
+    assert " 5.1.1 " in answers["nosuchuser@mta.test"][1]
+    assert answers["nosuchuser@localhost"][0] == 550
+    assert answers[f"{a.name}@mta.test"][0] == answers["Staff@mta.test"][0] == S250_OK
+    assert answers["postmaster@mta.test"][0] == S250_OK
+    assert mta.queue_entries("incoming") == mta.queue_entries("deferred") == []
+
+
+def test_a_catch_all_takes_unknown_local_recipients(real_users):
+    a = real_users.add("secA")
+    host = SystemMta(queue={"catch_all": a.name})
+    try:
+        port = host.start_daemon()
+        client = RawClient(port)
+        try:
+            assert client.reply()[0] == 220
+            for line in ("EHLO client.test", "MAIL FROM:<someone@elsewhere.example>", "RCPT TO:<nosuchuser@mta.test>"):
+                assert client.command(line)[0] == S250_OK
+            assert client.command("DATA")[0] == S354_START_DATA
+            assert client.command("Subject: for nobody\r\n\r\nhello\r\n.")[0] == S250_OK
+        finally:
+            client.close()
+        [message] = wait_for(lambda: host.messages(a))
+        assert message["Subject"] == "for nobody"
+    finally:
+        host.close()
+
+
+def test_unknown_recipients_may_still_be_accepted_when_configured(real_users):
+    host = SystemMta(smtp={"reject_unknown_recipients": "no"})
+    try:
+        port = host.start_daemon()
+        assert session(port, "x@elsewhere.example", ["nosuchuser@mta.test"])["nosuchuser@mta.test"][0] == S250_OK
+    finally:
+        host.close()

@@ -74,6 +74,9 @@ class Authority:
     any_owner: bool = False
 
 
+ROOT = Authority(RunAs("root", 0, 0, "/"), any_owner=True)     # root's aliases, the configuration
+
+
 @dataclass(frozen=True)
 class Target:
     kind: str              # mailbox | file | command | remote | error
@@ -125,6 +128,9 @@ class Router:
             return None
         user = self.users.lookup(name)
         if user is None:
+            if self.cfg.queue.catch_all:
+                return self._item(self.cfg.queue.catch_all, chain, out, authority=ROOT, self_name=lname,
+                                  via="catch_all")
             return self._error(out, name, "5.1.1", f"{excerpt(name)}: user unknown", via)
         authority = Authority(RunAs(user.name, user.uid, user.gid, user.home), any_owner=user.uid == 0)
         forward = self._forward(user, authority)
@@ -260,10 +266,10 @@ class Router:
     # --- identities ----------------------------------------------------
 
     def _aliases_authority(self):
-        """Root's aliases may include anyone's files; another owner's only theirs."""
+        """Root's aliases may include anyone's files; another owner's aliases only theirs."""
         owner = self.aliases.owner
         if owner is None or owner == 0:
-            return Authority(RunAs("root", 0, 0, "/"), any_owner=True)
+            return ROOT
         return Authority(self._identity_of_uid(owner))
 
     def _identity_of_uid(self, uid):

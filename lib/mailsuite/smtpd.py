@@ -68,7 +68,7 @@ class Daemon:
         Session(conn, policy, enqueue=queue_writer(self.cfg), logger=self.logger,
                 authenticate=authenticator(self.cfg, self.logger, conn), tls_context=self.tls,
                 plaintext_ok=lambda c: auth.plaintext_allowed(self.cfg, c),
-                **_queue_errors()).run()
+                known_recipient=recipient_check(self.cfg), **_queue_errors()).run()
 
     # --- the runner child -------------------------------------------------
 
@@ -207,7 +207,7 @@ def smtp_on_stdio(cfg, user, *, submit=None):
     conn = server.Connection(rfd=sys.stdin.fileno(), wfd=sys.stdout.fileno(), timeout=cfg.smtp.command_timeout)
     try:
         Session(conn, policy, enqueue=enqueue, logger=logger, local_user=name,
-                **_queue_errors()).run()
+                known_recipient=recipient_check(cfg), **_queue_errors()).run()
     finally:
         conn.close()
     return os.EX_OK
@@ -220,6 +220,14 @@ def queue_writer(cfg):
                                         received=received.encode(), client=envelope.client,
                                         auth_user=envelope.auth_user)
     return enqueue
+
+
+def recipient_check(cfg):
+    """known_recipient(address) for RCPT, or None when unknown users are accepted."""
+    if not cfg.smtp.reject_unknown_recipients:
+        return None
+    from .recipients import LocalRecipients
+    return LocalRecipients(cfg).known
 
 
 def authenticator(cfg, logger, conn):
