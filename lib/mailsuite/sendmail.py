@@ -125,7 +125,8 @@ def _valued(opts, letter, value):
     elif letter in "fr":
         opts.sender = _sender(value)
     elif letter == "F":
-        _no_controls(value, "full name")
+        if not value.isprintable() or len(value) > 256:
+            raise Fatal(os.EX_DATAERR, "full name: at most 256 printable characters")
         opts.full_name = value
     elif letter == "N":
         words = {w.strip().upper() for w in value.split(",") if w.strip()}
