@@ -143,6 +143,7 @@ SCHEMA = {
         "min_backoff": Key("duration", "5m", "first retry delay after a temporary failure; doubles each attempt"),
         "max_backoff": Key("duration", "1h", "longest delay between two attempts"),
         "max_lifetime": Key("duration", "5d", "a message still undeliverable after this long bounces"),
+        "hold_after_crashes": Key("int", "3", "a message whose delivery worker crashed this many times is held (mailq shows why) until released"),
         "aliases": Key("str", "/etc/aliases", "the aliases(5) file; newaliases compiles it to FILE.db beside it"),
         "forward_file": Key("str", "~/.forward", "per-user forwarding file; ~ is the user's home; empty disables it"),
         "allow_commands": Key("bool", "yes", "allow |command deliveries from aliases and .forward files"),

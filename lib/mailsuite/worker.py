@@ -18,16 +18,11 @@ import time
 
 from . import agents, dsn, log
 from .address import origin_domain, qualify
+from .queue import backoff
 from .routing import RouteError, Router
 
 BOUNCE = "mailsuite:bounce"
 DOUBLE_BOUNCE = "mailsuite:double-bounce"
-
-
-def backoff(cfg, attempts):
-    """Seconds to wait after ATTEMPTS failed attempts: doubling from min_backoff, capped."""
-    low, high = cfg.queue.min_backoff, cfg.queue.max_backoff
-    return min(high, low * (2 ** max(0, attempts - 1)))
 
 
 def deliver_message(cfg, queue, qid, logger, *, states=("incoming", "deferred"), router=None):
@@ -47,7 +42,6 @@ class Attempt:
         self.cfg, self.queue, self.claim, self.logger, self.router = cfg, queue, claim, logger, router
         self.env = claim.envelope
         self.id = claim.id
-        self.started = time.time()
         self.notifications = []
         self.sent_keys = {t for (_r, t), rec in self.env.results.items() if t and rec.get("s") == "sent"}
 
@@ -143,7 +137,7 @@ class Attempt:
         self._notify(succeeded, targets, "delivered")
         if waiting:
             reason = self._reason(waiting, targets)
-            self.claim.record(attempt=round(self.started, 3), reason=reason)
+            self.claim.record(deferred=round(time.time(), 3), reason=reason)
             delay = backoff(self.cfg, env.attempts)
             self.claim.defer(time.time() + delay)
             self.logger.info("%s: deferred %d recipient(s), next attempt in %ds (%s)",
