@@ -308,10 +308,12 @@ def serve_inetd(handler, cfg, *, implicit_tls=False, timeout=600):
 class _Listener:
     """The parent: accepts, forks, counts and reaps children, stops on SIGTERM."""
 
-    def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, timeout, on_hup):
+    def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, timeout, on_hup,
+                 supervisor=None):
         self.handler, self.cfg, self.logger = handler, cfg, logger
         self.max_children, self.busy_reply, self.timeout = max_children, busy_reply, timeout
         self.on_hup = on_hup
+        self.supervisor = supervisor
         self.children = set()
         self.stopping = self.hangup = False
         self.tls = None
@@ -354,7 +356,8 @@ class _Listener:
     def _accept_loop(self, wake_r):
         by_fd = {sock.fileno(): (sock, implicit) for sock, implicit in self.sockets}
         while not self.stopping:
-            ready, _, _ = select.select([wake_r, *by_fd], [], [])
+            timeout = self.supervisor.tick() if self.supervisor else None
+            ready, _, _ = select.select([wake_r, *by_fd], [], [], timeout)
             if wake_r in ready:
                 _drain(wake_r)
             self._reap(block=False)
@@ -420,29 +423,39 @@ class _Listener:
             os._exit(status)
 
     def _reap(self, block):
-        while self.children:
+        while self.children or (self.supervisor and not block):
             try:
-                pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
                 return
             if pid == 0:
                 return
-            self.children.discard(pid)
+            if pid in self.children:
+                self.children.discard(pid)
+            elif self.supervisor:
+                self.supervisor.exited(pid, status)
             if block:
                 return
 
 
 def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=None,
-                  busy_reply=None, timeout=600, on_hup=None):
+                  busy_reply=None, timeout=600, on_hup=None, supervisor=None):
     """Accept on every (host, port, implicit_tls) and run handler(conn) in a child per client.
 
     Beyond MAX_CHILDREN live sessions a new client gets BUSY_REPLY and is
     closed.  SIGTERM/SIGINT stop accepting; the call returns once the running
     sessions have ended.  SIGHUP calls ON_HUP.  ON_READY receives the bound
     (host, port) pairs, so port 0 may be asked for.
+
+    SUPERVISOR looks after the caller's own children (the SMTP daemon's
+    queue runner), which the listener reaps with its sessions:
+    `supervisor.exited(pid, status)` hears of each that ends, and
+    `supervisor.tick()` is called at every wake-up and returns the seconds
+    until it wants the next call (None: no need).
     """
-    _Listener(handler, cfg, listeners, max_children, logger, busy_reply, timeout, on_hup).run(on_ready)
+    _Listener(handler, cfg, listeners, max_children, logger, busy_reply, timeout, on_hup,
+              supervisor).run(on_ready)
 
 
 def _bind(host, port):

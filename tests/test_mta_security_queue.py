@@ -1,0 +1,135 @@
+"""Attacks on the queue of a system-mode MTA by local users: nobody stops everybody's mail.
+
+Real users (useradd) write into the 1733 maildrop what they like, lock
+their own spool, send mail that crashes a delivery worker, and run the
+queue commands; root's daemon (`sendmail -bD`) or `sendmail -q` must go on
+delivering everyone else's mail, and tell the operator once.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import program
+from mta_system import SystemMta, descendants
+from smtp_helpers import wait_for
+from stage import stage
+
+pytestmark = pytest.mark.root
+
+
+def drop_file(mta, user, name, request, message=b"Subject: hostile\n\nbody\n"):
+    """USER writes NAME into the maildrop with their own hands, as sendmail would not."""
+    data = b"mailsuite-drop 1\n" + json.dumps(request).encode() + b"\n" + message
+    done = user.run([stage().python, "-c", "import sys; open(sys.argv[1], 'xb').write(sys.stdin.buffer.read())",
+                     str(mta.maildrop / name)], input=data)
+    assert done.returncode == 0, done.stderr
+
+
+def hostile_requests(victim):
+    return {
+        "0000000000000001": {"recipients": [victim], "full_name": 123},
+        "0000000000000002": {"recipients": [victim], "dsn": "notify"},
+        "0000000000000003": {"recipients": [victim], "dsn": {"notify": 5}},
+        "0000000000000004": {"recipients": [victim, ["nested"]]},
+        "0000000000000005": {"recipients": [victim], "sender": {"a": 1}},
+        "0000000000000006": {"recipients": [victim], "dsn": {"ret": ["FULL"]}},
+        "0000000000000007": [victim],
+        "0000000000000008": {"recipients": [victim], "smuggled": "x"},
+    }
+
+
+def runner_pid(mta):
+    """The daemon's queue runner: the child of the master that holds the runner lock."""
+    lock = str(mta.queue_dir / "runner.lock")
+    for pid in descendants(mta.daemon.pid):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == lock for fd in os.listdir(f"/proc/{pid}/fd")):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def test_hostile_drop_files_stop_nobody_and_the_master_keeps_its_runner(system_mta, real_users):
+    mta = system_mta
+    a, b = real_users.add("secA"), real_users.add("secB")
+    mta.start_daemon()
+    first_runner = wait_for(lambda: runner_pid(mta))
+    hostile = hostile_requests(b.name)
+    for name, request in hostile.items():
+        drop_file(mta, a, name, request)
+    assert mta.sendmail(a, b.name, input=b"Subject: good one\n\nhello\n").returncode == 0
+    wait_for(lambda: [m["Subject"] for m in mta.messages(b)] == ["good one"])
+    assert sorted(mta.queue_entries("corrupt")) == sorted(hostile)
+    log = mta.daemon_log()
+    assert "queue runner failed" not in log and "Traceback" not in log
+    for name in hostile:
+        assert sum(name in line and "corrupt" in line for line in log.splitlines()) == 1
+    assert runner_pid(mta) == first_runner
+
+    os.kill(first_runner, signal.SIGKILL)          # whatever kills it, the master starts another
+    second = wait_for(lambda: (pid := runner_pid(mta)) not in (None, first_runner) and pid)
+    assert mta.sendmail(a, b.name, input=b"Subject: after the kill\n\nhello\n").returncode == 0
+    wait_for(lambda: len(mta.messages(b)) == 2)
+    assert runner_pid(mta) == second
+    assert "queue runner" in mta.daemon_log() and "killed by signal 9" in mta.daemon_log()
+
+
+def test_sendmail_q_survives_a_hostile_drop_file(system_mta, real_users):
+    mta = system_mta
+    a, b = real_users.add("secA"), real_users.add("secB")
+    drop_file(mta, a, "0000000000000001", {"recipients": [b.name], "full_name": 123})
+    assert mta.sendmail(a, b.name, input=b"Subject: good one\n\nhello\n").returncode == 0
+    log = mta.run_queue()
+    assert [m["Subject"] for m in mta.messages(b)] == ["good one"]
+    assert mta.queue_entries("corrupt") == ["0000000000000001"]
+    assert "Traceback" not in log
+
+
+def test_special_files_in_the_maildrop_are_set_aside_once(system_mta, real_users):
+    mta = system_mta
+    a, b = real_users.add("secA"), real_users.add("secB")
+    script = (f"import os; d = {str(mta.maildrop)!r}\n"
+              "os.symlink('/etc/shadow', d + '/000000000000000A')\n"
+              "os.mkfifo(d + '/000000000000000B')\n"
+              "os.mkdir(d + '/000000000000000C')\n")
+    assert a.run([stage().python, "-c", script]).returncode == 0
+    assert mta.sendmail(a, b.name).returncode == 0
+    first = mta.run_queue()
+    second = mta.run_queue()
+    for name in ("000000000000000A", "000000000000000B", "000000000000000C"):
+        assert first.count(name) == 1, first
+        assert name not in second
+        assert not os.path.lexists(mta.maildrop / name)
+    assert len(mta.messages(b)) == 1
+
+
+def test_a_message_that_crashes_its_worker_is_held_after_a_few_crashes(system_mta, real_users):
+    """Here the crash is made by the runner's own delivery code (patched); the message is secA's."""
+    mta = system_mta
+    a, b, c = real_users.add("secA"), real_users.add("secB"), real_users.add("secC")
+    crashing = ("import os, signal, sys\n"
+                "from mailsuite import agents, cli, sendmail\n"
+                "real = agents.deliver_target\n"
+                "def deliver_target(cfg, target, *args, **kwargs):\n"
+                f"    if target.kind == 'mailbox' and target.value == {b.name!r}:\n"
+                "        os.kill(os.getpid(), signal.SIGSEGV)\n"
+                "    return real(cfg, target, *args, **kwargs)\n"
+                "agents.deliver_target = deliver_target\n"
+                "cli.run(sendmail.main, ['sendmail'] + sys.argv[1:])\n")
+    mta.start_daemon(argv=[sys.executable, "-c", crashing, "-C", str(mta.conf), "-bD"])
+    assert mta.sendmail(a, b.name, input=b"Subject: poison\n\nx\n").returncode == 0
+    assert mta.sendmail(a, c.name, input=b"Subject: fine\n\nx\n").returncode == 0
+    wait_for(lambda: mta.messages(c))                 # mail for others flows meanwhile
+    [qid] = wait_for(lambda: mta.queue_entries("hold"), timeout=60)
+    listing = mta.root("sendmail", "-bp").stdout.decode()
+    assert f"{qid}!" in listing and "crash" in listing and b.name in listing
+    log = mta.daemon_log()
+    assert log.count("killed by signal 11") == 3           # hold_after_crashes, then never again
+    assert mta.messages(b) == []
