@@ -133,3 +133,32 @@ def test_a_message_that_crashes_its_worker_is_held_after_a_few_crashes(system_mt
     log = mta.daemon_log()
     assert log.count("killed by signal 11") == 3           # hold_after_crashes, then never again
     assert mta.messages(b) == []
+
+
+def test_a_user_holding_their_own_spool_locked_stalls_nobody_else(system_mta, real_users):
+    mta = system_mta                                   # lock_timeout = 60s, 4 workers
+    a, b = real_users.add("secA"), real_users.add("secB")
+    assert mta.sendmail(b, a.name, input=b"Subject: first\n\nx\n").returncode == 0
+    mta.run_queue()                                    # secA's spool exists now
+    holder = a.run_background([stage().python, "-c",
+                               "import fcntl, os, sys, time\n"
+                               "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+                               "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+                               "print('locked', flush=True)\n"
+                               "time.sleep(600)\n", str(mta.spool(a))])
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        for n in range(8):
+            assert mta.sendmail(b, a.name, input=f"Subject: to the locked box {n}\n\nx\n".encode()).returncode == 0
+        assert mta.sendmail(a, b.name, input=b"Subject: for secB\n\nx\n").returncode == 0
+        # each attempt on the locked mailbox takes mailbox_lock_wait, not lock_timeout: a bounded run
+        done = mta.root("sendmail", "-q", timeout=45)
+        assert done.returncode == 0
+        assert [m["Subject"] for m in mta.messages(b)] == ["for secB"]
+        assert len(mta.queue_entries("deferred")) == 8
+        listing = mta.root("sendmail", "-bp").stdout.decode()
+        assert "still locked" in listing
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(mta.messages(a)) == 1

@@ -1,6 +1,9 @@
 """The local delivery agents: a user's mailbox, a file, a command.
 
-The mailbox goes through `deliver.deliver` (the same code as mail.local).
+The mailbox goes through `deliver.deliver` (the same code as mail.local),
+waiting at most `[queue] mailbox_lock_wait` for a mailbox someone holds
+locked: its recipient is deferred, and the worker moves on to mail for
+others, rather than every worker waiting on one user's lock.
 Files and commands come only from aliases and .forward files (see
 routing.py); each runs in a child process with the identity the router
 chose, never as root, with the message on stdin or appended under the
@@ -60,7 +63,7 @@ def _mailbox(cfg, target, message, *, sender, recipient, queue_id):
         prepared = deliver.prepare(message, max_size=cfg.delivery.max_message_size)
         try:
             deliver.deliver(cfg, target.user, prepared, sender=sender, recipient=recipient,
-                            queue_id=queue_id)
+                            queue_id=queue_id, lock_timeout=cfg.queue.mailbox_lock_wait)
         finally:
             prepared.close()
     except deliver.DeliveryError as exc:

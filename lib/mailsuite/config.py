@@ -139,6 +139,7 @@ SCHEMA = {
     "queue": {
         "min_free_space": Key("size", "10M", "refuse new mail (452 4.3.1, EX_TEMPFAIL) when the queue's file system has less free"),
         "max_workers": Key("int", "4", "delivery workers the queue runner forks at most at once"),
+        "mailbox_lock_wait": Key("duration", "5s", "a delivery worker waits this long for a locked mailbox, then defers that recipient and goes on"),
         "run_interval": Key("duration", "5m", "how often the daemon's runner scans the deferred queue (-qINTERVAL overrides)"),
         "min_backoff": Key("duration", "5m", "first retry delay after a temporary failure; doubles each attempt"),
         "max_backoff": Key("duration", "1h", "longest delay between two attempts"),

@@ -157,15 +157,17 @@ def open_spool(cfg, user):
     return mailbox
 
 
-def deliver(cfg, user, prepared, *, sender, recipient=None, logger=None, queue_id=None):
-    """Append `prepared` to the user's spool; raises DeliveryError on failure."""
+def deliver(cfg, user, prepared, *, sender, recipient=None, logger=None, queue_id=None, lock_timeout=None):
+    """Append `prepared` to the user's spool; raises DeliveryError on failure.
+
+    LOCK_TIMEOUT (default `lock_timeout`) bounds the wait for a busy mailbox."""
     started = time.monotonic()
     recipient = recipient or f"{user.name}@{cfg.local_domains[0] if cfg.local_domains else cfg.hostname}"
     envelope = sender or "MAILER-DAEMON"
     extra = [b"Return-Path: <" + (sender or "").encode("utf-8", "surrogateescape") + b">\n",
              b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"]
     try:
-        with open_spool(cfg, user) as mailbox, mailbox.locked():
+        with open_spool(cfg, user) as mailbox, mailbox.locked(timeout=lock_timeout):
             mailbox.append(prepared, sender=envelope, extra_headers=extra)
     except MailboxError as exc:
         _log(logger, "warning", queue_id, recipient, started, "5.2.0", "bounced", str(exc))
