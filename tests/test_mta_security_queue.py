@@ -162,3 +162,18 @@ def test_a_user_holding_their_own_spool_locked_stalls_nobody_else(system_mta, re
         holder.kill()
         holder.wait()
     assert len(mta.messages(a)) == 1
+
+
+@pytest.mark.parametrize("argv", [
+    ["mailq"], ["sendmail", "-bp"], ["sendmail", "-q"], ["sendmail", "-qIABCDEF01"], ["sendmail", "-q5m"],
+    ["mailsuite", "queue", "list"], ["mailsuite", "queue", "flush"], ["mailsuite", "queue", "hold", "ABCDEF0123"],
+])
+def test_queue_commands_run_by_a_user_say_no_in_one_line(system_mta, real_users, argv):
+    a = real_users.add("secA")
+    assert system_mta.sendmail(a, a.name).returncode == 0
+    system_mta.run_queue()
+    done = system_mta.run_as(a, *argv)
+    assert done.returncode == os.EX_NOPERM, done
+    assert b"Traceback" not in done.stderr
+    [line] = done.stderr.decode().splitlines()
+    assert "permission denied" in line.lower() and "queue" in line

@@ -68,6 +68,10 @@ class Busy(QueueError):
     """The message is being delivered right now; try again in a moment."""
 
 
+class NoPermission(QueueError):
+    """This user may not read (or change) the queue, which is root's: EX_NOPERM."""
+
+
 @dataclass
 class Envelope:
     """What a queue file says about one message, its records folded in."""
@@ -104,6 +108,13 @@ class Queue:
         self.min_free = cfg.queue.min_free_space
 
     # --- layout --------------------------------------------------------
+
+    def check_access(self, *, write=False):
+        """Raise NoPermission unless this process may read (and, with WRITE, change) the queue."""
+        mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+        if os.path.isdir(self.dir) and not os.access(self.dir, mode):
+            raise NoPermission(f"{self.dir}: permission denied: only root may "
+                               f"{'run or change' if write else 'list'} the mail queue")
 
     def ensure_dirs(self):
         """Create the queue directories (0700) when missing."""

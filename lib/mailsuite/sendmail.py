@@ -211,6 +211,7 @@ def main(argv):
         return _daemon(cfg, opts)
     if opts.mode == "mailq":
         from .showq import show
+        _queue_access(cfg, write=False)
         return show(cfg, sys.stdout)
     if opts.mode == "newaliases":
         return _newaliases(cfg)
@@ -228,6 +229,7 @@ def main(argv):
 
 def _daemon(cfg, opts):
     from .smtpd import serve
+    _queue_access(cfg, write=True)
     if opts.queue_run:
         cfg.queue.run_interval = _interval(opts.queue_run)
     return serve(cfg, foreground=opts.mode == "foreground")
@@ -240,10 +242,20 @@ def _interval(text):
         raise Fatal(os.EX_USAGE, f"-q{text}: not an interval (e.g. -q30m)") from None
 
 
+def _queue_access(cfg, *, write):
+    """One line and EX_NOPERM for a user who may not see or run the queue."""
+    from .queue import NoPermission, Queue
+    try:
+        Queue(cfg).check_access(write=write)
+    except NoPermission as exc:
+        raise Fatal(os.EX_NOPERM, str(exc)) from None
+
+
 def _queue_run(cfg, opts):
     from . import log
     from .queue import Queue
     from .runner import run_forever, run_once
+    _queue_access(cfg, write=True)
     logger = log.setup(cfg, "sendmail")
     selector, value = opts.queue_run[:1], opts.queue_run[1:]
     if not opts.queue_run:
