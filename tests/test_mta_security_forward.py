@@ -162,3 +162,15 @@ def test_command_output_reaches_bounces_only_as_a_short_clean_excerpt(system_mta
     assert b"\x1b" not in seen and b"\x07" not in seen
     assert b"y" * 150 not in seen
     assert b"second-line" not in seen
+
+
+def test_a_forward_that_crashed_the_worker_now_bounces_that_entry(system_mta, real_users):
+    """A NUL in an :include: path used to raise in the worker before any record: retried for ever."""
+    mta = system_mta
+    a = real_users.add("secA")
+    a.write(".forward", f"\\{a.name}\n:include:/tmp/a\0b\n")
+    assert mta.sendmail(a, "-f", a.name, a.name).returncode == 0
+    mta.run_queue()
+    assert mta.queue_entries("incoming") == mta.queue_entries("deferred") == mta.queue_entries("active") == []
+    subjects = [m["Subject"] for m in mta.messages(a)]
+    assert "test" in subjects and "Undelivered Mail Returned to Sender" in subjects
