@@ -5,11 +5,14 @@ talk to it over loopback; local users are real users (useradd).
 """
 
 import base64
+import os
 import re
+import signal
 
 import pytest
 
-from mta_system import SystemMta
+from mta_system import SystemMta, descendants
+from stage import stage
 from smtp_helpers import S250_OK, S354_START_DATA, S535_AUTH_FAILED, S554_FAILED, RawClient, wait_for
 
 pytestmark = pytest.mark.root
@@ -116,5 +119,66 @@ def test_unknown_recipients_may_still_be_accepted_when_configured(real_users):
     try:
         port = host.start_daemon()
         assert session(port, "x@elsewhere.example", ["nosuchuser@mta.test"])["nosuchuser@mta.test"][0] == S250_OK
+    finally:
+        host.close()
+
+
+def root_only_certificate(mta):
+    from serverlib import make_certificate
+    cert, key = make_certificate(mta.dir)
+    os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)
+    return cert, key
+
+
+def test_a_users_own_smtp_daemon_starts_without_roots_tls_key(real_users):
+    a = real_users.add("secA")
+    host = SystemMta()
+    daemon = None
+    try:
+        cert, key = root_only_certificate(host)
+        conf = a.write("mailsuite.conf", (
+            f"[mailsuite]\nhostname = mta.test\nspool_dir = {a.home}/spool\nqueue_dir = {a.home}/queue\n"
+            f"maildrop_dir = {a.home}/maildrop\nstate_dir = {a.home}/state\nlog_socket =\nindex_dir =\n"
+            f"[smtp]\nlisten = 127.0.0.1:0\n[tls]\ncert_file = {cert}\nkey_file = {key}\n"))
+        assert a.run(["mkdir", "spool", "queue", "maildrop"]).returncode == 0
+        daemon = a.run_background([stage().program("sendmail"), "-C", str(conf), "-bD"])
+        port = None
+        for line in daemon.stderr:
+            found = re.search(rb"listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                port = int(found.group(1))
+                break
+        assert port, f"sendmail -bD exited with status {daemon.wait(10)}"
+        client = RawClient(port)
+        try:
+            assert client.reply()[0] == 220
+            code, lines = client.command("EHLO client.test")
+            assert code == S250_OK and not any("STARTTLS" in line for line in lines)
+        finally:
+            client.close()
+    finally:
+        if daemon is not None:
+            family = descendants(daemon.pid)
+            daemon.terminate()                  # the master stops its runner
+            daemon.wait(30)
+            for pid in family:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        host.close()
+
+
+def test_preauth_imapd_never_touches_the_tls_key(real_users):
+    a = real_users.add("secA")
+    host = SystemMta()
+    try:
+        cert, key = root_only_certificate(host)
+        with open(host.conf, "a") as f:
+            f.write(f"[tls]\ncert_file = {cert}\nkey_file = {key}\n")
+        done = host.run_as(a, "imapd", "--preauth", a.name, input=b"a1 LOGOUT\r\n")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(b"* PREAUTH")
     finally:
         host.close()

@@ -268,6 +268,20 @@ def tls_context(cfg, section=None):
     return context
 
 
+def tls_context_if_readable(cfg, section, logger):
+    """tls_context(), or None with a warning when the key or certificate exists but
+    this process may not read it: a user running a daemon of their own (sendmail
+    -bd) serves without STARTTLS instead of failing over root's key."""
+    own = getattr(cfg, section, None)
+    cert = getattr(own, "tls_cert_file", "") or cfg.tls.cert_file
+    key = getattr(own, "tls_key_file", "") or cfg.tls.key_file or cert
+    for path in dict.fromkeys(p for p in (cert, key) if p):
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            logger.warning("[tls] %s: not readable by uid %d: STARTTLS is not offered", path, os.geteuid())
+            return None
+    return tls_context(cfg, section)
+
+
 # --- inetd mode ------------------------------------------------------------
 
 def protect_stderr():

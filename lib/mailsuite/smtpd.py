@@ -61,7 +61,7 @@ class Daemon:
 
     def _prepare(self):
         """Everything derived from the configuration, rebuilt on SIGHUP."""
-        self.tls = server.tls_context(self.cfg, "smtp")
+        self.tls = server.tls_context_if_readable(self.cfg, "smtp", self.logger)
         self.submission_ports = {port for _, port in parse_listen(self.cfg.smtp.listen_submission, 587)}
         self.policies = {False: Policy.from_config(self.cfg, submission=False),
                          True: Policy.from_config(self.cfg, submission=True)}

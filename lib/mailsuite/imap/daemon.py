@@ -49,12 +49,6 @@ def main(argv):
     args = ap.parse_args(argv[1:])
     cfg = config.load(args.config, required=args.config is not None)
     logger = log.setup(cfg, "imapd")
-    tls = server.tls_context(cfg, "imap")
-    authenticator = Authenticator(cfg, "imap", logger)
-
-    def handle(conn):
-        Session(conn, cfg, logger, authenticator=authenticator, tls_context=tls).run()
-
     if args.preauth:
         user = UserDB(cfg).lookup(args.preauth)
         if user is None:
@@ -69,6 +63,12 @@ def main(argv):
         finally:
             conn.close()
         return 0
+    tls = server.tls_context(cfg, "imap")           # a preauthenticated session never needs the key
+    authenticator = Authenticator(cfg, "imap", logger)
+
+    def handle(conn):
+        Session(conn, cfg, logger, authenticator=authenticator, tls_context=tls).run()
+
     if args.daemon:
         listeners = parse_listen(cfg.imap.listen, False) + parse_listen(cfg.imap.listen_tls, True)
         if not listeners:
