@@ -3,7 +3,8 @@
 The worker claims the message, resolves each recipient that is not final
 yet into targets (routing.py), delivers the local ones (agents.py) and
 hands the remote ones to `smtp_client.deliver_remote` in one call, and
-writes a record for every result before doing anything else.  A target
+writes a record for every result before doing anything else (a remote
+domain's as soon as that domain is done).  A target
 already delivered in an earlier attempt (or for another recipient of the
 same message) is never delivered twice, so a worker killed half-way
 leaves a message that the next attempt finishes without duplicates.
@@ -106,13 +107,17 @@ class Attempt:
             self._record(rcpt, target.key, result, to=_describe(self.cfg, target))
 
     def _deliver_remote(self, remote):
+        """Every domain's results are recorded as soon as it is done: a worker killed
+        while a slow domain answers never sends again to the domains before it."""
         from .smtp_client import deliver_remote
-        with self.claim.message() as message:
-            results = deliver_remote(self.cfg, self.env.sender, list(remote), message,
-                                     logger=self.logger, queue_id=self.id)
-        for result in results:
+
+        def record(result):
             for rcpt in remote.get(result.recipient, ()):
                 self._record(rcpt, f"remote:{result.recipient}", result)
+
+        with self.claim.message() as message:
+            deliver_remote(self.cfg, self.env.sender, list(remote), message,
+                           logger=self.logger, queue_id=self.id, on_result=record)
 
     def _conclude(self, pending, targets):
         env = self.env

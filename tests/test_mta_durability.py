@@ -1,0 +1,81 @@
+"""The MTA keeps its promises through crashes: no duplicate, no loss, nothing left behind.
+
+Killed workers, runners and daemons, a user's sendmail killed around its
+commit, and remote domains that answer slowly: every message that got 250
+(or exit 0) is delivered once, and the queue's tmp/ and the maildrop hold
+nothing that is nobody's.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from mailsuite.queue import Queue
+from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config
+from procs import children_of
+from smtp_helpers import Instance, wait_for
+
+
+class Tarpit:
+    """A host that accepts connections and never says a word."""
+
+    def __init__(self):
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.clients = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.clients.append(conn)
+            self.accepted.set()
+
+    def close(self):
+        self.sock.close()
+        for conn in self.clients:
+            conn.close()
+
+
+def test_a_worker_killed_on_a_slow_domain_does_not_resend_to_the_domains_done(sandbox, tmp_path):
+    fast = Instance(tmp_path / "fast", domain="fast.test").start()          # no runner: mail stays queued there
+    slow = Tarpit()
+    try:
+        set_config(sandbox, "smtp", "static_routes",
+                   f"fast.test=127.0.0.1:{fast.port} slow.test=127.0.0.1:{slow.port}")
+        set_config(sandbox, "smtp", "connect_timeout", "60s")
+        set_config(sandbox, "queue", "min_backoff", "1s")
+        assert sandbox.run("sendmail", "-odq", "-i", "alice@fast.test", "carol@slow.test",
+                           input=MESSAGE).returncode == 0
+        runner = subprocess.Popen([sendmail_path(), "-C", sandbox.conf, "-q"], stderr=subprocess.DEVNULL)
+        try:
+            assert slow.accepted.wait(30)                       # fast.test is done; slow.test hangs
+            wait_for(lambda: len(fast.queued()) == 1)
+            [worker] = children_of(runner.pid)
+            os.kill(worker, signal.SIGKILL)
+            assert runner.wait(timeout=30) == 0
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+                runner.wait()
+        [qid] = queue_files(sandbox, "deferred") + queue_files(sandbox, "incoming")
+        record = Queue(sandbox.cfg).load(qid).result("alice@fast.test", "remote:alice@fast.test")
+        assert record and record["s"] == "sent"
+        slow.close()
+        set_config(sandbox, "smtp", "static_routes", f"fast.test=127.0.0.1:{fast.port} slow.test=127.0.0.1:{fast.port}")
+        assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0
+        received = [envelope.recipients for envelope, _data in fast.queued()]
+        assert received == [["alice@fast.test"], ["carol@slow.test"]]
+        assert queue_files(sandbox, "deferred") == []
+    finally:
+        slow.close()
+        fast.stop()
