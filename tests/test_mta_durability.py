@@ -79,3 +79,29 @@ def test_a_worker_killed_on_a_slow_domain_does_not_resend_to_the_domains_done(sa
     finally:
         slow.close()
         fast.stop()
+
+
+KILLED_AFTER_APPEND = """
+import os, signal, sys
+from mailsuite import cli, mbox, sendmail
+real = mbox.Mailbox.append
+def append(self, *args, **kwargs):
+    uid = real(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)        # the message is in the mailbox, its record is not
+mbox.Mailbox.append = append
+cli.run(sendmail.main, ["sendmail"] + sys.argv[1:])
+"""
+
+
+def test_a_worker_killed_between_append_and_record_does_not_deliver_twice(sandbox):
+    import sys
+    from mta_helpers import spool_messages
+    assert sandbox.run("sendmail", "-odq", "-i", "alice", input=MESSAGE).returncode == 0
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_APPEND, "-C", sandbox.conf, "-q"],
+                            capture_output=True, timeout=60)
+    assert killed.returncode == 0, killed.stderr
+    assert len(spool_messages(sandbox.spool("alice"))) == 1
+    [qid] = queue_files(sandbox, "deferred") + queue_files(sandbox, "incoming")
+    assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0
+    assert len(spool_messages(sandbox.spool("alice"))) == 1
+    assert queue_files(sandbox, "deferred") == queue_files(sandbox, "incoming") == []

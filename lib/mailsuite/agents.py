@@ -51,19 +51,23 @@ def from_line(sender, when=None):
     return f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode("utf-8", "replace")
 
 
-def deliver_target(cfg, target, message, *, sender, recipient, queue_id):
-    """Deliver MESSAGE (a seekable binary file, LF) to one local TARGET."""
-    handler = {"mailbox": _mailbox, "file": _file, "command": _command}[target.kind]
+def deliver_target(cfg, target, message, *, sender, recipient, queue_id, once=None):
+    """Deliver MESSAGE (a seekable binary file, LF) to one local TARGET.
+
+    ONCE (once.AppendOnce) makes a mailbox delivery exact across crashes."""
     message.seek(0)
+    if target.kind == "mailbox":
+        return _mailbox(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id, once=once)
+    handler = {"file": _file, "command": _command}[target.kind]
     return handler(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id)
 
 
-def _mailbox(cfg, target, message, *, sender, recipient, queue_id):
+def _mailbox(cfg, target, message, *, sender, recipient, queue_id, once):
     try:
         prepared = deliver.prepare(message, max_size=cfg.delivery.max_message_size)
         try:
             deliver.deliver(cfg, target.user, prepared, sender=sender, recipient=recipient,
-                            queue_id=queue_id, lock_timeout=cfg.queue.mailbox_lock_wait)
+                            queue_id=queue_id, lock_timeout=cfg.queue.mailbox_lock_wait, once=once)
         finally:
             prepared.close()
     except deliver.DeliveryError as exc:

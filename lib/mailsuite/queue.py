@@ -45,7 +45,7 @@ STATES = ("incoming", "active", "deferred", "hold")
 CHUNK = 64 * 1024
 MAGIC = "mailsuite-queue"
 VERSION = 1
-TMP_GRACE = 60          # seconds: an unlocked file in tmp/ younger than this may be about to be renamed
+TMP_GRACE = 10          # seconds: an unlocked file in tmp/ younger than this may be about to be renamed
 
 
 def backoff(cfg, attempts):

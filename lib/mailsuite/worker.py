@@ -7,7 +7,9 @@ writes a record for every result before doing anything else (a remote
 domain's as soon as that domain is done).  A target
 already delivered in an earlier attempt (or for another recipient of the
 same message) is never delivered twice, so a worker killed half-way
-leaves a message that the next attempt finishes without duplicates.
+leaves a message that the next attempt finishes without duplicates; a
+mailbox append it was killed in the middle of recording is found in the
+mailbox, not made again (once.py).
 
 Then: bounces (dsn.py) for recipients that failed for good, or that are
 still failing when the message is older than `max_lifetime`; success
@@ -19,6 +21,7 @@ import time
 
 from . import agents, dsn, log
 from .address import origin_domain, qualify
+from .once import AppendOnce
 from .queue import backoff
 from .routing import RouteError, Router
 
@@ -101,9 +104,12 @@ class Attempt:
         elif target.kind == "remote":
             remote.setdefault(target.value, []).append(rcpt)
         else:
+            previous = self.env.result(rcpt, target.key)
+            once = AppendOnce(lambda **fields: self.claim.record(r=rcpt, t=target.key, **fields),
+                              previous if status == "appending" else None)
             with self.claim.message() as message:
                 result = agents.deliver_target(self.cfg, target, message, sender=self.env.sender,
-                                               recipient=rcpt, queue_id=self.id)
+                                               recipient=rcpt, queue_id=self.id, once=once)
             self._record(rcpt, target.key, result, to=_describe(self.cfg, target))
 
     def _deliver_remote(self, remote):
