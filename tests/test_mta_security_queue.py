@@ -177,3 +177,62 @@ def test_queue_commands_run_by_a_user_say_no_in_one_line(system_mta, real_users,
     assert b"Traceback" not in done.stderr
     [line] = done.stderr.decode().splitlines()
     assert "permission denied" in line.lower() and "queue" in line
+
+
+@pytest.mark.peers("strace")
+def test_a_users_sendmail_says_0_only_once_its_rename_is_durable(system_mta, real_users, tmp_path):
+    """The user may not open the 1733 maildrop to fsync it: the file system is synced instead."""
+    mta = system_mta
+    a = real_users.add("secA")
+    trace = tmp_path / "trace"
+    done = subprocess.run(["strace", "-f", "-qq", "-o", str(trace), "-e", "trace=rename,renameat,renameat2,syncfs,"
+                           "fsync,exit_group", "-u", a.name, stage().program("sendmail"), "-C", str(mta.conf),
+                           a.name], input=b"Subject: durable\n\nx\n", capture_output=True, timeout=60,
+                          env=dict(os.environ, HOME=str(a.home), USER=a.name))
+    assert done.returncode == 0, done.stderr
+    calls = [line.split(None, 1)[1] for line in trace.read_text().splitlines()]
+    [renamed] = [n for n, call in enumerate(calls) if call.startswith("rename") and ".tmp" in call and "= 0" in call]
+    synced = [n for n, call in enumerate(calls) if call.startswith("syncfs(") and call.endswith("= 0")]
+    exited = [n for n, call in enumerate(calls) if call.startswith("exit_group(0)")]
+    assert synced and renamed < synced[0] < exited[-1]
+
+
+def test_a_sendmail_killed_before_its_commit_leaves_nothing_behind(system_mta, real_users):
+    mta = system_mta
+    a = real_users.add("secA")
+    sendmail = [stage().program("sendmail"), "-C", str(mta.conf), a.name]
+    writing = a.run_background(sendmail, stdin=subprocess.PIPE)          # waits for the rest of its message
+    dead = a.run_background(sendmail, stdin=subprocess.PIPE)
+    try:
+        wait_for(lambda: len(os.listdir(mta.maildrop)) == 2)
+        dead.kill()
+        dead.wait()
+        for name in os.listdir(mta.maildrop):                 # both older than any grace period
+            os.utime(mta.maildrop / name, (time.time() - 3600, time.time() - 3600))
+        log = mta.run_queue()
+        [left] = os.listdir(mta.maildrop)                     # the live writer's, still locked
+        assert log.count("removed") == 1 and left not in log
+        assert mta.run_queue().count("removed") == 0
+    finally:
+        writing.kill()
+        writing.wait()
+        dead.kill()
+        dead.wait()
+    assert mta.messages(a) == []
+
+
+def test_files_that_dead_writers_left_in_queue_tmp_are_removed(system_mta):
+    import fcntl
+    mta = system_mta
+    tmp = mta.queue_dir / "tmp"
+    tmp.mkdir(mode=0o700)
+    orphan, live = tmp / "6617000000000000.4242", tmp / "6617000000000001.4243"
+    orphan.write_bytes(b"half a message")
+    live.write_bytes(b"being written")
+    for path in (orphan, live):
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    with open(live, "rb") as writer:
+        fcntl.flock(writer, fcntl.LOCK_EX)                    # its writer is alive
+        log = mta.run_queue()
+        assert sorted(os.listdir(tmp)) == [live.name]
+    assert "removed 1 file(s) left in tmp/" in log
