@@ -105,3 +105,94 @@ def test_a_worker_killed_between_append_and_record_does_not_deliver_twice(sandbo
     assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0
     assert len(spool_messages(sandbox.spool("alice"))) == 1
     assert queue_files(sandbox, "deferred") == queue_files(sandbox, "incoming") == []
+
+
+def _runner_of(master, queue_dir):
+    """The queue runner child of MASTER: the one holding the runner lock."""
+    lock = str(queue_dir / "runner.lock")
+    for pid in children_of(master):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == lock for fd in os.listdir(f"/proc/{pid}/fd")):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass                                                 # it ended on its own meanwhile
+
+
+@pytest.mark.slow
+def test_sigkills_of_the_daemon_its_runner_and_workers_with_20_clients(tmp_path):
+    """Every message that got 250 is delivered exactly once; queue/tmp ends empty."""
+    import mailbox
+    import random
+    import smtplib
+    host = Instance(tmp_path / "host", queue={"hold_after_crashes": "1000", "max_workers": "4"})
+    host.start(runner=True)
+    stop = threading.Event()
+    acked, tried = set(), set()
+    lock = threading.Lock()
+
+    def client(n):
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            mid = f"<c{n}-{seq}@client.test>"
+            with lock:
+                tried.add(mid)
+            try:
+                with smtplib.SMTP("127.0.0.1", host.port, timeout=20) as smtp:
+                    smtp.sendmail("carol@client.test", [random.choice(["alice", "bob"]) + "@example.test"],
+                                  f"Message-ID: {mid}\r\nSubject: {mid}\r\n\r\nbody\r\n".encode())
+                with lock:
+                    acked.add(mid)
+            except (OSError, smtplib.SMTPException):
+                time.sleep(0.05)                 # the daemon is down or was killed: try the next message
+
+    clients = [threading.Thread(target=client, args=(n,)) for n in range(20)]
+    for thread in clients:
+        thread.start()
+    try:
+        try:
+            for round_ in range(24):
+                time.sleep(0.4)
+                master = host.process.pid
+                runner = _runner_of(master, host.dir / "queue")
+                if round_ % 8 == 7:
+                    _kill(master)                                # the daemon itself: start another
+                    host.process.wait()
+                    host.process.stdout.close()
+                    host.log.close()
+                    host.start(runner=True)
+                elif round_ % 4 == 3 and runner:
+                    _kill(runner)                                # the master starts another runner
+                elif runner:
+                    for worker in children_of(runner):
+                        _kill(worker)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join(60)
+
+        def settled():
+            busy = any((host.dir / "queue" / state).exists() and os.listdir(host.dir / "queue" / state)
+                       for state in ("incoming", "active", "deferred"))
+            return not busy and not os.listdir(host.dir / "queue" / "tmp")
+        wait_for(settled, timeout=90)
+        delivered = {}
+        for user in ("alice", "bob"):
+            box = mailbox.mbox(str(host.dir / "spool" / user), create=False)
+            for message in box:
+                delivered[message["Message-ID"]] = delivered.get(message["Message-ID"], 0) + 1
+            box.close()
+    finally:
+        host.stop()
+    assert len(acked) > 100
+    assert {mid: n for mid, n in delivered.items() if n > 1} == {}
+    assert acked <= set(delivered) <= tried
+    assert not (host.dir / "queue" / "hold").exists() or not os.listdir(host.dir / "queue" / "hold")
