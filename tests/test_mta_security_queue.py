@@ -15,8 +15,7 @@ import time
 
 import pytest
 
-from conftest import program
-from mta_system import SystemMta, descendants
+from mta_system import descendants
 from smtp_helpers import wait_for
 from stage import stage
 

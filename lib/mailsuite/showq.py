@@ -48,7 +48,7 @@ def _entry(env, out):
         final = env.result(rcpt, "")
         if final and final.get("s") in ("sent", "bounced"):
             continue
-        reason = env.held if env.state == "hold" and env.held else _reason(env, rcpt)
+        reason = env.held if env.state == "hold" and env.held else _reason(env, rcpt) or env.reason or ""
         by_reason.setdefault(quote(reason), []).append(rcpt)
     for reason, rcpts in by_reason.items():
         if reason:
