@@ -131,3 +131,23 @@ def test_recover_returns_only_orphans(sandbox):
         assert queue.load(orphan).crashes == 1
     finally:
         claim.done()
+
+
+def test_a_message_whose_workers_keep_dying_is_held_until_released(sandbox):
+    set_config(sandbox, "queue", "min_backoff", "0")
+    queue = Queue(config.load(sandbox.conf))
+    qid = queue.enqueue("a@localhost", ["alice@localhost"], MESSAGE)
+    for crash in range(1, 4):
+        pid = os.fork()
+        if pid == 0:                               # a worker that claims, then dies
+            queue.claim(qid, ("incoming", "deferred"))
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert queue.recover({qid: "delivery worker killed by signal 9"}) == {qid: "deferred" if crash < 3 else "hold"}
+    envelope = queue.load(qid)
+    assert (envelope.state, envelope.attempts, envelope.crashes) == ("hold", 3, 3)
+    assert "held after 3 crashes" in envelope.held
+    assert queue.claim(qid) is None                # never delivered while held
+    queue.release(qid)
+    envelope = queue.load(qid)
+    assert (envelope.state, envelope.crashes, envelope.held) == ("deferred", 0, None)
