@@ -224,6 +224,8 @@ class Router:
         if not template or not user.home:
             return None
         path = self.cfg.expand_user_path(template, user.home)
+        if not os.path.lexists(path):
+            return None             # most users have none: no child process to find that out
         try:
             owner_uid, text = self._read(authority, path)
         except FileNotFoundError:
