@@ -10,7 +10,7 @@ import pytest
 
 import peers
 
-pytest_plugins = ["realusers", "realsystem"]   # real_users, pam_service, installation_factory: attacks as real users
+pytest_plugins = ["realusers", "realsystem", "mta_system"]   # real users; PAM services and installations; a system-mode MTA
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent          # the venv's bin: the installed programs

@@ -45,6 +45,7 @@ PEERS = {
     "useradd": ("passwd", "useradd"),
     "gnu-time": ("time", "/usr/bin/time"),
     "system-python": ("python3", "/usr/bin/python3"),
+    "strace": ("strace", "strace"),
 }
 
 

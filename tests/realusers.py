@@ -43,6 +43,12 @@ class RealUser:
         return subprocess.run(argv, user=self.uid, group=self.gid, extra_groups=[], cwd=self.home, env=env,
                               **kwargs)
 
+    def run_background(self, argv, stdin=subprocess.DEVNULL):
+        """Start ARGV as this user (like run()) without waiting: a Popen with pipes; stop it by PID."""
+        env = dict(os.environ, HOME=str(self.home), USER=self.name, LOGNAME=self.name)
+        return subprocess.Popen(argv, user=self.uid, group=self.gid, extra_groups=[], cwd=self.home, env=env,
+                                stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
     def write(self, relative, data, mode=0o644):
         """A file in this user's home, owned by them (as they would have written it)."""
         path = self.home / relative

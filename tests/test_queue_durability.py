@@ -46,14 +46,18 @@ def test_sigkill_of_a_worker_mid_delivery(sandbox, tmp_path):
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-    # the dead worker's message is still queued (put back by the runner that saw it die)
-    assert len(queue_files(sandbox, "active") + queue_files(sandbox, "incoming")) == 1
+    # the runner that saw it die took the message back, deferred like a failed attempt
+    [qid] = queue_files(sandbox, "deferred")
+    envelope = Queue(sandbox.cfg).load(qid)
+    assert (envelope.attempts, envelope.crashes) == (1, 1)
+    assert "killed by signal 9" in envelope.reason
+    assert envelope.mtime > time.time()
     assert len(spool_messages(sandbox.spool("alice"))) == 1   # delivered before the kill, intact
     aliases.write_text(f'slow: alice, "|cat > {out}"\n')
-    assert sandbox.run("sendmail", "-q").returncode == 0      # recovers and finishes
+    assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0      # finishes, due or not
     assert out.read_bytes().count(b"Subject: hello") == 1
     assert len(spool_messages(sandbox.spool("alice"))) == 1   # no duplicate
-    assert queue_files(sandbox, "active") == queue_files(sandbox, "incoming") == []
+    assert queue_files(sandbox, "active") == queue_files(sandbox, "deferred") == []
 
 
 def test_torn_record_is_ignored(sandbox):
@@ -121,8 +125,29 @@ def test_recover_returns_only_orphans(sandbox):
     claim = queue.claim(held)
     try:
         assert sorted(queue_files(sandbox, "active")) == sorted([orphan, held])
-        assert queue.recover() == [orphan]
+        assert queue.recover() == {orphan: "deferred"}
         assert queue_files(sandbox, "active") == [held]
-        assert queue.load(orphan).state == "incoming"
+        assert queue.load(orphan).state == "deferred"
+        assert queue.load(orphan).crashes == 1
     finally:
         claim.done()
+
+
+def test_a_message_whose_workers_keep_dying_is_held_until_released(sandbox):
+    set_config(sandbox, "queue", "min_backoff", "0")
+    queue = Queue(config.load(sandbox.conf))
+    qid = queue.enqueue("a@localhost", ["alice@localhost"], MESSAGE)
+    for crash in range(1, 4):
+        pid = os.fork()
+        if pid == 0:                               # a worker that claims, then dies
+            queue.claim(qid, ("incoming", "deferred"))
+            os.kill(os.getpid(), signal.SIGKILL)
+        os.waitpid(pid, 0)
+        assert queue.recover({qid: "delivery worker killed by signal 9"}) == {qid: "deferred" if crash < 3 else "hold"}
+    envelope = queue.load(qid)
+    assert (envelope.state, envelope.attempts, envelope.crashes) == ("hold", 3, 3)
+    assert "held after 3 crashes" in envelope.held
+    assert queue.claim(qid) is None                # never delivered while held
+    queue.release(qid)
+    envelope = queue.load(qid)
+    assert (envelope.state, envelope.crashes, envelope.held) == ("deferred", 0, None)

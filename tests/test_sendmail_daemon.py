@@ -93,7 +93,7 @@ def test_mailq_by_name(sandbox, tmp_path):
 
 
 def test_killed_worker_of_the_daemon_is_retried(sandbox, daemon, tmp_path):
-    """SIGKILL the daemon's delivery worker mid-command: the runner puts the message back at once."""
+    """SIGKILL the daemon's delivery worker mid-command: the runner takes the message back, deferred."""
     started, out = tmp_path / "started", tmp_path / "out"
     aliases = sandbox.dir / "aliases"
     aliases.write_text(f'slow: "|touch {started}; sleep 30"\n')
@@ -102,9 +102,11 @@ def test_killed_worker_of_the_daemon_is_retried(sandbox, daemon, tmp_path):
     [worker] = [pid for pid in _descendants(os.getpid()) if _is_worker(pid, started)]
     aliases.write_text(f'slow: "|cat > {out}"\n')
     os.kill(worker, signal.SIGKILL)
-    wait_until(out.exists)
-    wait_until(lambda: queue_files(sandbox, "active") == [])
+    wait_until(lambda: queue_files(sandbox, "deferred"))
+    [qid] = queue_files(sandbox, "deferred")
+    assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0
     assert out.read_bytes().count(b"Subject: hello") == 1
+    assert queue_files(sandbox, "active") == queue_files(sandbox, "deferred") == []
 
 
 def _descendants(pid):

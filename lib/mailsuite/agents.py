@@ -1,6 +1,9 @@
 """The local delivery agents: a user's mailbox, a file, a command.
 
-The mailbox goes through `deliver.deliver` (the same code as mail.local).
+The mailbox goes through `deliver.deliver` (the same code as mail.local),
+waiting at most `[queue] mailbox_lock_wait` for a mailbox someone holds
+locked: its recipient is deferred, and the worker moves on to mail for
+others, rather than every worker waiting on one user's lock.
 Files and commands come only from aliases and .forward files (see
 routing.py); each runs in a child process with the identity the router
 chose, never as root, with the message on stdin or appended under the
@@ -8,7 +11,8 @@ mailbox locks.  Address data reaches a command only through environment
 variables (SENDER, RECIPIENT...), never its command line, and commands run
 with a fixed PATH in the target user's home.  A command's exit status is
 read as sysexits: 0 delivered, EX_TEMPFAIL (and EX_OSERR, EX_IOERR) try
-again later, anything else bounces with the command's first output line.
+again later, anything else bounces with a short, clean excerpt of the
+command's first output line (log.excerpt), never more of what it printed.
 """
 
 import errno
@@ -21,6 +25,8 @@ import time
 from dataclasses import dataclass
 
 from . import deliver
+from .asuser import become
+from .log import excerpt
 
 SOFT_EXITS = {os.EX_TEMPFAIL, os.EX_OSERR, os.EX_IOERR}
 EXIT_DSN = {
@@ -45,19 +51,23 @@ def from_line(sender, when=None):
     return f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode("utf-8", "replace")
 
 
-def deliver_target(cfg, target, message, *, sender, recipient, queue_id):
-    """Deliver MESSAGE (a seekable binary file, LF) to one local TARGET."""
-    handler = {"mailbox": _mailbox, "file": _file, "command": _command}[target.kind]
+def deliver_target(cfg, target, message, *, sender, recipient, queue_id, once=None):
+    """Deliver MESSAGE (a seekable binary file, LF) to one local TARGET.
+
+    ONCE (once.AppendOnce) makes a mailbox delivery exact across crashes."""
     message.seek(0)
+    if target.kind == "mailbox":
+        return _mailbox(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id, once=once)
+    handler = {"file": _file, "command": _command}[target.kind]
     return handler(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id)
 
 
-def _mailbox(cfg, target, message, *, sender, recipient, queue_id):
+def _mailbox(cfg, target, message, *, sender, recipient, queue_id, once):
     try:
         prepared = deliver.prepare(message, max_size=cfg.delivery.max_message_size)
         try:
             deliver.deliver(cfg, target.user, prepared, sender=sender, recipient=recipient,
-                            queue_id=queue_id)
+                            queue_id=queue_id, lock_timeout=cfg.queue.mailbox_lock_wait, once=once)
         finally:
             prepared.close()
     except deliver.DeliveryError as exc:
@@ -92,7 +102,7 @@ def _file_child(cfg, target, prepared, *, sender, recipient):
         os.close(read_end)
         status = os.EX_SOFTWARE
         try:
-            _become(target.run_as)
+            become(target.run_as)
             status = _append_mbox(cfg, target.value, prepared, sender, recipient)
         except OSError as exc:
             os.write(write_end, f"{target.value}: {exc.strerror}".encode()[:500])
@@ -178,8 +188,7 @@ def _command(cfg, target, message, *, sender, recipient, queue_id):
             proc.wait()
             return Result("deferred", "4.3.0", "command time limit exceeded", "command")
         output.seek(0)
-        said = output.read(1000).decode("utf-8", "replace").strip().splitlines()
-    said = said[0] if said else ""
+        said = excerpt(output.read(4096).decode("utf-8", "replace"))
     if code == 0:
         return Result("sent", "2.0.0", f"delivered to command: {target.value}", "command")
     reason = f"command exited with status {code}" if code > 0 else f"command killed by signal {-code}"
@@ -187,17 +196,6 @@ def _command(cfg, target, message, *, sender, recipient, queue_id):
     if code < 0 or code in SOFT_EXITS:
         return Result("deferred", "4.3.0", reason, "command")
     return Result("bounced", EXIT_DSN.get(code, "5.3.0"), reason, "command")
-
-
-def _become(run_as):
-    """Drop to RUN_AS for good (child processes only)."""
-    if run_as is None:
-        return
-    os.setgroups([])
-    os.setgid(run_as.gid)
-    os.setuid(run_as.uid)
-    if os.getuid() == 0 or os.geteuid() == 0:
-        raise PermissionError("could not drop root privileges")
 
 
 def _copy(src, dst):

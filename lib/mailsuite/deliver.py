@@ -157,15 +157,27 @@ def open_spool(cfg, user):
     return mailbox
 
 
-def deliver(cfg, user, prepared, *, sender, recipient=None, logger=None, queue_id=None):
-    """Append `prepared` to the user's spool; raises DeliveryError on failure."""
+def deliver(cfg, user, prepared, *, sender, recipient=None, logger=None, queue_id=None, lock_timeout=None,
+            once=None):
+    """Append `prepared` to the user's spool; raises DeliveryError on failure.
+
+    LOCK_TIMEOUT (default `lock_timeout`) bounds the wait for a busy mailbox.
+    ONCE (once.AppendOnce, for the MTA's retries) is asked under the locks
+    whether an attempt killed before it could record its success had
+    delivered the message already, and told where it is about to go."""
     started = time.monotonic()
     recipient = recipient or f"{user.name}@{cfg.local_domains[0] if cfg.local_domains else cfg.hostname}"
     envelope = sender or "MAILER-DAEMON"
     extra = [b"Return-Path: <" + (sender or "").encode("utf-8", "surrogateescape") + b">\n",
              b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"]
     try:
-        with open_spool(cfg, user) as mailbox, mailbox.locked():
+        with open_spool(cfg, user) as mailbox, mailbox.locked(timeout=lock_timeout):
+            if once is not None and once.found(mailbox.fd, b"".join(extra) + prepared.header_bytes):
+                _log(logger, "info", queue_id, recipient, started, "2.0.0", "sent",
+                     "found in the mailbox: delivered by an attempt that crashed before recording it")
+                return
+            if once is not None:
+                once.appending(mailbox.fd)
             mailbox.append(prepared, sender=envelope, extra_headers=extra)
     except MailboxError as exc:
         _log(logger, "warning", queue_id, recipient, started, "5.2.0", "bounced", str(exc))

@@ -14,8 +14,10 @@ import time
 from dataclasses import dataclass
 
 from .headers import read_header
+from .log import quote
 
 FULL_RETURN_LIMIT = 10 << 20
+MAX_DIAGNOSTIC = 1000
 
 
 @dataclass
@@ -74,7 +76,7 @@ def build(cfg, envelope, notices, message, *, to, action="failed", now=None):
         intro,
     ]
     for notice in notices:
-        out.append(f"<{notice.recipient}>: {notice.diagnostic}")
+        out.append(f"<{notice.recipient}>: {_one_line(notice.diagnostic)}")
     out += ["", f"--{boundary}",
             "Content-Description: Delivery report",
             "Content-Type: message/delivery-status",
@@ -114,7 +116,9 @@ def _returned_part(envelope, message, boundary):
 
 
 def _one_line(text):
-    return " ".join(text.split())
+    """A diagnostic (a remote reply, a command's words) as one clean, bounded line."""
+    line = quote(" ".join(str(text).split()))
+    return line if len(line) <= MAX_DIAGNOSTIC else line[:MAX_DIAGNOSTIC - 3] + "..."
 
 
 def _xtext(text):

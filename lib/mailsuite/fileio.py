@@ -90,8 +90,8 @@ def copy_range(src, src_offset, dst, dst_offset, length):
 def fsync_dir(path, required=True):
     """Make a rename or unlink in `path` durable.
 
-    `required=False` is for a directory we may write but not read (the
-    1733 maildrop), where the kernel journals the entry anyway.
+    `required=False` is for a directory we may write but not read, where
+    the caller has made the entry durable another way (`syncfs`).
     """
     try:
         fd = os.open(path or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -103,6 +103,16 @@ def fsync_dir(path, required=True):
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def syncfs(fd):
+    """Flush the whole file system holding FD: what makes a rename durable for a
+    process that may not open the directory (a user in the 1733 maildrop)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syncfs(fd) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
 
 
 def unlink_quietly(path):

@@ -2,8 +2,11 @@
 
 A small command table: each verb with the states it is valid in.  The
 message is read dot-unstuffed into a temporary file, prepared once, and
-appended to each accepted recipient's spool; the replies after DATA come in
-RCPT order, as the RFC requires.
+appended to each accepted recipient's spool.  After DATA comes exactly one
+reply per accepted RCPT, in RCPT order (RFC 2033 4.2), whatever happens:
+a message too big, one that cannot be prepared, or a local error gives
+each recipient its own reply, never one multi-line reply, so an LMTP
+client is never left waiting for the rest.
 """
 
 import re
@@ -17,6 +20,7 @@ _PATH = re.compile(r"<([^<>\s]*)>(?:\s+(.*))?$")
 
 # states
 GREETED, READY, MAIL, RCPT = "greeted", "ready", "mail", "rcpt"
+_GONE = object()                # the client closed the connection in the middle of DATA
 
 
 class LMTPSession:
@@ -102,33 +106,49 @@ class LMTPSession:
 
     def data(self, _):
         self.reply("354 end data with <CR><LF>.<CR><LF>")
-        limit = self.cfg.delivery.max_message_size
         with temporary_file() as spool:
-            size = 0
-            while True:
-                line = self.rfile.readline(1 << 20)
-                if not line:
-                    return                              # peer went away: nothing was promised
-                if line in (b".\r\n", b".\n"):
-                    break
-                if line.startswith(b"."):
-                    line = line[1:]
-                size += len(line)
-                if not limit or size <= limit:
-                    spool.write(line)
-            if limit and size > limit:
-                self.reply(*[f"552 5.3.4 message too big for {address}" for address, _ in self.recipients])
-            else:
-                spool.seek(0)
-                self._deliver_all(spool)
+            failure = self._read_data(spool)
+            if failure is _GONE:
+                return                                  # peer went away: nothing was promised
+            replies = [failure.format(address) for address, _ in self.recipients] if failure \
+                else self._deliver_all(spool)
+        for line in replies:                            # one reply each, never one multi-line reply
+            self.reply(line)
         self._reset()
 
+    def _read_data(self, spool):
+        """Copy the data, dot-unstuffed, to SPOOL up to the lone dot: None, or the
+        reply (a format taking the address) every recipient gets; _GONE at EOF."""
+        limit = self.cfg.delivery.max_message_size
+        size, failure = 0, None
+        while True:
+            line = self.rfile.readline(1 << 20)
+            if not line:
+                return _GONE
+            if line in (b".\r\n", b".\n"):
+                return failure
+            if line.startswith(b"."):
+                line = line[1:]
+            size += len(line)
+            if limit and size > limit:
+                failure = "552 5.3.4 <{}> message too big"
+            if failure is None:
+                try:
+                    spool.write(line)
+                except OSError as exc:
+                    failure = f"451 4.3.0 <{{}}> cannot store the message: {exc.strerror}"
+
     def _deliver_all(self, spool):
+        """The reply for each recipient, in RCPT order."""
         try:
+            spool.seek(0)
             prepared = prepare(spool, self.cfg.delivery.max_message_size)
         except DeliveryError as exc:
-            self.reply(*[f"554 5.6.0 {exc}" for _ in self.recipients])
-            return
+            code = "451 4.3.0" if exc.temporary else "554 5.6.0"
+            return [f"{code} <{address}> {exc}" for address, _ in self.recipients]
+        except OSError as exc:
+            return [f"451 4.3.0 <{address}> cannot prepare the message: {exc.strerror}"
+                    for address, _ in self.recipients]
         replies = []
         try:
             for address, user in self.recipients:
@@ -138,10 +158,12 @@ class LMTPSession:
                 except DeliveryError as exc:
                     code = "451 4.2.0" if exc.temporary else "550 5.2.0"
                     replies.append(f"{code} <{address}> {exc}")
+                except Exception as exc:            # noqa: BLE001 - the others still get their reply
+                    self.logger.error("<%s>: delivery failed: %s: %s", address, type(exc).__name__, exc)
+                    replies.append(f"451 4.3.0 <{address}> local error, try again later")
         finally:
             prepared.close()
-        for line in replies:
-            self.reply(line)
+        return replies
 
     def rset(self, _):
         self._reset()

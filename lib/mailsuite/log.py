@@ -6,6 +6,12 @@ stderr pointed at /dev/null by `cli.run` first, so a log line never
 reaches the client.  Delivery lines use the key=value form of Postfix's logs
 (`to=<bob@x>, relay=local, delay=0.2, dsn=2.0.0, status=sent`) so the
 usual grep and pflogsumm habits keep working.
+
+Log lines carry what clients, senders and users wrote (addresses, AUTH
+names, remote replies, command output).  Every line passes through
+`quote()` on its way out, so a control character can neither start a
+forged line nor drive the terminal of whoever reads the log; bounces use
+`quote()` and `excerpt()` the same way.
 """
 
 import logging
@@ -14,6 +20,52 @@ import sys
 import syslog
 
 _FORMAT = "%(name)s[%(process)d]: %(message)s"
+
+
+def quote(text):
+    """TEXT with every control or non-printable character as a \\xNN (\\uNNNN)
+    escape: one inert line.  Quoting twice changes nothing."""
+    if text.isprintable():
+        return text
+    return "".join(_escape(c) for c in text)
+
+
+def _escape(c):
+    if c.isprintable():
+        return c
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def excerpt(text, limit=80):
+    """At most LIMIT characters of TEXT's first non-blank line, quoted: what a
+    bounce or log line may show of a file or a program's output."""
+    first = next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+    shown = quote(first)
+    if len(shown) <= limit:
+        return shown
+    parts, size = [], 0
+    for c in first:
+        part = _escape(c)
+        if size + len(part) > limit - 3:
+            break
+        parts.append(part)
+        size += len(part)
+    return "".join(parts) + "..."
+
+
+class _QuotingFormatter(logging.Formatter):
+    """Quotes the message of every record, and each line of a traceback."""
+
+    def format(self, record):
+        saved = record.msg, record.args
+        record.msg, record.args = quote(record.getMessage()), None
+        try:
+            return super().format(record)
+        finally:
+            record.msg, record.args = saved
+
+    def formatException(self, exc_info):
+        return "\n".join(quote(line) for line in super().formatException(exc_info).split("\n"))
 
 
 def setup(cfg, program):
@@ -26,7 +78,7 @@ def setup(cfg, program):
     handler = _syslog_handler(cfg, program)
     if handler is None:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
+        handler.setFormatter(_QuotingFormatter("%(asctime)s " + _FORMAT))
     logger.addHandler(handler)
     if cfg.mailsuite.log_file:
         logger.addHandler(_file_handler(cfg.mailsuite.log_file))
@@ -72,13 +124,15 @@ def _syslog_handler(cfg, program):
         return None
     facility = getattr(syslog, "LOG_" + cfg.mailsuite.log_facility.upper(), syslog.LOG_MAIL)
     if socket_path == "/dev/log":
-        return _SyslogHandler(program, facility)
+        handler = _SyslogHandler(program, facility)
+        handler.setFormatter(_QuotingFormatter())
+        return handler
     import logging.handlers
     try:
         handler = logging.handlers.SysLogHandler(address=socket_path, facility=facility >> 3)
     except OSError:
         return None
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setFormatter(_QuotingFormatter(_FORMAT))
     return handler
 
 

@@ -9,53 +9,74 @@ Received: (every hop leaves one), Date:, Message-ID:, and From: built from
 origin domain.  The queue id is the drop file's name, and the queue file
 remembers the drop file it came from, so a pickup that dies between the
 enqueue and the unlink is repaired by the next one without a duplicate.
+
+One bad drop file never stops the others: whatever is not a regular file
+(a symlink, a FIFO, a directory), or fails the request's validation, or
+makes the pickup fail in any other way, is moved to the queue's `corrupt/`
+directory with one log line (as Postfix does), and the next file is taken.
+A .ID.tmp left by a sendmail that died before it said 0 is removed.
 """
 
 import email.utils
 import fcntl
 import os
 import pwd
+import stat
 import time
 
 from . import address as addr
 from .headers import read_header
-from .maildrop import DropError, DropFile
+from .maildrop import DropError, DropFile, stale_tmp, tmp_name
 from .queue import QueueError, new_id, valid_id
 from .users import User, UserDB
 
 QUALIFIED_HEADERS = ("From", "Sender", "Reply-To", "To", "Cc")
+FILE_KINDS = {stat.S_IFLNK: "a symlink", stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory",
+              stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device"}
 
 
 def pickup_all(cfg, queue, logger):
     """Pick up every complete drop file; returns the new queue ids."""
     directory = cfg.mailsuite.maildrop_dir
     try:
-        names = sorted(n for n in os.listdir(directory) if valid_id(n))
+        names = sorted(os.listdir(directory))
     except (FileNotFoundError, PermissionError):
         return []
     ids = []
     for name in names:
-        qid = pickup_one(cfg, queue, logger, name)
-        if qid:
-            ids.append(qid)
+        if tmp_name(name):
+            if stale_tmp(directory, name):
+                logger.warning("maildrop/%s: removed: its sendmail ended before the message was accepted", name)
+        elif valid_id(name):
+            qid = pickup_one(cfg, queue, logger, name)
+            if qid:
+                ids.append(qid)
     return ids
 
 
 def pickup_one(cfg, queue, logger, name):
     """Move drop file NAME into the queue; its queue id, or None if not ours to take."""
     directory = cfg.mailsuite.maildrop_dir
+    path = os.path.join(directory, name)
     try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise DropError(f"maildrop/{name}: uid {st.st_uid}: {kind}")
         drop = DropFile(directory, name)
-    except (FileNotFoundError, DropError):
+    except FileNotFoundError:
+        return None
+    except DropError as exc:                    # not a regular file (now, or after the lstat)
+        logger.warning("%s; %s", exc, set_aside(queue, path, name))
         return None
     except OSError as exc:
-        logger.warning("maildrop/%s: %s", name, exc.strerror)
+        logger.warning("maildrop/%s: left for later: %s", name, exc.strerror)
         return None
     try:
         try:
             fcntl.flock(drop.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return None                         # another pickup has it
+            return None                         # its sendmail, or another pickup, has it
         if not drop.linked():
             if os.fstat(drop.fd).st_nlink > 1:
                 logger.warning("maildrop/%s: uid %d: file has several hard links; removed",
@@ -65,24 +86,41 @@ def pickup_one(cfg, queue, logger, name):
         try:
             return _enqueue(cfg, queue, logger, drop)
         except DropError as exc:
-            logger.warning("%s; moved to the corrupt directory", exc)
-            _quarantine(queue, drop)
-            return None
-        except QueueError as exc:
+            logger.warning("%s; %s", exc, set_aside(queue, drop.path, name))
+        except (QueueError, OSError) as exc:
             logger.warning("maildrop/%s: left for later: %s", name, exc)
-            return None
+        except Exception as exc:                # noqa: BLE001 - one file must not stop the pickup
+            logger.error("maildrop/%s: uid %d: cannot be picked up (%s: %s); %s", name, drop.owner,
+                         type(exc).__name__, exc, set_aside(queue, drop.path, name))
+        return None
     finally:
         drop.close()
 
 
-def _quarantine(queue, drop):
+def set_aside(queue, path, name):
+    """Move PATH into the queue's corrupt/ directory (or remove it): says which, for the log."""
     corrupt = os.path.join(queue.dir, "corrupt")
-    os.makedirs(corrupt, mode=0o700, exist_ok=True)
-    os.rename(drop.path, os.path.join(corrupt, drop.name))
+    try:
+        os.makedirs(corrupt, mode=0o700, exist_ok=True)
+        target = os.path.join(corrupt, name)
+        if os.path.lexists(target):
+            target += f".{time.time_ns()}"
+        os.rename(path, target)
+        return "moved to the corrupt directory"
+    except OSError:
+        pass
+    try:
+        os.unlink(path)
+        return "removed"
+    except OSError as exc:
+        return f"left in place: {exc.strerror}"
 
 
 def _enqueue(cfg, queue, logger, drop):
     request = drop.read_request()
+    limit = cfg.delivery.max_message_size
+    if limit and drop.stat.st_size - drop.file.tell() > limit:
+        raise DropError(f"maildrop/{drop.name}: uid {drop.owner}: message larger than {limit} bytes")
     login, trusted, user = _submitter(cfg, drop.owner, request.get("login"))
     origin = addr.origin_domain(cfg)
     try:

@@ -15,11 +15,19 @@ A message's state is the directory it sits in:
     deferred/   waiting for a retry; the file's mtime is the next attempt time
     hold/       set aside by the operator; never delivered until released
 
-`enqueue()` writes tmp/ID, fsyncs it, renames it into incoming/ and fsyncs
-the directory before it returns: only then may anyone answer 250 or exit 0.
-A worker claims a message by taking an flock on the file and renaming it
-into active/; the lock dies with the worker, so `recover()` can tell an
-orphan (a killed worker's message) from one being delivered and put it back.
+`enqueue()` writes tmp/ID under an flock, fsyncs it, renames it into
+incoming/ and fsyncs the directory before it returns: only then may anyone
+answer 250 or exit 0.  What a writer that died left in tmp/ is removed by
+`clean_tmp()` (the runner calls it at start-up and at every scan).
+
+A worker claims a message by taking an flock on the file, renaming it into
+active/ and recording the attempt; the lock dies with the worker, so
+`recover()` can tell an orphan (the message of a worker that crashed or
+was killed) from one being delivered.  An orphan counts as a crash: it
+goes to deferred/ with the same back-off as a failed attempt, and after
+`hold_after_crashes` crashes to hold/, where mailq shows it with the reason
+until the operator releases it.  So a message that kills its worker costs
+a few attempts, not a fork loop.
 """
 
 import errno
@@ -37,6 +45,13 @@ STATES = ("incoming", "active", "deferred", "hold")
 CHUNK = 64 * 1024
 MAGIC = "mailsuite-queue"
 VERSION = 1
+TMP_GRACE = 10          # seconds: an unlocked file in tmp/ younger than this may be about to be renamed
+
+
+def backoff(cfg, attempts):
+    """Seconds to wait after ATTEMPTS failed attempts: doubling from min_backoff, capped."""
+    low, high = cfg.queue.min_backoff, cfg.queue.max_backoff
+    return min(high, low * (2 ** max(0, attempts - 1)))
 
 
 class QueueError(Exception):
@@ -51,6 +66,10 @@ class QueueFull(QueueError):
 
 class Busy(QueueError):
     """The message is being delivered right now; try again in a moment."""
+
+
+class NoPermission(QueueError):
+    """This user may not read (or change) the queue, which is root's: EX_NOPERM."""
 
 
 @dataclass
@@ -70,8 +89,10 @@ class Envelope:
     state: str = "incoming"
     mtime: float = 0.0                # in deferred/: the next attempt time
     results: dict = field(default_factory=dict)    # (rcpt, target) -> last record
-    attempts: int = 0
+    attempts: int = 0                 # claims by a delivery worker
     reason: str | None = None         # why the last attempt deferred
+    crashes: int = 0                  # attempts whose worker died, since the last release
+    held: str | None = None           # why the queue set it aside (hold/)
     notified: set = field(default_factory=set)     # recipients whose bounce was sent
 
     def result(self, recipient, target):
@@ -87,6 +108,13 @@ class Queue:
         self.min_free = cfg.queue.min_free_space
 
     # --- layout --------------------------------------------------------
+
+    def check_access(self, *, write=False):
+        """Raise NoPermission unless this process may read (and, with WRITE, change) the queue."""
+        mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+        if os.path.isdir(self.dir) and not os.access(self.dir, mode):
+            raise NoPermission(f"{self.dir}: permission denied: only root may "
+                               f"{'run or change' if write else 'list'} the mail queue")
 
     def ensure_dirs(self):
         """Create the queue directories (0700) when missing."""
@@ -134,6 +162,7 @@ class Queue:
         except OSError as exc:
             raise _full_or(exc) from None
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)          # tells clean_tmp() its writer is alive
             with open(fd, "wb", buffering=CHUNK) as out:
                 envelope = {
                     "id": qid, "sender": sender, "recipients": list(recipients),
@@ -146,6 +175,7 @@ class Queue:
                 out.flush()
                 os.pwrite(out.fileno(), _preamble(size), 0)
                 os.fsync(out.fileno())
+                fcntl.flock(out.fileno(), fcntl.LOCK_UN)    # a runner may claim it the moment it is renamed
             final = self._path("incoming", qid)
             if os.path.exists(final) or any(os.path.exists(self._path(s, qid)) for s in STATES):
                 raise FileExistsError(errno.EEXIST, "queue id in use", qid)
@@ -243,42 +273,95 @@ class Queue:
             except OSError:
                 os.close(fd)
                 continue
-            return Claim(self, qid, fd)
+            claim = Claim(self, qid, fd)
+            claim.record(attempt=round(time.time(), 3), pid=os.getpid())   # counted even if we die
+            return claim
         return None
 
-    def recover(self):
-        """Move messages left in active/ by a dead worker back to incoming/."""
-        moved = []
+    def recover(self, reasons=None):
+        """Take back the messages of workers that died: {id: where it went}.
+
+        REASONS maps a queue id to how its worker ended, when the caller saw it."""
+        moved = {}
         for _s, qid in self.ids(("active",)):
             path = self._path("active", qid)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
             except OSError:
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                os.rename(path, self._path("incoming", qid))
-                moved.append(qid)
+                moved[qid] = self._after_crash(qid, fd, (reasons or {}).get(qid, "its delivery worker died"))
             except OSError:
                 pass
             finally:
                 os.close(fd)
-        if moved:
-            fileio.fsync_dir(os.path.join(self.dir, "incoming"))
+        for state in set(moved.values()):
+            fileio.fsync_dir(os.path.join(self.dir, state))
         return moved
+
+    def _after_crash(self, qid, fd, reason):
+        """Record the crash of QID's worker; to deferred/ with back-off, or hold/ after a few."""
+        path = self._path("active", qid)
+        try:
+            with open(os.dup(fd), "rb") as f:
+                envelope = _read_envelope(f, path)
+        except QueueError:
+            os.makedirs(os.path.join(self.dir, "corrupt"), mode=0o700, exist_ok=True)
+            os.rename(path, os.path.join(self.dir, "corrupt", qid))
+            return "corrupt"
+        _append(fd, {"crashed": round(time.time(), 3), "reason": reason})
+        crashes = envelope.crashes + 1
+        if crashes >= self.cfg.queue.hold_after_crashes:
+            _append(fd, {"held": round(time.time(), 3),
+                         "reason": f"held after {crashes} crashes of its delivery worker (last: {reason})"})
+            os.rename(path, self._path("hold", qid))
+            return "hold"
+        retry = time.time() + backoff(self.cfg, envelope.attempts)
+        os.utime(fd, (retry, retry))
+        os.rename(path, self._path("deferred", qid))
+        return "deferred"
+
+    def clean_tmp(self, min_age=TMP_GRACE):
+        """Remove what writers that died (a killed SMTP session, a crash) left in tmp/: the names."""
+        directory = os.path.join(self.dir, "tmp")
+        try:
+            names = os.listdir(directory)
+        except FileNotFoundError:
+            return []
+        removed = []
+        for name in names:
+            path = os.path.join(directory, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if time.time() - os.fstat(fd).st_mtime < min_age:
+                    continue
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a live writer holds it
+                os.unlink(path)
+                removed.append(name)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        return removed
 
     # --- the operator --------------------------------------------------
 
-    def _move(self, qid, to_state, *, mtime=None, allowed=STATES):
+    def _move(self, qid, to_state, *, mtime=None, allowed=STATES, record=None):
         state, path = self.locate(qid)
         if state not in allowed:
             raise QueueError(f"{qid}: message is {state}")
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Busy(f"{qid}: being delivered right now; try again") from None
+            if record:
+                _append(fd, record)
             target = self._path(to_state, qid)
             if mtime is not None:
                 os.utime(fd, (mtime, mtime))
@@ -290,11 +373,13 @@ class Queue:
 
     def hold(self, qid):
         """Set QID aside: it stays queued but is never delivered until released."""
-        self._move(qid, "hold", allowed=("incoming", "deferred", "hold"))
+        self._move(qid, "hold", allowed=("incoming", "deferred", "hold"),
+                   record={"held": round(time.time(), 3), "reason": "held by the operator"})
 
     def release(self, qid):
-        """Put a held message back, due at once."""
-        self._move(qid, "deferred", mtime=time.time(), allowed=("hold",))
+        """Put a held message back, due at once, its crash count cleared."""
+        self._move(qid, "deferred", mtime=time.time(), allowed=("hold",),
+                   record={"released": round(time.time(), 3)})
 
     def flush(self, qid=None):
         """Make QID (or every deferred message) due now."""
@@ -341,11 +426,7 @@ class Claim:
     def record(self, **fields):
         """Append one delivery record and fsync it, and fold it into the envelope."""
         fields.setdefault("at", round(time.time(), 3))
-        data = _line(fields)
-        written = os.write(self.fd, data)
-        if written != len(data):
-            raise QueueFull(f"{self.id}: short write of a delivery record")
-        os.fsync(self.fd)
+        _append(self.fd, fields, self.id)
         _fold(self.envelope, fields)
 
     def done(self):
@@ -381,6 +462,14 @@ class Claim:
 
 def _line(obj):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def _append(fd, record, qid=""):
+    """One record at the end of a queue file opened with O_APPEND, fsynced."""
+    data = _line(record)
+    if os.write(fd, data) != len(data):
+        raise QueueFull(f"{qid}: short write of a delivery record")
+    os.fsync(fd)
 
 
 def _preamble(size):
@@ -422,7 +511,15 @@ def _fold(env, record):
         env.results[(record["r"], record.get("t", ""))] = record
     elif "attempt" in record:
         env.attempts += 1
+    elif "deferred" in record:
         env.reason = record.get("reason")
+    elif "crashed" in record:
+        env.crashes += 1
+        env.reason = record.get("reason")
+    elif "held" in record:
+        env.held = record.get("reason")
+    elif "released" in record:
+        env.crashes, env.held = 0, None
     elif "notified" in record:
         env.notified.update(record["notified"])
 

@@ -22,9 +22,13 @@ def add_arguments(parser):
 
 
 def cmd_queue(args):
-    from .queue import Busy, Queue, QueueError
+    from .queue import Busy, NoPermission, Queue, QueueError
     cfg = config.load(args.config)
     queue = Queue(cfg)
+    try:
+        queue.check_access(write=args.action != "list")
+    except NoPermission as exc:
+        raise Fatal(os.EX_NOPERM, str(exc)) from None
     if args.action == "list":
         from .showq import show
         return show(cfg, sys.stdout)

@@ -7,7 +7,9 @@ wakes it when a drop file or a new queue file appears, a timer rescans
 deferred/ for retries, and it never runs more than `queue.max_workers`
 workers at once.  Each worker is a forked process handling one message
 (worker.py), so a crash or a SIGKILL costs one attempt of one message:
-its file stays in active/ and `Queue.recover()` puts it back.
+its file stays in active/ and `Queue.recover()` takes it back, deferred
+like a failed attempt, held after a few crashes.  Nothing that goes wrong
+with one message or one drop file stops the runner.
 
 While a runner lives it holds the runner lock (runnerlock.py), which tells
 `sendmail` that mail dropped now will be picked up without its help.
@@ -26,6 +28,7 @@ from .worker import deliver_message
 
 BUSY_POLL = 0.5                 # a backstop only: SIGCHLD wakes the runner when a worker ends
 MIN_SLEEP = 0.05
+ERROR_PAUSE = 5                 # after an unexpected error, the next full scan comes this soon
 
 
 class WorkerPool:
@@ -72,8 +75,9 @@ class WorkerPool:
             qid = self.running.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
             if qid and code != 0:
-                self.logger.warning("%s: delivery worker %d exited with status %d", qid, pid, code)
-                self.queue.recover()            # its message goes back to incoming/ at once
+                how = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
+                self.logger.warning("%s: delivery worker %d %s", qid, pid, how)
+                recover(self.queue, self.logger, {qid: f"delivery worker {how}"})
             if block:
                 return
 
@@ -90,7 +94,7 @@ def run_once(cfg, logger, *, ids=None):
     notification behind."""
     queue = Queue(cfg)
     queue.ensure_dirs()
-    queue.recover()
+    recover(queue, logger)
     pickup_all(cfg, queue, logger)
     pool = WorkerPool(cfg, queue, logger)
     seen = {qid for _state, qid in queue.ids(("incoming",))}
@@ -135,21 +139,17 @@ def run_forever(cfg, logger, *, interval=None):
     notifier = pyinotify.Notifier(watches, default_proc_fun=lambda _event: None, timeout=0)
     pool = WorkerPool(cfg, queue, logger)
     logger.info("queue runner started (%d workers, scan every %ds)", pool.size, interval)
-    queue.recover()
     next_scan = 0.0
     try:
         while not stopping:
-            pool.reap()
-            now = time.time()
-            if now >= next_scan:
-                queue.recover()
-                next_scan = now + interval
-            pickup_all(cfg, queue, logger)
-            for qid in queue.due():
-                if pool.full():
-                    break
-                if not pool.busy(qid):
-                    pool.start(qid)
+            try:
+                if time.time() >= next_scan:
+                    next_scan = time.time() + interval
+                    recover(queue, logger)
+                _dispatch(cfg, queue, pool, logger)
+            except Exception:                   # noqa: BLE001 - the runner outlives any one problem
+                logger.exception("queue runner: unexpected error; going on")
+                next_scan = min(next_scan, time.time() + ERROR_PAUSE)
             try:
                 waiting.append(True)
                 if stopping:
@@ -170,6 +170,32 @@ def run_forever(cfg, logger, *, interval=None):
         notifier.stop()
         os.close(lock)
         logger.info("queue runner stopped")
+
+
+def recover(queue, logger, reasons=None):
+    """Take back the messages of dead workers and clean what dead writers left in tmp/."""
+    for qid, state in queue.recover(reasons).items():
+        if state == "corrupt":
+            logger.error("%s: damaged queue file; moved to the corrupt directory", qid)
+        elif state == "hold":
+            logger.warning("%s: held: its delivery worker crashed %d times", qid,
+                           queue.cfg.queue.hold_after_crashes)
+        else:
+            logger.info("%s: taken back from a dead delivery worker; %s", qid, state)
+    removed = queue.clean_tmp()
+    if removed:
+        logger.info("queue: removed %d file(s) left in tmp/ by writers that died", len(removed))
+
+
+def _dispatch(cfg, queue, pool, logger):
+    """Reap finished workers, take in the maildrop, start a worker for each due message."""
+    pool.reap()
+    pickup_all(cfg, queue, logger)
+    for qid in queue.due():
+        if pool.full():
+            break
+        if not pool.busy(qid):
+            pool.start(qid)
 
 
 class _Stop(Exception):

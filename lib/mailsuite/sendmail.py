@@ -125,7 +125,8 @@ def _valued(opts, letter, value):
     elif letter in "fr":
         opts.sender = _sender(value)
     elif letter == "F":
-        _no_controls(value, "full name")
+        if not value.isprintable() or len(value) > 256:
+            raise Fatal(os.EX_DATAERR, "full name: at most 256 printable characters")
         opts.full_name = value
     elif letter == "N":
         words = {w.strip().upper() for w in value.split(",") if w.strip()}
@@ -210,6 +211,7 @@ def main(argv):
         return _daemon(cfg, opts)
     if opts.mode == "mailq":
         from .showq import show
+        _queue_access(cfg, write=False)
         return show(cfg, sys.stdout)
     if opts.mode == "newaliases":
         return _newaliases(cfg)
@@ -227,6 +229,7 @@ def main(argv):
 
 def _daemon(cfg, opts):
     from .smtpd import serve
+    _queue_access(cfg, write=True)
     if opts.queue_run:
         cfg.queue.run_interval = _interval(opts.queue_run)
     return serve(cfg, foreground=opts.mode == "foreground")
@@ -239,10 +242,20 @@ def _interval(text):
         raise Fatal(os.EX_USAGE, f"-q{text}: not an interval (e.g. -q30m)") from None
 
 
+def _queue_access(cfg, *, write):
+    """One line and EX_NOPERM for a user who may not see or run the queue."""
+    from .queue import NoPermission, Queue
+    try:
+        Queue(cfg).check_access(write=write)
+    except NoPermission as exc:
+        raise Fatal(os.EX_NOPERM, str(exc)) from None
+
+
 def _queue_run(cfg, opts):
     from . import log
     from .queue import Queue
     from .runner import run_forever, run_once
+    _queue_access(cfg, write=True)
     logger = log.setup(cfg, "sendmail")
     selector, value = opts.queue_run[:1], opts.queue_run[1:]
     if not opts.queue_run:

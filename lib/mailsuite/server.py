@@ -368,6 +368,20 @@ def tls_context(cfg, section=None):
     return context
 
 
+def tls_context_if_readable(cfg, section, logger):
+    """tls_context(), or None with a warning when the key or certificate exists but
+    this process may not read it: a user running a daemon of their own (sendmail
+    -bd) serves without STARTTLS instead of failing over root's key."""
+    own = getattr(cfg, section, None)
+    cert = getattr(own, "tls_cert_file", "") or cfg.tls.cert_file
+    key = getattr(own, "tls_key_file", "") or cfg.tls.key_file or cert
+    for path in dict.fromkeys(p for p in (cert, key) if p):
+        if os.path.exists(path) and not os.access(path, os.R_OK):
+            logger.warning("[tls] %s: not readable by uid %d: STARTTLS is not offered", path, os.geteuid())
+            return None
+    return tls_context(cfg, section)
+
+
 # --- inetd mode ------------------------------------------------------------
 
 def serve_inetd(handler, cfg, *, implicit_tls=False, limits=Limits()):
@@ -392,10 +406,12 @@ def serve_inetd(handler, cfg, *, implicit_tls=False, limits=Limits()):
 class _Listener:
     """The parent: accepts, forks, counts and reaps children (by client address too), stops on SIGTERM."""
 
-    def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup):
+    def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup,
+                 supervisor=None):
         self.handler, self.cfg, self.logger = handler, cfg, logger
         self.max_children, self.busy_reply, self.limits = max_children, busy_reply, limits
         self.on_hup = on_hup
+        self.supervisor = supervisor
         self.children = {}               # pid -> client address
         self.stopping = self.hangup = False
         self.tls = None
@@ -438,7 +454,8 @@ class _Listener:
     def _accept_loop(self, wake_r):
         by_fd = {sock.fileno(): (sock, implicit) for sock, implicit in self.sockets}
         while not self.stopping:
-            ready, _, _ = select.select([wake_r, *by_fd], [], [])
+            timeout = self.supervisor.tick() if self.supervisor else None
+            ready, _, _ = select.select([wake_r, *by_fd], [], [], timeout)
             if wake_r in ready:
                 _drain(wake_r)
             self._reap(block=False)
@@ -511,21 +528,24 @@ class _Listener:
             os._exit(status)
 
     def _reap(self, block):
-        while self.children:
+        while self.children or (self.supervisor and not block):
             try:
-                pid, _ = os.waitpid(-1, 0 if block else os.WNOHANG)
+                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
             except ChildProcessError:
                 self.children.clear()
                 return
             if pid == 0:
                 return
-            self.children.pop(pid, None)
+            if pid in self.children:
+                self.children.pop(pid)
+            elif self.supervisor:
+                self.supervisor.exited(pid, status)
             if block:
                 return
 
 
 def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=None,
-                  busy_reply=None, limits=Limits(), on_hup=None):
+                  busy_reply=None, limits=Limits(), on_hup=None, supervisor=None):
     """Accept on every (host, port, implicit_tls) and run handler(conn) in a child per client.
 
     Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
@@ -533,8 +553,15 @@ def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=Non
     SIGTERM/SIGINT stop accepting; the call returns once the running
     sessions have ended.  SIGHUP calls ON_HUP.  ON_READY receives the bound
     (host, port) pairs, so port 0 may be asked for.
+
+    SUPERVISOR looks after the caller's own children (the SMTP daemon's
+    queue runner), which the listener reaps with its sessions:
+    `supervisor.exited(pid, status)` hears of each that ends, and
+    `supervisor.tick()` is called at every wake-up and returns the seconds
+    until it wants the next call (None: no need).
     """
-    _Listener(handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup).run(on_ready)
+    _Listener(handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup,
+              supervisor).run(on_ready)
 
 
 def _bind(host, port):

@@ -2,12 +2,15 @@
 
 One entry per message: queue id (followed by `*` while a worker delivers
 it, `!` while it is held), size, arrival time and sender, then each
-recipient still waiting, under the reason of its last deferral.
+recipient still waiting, under the reason of its last deferral, or the
+reason it is held.  What senders and remote servers wrote is quoted
+(log.quote): mailq never sends a control character to a terminal.
 """
 
 import os
 import time
 
+from .log import quote
 from .maildrop import MAGIC
 from .queue import Queue, valid_id
 
@@ -39,18 +42,19 @@ def show(cfg, out):
 def _entry(env, out):
     arrival = time.strftime("%a %b %d %H:%M:%S", time.localtime(env.arrival))
     ident = env.id + MARKS.get(env.state, "")
-    print(f"{ident:<18}{env.size:>8} {arrival:<20} {env.sender or 'MAILER-DAEMON'}", file=out)
+    print(f"{ident:<18}{env.size:>8} {arrival:<20} {quote(env.sender) or 'MAILER-DAEMON'}", file=out)
     by_reason = {}
     for rcpt in env.recipients:
         final = env.result(rcpt, "")
         if final and final.get("s") in ("sent", "bounced"):
             continue
-        by_reason.setdefault(_reason(env, rcpt), []).append(rcpt)
+        reason = env.held if env.state == "hold" and env.held else _reason(env, rcpt) or env.reason or ""
+        by_reason.setdefault(quote(reason), []).append(rcpt)
     for reason, rcpts in by_reason.items():
         if reason:
             print(f"{'(' + reason + ')':<48}", file=out)
         for rcpt in rcpts:
-            print(f"{'':<48}{rcpt}", file=out)
+            print(f"{'':<48}{quote(rcpt)}", file=out)
     print(file=out)
 
 

@@ -49,26 +49,33 @@ class _TlsFailed(Exception):
     """The STARTTLS handshake failed: the same host is tried again without TLS."""
 
 
-def deliver_remote(cfg, sender, recipients, message_file, *, logger, queue_id):
+def deliver_remote(cfg, sender, recipients, message_file, *, logger, queue_id, on_result=None):
     """Try to send MESSAGE_FILE (a path or binary file; LF or CRLF) to RECIPIENTS.
 
-    Never raises for delivery problems: each recipient gets a result."""
+    Never raises for delivery problems: each recipient gets a result.
+    ON_RESULT(result) hears of each as soon as its domain is done, so the
+    caller can record it before the next, perhaps slow, domain is tried."""
     started = time.monotonic()
+    results = []
+
+    def done(group_results):
+        delay = f"{time.monotonic() - started:.2f}"
+        for result in group_results:
+            logger.info("%s: %s", queue_id, log.fields(
+                to=f"<{result.recipient}>", relay=result.relay, delay=delay, dsn=result.dsn,
+                status=result.status, reply=f"({result.reply})"))
+            if on_result is not None:
+                on_result(result)
+        results.extend(group_results)
+
     with _open(message_file) as message:
         hops = count_received(message)
-        results = []
         if hops > cfg.smtp.max_hops:
-            results = [RecipientResult(r, "bounced", "5.4.6",
-                                       f"mail forwarding loop ({hops} Received: headers)", "none")
-                       for r in recipients]
+            done([RecipientResult(r, "bounced", "5.4.6", f"mail forwarding loop ({hops} Received: headers)",
+                                  "none") for r in recipients])
         else:
             for domain, group in _by_domain(cfg, recipients).items():
-                results.extend(_deliver_domain(cfg, domain, sender, group, message))
-    delay = f"{time.monotonic() - started:.2f}"
-    for result in results:
-        logger.info("%s: %s", queue_id, log.fields(
-            to=f"<{result.recipient}>", relay=result.relay, delay=delay, dsn=result.dsn,
-            status=result.status, reply=f"({result.reply})"))
+                done(_deliver_domain(cfg, domain, sender, group, message))
     return results
 
 

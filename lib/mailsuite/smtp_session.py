@@ -16,6 +16,8 @@ Security stance, command by command:
   passed down as the deadline of every data line.
 - RCPT applies the relay policy: local domains are always accepted; other
   domains only from `relay_networks` or after AUTH; all else `554 5.7.1`.
+  A local recipient that does not exist gets `550 5.1.1` at once, so no
+  bounce ever goes to a forged sender (backscatter).
   The submission port requires AUTH before MAIL.
 - AUTH PLAIN and LOGIN are offered only over TLS or from loopback, so a
   password never crosses a network in clear text.
@@ -97,6 +99,7 @@ R_TOO_MANY_AUTH_FAILURES = "421 4.7.0 Too many failed authentications, closing c
 R_SYNC = "554 5.5.0 Protocol synchronization error (commands sent ahead of replies)"
 R_PREGREET = "554 5.5.0 Protocol error: you talked before my greeting"
 R_RELAY_DENIED = "554 5.7.1 Relay access denied"
+R_UNKNOWN_USER = "550 5.1.1 <{}>: Recipient address rejected: User unknown in local recipient table"
 R_AUTH_REQUIRED = "530 5.7.0 Authentication required"
 R_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
 R_TOO_MANY_RCPTS = "452 4.5.3 Too many recipients"
@@ -187,11 +190,13 @@ class Session:
     returns its queue id, raising one of QUEUE_FULL (452) or QUEUE_ERRORS
     or OSError (451); `authenticate
     (user, password)` returns a user name or None; `tls_context` enables
-    STARTTLS; `local_user` marks a `sendmail -bs` session by a local user."""
+    STARTTLS; `local_user` marks a `sendmail -bs` session by a local user;
+    `known_recipient(address)`, if given, says whether a local address
+    exists (recipients.py)."""
 
     def __init__(self, conn, policy, *, enqueue, logger, authenticate=None, tls_context=None,
                  plaintext_ok=lambda conn: conn.is_tls or conn.is_loopback(),
-                 local_user=None, queue_full=(), queue_errors=()):
+                 local_user=None, queue_full=(), queue_errors=(), known_recipient=None):
         self.conn = conn
         self.policy = policy
         self.enqueue = enqueue
@@ -200,6 +205,7 @@ class Session:
         self.plaintext_ok = plaintext_ok
         self.tls_context = tls_context
         self.local_user = local_user
+        self.known_recipient = known_recipient
         self.queue_full = tuple(queue_full)
         self.queue_errors = (OSError, *queue_errors)
         self.state = State.CONNECTED
@@ -484,14 +490,20 @@ class Session:
             self.logger.info("reject: RCPT from %s: relay access denied: from=<%s> to=<%s>",
                              self.client_text, self.envelope.sender, path)
             raise SmtpError(R_RELAY_DENIED)
+        if self.known_recipient and self._is_local(path) and not self.known_recipient(path):
+            self.logger.info("reject: RCPT from %s: 550 5.1.1 user unknown: from=<%s> to=<%s>",
+                             self.client_text, self.envelope.sender, path)
+            raise SmtpError(R_UNKNOWN_USER.format(path))
         self.envelope.recipients.append(path)
         self.state = State.RCPT
         self.reply("250 2.1.5 Ok")
 
+    def _is_local(self, address):
+        return address.rpartition("@")[2].lower() in self.policy.local_domains
+
     def _may_send_to(self, address):
         """The relay policy: never an open relay."""
-        domain = address.rpartition("@")[2].lower()
-        if domain in self.policy.local_domains:
+        if self._is_local(address):
             return True
         if self.auth_user is not None or self.local_user is not None:
             return True

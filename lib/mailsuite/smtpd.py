@@ -3,7 +3,9 @@
 The daemon's master process does three things and nothing else: it listens
 on the `[smtp] listen` (and `listen_submission`) addresses through the
 shared forking harness, one child per session up to `max_children`
-(beyond that `421 4.7.0`); it keeps one queue runner child alive; and it
+(beyond that `421 4.7.0`); it keeps one queue runner child alive, starting
+it again, with a back-off from 1 s doubling to a minute, whenever it ends
+for any reason (the runner, in turn, ends with the master); and it
 answers signals: SIGTERM stops accepting, lets running sessions finish,
 stops the runner and exits; SIGHUP rereads the configuration (a broken file
 is logged and the old one kept) and restarts the runner so it rereads the
@@ -20,12 +22,17 @@ import os
 import signal
 import socket
 import sys
+import time
 
 import lockfile
 
 from . import auth, config, log, mx, queue, runner, server
 from .cli import Fatal
 from .smtp_session import R_TOO_MANY_AUTH_FAILURES, Disconnect, Policy, Session
+
+RUNNER_RESTART_MIN = 1          # seconds before a runner that ended is started again...
+RUNNER_RESTART_MAX = 60         # ...doubling while it keeps ending soon after its start,
+RUNNER_HEALTHY = 60             # and back to the minimum once one ran this long
 
 
 def parse_listen(items, default_port):
@@ -47,11 +54,14 @@ class Daemon:
         self.cfg = cfg
         self.logger = logger
         self.runner_pid = None
+        self.runner_started = 0.0
+        self.restart_at = None          # when a runner that ended is started again
+        self.restart_delay = 0
         self._prepare()
 
     def _prepare(self):
         """Everything derived from the configuration, rebuilt on SIGHUP."""
-        self.tls = server.tls_context(self.cfg, "smtp")
+        self.tls = server.tls_context_if_readable(self.cfg, "smtp", self.logger)
         self.submission_ports = {port for _, port in parse_listen(self.cfg.smtp.listen_submission, 587)}
         self.policies = {False: Policy.from_config(self.cfg, submission=False),
                          True: Policy.from_config(self.cfg, submission=True)}
@@ -68,11 +78,12 @@ class Daemon:
         Session(conn, policy, enqueue=queue_writer(self.cfg), logger=self.logger,
                 authenticate=authenticator(self.cfg, self.logger, conn), tls_context=self.tls,
                 plaintext_ok=lambda c: auth.plaintext_allowed(self.cfg, c),
-                **_queue_errors()).run()
+                known_recipient=recipient_check(self.cfg), **_queue_errors()).run()
 
     # --- the runner child -------------------------------------------------
 
     def start_runner(self):
+        master = os.getpid()
         pid = os.fork()
         if pid == 0:
             status = 0
@@ -80,6 +91,7 @@ class Daemon:
                 for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGINT):
                     signal.signal(sig, signal.SIG_DFL)
                 signal.set_wakeup_fd(-1)
+                _end_with(master)
                 runner.run_forever(self.cfg, log.setup(self.cfg, "runner"))
             except BaseException:
                 self.logger.exception("queue runner failed")
@@ -87,10 +99,37 @@ class Daemon:
             finally:
                 os._exit(status)
         self.runner_pid = pid
+        self.runner_started = time.monotonic()
         self.logger.info("queue runner started (pid %d)", pid)
 
+    # the listener reaps every child; these two keep the runner alive (server.serve_forking)
+
+    def exited(self, pid, status):
+        """A child that is no session ended: if it was the runner, plan its restart."""
+        if pid != self.runner_pid:
+            return                      # a runner replaced at SIGHUP
+        self.runner_pid = None
+        code = os.waitstatus_to_exitcode(status)
+        how = f"exited with status {code}" if code >= 0 else f"was killed by signal {-code}"
+        if time.monotonic() - self.runner_started >= RUNNER_HEALTHY:
+            self.restart_delay = RUNNER_RESTART_MIN
+        else:
+            self.restart_delay = min(RUNNER_RESTART_MAX, max(RUNNER_RESTART_MIN, self.restart_delay * 2))
+        self.restart_at = time.monotonic() + self.restart_delay
+        self.logger.error("queue runner (pid %d) %s; starting a new one in %ds", pid, how, self.restart_delay)
+
+    def tick(self):
+        if self.restart_at is None:
+            return None
+        wait = self.restart_at - time.monotonic()
+        if wait > 0:
+            return wait
+        self.restart_at = None
+        self.start_runner()
+        return None
+
     def stop_runner(self, *, wait):
-        pid, self.runner_pid = self.runner_pid, None
+        pid, self.runner_pid, self.restart_at = self.runner_pid, None, None
         if pid is None:
             return
         try:
@@ -113,7 +152,7 @@ class Daemon:
             self.logger.error("reload failed, keeping the old configuration: %s", exc)
             return
         self.logger.info("configuration reloaded from %s", self.cfg.path)
-        if self.runner_pid is not None:
+        if self.runner_pid is not None or self.restart_at is not None:
             self.stop_runner(wait=False)
             self.start_runner()
 
@@ -127,11 +166,21 @@ class Daemon:
                                  max_children=self.cfg.smtp.max_children, logger=self.logger,
                                  on_ready=on_ready, busy_reply=busy,
                                  limits=server.Limits.of(self.cfg.smtp, self.cfg.smtp.command_timeout),
-                                 on_hup=self.reload)
+                                 on_hup=self.reload, supervisor=self if with_runner else None)
         finally:
             self.stop_runner(wait=True)
         self.logger.info("stopped")
         return os.EX_OK
+
+
+def _end_with(master):
+    """Make this process (the runner) get SIGTERM when MASTER dies, so a killed
+    daemon never leaves a runner behind to compete with its successor's."""
+    import ctypes
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != master:          # it died before we asked
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def serve(cfg, *, foreground):
@@ -208,7 +257,7 @@ def smtp_on_stdio(cfg, user, *, submit=None):
     conn = server.Connection(rfd=sys.stdin.fileno(), wfd=sys.stdout.fileno(), timeout=cfg.smtp.command_timeout)
     try:
         Session(conn, policy, enqueue=enqueue, logger=logger, local_user=name,
-                **_queue_errors()).run()
+                known_recipient=recipient_check(cfg), **_queue_errors()).run()
     finally:
         conn.close()
     return os.EX_OK
@@ -221,6 +270,14 @@ def queue_writer(cfg):
                                         received=received.encode(), client=envelope.client,
                                         auth_user=envelope.auth_user)
     return enqueue
+
+
+def recipient_check(cfg):
+    """known_recipient(address) for RCPT, or None when unknown users are accepted."""
+    if not cfg.smtp.reject_unknown_recipients:
+        return None
+    from .recipients import LocalRecipients
+    return LocalRecipients(cfg).known
 
 
 def authenticator(cfg, logger, conn):

@@ -106,7 +106,8 @@ def _login():
     """Who we say we are; the pickup believes it only in the sandbox, where every
     user is the invoking uid and $USER is the only thing telling them apart."""
     from .sendmail import login_name
-    return os.environ.get("USER") or login_name()
+    name = os.environ.get("USER") or login_name()
+    return name if name.isprintable() and len(name) <= 64 else None
 
 
 def _header_recipients(header):

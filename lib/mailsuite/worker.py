@@ -3,10 +3,13 @@
 The worker claims the message, resolves each recipient that is not final
 yet into targets (routing.py), delivers the local ones (agents.py) and
 hands the remote ones to `smtp_client.deliver_remote` in one call, and
-writes a record for every result before doing anything else.  A target
+writes a record for every result before doing anything else (a remote
+domain's as soon as that domain is done).  A target
 already delivered in an earlier attempt (or for another recipient of the
 same message) is never delivered twice, so a worker killed half-way
-leaves a message that the next attempt finishes without duplicates.
+leaves a message that the next attempt finishes without duplicates; a
+mailbox append it was killed in the middle of recording is found in the
+mailbox, not made again (once.py).
 
 Then: bounces (dsn.py) for recipients that failed for good, or that are
 still failing when the message is older than `max_lifetime`; success
@@ -18,16 +21,12 @@ import time
 
 from . import agents, dsn, log
 from .address import origin_domain, qualify
+from .once import AppendOnce
+from .queue import backoff
 from .routing import RouteError, Router
 
 BOUNCE = "mailsuite:bounce"
 DOUBLE_BOUNCE = "mailsuite:double-bounce"
-
-
-def backoff(cfg, attempts):
-    """Seconds to wait after ATTEMPTS failed attempts: doubling from min_backoff, capped."""
-    low, high = cfg.queue.min_backoff, cfg.queue.max_backoff
-    return min(high, low * (2 ** max(0, attempts - 1)))
 
 
 def deliver_message(cfg, queue, qid, logger, *, states=("incoming", "deferred"), router=None):
@@ -37,7 +36,7 @@ def deliver_message(cfg, queue, qid, logger, *, states=("incoming", "deferred"),
     if claim is None:
         return None
     with claim:
-        attempt = Attempt(cfg, queue, claim, logger, router or Router(cfg))
+        attempt = Attempt(cfg, queue, claim, logger, router or Router(cfg, logger=logger))
         attempt.run()
     return attempt.notifications
 
@@ -47,7 +46,6 @@ class Attempt:
         self.cfg, self.queue, self.claim, self.logger, self.router = cfg, queue, claim, logger, router
         self.env = claim.envelope
         self.id = claim.id
-        self.started = time.time()
         self.notifications = []
         self.sent_keys = {t for (_r, t), rec in self.env.results.items() if t and rec.get("s") == "sent"}
 
@@ -106,19 +104,26 @@ class Attempt:
         elif target.kind == "remote":
             remote.setdefault(target.value, []).append(rcpt)
         else:
+            previous = self.env.result(rcpt, target.key)
+            once = AppendOnce(lambda **fields: self.claim.record(r=rcpt, t=target.key, **fields),
+                              previous if status == "appending" else None)
             with self.claim.message() as message:
                 result = agents.deliver_target(self.cfg, target, message, sender=self.env.sender,
-                                               recipient=rcpt, queue_id=self.id)
+                                               recipient=rcpt, queue_id=self.id, once=once)
             self._record(rcpt, target.key, result, to=_describe(self.cfg, target))
 
     def _deliver_remote(self, remote):
+        """Every domain's results are recorded as soon as it is done: a worker killed
+        while a slow domain answers never sends again to the domains before it."""
         from .smtp_client import deliver_remote
-        with self.claim.message() as message:
-            results = deliver_remote(self.cfg, self.env.sender, list(remote), message,
-                                     logger=self.logger, queue_id=self.id)
-        for result in results:
+
+        def record(result):
             for rcpt in remote.get(result.recipient, ()):
                 self._record(rcpt, f"remote:{result.recipient}", result)
+
+        with self.claim.message() as message:
+            deliver_remote(self.cfg, self.env.sender, list(remote), message,
+                           logger=self.logger, queue_id=self.id, on_result=record)
 
     def _conclude(self, pending, targets):
         env = self.env
@@ -143,7 +148,7 @@ class Attempt:
         self._notify(succeeded, targets, "delivered")
         if waiting:
             reason = self._reason(waiting, targets)
-            self.claim.record(attempt=round(self.started, 3), reason=reason)
+            self.claim.record(deferred=round(time.time(), 3), reason=reason)
             delay = backoff(self.cfg, env.attempts)
             self.claim.defer(time.time() + delay)
             self.logger.info("%s: deferred %d recipient(s), next attempt in %ds (%s)",

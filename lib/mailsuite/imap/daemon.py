@@ -48,12 +48,7 @@ def main(argv):
     args = ap.parse_args(argv[1:])
     cfg = config.load(args.config)
     logger = log.setup(cfg, "imapd")
-    tls = server.tls_context(cfg, "imap")
     limits = server.Limits.of(cfg.imap, cfg.imap.idle_timeout)
-
-    def handle(conn):
-        Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=tls).run()
-
     if args.preauth:
         user = UserDB(cfg).lookup(args.preauth)
         if user is None:
@@ -68,6 +63,11 @@ def main(argv):
         finally:
             conn.close()
         return 0
+    tls = server.tls_context(cfg, "imap")           # a preauthenticated session never needs the key
+
+    def handle(conn):
+        Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=tls).run()
+
     if args.daemon:
         listeners = parse_listen(cfg.imap.listen, False) + parse_listen(cfg.imap.listen_tls, True)
         if not listeners:
