@@ -40,8 +40,9 @@ def test_client_strings_are_escaped_in_every_log_line(mta, real_users):
         assert client.command("EHLO client.test")[0] == S250_OK
         plain = base64.b64encode(f"\0{EVIL_LOGIN}\0secret".encode()).decode()
         assert client.command(f"AUTH PLAIN {plain}")[0] == S535_AUTH_FAILED
-        assert client.command(f"MAIL FROM:<{EVIL_SENDER}>")[0] == S250_OK
-        assert client.command('RCPT TO:<"\x1b[2J\x1b[H"@elsewhere.example>')[0] == S554_FAILED
+        assert client.command(f"MAIL FROM:<{EVIL_SENDER}>")[0] == 501           # refused, and logged quoted
+        assert client.command("MAIL FROM:<someone@client.test>")[0] == S250_OK
+        assert client.command('RCPT TO:<"\x1b[2J\x1b[H"@elsewhere.example>')[0] == 501
         assert client.command(f"RCPT TO:<{a.name}@mta.test>")[0] == S250_OK
         assert client.command("DATA")[0] == S354_START_DATA
         assert client.command("Subject: hi\r\n\r\nhello\r\n.")[0] == S250_OK
@@ -50,9 +51,9 @@ def test_client_strings_are_escaped_in_every_log_line(mta, real_users):
         client.close()
     wait_for(lambda: mta.messages(a))
     # a local user's sendmail -bs: the sender goes through the maildrop to the runner's log
-    session = f"HELO here\nMAIL FROM:<{EVIL_SENDER}>\nRCPT TO:<{a.name}@mta.test>\nDATA\nSubject: x\n\nx\n.\nQUIT\n"
-    assert mta.sendmail(a, "-bs", input=session.encode()).returncode == 0
-    wait_for(lambda: "corrupt" in mta.daemon_log() or len(mta.messages(a)) > 1)
+    session = f"HELO here\nMAIL FROM:<{EVIL_SENDER}>\nQUIT\n"
+    done = mta.sendmail(a, "-bs", input=session.encode())
+    assert done.returncode == 0 and b"501 5.1.7" in done.stdout
     log = mta.daemon_log()
     assert "pwned" in log and "ENV" in log and "[2J" in log
     for line in log.splitlines():

@@ -148,3 +148,55 @@ def test_daemon_retries_deferred_mail_when_due(sandbox, tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def _bs_over_tcp(sandbox, commands):
+    """`sendmail -bs` as inetd runs it: a TCP connection as its stdin and stdout.
+
+    Each of COMMANDS is sent once the previous reply is complete; returns every reply line."""
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=30)
+        accepted, _ = listener.accept()
+    with client, accepted:
+        proc = subprocess.Popen([sendmail_path(), "-C", sandbox.conf, "-bs"], stdin=accepted, stdout=accepted,
+                                stderr=subprocess.DEVNULL, env=sandbox.env)
+        accepted.close()
+        replies = client.makefile("rb")
+        try:
+            lines = [_reply(replies)]
+            for command in commands:
+                client.sendall(command + b"\r\n")
+                lines += [_reply(replies)]
+        finally:
+            replies.close()
+            client.close()
+            proc.wait(30)
+    return lines
+
+
+def _reply(stream):
+    """One (possibly multi-line) SMTP reply, as its last line."""
+    while True:
+        line = stream.readline().decode()
+        if line[3:4] != "-":
+            return line.rstrip("\r\n")
+
+
+def test_bs_under_inetd_gives_a_network_client_no_local_trust(sandbox):
+    """inetd's `smtp stream tcp nowait root sendmail sendmail -bs` must not make every client a local user."""
+    from mta_helpers import set_config
+    set_config(sandbox, "smtp", "relay_networks", "192.0.2.0/24")      # loopback is no relay network here
+    greeting, ehlo, mail, stranger, local, bye = _bs_over_tcp(sandbox, [
+        b"EHLO client.example", b"MAIL FROM:<x@client.example>", b"RCPT TO:<victim@elsewhere.example>",
+        b"RCPT TO:<alice@localhost>", b"QUIT"])
+    assert greeting.startswith("220 ") and mail.startswith("250 ")
+    assert stranger.startswith("554 5.7.1"), stranger                  # no relay for a stranger
+    assert local.startswith("250 "), local                             # alice is still ours
+
+
+def test_bs_under_inetd_refuses_bare_newlines_like_the_daemon(sandbox):
+    replies = _bs_over_tcp(sandbox, [b"EHLO client.example", b"MAIL FROM:<x@client.example>",
+                                     b"RCPT TO:<alice@localhost>", b"DATA",
+                                     b"Subject: smuggle\n\n.\nMAIL FROM:<y@z>\r\n."])
+    assert replies[-1].startswith("550 5.5.2"), replies

@@ -152,6 +152,18 @@ def test_nul_in_a_command_is_refused(host):
     assert client.command("EHLO client.example")[0] == S250_OK
 
 
+@pytest.mark.parametrize("path", ['"\x1b]0;x\x07"@client.example', '"a\x7fb"@client.example'])
+def test_control_characters_in_a_quoted_address_are_refused_at_mail(host, path):
+    """Refused at MAIL, not accepted and set aside later: qtextSMTP has no control characters."""
+    client = host.connect()
+    client.reply()
+    client.command("EHLO client.example")
+    code, lines = client.command(f"MAIL FROM:<{path}>")
+    assert code == 501 and "5.1.7" in lines[0]
+    code, lines = client.command(f"RCPT TO:<{path}>")
+    assert code == 503 or code == 501                  # no transaction, and never a 250
+
+
 def test_nul_in_data_rejects_the_message(host):
     client = host.connect()
     client.reply()

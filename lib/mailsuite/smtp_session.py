@@ -529,10 +529,14 @@ class Session:
             raise SmtpError(f"501 5.5.4 Syntax: {'MAIL FROM' if keyword == 'FROM' else 'RCPT TO'}:<address>")
         match = _PATH.match(rest) or _BARE_PATH.match(rest)
         if not match:
+            self._log_bad_path(keyword, rest)
             raise SmtpError("501 5.1.7 Bad address syntax")
         path = match.group("path").strip()
         if path.startswith("@"):                      # source route: RFC 5321 says ignore it
             path = path.partition(":")[2]
+        if any(ord(c) < 32 or ord(c) == 127 for c in path):   # even quoted (RFC 5321 4.1.2: qtextSMTP)
+            self._log_bad_path(keyword, path)
+            raise SmtpError("501 5.1.7 Bad address syntax: control character")
         params = {}
         for item in match.group("params").split():
             name, eq, value = item.partition("=")
@@ -540,6 +544,10 @@ class Session:
                 raise SmtpError(R_PARAM_SYNTAX)
             params[name.upper()] = value if eq else None
         return path, params
+
+    def _log_bad_path(self, keyword, text):
+        command = "MAIL" if keyword == "FROM" else "RCPT"
+        self.logger.info("reject: %s from %s: bad address syntax: %s", command, self.client_text, text[:200])
 
     def smtp_DATA(self, argument):
         if argument:

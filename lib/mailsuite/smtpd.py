@@ -21,7 +21,6 @@ import gc
 import os
 import signal
 import socket
-import sys
 import time
 
 import lockfile
@@ -243,21 +242,35 @@ def _remove_stale_pid_file(path):
 def smtp_on_stdio(cfg, user, *, submit=None):
     """`sendmail -bs`: one SMTP session on stdin/stdout for local USER (a name or a User).
 
+    When stdin is a network connection (inetd's `sendmail -bs` line), the
+    client is a stranger, not USER: it gets the daemon's relay policy,
+    strict line ends, AUTH and STARTTLS, and its limits.
+
     SUBMIT(sender, recipients, data_file, received) -> queue id stores the
     message; by default the queue itself (root or the sandbox), otherwise
     the caller passes its maildrop writer."""
     logger = log.setup(cfg, "smtpd")
-    name = getattr(user, "name", user)
-    policy = Policy.from_config(cfg, reject_bare_newlines=False, lf_line_ends=True, enforce_sync=False)
     if submit is None:
         enqueue = queue_writer(cfg)
     else:
         def enqueue(envelope, data, received):
             return submit(envelope.sender, envelope.recipients, data, received.encode())
-    conn = server.Connection(rfd=sys.stdin.fileno(), wfd=sys.stdout.fileno(), timeout=cfg.smtp.command_timeout)
+    limits = server.Limits.of(cfg.smtp, cfg.smtp.command_timeout)
+    conn = server.Connection.from_stdio(timeout=limits.line_timeout)
+    if conn.peer is None:                 # a local program or terminal: the user who ran us
+        policy = Policy.from_config(cfg, reject_bare_newlines=False, lf_line_ends=True, enforce_sync=False)
+        who = {"local_user": getattr(user, "name", user)}
+    else:                                 # inetd handed us a network client: it gets what the daemon gives one
+        conn.start_login_phase(limits)
+        policy = Policy.from_config(cfg)
+        who = {"authenticate": authenticator(cfg, logger, conn),
+               "tls_context": server.tls_context_if_readable(cfg, "smtp", logger),
+               "plaintext_ok": lambda c: auth.plaintext_allowed(cfg, c)}
     try:
-        Session(conn, policy, enqueue=enqueue, logger=logger, local_user=name,
-                known_recipient=recipient_check(cfg), **_queue_errors()).run()
+        Session(conn, policy, enqueue=enqueue, logger=logger, known_recipient=recipient_check(cfg),
+                **who, **_queue_errors()).run()
+    except (server.PeerGone, server.SessionLimit):
+        pass
     finally:
         conn.close()
     return os.EX_OK
