@@ -13,7 +13,7 @@ import pytest
 
 from mta_system import SystemMta, descendants
 from stage import stage
-from smtp_helpers import S250_OK, S354_START_DATA, S535_AUTH_FAILED, S554_FAILED, RawClient, wait_for
+from smtp_helpers import S250_OK, S354_START_DATA, S535_AUTH_FAILED, RawClient, wait_for
 
 pytestmark = pytest.mark.root
 

@@ -42,6 +42,32 @@ def test_smtplib_sends_a_message_that_is_queued_with_received_header(host):
     assert b"\r" not in data
 
 
+def test_received_names_the_queue_id_the_tls_and_the_protocol_as_rfc_3848(tmp_path):
+    """`with ESMTPSA id QID` and the cipher, as Postfix writes them: a hop tracer can follow the message."""
+    import re
+    import ssl
+    from serverlib import make_certificate
+    cert, key = make_certificate(tmp_path)
+    instance = Instance(tmp_path / "tls", smtp={"tls_cert_file": cert, "tls_key_file": key},
+                        auth={"allow_plaintext": "yes"}).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", instance.port) as client:
+            client.starttls(context=ssl.create_default_context(cafile=cert))
+            client.login("alice", "alice")
+            client.mail("alice@example.test")
+            client.rcpt("bob@example.test")
+            code, reply = client.data(MESSAGE)
+        queue_id = reply.decode().rsplit(" ", 1)[1]
+        [(envelope, data)] = instance.queued()
+    finally:
+        instance.stop()
+    header = data.split(b"\n\n", 1)[0].decode()
+    received = re.match(r"Received: (.*?)(?=\n\S)", header, re.S).group(1)
+    assert re.search(r"\(using TLSv1\.[23] with cipher \S+ \(\d+/\d+ bits\)\)", received), received
+    assert f"by mx.example.test (mailsuite) with ESMTPSA id {queue_id}" in received, received
+    assert "for <bob@example.test>;" in received
+
+
 def test_ehlo_advertises_the_extensions(host):
     with smtplib.SMTP("127.0.0.1", host.port) as client:
         code, _ = client.ehlo("client.example")

@@ -45,17 +45,18 @@ class DropError(Exception):
 class DropWriter:
     """A new drop file being written by sendmail; `commit()` makes it visible."""
 
-    def __init__(self, directory, request):
+    def __init__(self, directory, request, qid=None):
+        """QID, when given, is tried first (an SMTP session named it in its Received: line)."""
         self.directory = directory
         self.id = None
         for _attempt in range(10):
-            qid = new_id()
+            qid = qid or new_id()
             self.tmp = os.path.join(directory, f".{qid}.tmp")
             try:
                 fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
                 break
             except FileExistsError:
-                continue
+                qid = None
         else:
             raise OSError(errno.EEXIST, "cannot create a unique drop file", directory)
         self.id = qid

@@ -268,6 +268,13 @@ class Connection:
 
     # --- connection state ------------------------------------------------
 
+    def tls_parameters(self):
+        """(protocol version, cipher, secret bits) of the TLS in use, or None: for Received: lines."""
+        if not self.is_tls:
+            return None
+        name, _, bits = self._sock.cipher()
+        return self._sock.version(), name, bits
+
     def starttls(self, context):
         """Switch to TLS as the server; any plaintext the client sent ahead is dropped."""
         if self._sock is None:

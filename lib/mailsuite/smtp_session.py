@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from .auth import decode_sasl_plain
+from .queueid import new_id
 from .server import IdleTimeout, LineTooLong, PeerGone, TooManyCommands
 
 MAX_DATA_LINE = 1 << 20          # far beyond RFC 5321's 1000, which real mail exceeds
@@ -553,7 +554,8 @@ class Session:
         if argument:
             raise SmtpError(R_PARAM_SYNTAX)
         self.reply("354 End data with <CR><LF>.<CR><LF>")
-        received = self._received_header()
+        queue_id = new_id()
+        received = self._received_header(queue_id)
         with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as data:
             problem, hops = self._read_data(data)
             envelope, self.envelope, self.state = self.envelope, None, State.READY
@@ -564,7 +566,7 @@ class Session:
                 raise SmtpError(problem)
             data.seek(0)
             try:
-                queue_id = self.enqueue(envelope, data, received)
+                queue_id = self.enqueue(envelope, data, received, queue_id)
             except self.queue_full:
                 raise SmtpError(R_QUEUE_FULL) from None
             except self.queue_errors as exc:
@@ -623,20 +625,31 @@ class Session:
             return line in (b".\n", b".\r\n")
         return line == b".\r\n" and after_crlf
 
-    def _received_header(self):
-        """Our trace line (RFC 5321 4.4), prepended to the message by the queue."""
+    def _received_header(self, queue_id):
+        """Our trace line (RFC 5321 4.4), prepended to the message by the queue.
+
+        Laid out as Postfix writes it, so hop tracers read it: the client,
+        the TLS in use, `with` as RFC 3848 names the protocol (ESMTPS,
+        ESMTPA, ESMTPSA, UTF8...), and the queue id our logs use.
+        """
         protocol = ("UTF8" if self.envelope.smtputf8 else "") + ("ESMTP" if self.esmtp else "SMTP")
-        if self.conn.is_tls:
+        tls = self.conn.tls_parameters()
+        if tls:
             protocol += "S"
         if self.auth_user:
             protocol += "A"
+        lines = []
         if self.client_ip:
-            trace = (f"from {self.helo or 'unknown'} ({self.client_name} [{self.client_ip}])\n"
-                     f"\tby {self.policy.hostname} (mailsuite)")
-        else:                                     # sendmail -bs: no network peer to name
-            trace = f"by {self.policy.hostname} (mailsuite, from user {self.local_user or 'unknown'})"
-        recipient = f"\n\tfor <{self.envelope.recipients[0]}>" if len(self.envelope.recipients) == 1 else ""
-        return f"Received: {trace} with {protocol}{recipient}; {formatdate(localtime=True)}\n"
+            lines.append(f"from {self.helo or 'unknown'} ({self.client_name} [{self.client_ip}])")
+        if tls:
+            version, cipher, bits = tls
+            lines.append(f"(using {version} with cipher {cipher} ({bits}/{bits} bits))")
+        by = f"by {self.policy.hostname} (mailsuite"
+        by += ")" if self.client_ip else f", from user {self.local_user or 'unknown'})"   # sendmail -bs
+        lines.append(f"{by} with {protocol} id {queue_id}")
+        if len(self.envelope.recipients) == 1:
+            lines.append(f"for <{self.envelope.recipients[0]}>")
+        return "Received: " + "\n\t".join(lines) + f"; {formatdate(localtime=True)}\n"
 
 
 def _talks_first(conn, delay):

@@ -253,8 +253,8 @@ def smtp_on_stdio(cfg, user, *, submit=None):
     if submit is None:
         enqueue = queue_writer(cfg)
     else:
-        def enqueue(envelope, data, received):
-            return submit(envelope.sender, envelope.recipients, data, received.encode())
+        def enqueue(envelope, data, received, queue_id):
+            return submit(envelope.sender, envelope.recipients, data, received.encode(), queue_id)
     limits = server.Limits.of(cfg.smtp, cfg.smtp.command_timeout)
     conn = server.Connection.from_stdio(timeout=limits.line_timeout)
     if conn.peer is None:                 # a local program or terminal: the user who ran us
@@ -277,11 +277,11 @@ def smtp_on_stdio(cfg, user, *, submit=None):
 
 
 def queue_writer(cfg):
-    """enqueue(envelope, data_file, received) -> queue id, through the durable queue."""
-    def enqueue(envelope, data, received):
+    """enqueue(envelope, data_file, received, queue_id) -> queue id, through the durable queue."""
+    def enqueue(envelope, data, received, queue_id):
         return queue.Queue(cfg).enqueue(envelope.sender, envelope.recipients, data,
                                         received=received.encode(), client=envelope.client,
-                                        auth_user=envelope.auth_user)
+                                        auth_user=envelope.auth_user, qid=queue_id)
     return enqueue
 
 

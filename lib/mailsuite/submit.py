@@ -65,11 +65,11 @@ def submit(cfg, opts, recipients, stdin=None):
 
 
 def drop_submitter(cfg):
-    """submit(sender, recipients, data_file, received) -> id through the maildrop,
-    for `sendmail -bs` run by a user who may not write the queue."""
-    def submit_one(sender, recipients, data, received):
+    """submit(sender, recipients, data_file, received, queue_id) -> id through the maildrop,
+    for `sendmail -bs` run by a user who may not write the queue (the pickup keeps the id)."""
+    def submit_one(sender, recipients, data, received, queue_id):
         drop = DropWriter(cfg.mailsuite.maildrop_dir,
-                          {"sender": sender, "recipients": list(recipients), "login": _login()})
+                          {"sender": sender, "recipients": list(recipients), "login": _login()}, qid=queue_id)
         try:
             drop.write(received)
             while chunk := data.read(CHUNK):
