@@ -1,5 +1,6 @@
 """Remote recipients through the queue: sendmail on one host, SMTP to another, retries while it is down."""
 
+import re
 import time
 
 import pytest
@@ -42,6 +43,7 @@ def test_host_down_defers_then_delivers(sandbox, tmp_path):
     [qid] = queue_files(sandbox, "deferred")
     listing = sandbox.run("sendmail", "-bp").stdout.decode()
     assert qid in listing and "bob@example.test" in listing
+    assert "Connection refused" in listing and "Errno" not in listing          # words, not Python's errno
     remote.start(runner=True)                                  # up again, on a fresh port: no race for the old one
     route(sandbox, remote.port)
     try:
@@ -49,6 +51,13 @@ def test_host_down_defers_then_delivers(sandbox, tmp_path):
         assert sandbox.run("sendmail", "-q").returncode == 0
         assert len(wait_for_messages(remote.dir / "spool" / "bob", 1)) == 1
         assert queue_files(sandbox, "deferred") == []
+        [line] = [line for line in (sandbox.dir / "state" / "maillog").read_text().splitlines()
+                  if "status=sent" in line and "to=<bob@example.test>" in line]
+        delay = float(re.search(r"delay=([\d.]+)", line).group(1))
+        delays = [float(d) for d in re.search(r"delays=([\d./]+)", line).group(1).split("/")]
+        assert delay >= 1.1                                        # since arrival, not this attempt (Postfix)
+        assert len(delays) == 4 and delays[1] >= 1.0               # most of it waiting in the queue
+        assert abs(sum(delays) - delay) < 0.05 + 0.01 * 4
     finally:
         remote.stop()
 

@@ -1,7 +1,6 @@
 """The SMTP client and MX routing against scripted servers and a private dnsmasq."""
 
 import io
-import logging
 import socket
 import threading
 
@@ -10,7 +9,6 @@ import pytest
 from mailsuite import config, mx, smtp_client
 from smtp_helpers import Dnsmasq, free_port
 
-LOG = logging.getLogger("test-smtp-client")
 
 
 class ScriptedServer:
@@ -96,7 +94,7 @@ def servers():
 
 
 def deliver(cfg, recipients, message=b"Subject: t\n\nbody\n", sender="alice@ours.test"):
-    return smtp_client.deliver_remote(cfg, sender, recipients, io.BytesIO(message), logger=LOG, queue_id="TESTID")
+    return smtp_client.deliver_remote(cfg, sender, recipients, io.BytesIO(message))
 
 
 def test_sends_crlf_and_dot_stuffs_whatever_the_file_holds(make_cfg, servers):

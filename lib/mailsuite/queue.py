@@ -79,7 +79,7 @@ class Envelope:
     id: str
     sender: str
     recipients: list
-    arrival: float
+    arrival: float                    # when its sender started handing it over (MAIL, the drop file)
     size: int
     offset: int                       # where the message starts in the file
     client: str | None = None
@@ -94,6 +94,7 @@ class Envelope:
     crashes: int = 0                  # attempts whose worker died, since the last release
     held: str | None = None           # why the queue set it aside (hold/)
     notified: set = field(default_factory=set)     # recipients whose bounce was sent
+    queued: float = 0.0               # when it was safely in the queue (the logs' delays=a/b/c/d)
 
     def result(self, recipient, target):
         return self.results.get((recipient, target))
@@ -166,7 +167,7 @@ class Queue:
             with open(fd, "wb", buffering=CHUNK) as out:
                 envelope = {
                     "id": qid, "sender": sender, "recipients": list(recipients),
-                    "arrival": arrival or time.time(), "client": client,
+                    "arrival": arrival or time.time(), "queued": time.time(), "client": client,
                     "auth_user": auth_user, "dsn": dsn or {}, "origin": origin,
                 }
                 out.write(_preamble(0))
@@ -491,7 +492,8 @@ def _read_envelope(f, path):
                        arrival=float(data["arrival"]), size=int(size),
                        offset=PREAMBLE_SIZE + len(line),
                        client=data.get("client"), auth_user=data.get("auth_user"),
-                       dsn=data.get("dsn") or {}, origin=data.get("origin"))
+                       dsn=data.get("dsn") or {}, origin=data.get("origin"),
+                       queued=float(data.get("queued") or data["arrival"]))
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise QueueError(f"{path}: damaged queue file ({exc})") from None
     f.seek(env.offset + env.size)

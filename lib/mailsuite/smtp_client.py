@@ -23,9 +23,9 @@ import smtplib
 import socket
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from . import log, mx
+from . import mx
 
 CHUNK = 64 * 1024
 
@@ -39,6 +39,8 @@ class RecipientResult:
     dsn: str           # enhanced status code, '2.0.0'
     reply: str         # the remote reply or our own reason, one line
     relay: str         # 'mx.example.org[192.0.2.1]:25' or 'none'
+    setup: float = 0.0     # seconds to connect, greet, EHLO and STARTTLS (Postfix's delays "c")
+    transfer: float = 0.0  # seconds from MAIL to the reply after DATA ("d")
 
 
 class _HostFailure(Exception):
@@ -49,21 +51,17 @@ class _TlsFailed(Exception):
     """The STARTTLS handshake failed: the same host is tried again without TLS."""
 
 
-def deliver_remote(cfg, sender, recipients, message_file, *, logger, queue_id, on_result=None):
+def deliver_remote(cfg, sender, recipients, message_file, *, on_result=None):
     """Try to send MESSAGE_FILE (a path or binary file; LF or CRLF) to RECIPIENTS.
 
-    Never raises for delivery problems: each recipient gets a result.
-    ON_RESULT(result) hears of each as soon as its domain is done, so the
-    caller can record it before the next, perhaps slow, domain is tried."""
-    started = time.monotonic()
+    Never raises for delivery problems: each recipient gets a result, with
+    the time its connection and its transfer took.  ON_RESULT(result)
+    hears of each as soon as its domain is done, so the caller can record
+    (and log) it before the next, perhaps slow, domain is tried."""
     results = []
 
     def done(group_results):
-        delay = f"{time.monotonic() - started:.2f}"
         for result in group_results:
-            logger.info("%s: %s", queue_id, log.fields(
-                to=f"<{result.recipient}>", relay=result.relay, delay=delay, dsn=result.dsn,
-                status=result.status, reply=f"({result.reply})"))
             if on_result is not None:
                 on_result(result)
         results.extend(group_results)
@@ -170,11 +168,12 @@ def _final_or_next(code, reply, relay, recipients):
 
 def _transaction(cfg, address, port, relay, sender, recipients, message, *, tls):
     """One SMTP session with one host: results, or _HostFailure to try the next."""
+    started = time.monotonic()
     try:
         client = smtplib.SMTP(timeout=cfg.smtp.connect_timeout, local_hostname=cfg.hostname)
         code, reply = client.connect(address, port)
     except (OSError, smtplib.SMTPException) as exc:
-        raise _HostFailure("4.4.1", f"connect to {relay}: {exc}") from None
+        raise _HostFailure("4.4.1", f"connect to {relay}: {_reason(exc)}") from None
     try:
         client.sock.settimeout(cfg.smtp.command_timeout)
         if code != 220:
@@ -186,9 +185,12 @@ def _transaction(cfg, address, port, relay, sender, recipients, message, *, tls)
                 return _final_or_next(code, reply, relay, recipients)
         if tls and cfg.smtp.client_tls and client.has_extn("starttls"):
             _starttls(client, relay)
-        return _send(client, relay, sender, recipients, message)
+        ready = time.monotonic()
+        results = _send(client, relay, sender, recipients, message)
+        finished = time.monotonic()
+        return [replace(r, setup=ready - started, transfer=finished - ready) for r in results]
     except (OSError, smtplib.SMTPException) as exc:
-        raise _HostFailure("4.4.2", f"lost connection with {relay}: {exc}") from None
+        raise _HostFailure("4.4.2", f"lost connection with {relay}: {_reason(exc)}") from None
     finally:
         try:
             client.quit()
@@ -204,7 +206,7 @@ def _starttls(client, relay):
     try:
         code, _ = client.starttls(context=context)
     except ssl.SSLError as exc:
-        raise _TlsFailed(f"TLS handshake with {relay} failed: {exc}") from None
+        raise _TlsFailed(f"TLS handshake with {relay} failed: {exc.reason or _reason(exc)}") from None
     if code == 220:
         client.ehlo()
 
@@ -267,6 +269,15 @@ def wire_lines(message):
 
 def _stuffed(line):
     return (b"." + line if line.startswith(b".") else line) + b"\r\n"
+
+
+def _reason(exc):
+    """What went wrong, in words: 'Connection refused', never '[Errno 111] Connection refused'."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, TimeoutError) or isinstance(exc, socket.timeout):
+        return "timed out"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _one_line(code, reply):

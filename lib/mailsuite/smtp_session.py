@@ -145,6 +145,7 @@ class Envelope:
     declared_size: int = 0
     client: str = ""
     auth_user: str | None = None
+    started: float = field(default_factory=time.time)     # MAIL: the message's arrival, for the logs' delays
 
 
 @dataclass

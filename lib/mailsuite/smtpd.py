@@ -281,7 +281,7 @@ def queue_writer(cfg):
     def enqueue(envelope, data, received, queue_id):
         return queue.Queue(cfg).enqueue(envelope.sender, envelope.recipients, data,
                                         received=received.encode(), client=envelope.client,
-                                        auth_user=envelope.auth_user, qid=queue_id)
+                                        auth_user=envelope.auth_user, qid=queue_id, arrival=envelope.started)
     return enqueue
 
 

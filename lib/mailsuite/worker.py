@@ -61,20 +61,29 @@ class Attempt:
         record = self.env.result(rcpt, "")
         return record is not None and record.get("s") in ("sent", "bounced")
 
-    def _record(self, rcpt, key, result, *, to=None):
+    def _record(self, rcpt, key, result, *, to=None, setup=0.0, transfer=0.0):
         self.claim.record(r=rcpt, t=key, s=result.status, dsn=result.dsn, reply=result.reply,
                           relay=result.relay)
         if result.status == "sent" and key:
             self.sent_keys.add(key)
         if to is not None:
-            self._log(to, rcpt, result)
+            self._log(to, rcpt, result, setup, transfer)
 
-    def _log(self, to, rcpt, result):
-        delay = f"{time.time() - self.env.arrival:.1f}"
+    def _log(self, to, rcpt, result, setup, transfer):
+        """The delivery line, as Postfix writes it: delay= since arrival, delays=a/b/c/d.
+
+        a: arrival until safely queued; b: in the queue until this attempt's
+        transport began; c: connection set-up; d: the transfer itself."""
+        now = time.time()
+        env = self.env
+        before_queue = max(0.0, env.queued - env.arrival)
+        in_queue = max(0.0, now - setup - transfer - env.queued)
+        delays = "/".join(_seconds(d) for d in (before_queue, in_queue, setup, transfer))
         level = self.logger.info if result.status != "bounced" else self.logger.warning
         level("%s: %s", self.id, log.fields(
             to=f"<{to}>", orig_to=f"<{rcpt}>" if to != rcpt else None, relay=result.relay,
-            delay=delay, dsn=result.dsn, status=f"{result.status} ({result.reply})"))
+            delay=_seconds(now - env.arrival), delays=delays, dsn=result.dsn,
+            status=f"{result.status} ({result.reply})"))
 
     # --- the attempt ---------------------------------------------------
 
@@ -107,10 +116,11 @@ class Attempt:
             previous = self.env.result(rcpt, target.key)
             once = AppendOnce(lambda **fields: self.claim.record(r=rcpt, t=target.key, **fields),
                               previous if status == "appending" else None)
+            started = time.time()
             with self.claim.message() as message:
                 result = agents.deliver_target(self.cfg, target, message, sender=self.env.sender,
                                                recipient=rcpt, queue_id=self.id, once=once)
-            self._record(rcpt, target.key, result, to=_describe(self.cfg, target))
+            self._record(rcpt, target.key, result, to=_describe(self.cfg, target), transfer=time.time() - started)
 
     def _deliver_remote(self, remote):
         """Every domain's results are recorded as soon as it is done: a worker killed
@@ -119,11 +129,11 @@ class Attempt:
 
         def record(result):
             for rcpt in remote.get(result.recipient, ()):
-                self._record(rcpt, f"remote:{result.recipient}", result)
+                self._record(rcpt, f"remote:{result.recipient}", result, to=result.recipient,
+                             setup=result.setup, transfer=result.transfer)
 
         with self.claim.message() as message:
-            deliver_remote(self.cfg, self.env.sender, list(remote), message,
-                           logger=self.logger, queue_id=self.id, on_result=record)
+            deliver_remote(self.cfg, self.env.sender, list(remote), message, on_result=record)
 
     def _conclude(self, pending, targets):
         env = self.env
@@ -226,3 +236,8 @@ def _describe(cfg, target):
     if target.kind == "mailbox":
         return qualify(target.value, cfg.hostname)
     return f"|{target.value}" if target.kind == "command" else target.value
+
+
+def _seconds(value):
+    """A delay as the logs write it: hundredths below 100 s, whole seconds above."""
+    return f"{value:.2f}" if value < 100 else f"{value:.0f}"
