@@ -39,6 +39,7 @@ def test_host_down_defers_then_delivers(sandbox, tmp_path):
     port = remote.port
     remote.stop()                                              # the port is closed now
     route(sandbox, port)
+    set_config(sandbox, "queue", "min_backoff", "1h")          # not due for an hour: sendmail -q tries it anyway
     assert sandbox.run("sendmail", "-odi", "-i", "bob@example.test", input=MESSAGE).returncode == 0
     [qid] = queue_files(sandbox, "deferred")
     listing = sandbox.run("sendmail", "-bp").stdout.decode()
@@ -47,7 +48,7 @@ def test_host_down_defers_then_delivers(sandbox, tmp_path):
     remote.start(runner=True)                                  # up again, on a fresh port: no race for the old one
     route(sandbox, remote.port)
     try:
-        time.sleep(1.1)                                        # min_backoff
+        time.sleep(1.1)                                        # so that delay= below is measurable
         assert sandbox.run("sendmail", "-q").returncode == 0
         assert len(wait_for_messages(remote.dir / "spool" / "bob", 1)) == 1
         assert queue_files(sandbox, "deferred") == []
@@ -75,3 +76,53 @@ def test_remote_rejection_bounces_to_the_local_sender(sandbox, tmp_path):
     text = bounce.as_string()
     assert "carol@elsewhere.test" in text and "Status: 5.7.1" in text
     assert Queue(sandbox.cfg).ids() == []
+
+
+def test_queue_flush_wakes_the_running_daemon_at_once(tmp_path):
+    """Deferred for an hour; `mailsuite queue flush` has the daemon's runner try it now, not at its timer."""
+    import fcntl
+    import smtplib
+    import subprocess
+    from conftest import program
+    host = Instance(tmp_path / "host", queue={"min_backoff": "1h", "max_backoff": "1h", "run_interval": "1h",
+                                              "mailbox_lock_wait": "0.2s"})
+    spool = host.dir / "spool" / "alice"
+    spool.touch()
+    with open(spool, "r+b") as held:
+        fcntl.lockf(held, fcntl.LOCK_EX)                    # alice's mailbox is busy: the delivery defers
+        host.start(runner=True)
+        try:
+            with smtplib.SMTP("127.0.0.1", host.port) as client:
+                client.sendmail("bob@example.test", ["alice@example.test"], b"Subject: wake up\r\n\r\nx\r\n")
+            wait_for_deferred(host)
+            fcntl.lockf(held, fcntl.LOCK_UN)
+            done = subprocess.run([program("mailsuite"), "-C", host.conf, "queue", "flush"], capture_output=True,
+                                  timeout=60)
+            assert done.returncode == 0, done.stderr
+            assert len(wait_for_messages(spool, 1, timeout=30)) == 1        # seconds, not the hour of backoff
+        finally:
+            host.stop()
+
+
+def wait_for_deferred(host, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not list((host.dir / "queue" / "deferred").iterdir()):
+        assert time.monotonic() < deadline, "the message was never deferred"
+        time.sleep(0.05)
+
+
+def test_bare_queue_command_lists_and_show_tells_one_message(sandbox, tmp_path):
+    route(sandbox, 9)                                          # the discard port: nobody listens there
+    assert sandbox.run("sendmail", "-odi", "-i", "-f", "alice@localhost", "bob@example.test",
+                       input=MESSAGE).returncode == 0
+    [qid] = queue_files(sandbox, "deferred")
+    listing = sandbox.run("mailsuite", "queue")
+    assert listing.returncode == 0 and qid.encode() in listing.stdout
+    shown = sandbox.run("mailsuite", "queue", "show", qid)
+    assert shown.returncode == 0, shown.stderr
+    text = shown.stdout.decode()
+    assert f"queue id:      {qid}" in text and "state:         deferred" in text
+    assert "recipient:     bob@example.test  waiting (" in text and "Connection refused" in text
+    assert "\nSubject: hello\n" in text
+    missing = sandbox.run("mailsuite", "queue", "show", "0123456789ABCDEF")
+    assert missing.returncode == 66 and missing.stderr.decode().count("\n") == 1

@@ -49,6 +49,22 @@ def test_sighup_rereads_the_configuration(tmp_path):
         host.stop()
 
 
+def test_sighup_leaves_no_defunct_runner(tmp_path):
+    """Each SIGHUP once left a zombie runner behind; the master has one live runner, however many it gets."""
+    from procs import children_of
+    host = Instance(tmp_path / "h").start(runner=True)
+    try:
+        for round_ in range(1, 4):
+            host.process.send_signal(signal.SIGHUP)
+            wait_for(lambda: host.log_text().count("configuration reloaded") >= round_)
+        wait_for(lambda: len(children_of(host.process.pid)) == 1)
+        states = [open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+                  for pid in children_of(host.process.pid)]
+        assert states and "Z" not in states, states
+    finally:
+        host.stop()
+
+
 def test_submission_port_requires_auth(tmp_path):
     port = free_port("127.0.0.1")
     host = Instance(tmp_path / "h", smtp={"listen_submission": f"127.0.0.1:{port}"}).start()

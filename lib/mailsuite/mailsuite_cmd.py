@@ -159,29 +159,16 @@ def _stop(children):
 
 
 def cmd_check(args):
+    """One line per problem (see checks.py); exit 78 when there is any."""
+    from .checks import problems
     cfg = config.load(args.config)
-    problems = []
-    spool = cfg.mailsuite.spool_dir
-    if not os.path.isdir(spool):
-        problems.append(f"spool_dir {spool}: missing")
-    elif not cfg.mailsuite.sandbox:
-        st = os.stat(spool)
-        if not (st.st_mode & 0o1000 or st.st_mode & 0o2020 == 0o2020):
-            problems.append(f"spool_dir {spool}: mode {st.st_mode & 0o7777:04o}; want 2775 root:mail or 1777")
-    if cfg.mailsuite.passwd_file:
-        try:
-            from .users import UserDB
-            UserDB(cfg)
-            mode = os.stat(cfg.mailsuite.passwd_file).st_mode & 0o077
-            if mode:
-                problems.append(f"passwd_file {cfg.mailsuite.passwd_file}: readable by others")
-        except OSError as exc:
-            problems.append(f"passwd_file: {exc.strerror}")
-    for problem in problems:
+    found = 0
+    for problem in problems(cfg):
         print(f"mailsuite check: {problem}")
-    if not problems:
+        found += 1
+    if not found:
         print(f"{cfg.path}: ok")
-    return os.EX_CONFIG if problems else 0
+    return os.EX_CONFIG if found else 0
 
 
 def _sandbox_arguments(parser):
@@ -198,8 +185,15 @@ SUBCOMMANDS = {
 }
 
 
+class _Arguments(argparse.ArgumentParser):
+    """Usage errors exit EX_USAGE with one line, like every mailsuite program (argparse would exit 2)."""
+
+    def error(self, message):
+        raise Fatal(os.EX_USAGE, f"{message} (see {self.prog} --help)")
+
+
 def main(argv):
-    parser = argparse.ArgumentParser(prog="mailsuite", description="the mailsuite operator's command")
+    parser = _Arguments(prog="mailsuite", description="the mailsuite operator's command")
     parser.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (summary, add_arguments, _) in SUBCOMMANDS.items():

@@ -1,7 +1,8 @@
 """`mailsuite queue`: the operator's view of the mail queue.
 
-    mailsuite queue list            what mailq shows
-    mailsuite queue flush [ID...]   make deferred mail due now and run the queue
+    mailsuite queue [list]          what mailq shows
+    mailsuite queue show ID...      one message: envelope, each recipient's state, header
+    mailsuite queue flush [ID...]   try deferred mail now (the running daemon's runner is woken)
     mailsuite queue hold ID...      set messages aside (never delivered until released)
     mailsuite queue release ID...   put held messages back, due at once
     mailsuite queue delete ID...    remove messages without any notification
@@ -13,11 +14,11 @@ import sys
 from . import config, log
 from .cli import Fatal
 
-ACTIONS = ("list", "flush", "hold", "release", "delete")
+ACTIONS = ("list", "show", "flush", "hold", "release", "delete")
 
 
 def add_arguments(parser):
-    parser.add_argument("action", choices=ACTIONS, help="what to do")
+    parser.add_argument("action", choices=ACTIONS, nargs="?", default="list", help="what to do (default list)")
     parser.add_argument("ids", nargs="*", metavar="ID", help="queue ids (as mailq shows them)")
 
 
@@ -26,7 +27,7 @@ def cmd_queue(args):
     cfg = config.load(args.config)
     queue = Queue(cfg)
     try:
-        queue.check_access(write=args.action != "list")
+        queue.check_access(write=args.action not in ("list", "show"))
     except NoPermission as exc:
         raise Fatal(os.EX_NOPERM, str(exc)) from None
     if args.action == "list":
@@ -37,10 +38,11 @@ def cmd_queue(args):
     status = 0
     for qid in [i.rstrip("*!") for i in args.ids]:
         try:
-            if args.action == "flush":
-                queue.flush(qid)
-            else:
-                getattr(queue, args.action)(qid)
+            if args.action == "show":
+                from .showq import detail
+                detail(queue, qid, sys.stdout)
+                continue
+            getattr(queue, args.action)(qid)
         except Busy as exc:
             print(f"mailsuite: {exc}", file=sys.stderr)
             status = os.EX_TEMPFAIL
@@ -50,10 +52,10 @@ def cmd_queue(args):
         else:
             print(f"{qid}: {args.action}")
     if args.action == "flush":
-        from . import runnerlock
-        from .runner import run_once
-        if not args.ids:
-            queue.flush()
-        if not runnerlock.active(queue.dir):
-            run_once(cfg, log.setup(cfg, "mailsuite"), ids=args.ids or None)
+        from .runner import flush, kick
+        logger = log.setup(cfg, "mailsuite")
+        if args.ids:
+            kick(cfg, logger, ids=[i.rstrip("*!") for i in args.ids])
+        else:
+            flush(cfg, logger)
     return status

@@ -1,9 +1,10 @@
 """The queue runner: pickup, scheduling, and a bounded pool of delivery workers.
 
-`run_once()` is `sendmail -q`: pick up the maildrop, then one attempt for
-every message that is due (or only the ones asked for), and return when
-the workers are done.  `run_forever()` is the daemon's runner: pyinotify
-wakes it when a drop file or a new queue file appears, a timer rescans
+`run_once()` is `sendmail -q` when no daemon runs: pick up the maildrop,
+then one attempt for every message that is due (or only the ones asked
+for), and return when the workers are done.  `run_forever()` is the
+daemon's runner: pyinotify wakes it when a drop file or a new queue file
+appears or someone calls `runnerlock.wake()`, a timer rescans
 deferred/ for retries, and it never runs more than `queue.max_workers`
 workers at once.  Each worker is a forked process handling one message
 (worker.py), so a crash or a SIGKILL costs one attempt of one message:
@@ -23,7 +24,7 @@ import pyinotify
 
 from . import runnerlock
 from .pickup import pickup_all
-from .queue import Queue
+from .queue import Queue, QueueError
 from .worker import deliver_message
 
 BUSY_POLL = 0.5                 # a backstop only: SIGCHLD wakes the runner when a worker ends
@@ -108,6 +109,27 @@ def run_once(cfg, logger, *, ids=None):
     return 0
 
 
+def flush(cfg, logger, ids=None):
+    """`sendmail -q[I|R|S]`: every queued message (or those of IDS) is tried now, due or not."""
+    queue = Queue(cfg)
+    for qid in [None] if ids is None else ids:
+        try:
+            queue.flush(qid)
+        except QueueError:              # being delivered, or gone meanwhile: nothing to hurry
+            continue
+    return kick(cfg, logger, ids)
+
+
+def kick(cfg, logger, ids=None):
+    """Have the due mail (or IDS) tried now: a running daemon's runner is woken to do it,
+    else this process runs the queue itself and returns when the attempts are done."""
+    queue = Queue(cfg)
+    if runnerlock.active(queue.dir):
+        runnerlock.wake(queue.dir)
+        return 0
+    return run_once(cfg, logger, ids=ids)
+
+
 def run_forever(cfg, logger, *, interval=None):
     """The daemon's runner; returns after SIGTERM once its workers have finished."""
     interval = interval or cfg.queue.run_interval
@@ -133,8 +155,8 @@ def run_forever(cfg, logger, *, interval=None):
 
     watches = pyinotify.WatchManager()
     mask = pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE | pyinotify.IN_CREATE
-    for directory in (cfg.mailsuite.maildrop_dir, os.path.join(queue.dir, "incoming")):
-        if os.path.isdir(directory):
+    for directory in (cfg.mailsuite.maildrop_dir, os.path.join(queue.dir, "incoming"), queue.dir):
+        if os.path.isdir(directory):              # the queue itself for runnerlock.wake()
             watches.add_watch(directory, mask, quiet=True)
     notifier = pyinotify.Notifier(watches, default_proc_fun=lambda _event: None, timeout=0)
     pool = WorkerPool(cfg, queue, logger)

@@ -1,9 +1,12 @@
-"""The runner lock: how a queue runner tells submitters it is there.
+"""The runner lock: how a queue runner and the programs around it find each other.
 
 While a runner lives it holds a shared flock on QUEUE/runner.lock; sendmail
 tries an exclusive one, and when that fails it knows the mail it just
-dropped will be picked up without its help.  Kept apart from queue.py so
-that sendmail's hot path imports almost nothing.
+dropped will be picked up without its help.  `wake()` touches QUEUE/wake,
+which the runner watches (as Postfix's qmgr listens on its trigger), so
+`sendmail -q` and `mailsuite queue flush` take effect at once, not at the
+runner's next timer.  Kept apart from queue.py so that sendmail's hot path
+imports almost nothing.
 """
 
 import fcntl
@@ -28,5 +31,18 @@ def active(queue_dir):
         return False
     except BlockingIOError:
         return True
+    finally:
+        os.close(fd)
+
+
+WAKE = "wake"
+
+
+def wake(queue_dir):
+    """Tell a running runner to look at the queue now (an inotify event on QUEUE/wake)."""
+    path = os.path.join(queue_dir, WAKE)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, b"\n")
     finally:
         os.close(fd)

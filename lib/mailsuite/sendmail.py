@@ -254,18 +254,18 @@ def _queue_access(cfg, *, write):
 def _queue_run(cfg, opts):
     from . import log
     from .queue import Queue
-    from .runner import run_forever, run_once
+    from .runner import flush, run_forever
     _queue_access(cfg, write=True)
     logger = log.setup(cfg, "sendmail")
     selector, value = opts.queue_run[:1], opts.queue_run[1:]
     if not opts.queue_run:
-        return run_once(cfg, logger)
+        return flush(cfg, logger)               # as Postfix's: all of the queue, due or not
     if selector in ("I", "R", "S"):
         if not value:
             raise Fatal(os.EX_USAGE, f"-q{selector} needs a string")
         queue = Queue(cfg)
         chosen = [env.id for env in queue.envelopes(("incoming", "deferred")) if _selected(env, selector, value)]
-        return run_once(cfg, logger, ids=chosen)
+        return flush(cfg, logger, ids=chosen)
     run_forever(cfg, logger, interval=_interval(opts.queue_run))
     return 0
 

@@ -84,3 +84,36 @@ def _maildrop_count(cfg):
         except OSError:
             continue
     return count
+
+
+def detail(queue, qid, out):
+    """`mailsuite queue show ID`: everything the queue knows of one message, and its header."""
+    env = queue.load(qid)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(env.arrival))
+    lines = [("queue id", env.id), ("state", env.state + (f" ({env.held})" if env.held else "")),
+             ("arrival", when), ("size", f"{env.size} bytes"), ("sender", env.sender or "MAILER-DAEMON"),
+             ("client", env.client), ("authenticated", env.auth_user), ("attempts", env.attempts),
+             ("crashes", env.crashes or None), ("last deferral", env.reason)]
+    if env.state == "deferred":
+        lines.append(("next attempt", time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(env.mtime))))
+    for name, value in lines:
+        if value not in (None, ""):
+            print(f"{name + ':':<15}{quote(str(value))}", file=out)
+    for rcpt in env.recipients:
+        final = env.result(rcpt, "")
+        state = final.get("s") if final else "waiting"
+        print(f"{'recipient:':<15}{quote(rcpt)}  {state}{_why(env, rcpt)}", file=out)
+    print(file=out)
+    _, path = queue.locate(qid)
+    with open(path, "rb") as f:
+        f.seek(env.offset)
+        for line in f:
+            if line in (b"\n", b"\r\n"):
+                break
+            print(quote(line.rstrip(b"\r\n").decode("utf-8", "replace")), file=out)
+    return 0
+
+
+def _why(env, rcpt):
+    reason = _reason(env, rcpt)
+    return f" ({quote(reason)})" if reason else ""
