@@ -27,41 +27,105 @@ class Fatal(Exception):
         self.status = status
 
 
-class UsageError(Exception):
-    """A command line that does not parse."""
+class Option:
+    """One command-line option: its spellings, the value it takes (METAVAR; None for a flag), what it does.
+
+    REPEAT collects every value in a list (mail -a FILE -a FILE)."""
+
+    __slots__ = ("flags", "name", "help", "metavar", "repeat")
+
+    def __init__(self, flags, name, help, metavar=None, repeat=False):
+        self.flags, self.name, self.help, self.metavar, self.repeat = flags, name, help, metavar, repeat
 
 
-def getopt(args, shortopts):
-    """POSIX getopt for short options: (list of (flag, value), operands).
+class CommandLine:
+    """A program's command line, declared once: options, usage lines, description.
 
-    getopt.getopt from the standard library would do, but it imports
-    gettext and locale, which is most of a delivery agent's start-up time.
-    Options stop at the first operand or at `--`.
+    The parser, `--help` and every usage error come from this one table, so
+    that all programs parse alike (POSIX short options, grouped flags,
+    `--long[=value]`, `--` ends the options) and a usage error is always one
+    line and EX_USAGE.  The standard library's getopt and argparse would do
+    the parsing, at the price of importing gettext and locale, which is most
+    of a delivery agent's start-up time.
     """
-    options = []
-    args = list(args)
-    while args and args[0].startswith("-") and args[0] != "-":
-        arg = args.pop(0)
-        if arg == "--":
-            break
-        if arg.startswith("--"):
-            options.append((arg, ""))
-            continue
-        i = 1
-        while i < len(arg):
-            flag = arg[i]
-            spec = shortopts.find(flag)
-            if spec < 0 or flag == ":":
-                raise UsageError(f"unknown option -{flag}")
-            if shortopts[spec + 1:spec + 2] == ":":
-                value = arg[i + 1:] or (args.pop(0) if args else None)
-                if value is None:
-                    raise UsageError(f"option -{flag} needs a value")
-                options.append((f"-{flag}", value))
+
+    def __init__(self, program, options, synopsis, description=""):
+        self.program, self.options, self.synopsis, self.description = program, options, synopsis, description
+        self._by_flag = {flag: option for option in options for flag in option.flags}
+
+    def usage(self):
+        lines = [f"{self.program} {line}".rstrip() for line in self.synopsis]
+        return "usage: " + "\n       ".join(lines)
+
+    def help(self):
+        rows = [(", ".join(o.flags) + (f" {o.metavar}" if o.metavar else ""), o.help) for o in self.options]
+        width = max((len(left) for left, _ in rows), default=0)
+        text = self.usage() + "\n"
+        if self.description:
+            text += "\n" + self.description.rstrip("\n") + "\n"
+        return text + "".join(f"  {left:<{width}}  {right}\n" for left, right in rows)
+
+    def error(self, message):
+        return Fatal(os.EX_USAGE, f"{message} (see {self.program} --help)")
+
+    def parse(self, args, *, intermix=False):
+        """({option name: value, True or [values]}, operands); `--help` gives {"help": True}.
+
+        INTERMIX lets options follow operands (mail ADDRESS -s SUBJECT)."""
+        values, operands = {}, []
+        args = list(args)
+        while args:
+            arg = args.pop(0)
+            if arg == "--":
+                operands += args
                 break
-            options.append((f"-{flag}", ""))
-            i += 1
-    return options, args
+            if arg in ("--help", "-?"):
+                return {"help": True}, []
+            if not arg.startswith("-") or arg == "-":
+                operands.append(arg)
+                if not intermix:
+                    operands += args
+                    break
+                continue
+            if arg.startswith("--"):
+                flag, eq, attached = arg.partition("=")
+                self._take(values, flag, attached if eq else None, args)
+                continue
+            i = 1
+            while i < len(arg):
+                flag = "-" + arg[i]
+                option = self._by_flag.get(flag)
+                if option is not None and option.metavar:
+                    self._take(values, flag, arg[i + 1:] or None, args)
+                    break
+                self._take(values, flag, None, args)
+                i += 1
+        return values, operands
+
+    def _take(self, values, flag, attached, args):
+        option = self._by_flag.get(flag)
+        if option is None:
+            if flag == "-h":
+                values["help"] = True
+                return
+            raise self.error(f"unknown option {flag}")
+        if option.metavar is None:
+            if attached is not None:
+                raise self.error(f"option {flag} takes no value")
+            values[option.name] = True
+            return
+        if attached is None:
+            if not args:
+                raise self.error(f"option {flag} needs {option.metavar}")
+            attached = args.pop(0)
+        if option.repeat:
+            values.setdefault(option.name, []).append(attached)
+        else:
+            values[option.name] = attached
+
+
+CONFIG_OPTION = Option(("-C",), "config", "configuration file (default $MAILSUITE_CONFIG or "
+                       "/etc/mailsuite/mailsuite.conf)", metavar="FILE")
 
 
 def program_name(argv0=None):

@@ -1,6 +1,7 @@
 """mail.local — the local delivery agent.
 
-    mail.local [-C FILE] [-f SENDER] [-l] USER...
+    mail.local [-C FILE] [-f SENDER | -r SENDER] [-d] USER...
+    mail.local [-C FILE] -l
 
 Reads one message on standard input and appends it to each USER's spool
 (see deliver.py for the checks and the format).  With -l it speaks LMTP
@@ -18,41 +19,36 @@ import os
 import sys
 
 from . import config, log
-from .cli import Fatal, UsageError, getopt
+from .cli import CONFIG_OPTION, CommandLine, Fatal, Option
 from .deliver import DeliveryError, deliver, prepare
 from .users import UserDB
 
-USAGE = "usage: mail.local [-C FILE] [-f SENDER] [-l] USER..."
-HELP = USAGE + """
-
-Deliver the message on standard input to each USER's mailbox.
-  -C FILE    configuration file (default $MAILSUITE_CONFIG or /etc/mailsuite/mailsuite.conf)
-  -f SENDER  envelope sender, written to the From_ line and Return-Path: (-r is the same)
-  -l         speak LMTP (RFC 2033) on standard input/output
-  -d         accepted for compatibility; delivery is the only mode
-"""
+COMMAND_LINE = CommandLine("mail.local", [
+    CONFIG_OPTION,
+    Option(("-f",), "sender", "envelope sender, written to the From_ line and Return-Path:", metavar="SENDER"),
+    Option(("-r",), "sender", "the same as -f (BSD mail.local)", metavar="SENDER"),
+    Option(("-l",), "lmtp", "speak LMTP (RFC 2033) on standard input/output"),
+    Option(("-d",), "deliver", "accepted for compatibility: delivery is the only mode"),
+], ["[-C FILE] [-f SENDER | -r SENDER] [-d] USER...", "[-C FILE] -l"],
+    "Deliver the message on standard input to each USER's mailbox.")
 
 
 def main(argv):
-    try:
-        opts, users = getopt(argv[1:], "C:f:r:ldh")
-    except UsageError as exc:
-        raise Fatal(os.EX_USAGE, f"{exc}\n{USAGE}") from None
-    options = dict(opts)
-    if "-h" in options or "--help" in options:
-        print(HELP, end="")
+    options, users = COMMAND_LINE.parse(argv[1:])
+    if options.get("help"):
+        print(COMMAND_LINE.help(), end="")
         return 0
-    sender = options.get("-f", options.get("-r", ""))
+    sender = options.get("sender", "")
     if any(c in sender for c in "\r\n\0"):
         raise Fatal(os.EX_USAGE, "sender holds a control character")
-    cfg = config.load(options.get("-C"))
+    cfg = config.load(options.get("config"))
     logger = log.setup(cfg, "mail.local")
     userdb = UserDB(cfg)
-    if "-l" in options:
+    if options.get("lmtp"):
         from .lmtp import LMTPSession
         return LMTPSession(cfg, userdb, logger, sys.stdin.buffer, sys.stdout.buffer).run()
     if not users:
-        raise Fatal(os.EX_USAGE, USAGE)
+        raise COMMAND_LINE.error("no USER to deliver to")
     return deliver_to_users(cfg, userdb, logger, sys.stdin.buffer, sender, users)
 
 

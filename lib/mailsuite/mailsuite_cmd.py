@@ -4,20 +4,21 @@
     mailsuite up    [--dir DIR] [--base-port N]   run the sandbox's daemons in the foreground
     mailsuite check [-C FILE]       validate the configuration and permissions
 
-Subcommands are a table (`SUBCOMMANDS`): a name, a one-line summary and a
-module function `(args) -> status` with an `add_arguments(parser)` hook.
+Subcommands are a table (`SUBCOMMANDS`): a name, its command line
+(cli.CommandLine) and a function `(args) -> status` of the parsed options
+(`args.config`, `args.dir`...) and operands (`args.operands`).
 """
 
-import argparse
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 from . import config, queue_cmd, sandbox
-from .cli import Fatal
+from .cli import CONFIG_OPTION, CommandLine, Fatal, Option
 
 # The sandbox's daemons, in start order: program, arguments, what it
 # serves, and the config section whose `listen` addresses it binds.
@@ -171,37 +172,46 @@ def cmd_check(args):
     return os.EX_CONFIG if found else 0
 
 
-def _sandbox_arguments(parser):
-    parser.add_argument("--dir", default="sandbox", help="sandbox directory (default ./sandbox)")
-    parser.add_argument("--base-port", type=int, metavar="N",
-                        help="put SMTP, POP3 and IMAP on N+25, N+110, N+143 (default 2525, 1100, 1430)")
+def _sandbox_command(name, summary):
+    return CommandLine(f"mailsuite {name}", [
+        Option(("--dir",), "dir", "sandbox directory (default ./sandbox)", metavar="DIR"),
+        Option(("--base-port",), "base_port", "put SMTP, POP3 and IMAP on N+25, N+110, N+143 "
+               "(default 2525, 1100, 1430)", metavar="N"),
+    ], ["[--dir DIR] [--base-port N]"], summary)
 
 
 SUBCOMMANDS = {
-    "init": ("build a sandbox installation in DIR", _sandbox_arguments, cmd_init),
-    "up": ("run the sandbox's daemons in the foreground", _sandbox_arguments, cmd_up),
-    "check": ("validate the configuration and permissions", None, cmd_check),
-    "queue": ("list, flush, hold, release or delete queued mail", queue_cmd.add_arguments, queue_cmd.cmd_queue),
+    "init": (_sandbox_command("init", "Build a sandbox installation in DIR."), cmd_init),
+    "up": (_sandbox_command("up", "Run the sandbox's daemons in the foreground."), cmd_up),
+    "check": (CommandLine("mailsuite check", [], [""], "Validate the configuration, the spool, "
+                          "the queue, the maildrop and the ports: one line per problem."), cmd_check),
+    "queue": (queue_cmd.COMMAND_LINE, queue_cmd.cmd_queue),
 }
 
-
-class _Arguments(argparse.ArgumentParser):
-    """Usage errors exit EX_USAGE with one line, like every mailsuite program (argparse would exit 2)."""
-
-    def error(self, message):
-        raise Fatal(os.EX_USAGE, f"{message} (see {self.prog} --help)")
+COMMAND_LINE = CommandLine("mailsuite", [CONFIG_OPTION],
+                           [f"[-C FILE] {name} ..." for name in SUBCOMMANDS],
+                           "The mailsuite operator's command; `mailsuite COMMAND --help` tells more.")
 
 
 def main(argv):
-    parser = _Arguments(prog="mailsuite", description="the mailsuite operator's command")
-    parser.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (summary, add_arguments, _) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=summary)
-        if add_arguments:
-            add_arguments(p)
-    args = parser.parse_args(argv[1:])
-    if args.command is None:
-        parser.print_help(sys.stderr)
-        raise Fatal(os.EX_USAGE, "a command is needed")
-    return SUBCOMMANDS[args.command][2](args)
+    options, operands = COMMAND_LINE.parse(argv[1:])
+    if options.get("help"):
+        sys.stdout.write(COMMAND_LINE.help())
+        return 0
+    if not operands:
+        raise COMMAND_LINE.error("a command is needed")
+    if operands[0] not in SUBCOMMANDS:
+        raise COMMAND_LINE.error(f"no command {operands[0]!r}")
+    command_line, run = SUBCOMMANDS[operands[0]]
+    values, rest = command_line.parse(operands[1:])
+    if values.get("help"):
+        sys.stdout.write(command_line.help())
+        return 0
+    if rest and run is not queue_cmd.cmd_queue:
+        raise command_line.error(f"unexpected argument {rest[0]!r}")
+    args = SimpleNamespace(config=options.get("config"), dir=values.get("dir", "sandbox"), operands=rest)
+    try:
+        args.base_port = int(values["base_port"]) if "base_port" in values else None
+    except ValueError:
+        raise command_line.error(f"--base-port: not a port number: {values['base_port']!r}") from None
+    return run(args)

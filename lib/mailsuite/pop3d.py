@@ -8,29 +8,27 @@ of `[pop3] listen` and `listen_tls`, forking a child per client up to
 has logged in, then as the user.
 """
 
-import argparse
 import errno
 import os
 import re
 
 from . import config, log, pop3, server
-from .cli import Fatal
+from .cli import CONFIG_OPTION, CommandLine, Fatal, Option
 
 BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise Fatal(os.EX_USAGE, f"{message} (see pop3d --help)")
+COMMAND_LINE = CommandLine("pop3d", [
+    CONFIG_OPTION,
+    Option(("-d", "--daemon"), "daemon", "listen on [pop3] listen/listen_tls and fork a child per client"),
+    Option(("--tls",), "tls", "inetd mode: start the session with TLS (POP3S)"),
+], ["[-C FILE] [--tls]", "[-C FILE] -d|--daemon"],
+    "POP3 server for the mbox spools: one session on stdin/stdout (inetd), or -d for a standalone listener.")
 
 
 def parse_args(argv):
-    parser = _Parser(
-        prog="pop3d", description="POP3 server for the mbox spools: one session on stdin/stdout "
-                                  "(inetd), or -d for a standalone listener.")
-    parser.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
-    parser.add_argument("-d", "--daemon", action="store_true",
-                        help="listen on [pop3] listen/listen_tls and fork a child per client")
-    parser.add_argument("--tls", action="store_true", help="inetd mode: start the session with TLS (POP3S)")
-    return parser.parse_args(argv[1:])
+    options, operands = COMMAND_LINE.parse(argv[1:])
+    if operands:
+        raise COMMAND_LINE.error(f"unexpected argument {operands[0]!r}")
+    return options
 
 
 def parse_address(text):
@@ -45,16 +43,19 @@ def parse_address(text):
 
 
 def main(argv):
-    args = parse_args(argv)
-    cfg = config.load(args.config)
+    options = parse_args(argv)
+    if options.get("help"):
+        print(COMMAND_LINE.help(), end="")
+        return 0
+    cfg = config.load(options.get("config"))
     logger = log.setup(cfg, "pop3d")
     limits = server.Limits.of(cfg.pop3, cfg.pop3.idle_timeout)
 
     def session(conn):
         pop3.serve(conn, cfg, logger)
 
-    if not args.daemon:
-        server.serve_inetd(session, cfg, implicit_tls=args.tls, limits=limits)
+    if not options.get("daemon"):
+        server.serve_inetd(session, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
         return os.EX_OK
     listeners = [(*parse_address(a), False) for a in cfg.pop3.listen]
     listeners += [(*parse_address(a), True) for a in cfg.pop3.listen_tls]

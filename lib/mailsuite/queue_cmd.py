@@ -12,17 +12,19 @@ import os
 import sys
 
 from . import config, log
-from .cli import Fatal
+from .cli import CommandLine, Fatal
 
 ACTIONS = ("list", "show", "flush", "hold", "release", "delete")
 
-
-def add_arguments(parser):
-    parser.add_argument("action", choices=ACTIONS, nargs="?", default="list", help="what to do (default list)")
-    parser.add_argument("ids", nargs="*", metavar="ID", help="queue ids (as mailq shows them)")
+COMMAND_LINE = CommandLine("mailsuite queue", [], ["[list]", "show ID...", "flush [ID...]", "hold ID...",
+                                                   "release ID...", "delete ID..."],
+                           "The mail queue; IDs as mailq shows them.")
 
 
 def cmd_queue(args):
+    args.action, args.ids = (args.operands[0], args.operands[1:]) if args.operands else ("list", [])
+    if args.action not in ACTIONS:
+        raise COMMAND_LINE.error(f"no action {args.action!r}; one of {', '.join(ACTIONS)}")
     from .queue import Busy, NoPermission, Queue, QueueError
     cfg = config.load(args.config)
     queue = Queue(cfg)

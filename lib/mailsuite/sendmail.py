@@ -26,18 +26,50 @@ import sys
 
 from . import address as addr
 from . import config
-from .cli import Fatal, program_name
+from .cli import CONFIG_OPTION, CommandLine, Fatal, Option, program_name
 
-USAGE = """\
-usage: sendmail [-C FILE] [-t] [-i] [-f SENDER] [-F NAME] [-N DSN] [-R RET] [-V ENVID] [--] [RECIPIENT...]
-       sendmail -bp | -bi | -bv ADDRESS... | -bs | -bd | -bD | -q[INTERVAL] | -qIID | -qRSTRING | -qSSTRING
-       mailq [-C FILE]      newaliases [-C FILE]
-Reads a message on standard input and queues it for delivery (see sendmail(8))."""
+# Historical options, accepted and ignored as Postfix does: with a value, and without.
+IGNORED_WITH_VALUE = set("ABLOXehp")
+IGNORED_FLAGS = set("GUcmnx")
+IGNORED = IGNORED_WITH_VALUE | IGNORED_FLAGS
+
+# The Postfix-compatible grammar (-bX modes, -qX runs, -oX options, values
+# attached or apart) is parsed by parse() below; these tables are what
+# --help shows and what the manual pages are checked against.
+SENDMAIL = CommandLine("sendmail", [
+    CONFIG_OPTION,
+    Option(("-t",), "extract", "take the recipients from To:, Cc: and Bcc: (and remove Bcc:)"),
+    Option(("-i",), "dots", "a line with only '.' does not end the message (also -oi)"),
+    Option(("-v",), "verbose", "report the delivery on standard error"),
+    Option(("-f",), "sender", "envelope sender (a user who is not trusted gets a warning header)",
+           metavar="SENDER"),
+    Option(("-r",), "sender", "the same as -f", metavar="SENDER"),
+    Option(("-F",), "full_name", "the sender's full name, for a From: we add", metavar="NAME"),
+    Option(("-N",), "notify", "DSN: never, or success,failure,delay", metavar="DSN"),
+    Option(("-R",), "ret", "DSN: hdrs or full", metavar="RET"),
+    Option(("-V",), "envid", "DSN envelope id", metavar="ENVID"),
+    Option(("-o",), "option", "i (as -i), di/db/dq (deliver now, in the background, queue only), "
+           "AFILE (another aliases file); other -oX are ignored", metavar="X"),
+    Option(("-b",), "mode", "p (mailq), i (newaliases), v ADDRESS... (verify), s (SMTP on stdin), "
+           "d (daemon), D (daemon in the foreground), m (submit, the default)", metavar="MODE"),
+    Option(("-q",), "queue_run", "flush the queue; -qINTERVAL runs the queue runner; -qIID, -qRSTRING, "
+           "-qSSTRING flush the messages whose id, a recipient or the sender contains the string",
+           metavar="[INTERVAL]"),
+    Option(("-I",), "newaliases", "the same as -bi"),
+], ["[-C FILE] [-t] [-i] [-v] [-f SENDER] [-r SENDER] [-F NAME] [-N DSN] [-R RET] [-V ENVID] [-o X]... "
+    "[--] [RECIPIENT...]",
+    "[-C FILE] -b MODE | -q[INTERVAL] | -qIID | -qRSTRING | -qSSTRING | -I"],
+    "Reads a message on standard input and queues it for delivery (see sendmail(8)).\n"
+    "Also accepted and ignored, as by Postfix: " + ", ".join(f"-{c}" for c in sorted(IGNORED)) + ".")
+
+MAILQ = CommandLine("mailq", [CONFIG_OPTION], ["[-C FILE]"], "List the mail queue (sendmail -bp).")
+NEWALIASES = CommandLine("newaliases", [CONFIG_OPTION], ["[-C FILE]"],
+                         "Compile the aliases file into its database (sendmail -bi).")
 
 # Option letters that take a value (attached or as the next argument), and
 # those that do not; anything else is a usage error.  -q and -b are special.
-WITH_VALUE = set("ABCFLNORVXefhopr")
-FLAGS = set("GIUcimntvx")
+WITH_VALUE = set("CFNRVfor") | IGNORED_WITH_VALUE
+FLAGS = set("Iitv") | IGNORED_FLAGS
 MODES = {"m": "submit", "p": "mailq", "i": "newaliases", "v": "verify", "s": "smtp",
          "d": "daemon", "D": "foreground", "h": "noop", "H": "noop"}
 NOTIFY_WORDS = {"SUCCESS", "FAILURE", "DELAY"}
@@ -112,7 +144,7 @@ def _flag(opts, letter):
         opts.mode = "newaliases"
     elif letter == "v":
         opts.verbose = True
-    # -G -U -c -m -n -x: historical, ignored as Postfix does
+    # IGNORED_FLAGS: historical, ignored as Postfix does
 
 
 def _valued(opts, letter, value):
@@ -143,7 +175,7 @@ def _valued(opts, letter, value):
         opts.envid = value
     elif letter == "o":
         _option(opts, value)
-    # -A -B -L -O -X -e -h -p: accepted and ignored (-X names a log file: never written)
+    # IGNORED_WITH_VALUE: accepted and ignored (-X names a log file: never written)
 
 
 def _option(opts, value):
@@ -200,7 +232,8 @@ def login_name():
 def main(argv):
     opts, arguments = parse(argv)
     if opts.mode == "help":
-        print(USAGE)
+        name = program_name(argv[0] if argv else None)
+        print({"mailq": MAILQ, "newaliases": NEWALIASES}.get(name, SENDMAIL).help(), end="")
         return 0
     cfg = config.load(opts.config)
     if opts.aliases:

@@ -10,23 +10,21 @@ imapd --preauth me`, and for tests); only root may name another user.
 Exit status: 0, or a sysexits code with a one-line message.
 """
 
-import argparse
 import os
 
 from .. import config, log, server
 from ..auth import Authenticator
-from ..cli import Fatal
+from ..cli import CONFIG_OPTION, CommandLine, Fatal, Option
 from ..users import UserDB
 from .session import Session
 
-USAGE = "imapd [-C FILE] [-d | --preauth USER]"
-
-
-class _Arguments(argparse.ArgumentParser):
-    """Usage errors exit EX_USAGE with one line, like every mailsuite program."""
-
-    def error(self, message):
-        raise Fatal(os.EX_USAGE, f"{message} (usage: {USAGE})")
+COMMAND_LINE = CommandLine("imapd", [
+    CONFIG_OPTION,
+    Option(("-d",), "daemon", "standalone: listen on [imap] listen/listen_tls and fork per client"),
+    Option(("--preauth",), "preauth", "serve USER on stdin/stdout without a login", metavar="USER"),
+    Option(("--tls",), "tls", "inetd mode with implicit TLS (IMAPS)"),
+], ["[-C FILE] [--tls]", "[-C FILE] -d", "[-C FILE] --preauth USER"],
+    "IMAP4rev1 server on the mail spool and ~/mail.")
 
 
 def parse_listen(items, implicit_tls):
@@ -40,21 +38,24 @@ def parse_listen(items, implicit_tls):
 
 
 def main(argv):
-    ap = _Arguments(prog="imapd", usage=USAGE, description="IMAP4rev1 server on the mail spool and ~/mail.")
-    ap.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
-    ap.add_argument("-d", dest="daemon", action="store_true", help="standalone: listen and fork per client")
-    ap.add_argument("--preauth", metavar="USER", help="serve USER on stdin/stdout without a login")
-    ap.add_argument("--tls", action="store_true", help="inetd mode with implicit TLS (imaps)")
-    args = ap.parse_args(argv[1:])
-    cfg = config.load(args.config)
+    options, operands = COMMAND_LINE.parse(argv[1:])
+    if options.get("help"):
+        print(COMMAND_LINE.help(), end="")
+        return 0
+    if operands:
+        raise COMMAND_LINE.error(f"unexpected argument {operands[0]!r}")
+    if options.get("daemon") and options.get("preauth"):
+        raise COMMAND_LINE.error("-d and --preauth exclude each other")
+    cfg = config.load(options.get("config"))
+    preauth = options.get("preauth")
     logger = log.setup(cfg, "imapd")
     limits = server.Limits.of(cfg.imap, cfg.imap.idle_timeout)
-    if args.preauth:
-        user = UserDB(cfg).lookup(args.preauth)
+    if preauth:
+        user = UserDB(cfg).lookup(preauth)
         if user is None:
-            raise Fatal(os.EX_NOUSER, f"no such user: {args.preauth}")
+            raise Fatal(os.EX_NOUSER, f"no such user: {preauth}")
         if os.geteuid() != 0 and user.uid != os.geteuid():
-            raise Fatal(os.EX_NOPERM, f"only root may serve another user's mail ({args.preauth})")
+            raise Fatal(os.EX_NOPERM, f"only root may serve another user's mail ({preauth})")
         conn = server.Connection.from_stdio(timeout=cfg.imap.idle_timeout)
         try:
             Session(conn, cfg, logger, preauth_user=user, tls_context=None).run()
@@ -68,7 +69,7 @@ def main(argv):
     def handle(conn):
         Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=tls).run()
 
-    if args.daemon:
+    if options.get("daemon"):
         listeners = parse_listen(cfg.imap.listen, False) + parse_listen(cfg.imap.listen_tls, True)
         if not listeners:
             raise Fatal(os.EX_CONFIG, "[imap] listen and listen_tls are both empty")
@@ -82,5 +83,5 @@ def main(argv):
             limits=limits,
         )
         return 0
-    server.serve_inetd(handle, cfg, implicit_tls=args.tls, limits=limits)
+    server.serve_inetd(handle, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
     return 0

@@ -18,14 +18,13 @@ the letter is then in ~/dead.letter, EX_TEMPFAIL when the mailbox stays
 locked).  1 means no mail (`-e`) or a letter abandoned at the terminal.
 """
 
-import getopt
 import os
 import pwd
 import signal
 import sys
 
 from .. import config
-from ..cli import Fatal
+from ..cli import CONFIG_OPTION, CommandLine, Fatal, Option
 from ..locking import LockTimeout
 from ..mbox import MailboxError
 from ..users import UserDB
@@ -34,62 +33,60 @@ from .commands import send
 from .folder import Folder
 from .session import HangUp, Session
 
-USAGE = """usage: mail [-EiNn] [-s SUBJECT] [-c CC] [-b BCC] [-r FROM] [-a FILE]... ADDRESS...
-       mail [-eHiNn] [-u USER] [-f [FILE]]"""
-HELP = USAGE + """
+COMMAND_LINE = CommandLine("mail", [
+    Option(("-s",), "subject", "subject", metavar="SUBJECT"),
+    Option(("-c",), "cc", "carbon copies (comma-separated; repeatable)", metavar="CC", repeat=True),
+    Option(("-b",), "bcc", "blind copies (comma-separated; repeatable)", metavar="BCC", repeat=True),
+    Option(("-r",), "from", "From: address and envelope sender", metavar="FROM"),
+    Option(("-a",), "attach", "attach FILE (repeatable)", metavar="FILE", repeat=True),
+    Option(("-E",), "skip_empty", "do not send a message whose body is empty"),
+    Option(("-f",), "folder", "read FILE, the first operand (default ~/mbox), instead of the spool"),
+    Option(("-H",), "headers_only", "print the header summary and exit"),
+    Option(("-e",), "test", "exit 0 if there is mail, 1 if not, printing nothing"),
+    Option(("-N",), "no_header", "do not print the header summary on start-up"),
+    Option(("-n",), "no_system_rc", "do not read the system start-up file"),
+    Option(("-i",), "ignore_interrupts", "ignore interrupts at the prompt"),
+    Option(("-v",), "verbose", "verbose: sendmail reports each delivery on the terminal"),
+    Option(("-u",), "user", "act as USER (sandbox) / read USER's spool (where permitted)", metavar="USER"),
+    CONFIG_OPTION,
+], ["[-EiNnv] [-s SUBJECT] [-c CC] [-b BCC] [-r FROM] [-a FILE]... [-C FILE] ADDRESS...",
+    "[-eHiNnv] [-u USER] [-C FILE]",
+    "[-eHiNnv] [-C FILE] -f [FILE]"],
+    "Send mail to ADDRESS... (body on standard input, or typed with ~ escapes),\n"
+    "or read your mailbox when no address is given.\n"
+    "Type ? at the prompt for the commands, ~? while composing for the escapes.")
 
-Send mail to ADDRESS... (body on standard input, or typed with ~ escapes),
-or read your mailbox when no address is given.
-  -s SUBJECT  subject            -c CC      carbon copies (comma-separated)
-  -b BCC      blind copies       -r FROM    From: address and envelope sender
-  -a FILE     attach FILE (repeatable)     -E  do not send an empty message
-  -f [FILE]   read FILE (default ~/mbox) instead of the spool
-  -H          print the header summary and exit
-  -e          exit 0 if there is mail, 1 if not, printing nothing
-  -N          do not print the header summary on start-up
-  -n          do not read the system start-up file
-  -i          ignore interrupts at the prompt
-  -v          verbose: sendmail reports each delivery on the terminal
-  -u USER     act as USER (sandbox) / read USER's spool (where permitted)
-  -C FILE     configuration file (default $MAILSUITE_CONFIG or /etc/mailsuite/mailsuite.conf)
-Type ? at the prompt for the commands, ~? while composing for the escapes.
-"""
+SENDING_ONLY = ("subject", "cc", "bcc", "from", "attach", "skip_empty")
 
 
 def main(argv):
-    try:
-        opts, args = getopt.gnu_getopt(argv[1:], "s:c:b:r:a:EfHeNnivu:C:h", ["help"])
-    except getopt.GetoptError as exc:
-        raise Fatal(os.EX_USAGE, f"{exc}\n{USAGE}") from None
-    flags = {name for name, _ in opts}
-    if "-h" in flags or "--help" in flags:
-        sys.stdout.write(HELP)
+    options, args = COMMAND_LINE.parse(argv[1:], intermix=True)
+    if options.get("help"):
+        sys.stdout.write(COMMAND_LINE.help())
         return 0
-    value = {name: arg for name, arg in opts}
-    cfg = config.load(value.get("-C"))
-    user = resolve_user(cfg, value.get("-u"))
-    sending = bool(args) and "-f" not in flags
-    reading_only = flags & {"-e", "-H"}
-    if sending and reading_only:
-        raise Fatal(os.EX_USAGE, f"-e and -H read mail; they take no addresses\n{USAGE}")
-    if not sending and flags & {"-s", "-c", "-b", "-a", "-r", "-E"}:
-        raise Fatal(os.EX_USAGE, f"-s, -c, -b, -a, -r and -E need an address\n{USAGE}")
-    options = rc.Options()
-    if "-v" in flags:
-        options.set(["verbose"])
-    me, home = own_account(cfg, user, value.get("-u"))
-    session = Session(cfg, user, options, me=me, home=home, interactive=sys.stdin.isatty())
-    if "-n" not in flags and cfg.mail.rc_file:
-        rc.load(options, cfg.mail.rc_file, sending=sending, warn=session.warn)
-    rc.load(options, os.environ.get("MAILRC") or os.path.join(session.home, ".mailrc"),
+    cfg = config.load(options.get("config"))
+    user = resolve_user(cfg, options.get("user"))
+    sending = bool(args) and not options.get("folder")
+    if sending and (options.get("test") or options.get("headers_only")):
+        raise COMMAND_LINE.error("-e and -H read mail; they take no addresses")
+    if not sending and any(name in options for name in SENDING_ONLY):
+        raise COMMAND_LINE.error("-s, -c, -b, -a, -r and -E need an address")
+    variables = rc.Options()
+    if options.get("verbose"):
+        variables.set(["verbose"])
+    me, home = own_account(cfg, user, options.get("user"))
+    session = Session(cfg, user, variables, me=me, home=home, interactive=sys.stdin.isatty())
+    if not options.get("no_system_rc") and cfg.mail.rc_file:
+        rc.load(variables, cfg.mail.rc_file, sending=sending, warn=session.warn)
+    rc.load(variables, os.environ.get("MAILRC") or os.path.join(session.home, ".mailrc"),
             sending=sending, warn=session.warn)
     sys.stdin.reconfigure(errors="replace")      # a stray byte in typed text must not end the session
     signal.signal(signal.SIGHUP, _hangup)
     try:
         if sending:
-            return send_mode(session, args, opts, "-E" in flags)
-        path = session.expand_path(args[0] if args else "~/mbox") if "-f" in flags else user.spool
-        return read_mode(session, path, flags)
+            return send_mode(session, args, options)
+        path = session.expand_path(args[0] if args else "~/mbox") if options.get("folder") else user.spool
+        return read_mode(session, path, options)
     except HangUp:
         return 1
 
@@ -131,23 +128,20 @@ def own_account(cfg, user, explicit_user):
 
 # --- sending ---------------------------------------------------------------
 
-def send_mode(session, addresses, opts, skip_empty):
+def send_mode(session, addresses, options):
     draft = compose.Draft(to=[a for word in addresses for a in compose.split_addresses(word)])
-    for name, arg in opts:
-        if name == "-s":
-            draft.subject = arg
-        elif name == "-c":
-            draft.cc += compose.split_addresses(arg)
-        elif name == "-b":
-            draft.bcc += compose.split_addresses(arg)
-        elif name == "-r":
-            draft.from_addr = arg
-            session.options.set([f"from={arg}"])
-        elif name == "-a":
-            if not os.access(arg, os.R_OK) or os.path.isdir(arg):
-                raise Fatal(os.EX_NOINPUT, f"{arg}: cannot attach: "
-                            f"{'is a directory' if os.path.isdir(arg) else 'no such readable file'}")
-            draft.attachments.append(arg)
+    draft.subject = options.get("subject", "")
+    draft.cc = [a for word in options.get("cc", ()) for a in compose.split_addresses(word)]
+    draft.bcc = [a for word in options.get("bcc", ()) for a in compose.split_addresses(word)]
+    if "from" in options:
+        draft.from_addr = options["from"]
+        session.options.set([f"from={options['from']}"])
+    for path in options.get("attach", ()):
+        if not os.access(path, os.R_OK) or os.path.isdir(path):
+            raise Fatal(os.EX_NOINPUT, f"{path}: cannot attach: "
+                        f"{'is a directory' if os.path.isdir(path) else 'no such readable file'}")
+        draft.attachments.append(path)
+    skip_empty = bool(options.get("skip_empty"))
     try:
         compose.check(draft)
     except compose.DraftError as exc:
@@ -169,13 +163,13 @@ def send_mode(session, addresses, opts, skip_empty):
 
 # --- reading ---------------------------------------------------------------
 
-def read_mode(session, path, flags):
+def read_mode(session, path, options):
     system = os.path.abspath(path) == os.path.abspath(session.user.spool)
     if not system and not os.path.lexists(path):
         raise Fatal(os.EX_NOINPUT, f"{path}: No such file or directory")
     try:
-        if flags & {"-e", "-H"}:
-            return peek(session, path, system, flags)
+        if options.get("test") or options.get("headers_only"):
+            return peek(session, path, system, options)
         folder = session.open_folder(path, system=system)
     except (MailboxError, PermissionError, IsADirectoryError) as exc:
         raise Fatal(os.EX_NOINPUT, _with_path(path, exc)) from None
@@ -187,9 +181,9 @@ def read_mode(session, path, flags):
         session.write(f"No mail for {session.user.name}\n" if system else f"{path}: no messages\n")
         return 0
     session.write(session.folder_status() + "\n")
-    if "-N" not in flags and session.options.on("header"):
+    if not options.get("no_header") and session.options.on("header"):
         commands.display.print_page(session, session.current)
-    prompt_loop(session, ignore_interrupts="-i" in flags)
+    prompt_loop(session, ignore_interrupts=bool(options.get("ignore_interrupts")))
     return 0
 
 
@@ -198,11 +192,11 @@ def _with_path(path, exc):
     return text if text.startswith(path) else f"{path}: {text}"
 
 
-def peek(session, path, system, flags):
+def peek(session, path, system, options):
     """-e and -H: a look at the folder, without the prompt."""
     folder = Folder(path, session.cfg, session.user, system=system).open()
     try:
-        if "-e" in flags:
+        if options.get("test"):
             return 0 if folder.messages else 1
         current = next((m.number for m in folder.messages if m.new), 0)
         width = summary.terminal_width()
