@@ -5,6 +5,7 @@ import signal
 import smtplib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,11 +57,20 @@ def test_sighup_leaves_no_defunct_runner(tmp_path):
     try:
         for round_ in range(1, 4):
             host.process.send_signal(signal.SIGHUP)
-            wait_for(lambda: host.log_text().count("configuration reloaded") >= round_)
-        wait_for(lambda: len(children_of(host.process.pid)) == 1)
-        states = [open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-                  for pid in children_of(host.process.pid)]
-        assert states and "Z" not in states, states
+            wait_for(lambda: host.log_text().count("configuration reloaded") >= round_, timeout=60)
+
+        def states():
+            found = {}
+            for pid in children_of(host.process.pid):
+                try:
+                    found[pid] = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+                except OSError:
+                    continue
+            return found
+        deadline = time.monotonic() + 60
+        while len(states()) != 1 or "Z" in states().values():
+            assert time.monotonic() < deadline, f"children {states()}; log:\n{host.log_text()[-2000:]}"
+            time.sleep(0.1)
     finally:
         host.stop()
 
