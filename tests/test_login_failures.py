@@ -15,7 +15,6 @@ attempts each, never with a clock figure.
 import imaplib
 import poplib
 import secrets
-import statistics
 import time
 
 import pytest
@@ -76,9 +75,11 @@ def test_every_failed_login_takes_the_same_time(real_users, pam_service, install
             elapsed, reply = imap_failure(port, name, password)
             times[case].append(elapsed)
             replies.add(reply)
-    medians = {case: statistics.median(values) for case, values in times.items()}
+    # The fastest of each case: what the server lets a client measure, without the noise a loaded
+    # machine adds to single attempts (a slow attempt is padded to the next whole failure_delay).
+    fastest = {case: min(values) for case, values in times.items()}
     assert len(replies) == 1, replies
-    assert max(medians.values()) - min(medians.values()) < DELAY / 2, medians
+    assert max(fastest.values()) - min(fastest.values()) < DELAY / 2, times
 
 
 def test_imap_ends_the_session_after_a_few_failures_each_slower(real_users, pam_service, installation_factory,
