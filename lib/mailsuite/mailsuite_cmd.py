@@ -3,6 +3,7 @@
     mailsuite init  [--dir DIR] [--base-port N]   build a sandbox
     mailsuite up    [--dir DIR] [--base-port N]   run the sandbox's daemons in the foreground
     mailsuite check [-C FILE]       validate the configuration and permissions
+    mailsuite trace [FILE|-] [--json]             the hops of a message, from its Received: lines
 
 Subcommands are a table (`SUBCOMMANDS`): a name, a one-line summary and a
 module function `(args) -> status` with an `add_arguments(parser)` hook.
@@ -184,6 +185,29 @@ def cmd_check(args):
     return os.EX_CONFIG if problems else 0
 
 
+def cmd_trace(args):
+    from . import trace, trace_render
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as f:
+                data = f.read(8 << 20)           # a header is never this long; the body is not read
+    except OSError as exc:
+        raise Fatal(os.EX_NOINPUT, f"{args.file}: {exc.strerror}") from None
+    result = trace.trace_message(data)
+    if not result.hops and not result.date:
+        raise Fatal(os.EX_DATAERR, f"{args.file}: no Received: or Date: header: is this a message?")
+    sys.stdout.write(trace_render.as_json(result) if args.json else trace_render.text(result))
+    return 0
+
+
+def _trace_arguments(parser):
+    parser.add_argument("file", nargs="?", default="-", metavar="FILE",
+                        help="a message (or its header, or an mbox's first message); - or none reads stdin")
+    parser.add_argument("--json", action="store_true", help="the same as JSON, for programs")
+
+
 def _sandbox_arguments(parser):
     parser.add_argument("--dir", default="sandbox", help="sandbox directory (default ./sandbox)")
     parser.add_argument("--base-port", type=int, metavar="N",
@@ -194,6 +218,7 @@ SUBCOMMANDS = {
     "init": ("build a sandbox installation in DIR", _sandbox_arguments, cmd_init),
     "up": ("run the sandbox's daemons in the foreground", _sandbox_arguments, cmd_up),
     "check": ("validate the configuration and permissions", None, cmd_check),
+    "trace": ("show the hops a message took, from its Received: lines", _trace_arguments, cmd_trace),
     "queue": ("list, flush, hold, release or delete queued mail", queue_cmd.add_arguments, queue_cmd.cmd_queue),
 }
 
