@@ -1,0 +1,54 @@
+"""webmail — the webmail served by waitress, a maintained pure-Python WSGI server.
+
+    webmail [-C FILE]
+
+Listens on `[webmail] listen` (127.0.0.1:8080 by default) with
+`[webmail] threads` request threads, and logs like every other daemon of
+the suite.  It runs as an unprivileged user: it needs only its session
+database (`[webmail] session_db`) and the network; the mail is the IMAP
+server's.  For the internet, put it behind an HTTPS proxy (it marks its
+cookies Secure when the proxy says the request came over HTTPS, through
+X-Forwarded-Proto from a trusted address, see waitress's trusted_proxy).
+SIGTERM and SIGINT stop it.
+"""
+
+import argparse
+import os
+import signal
+
+from .. import config, log
+from ..cli import Fatal
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(prog="webmail", description="the mailsuite webmail (HTTP, WSGI via waitress)")
+    parser.add_argument("-C", dest="config", metavar="FILE", help="configuration file")
+    args = parser.parse_args(argv[1:])
+    cfg = config.load(args.config)
+    logger = log.setup(cfg, "webmail")
+    import waitress
+    from .app import Application
+    application = Application(cfg, logger=logger)
+    listen = " ".join(cfg.webmail.listen)
+    if not listen:
+        raise Fatal(os.EX_CONFIG, "[webmail] listen is empty")
+    try:
+        server = waitress.create_server(application, listen=listen, threads=max(1, cfg.webmail.threads),
+                                        ident="mailsuite-webmail")
+    except OSError as exc:
+        raise Fatal(os.EX_UNAVAILABLE, f"cannot listen on {listen}: {exc.strerror}") from None
+    addresses = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
+    logger.info("listening on %s", ", ".join(f"{host}:{port}" for host, port in addresses))
+
+    def stop(signum, _frame):
+        raise SystemExit(0)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.run()
+    except SystemExit:
+        pass
+    finally:
+        server.close()
+    return 0
+
