@@ -97,6 +97,8 @@ class Browserless:
         return self.request(path, data, headers)
 
     def token(self, page):
+        if isinstance(page, str):
+            page = page.encode()
         found = re.search(rb'name="csrf" value="([^"]+)"', page)
         return found.group(1).decode() if found else ""
 
