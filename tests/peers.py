@@ -45,6 +45,10 @@ PEERS = {
     "useradd": ("passwd", "useradd"),
     "gnu-time": ("time", "/usr/bin/time"),
     "system-python": ("python3", "/usr/bin/python3"),
+    "chromium": ("chromium", "/usr/bin/chromium"),
+    "chromedriver": ("chromium-driver", "/usr/bin/chromedriver"),
+    "lighttpd": ("lighttpd", "lighttpd"),
+    "dovecot-lmtp": ("dovecot-lmtpd", "/usr/lib/dovecot/lmtp"),
 }
 
 

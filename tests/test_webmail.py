@@ -56,7 +56,7 @@ def test_login_sets_a_safe_session_cookie_and_logout_ends_it(world):
     assert status == 200 and b'name="csrf"' in page
     csp = headers["Content-Security-Policy"]
     assert "script-src" not in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
-    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "no-referrer"
+    assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "same-origin"
     status, headers, _ = client.login()
     cookie = next(c for c in headers.get_all("Set-Cookie") if c.startswith("webmail_session="))
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie     # plain HTTP here

@@ -162,6 +162,13 @@ class Application:
         finally:
             client.logout()
 
+    def _one_less_unseen(self, session, folder):
+        """The count shown drops at once when a message is opened; the server's comes at the next refresh."""
+        for row in session.data.get("counts", {}).get("folders", []):
+            if row[0] == folder and row[3] > 0:
+                row[3] -= 1
+                self.store.save_data(session)
+
     def counts_changed(self, session):
         if "counts" in session.data:
             session.data["counts"]["at"] = 0
@@ -260,11 +267,13 @@ class Application:
         with self.connect(session) as client:
             folders = self.folders(request, session, client, after)
             client.select(folder)
-            raw = client.message(uid)
+            raw, flags = client.message_and_flags(uid)
             if raw is None:
                 return self.page(request, "error.html", status=404, session=session,
                                  message="That message is gone (moved or deleted meanwhile).")
-            client.set_flags([uid], ["\\Seen"])
+            if "\\Seen" not in flags:
+                client.set_flags([uid], ["\\Seen"])
+                self._one_less_unseen(session, folder)
 
         def part_url(index):
             return request.url("/part", folder=folder, uid=uid, part=index, inline=1)

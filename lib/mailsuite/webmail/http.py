@@ -3,8 +3,9 @@
 Every response carries the same defences: a Content-Security-Policy that
 allows no script at all and styles only from our own file (so neither a
 message's HTML nor an injected attribute can run or restyle anything),
-no framing, no referrer (a link in a message must not tell its sender the
-webmail's URLs), nosniff, and no caching of pages that show mail.
+no framing, referrers only within the site (a link in a message must not
+tell its sender the webmail's URLs; "no-referrer" would also make
+browsers send `Origin: null` on our own forms), nosniff, and no caching of pages that show mail.
 """
 
 import email.parser
@@ -131,7 +132,7 @@ class Response:
             ("Content-Security-Policy", CSP.format(images=" https: http:" if self.remote_images else "")),
             ("X-Content-Type-Options", "nosniff"),
             ("X-Frame-Options", "DENY"),
-            ("Referrer-Policy", "no-referrer"),
+            ("Referrer-Policy", "same-origin"),
             ("Cross-Origin-Opener-Policy", "same-origin"),
             ("Cache-Control", "no-store"),
             ("Content-Length", str(len(self.body))),

@@ -316,11 +316,15 @@ class MailClient:
 
     def message(self, uid):
         """The whole message UID as bytes; None when it is gone."""
-        data = self._uid("fetch", str(uid), "(UID BODY.PEEK[])")
+        return self.message_and_flags(uid)[0]
+
+    def message_and_flags(self, uid):
+        """(bytes, flags) of message UID; (None, ()) when it is gone."""
+        data = self._uid("fetch", str(uid), "(UID FLAGS BODY.PEEK[])")
         for _, values in _fetch_items(data):
             if values.get("UID") == uid and "BODY" in values:
-                return values["BODY"]
-        return None
+                return values["BODY"], values.get("FLAGS", ())
+        return None, ()
 
     def set_flags(self, uids, flags, add=True):
         if uids:
