@@ -1,4 +1,4 @@
-"""webmail.cgi under a real HTTP server: Debian's lighttpd with mod_cgi.
+"""webmail.cgi under a real HTTP server: Debian's lighttpd with mod_cgi, configured by etc/lighttpd/webmail.conf.
 
 lighttpd runs in the foreground (-D) on a socket the test binds to port 0
 and hands over the systemd way (LISTEN_FDS), so no port is guessed; it is
@@ -16,7 +16,7 @@ import time
 import pytest
 
 import peers
-from conftest import program
+from conftest import REPO, program
 from mta_helpers import spool_messages
 from test_webmail import message, wait_for
 from webmail_support import Browserless, MailWorld
@@ -28,11 +28,8 @@ server.document-root = "{root}/www"
 server.bind = "127.0.0.1"
 server.port = {port}
 server.systemd-socket-activation = "enable"
-server.modules = ("mod_setenv", "mod_cgi")
 server.errorlog = "{root}/error.log"
-server.follow-symlink = "enable"
-cgi.assign = (".cgi" => "")
-setenv.add-environment = ("MAILSUITE_CONFIG" => "{conf}")
+include "{root}/webmail.conf"
 """
 
 
@@ -40,8 +37,10 @@ setenv.add-environment = ("MAILSUITE_CONFIG" => "{conf}")
 def lighttpd(tmp_path):
     world = MailWorld(tmp_path / "sandbox", webmail=False)
     root = tmp_path / "http"
-    (root / "www" / "cgi-bin").mkdir(parents=True)
-    os.symlink(program("webmail.cgi"), root / "www" / "cgi-bin" / "webmail.cgi")
+    (root / "www").mkdir(parents=True)
+    example = (REPO / "etc" / "lighttpd" / "webmail.conf").read_text()      # the example, as shipped
+    (root / "webmail.conf").write_text(example.replace("/usr/local/bin/webmail.cgi", program("webmail.cgi"))
+                                       .replace("/etc/mailsuite/mailsuite.conf", world.conf))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
@@ -64,7 +63,7 @@ def lighttpd(tmp_path):
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read().decode()
                 time.sleep(0.1)
-        yield world, f"http://127.0.0.1:{port}/cgi-bin/webmail.cgi", root
+        yield world, f"http://127.0.0.1:{port}/webmail", root
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -80,10 +79,10 @@ def test_webmail_cgi_under_lighttpd(lighttpd):
     world.deliver("alice", message("through CGI"))
     client = Browserless(base)
     status, headers, _ = client.login()
-    assert status == 303, (root / "error.log").read_text()
-    assert headers["Location"] == "/cgi-bin/webmail.cgi/mailbox"
+    assert status == 303, (root / "error.log").read_text() + _.decode()
+    assert headers["Location"] == "/webmail/mailbox"
     cookie = next(c for c in headers.get_all("Set-Cookie") if c.startswith("webmail_session="))
-    assert "Path=/cgi-bin/webmail.cgi" in cookie and "HttpOnly" in cookie
+    assert "Path=/webmail;" in cookie and "HttpOnly" in cookie
     status, headers, page = client.get("/mailbox")
     assert status == 200 and b"through CGI" in page
     assert "default-src 'none'" in headers["Content-Security-Policy"]

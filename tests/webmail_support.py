@@ -42,9 +42,10 @@ class MailWorld:
             self.procs.append(proc)
             proc, self.smtp_port = start_listener([program("sendmail"), "-bD", "-C", conf])
             self.procs.append(proc)
-            with open(conf, "a") as f:
-                f.write(f"\n[webmail]\nlisten = 127.0.0.1:0\nimap_server = 127.0.0.1:{self.imap_port}\n"
-                        f"smtp_server = 127.0.0.1:{self.smtp_port}\nfailure_delay = 0\n{extra}")
+            from mailsuite.sandbox import set_ports
+            set_ports(conf, {"smtp": self.smtp_port, "pop3": 0, "imap": self.imap_port, "webmail": 0})
+            text = open(conf).read().replace("[webmail]\n", f"[webmail]\nfailure_delay = 0\n{extra}", 1)
+            open(conf, "w").write(text)
             if webmail:
                 proc, self.web_port = start_listener([program("webmail"), "-C", conf])
                 self.procs.append(proc)

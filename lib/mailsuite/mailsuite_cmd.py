@@ -26,6 +26,7 @@ DAEMONS = (
     ("sendmail", ["-bD"], "SMTP", "smtp"),
     ("pop3d", ["-d"], "POP3", "pop3"),
     ("imapd", ["-d"], "IMAP", "imap"),
+    ("webmail", [], "HTTP", "webmail"),
 )
 
 
@@ -59,8 +60,19 @@ def _taken_ports(cfg, conf):
                     probe.bind((host.strip("[]"), int(port)))
             except OSError as exc:
                 problems.append(f"cannot listen on {address} ({exc.strerror}): change [{section}] listen "
-                                f"in {conf}, or run `mailsuite up --base-port N` (ports N+25, N+110, N+143)")
+                                f"in {conf}, or run `mailsuite up --base-port N` (ports N+25, N+110, N+143, N+80)")
     return problems
+
+
+def _add_webmail(conf):
+    """A sandbox made before the webmail existed gets its [webmail] section, on the ports it already uses."""
+    cfg = config.load(conf, required=True)
+    with open(conf, encoding="utf-8") as f:
+        if any(line.strip() == "[webmail]" for line in f):
+            return
+    ports = {section: int(getattr(cfg, section).listen[0].rpartition(":")[2]) for section in ("smtp", "pop3", "imap")}
+    ports["webmail"] = sandbox.ports_for()["webmail"]
+    sandbox.set_ports(conf, ports)
 
 
 def cmd_up(args):
@@ -70,6 +82,8 @@ def cmd_up(args):
         sandbox.init(directory, base_port=args.base_port)
     elif args.base_port is not None:
         sandbox.set_ports(conf, sandbox.ports_for(args.base_port))
+    else:
+        _add_webmail(conf)
     cfg = config.load(conf, required=True)
     problems = _taken_ports(cfg, conf)
     if problems:
@@ -103,6 +117,8 @@ def cmd_up(args):
     print(f"  send    mail -C {conf} -u bob -s hello alice@localhost")
     print(f"  read    mail -C {conf} -u alice")
     print(f"          mutt -F {directory}/muttrc     fetchmail -f {directory}/fetchmailrc")
+    if any(name == "webmail" for name, _ in children):
+        print(f"  webmail http://{cfg.webmail.listen[0]}/   (alice or bob, password = user name)")
     if not children:
         print("no daemons are installed yet; the welcome messages are in the spools.")
         return 0
@@ -211,7 +227,7 @@ def _trace_arguments(parser):
 def _sandbox_arguments(parser):
     parser.add_argument("--dir", default="sandbox", help="sandbox directory (default ./sandbox)")
     parser.add_argument("--base-port", type=int, metavar="N",
-                        help="put SMTP, POP3 and IMAP on N+25, N+110, N+143 (default 2525, 1100, 1430)")
+                        help="put SMTP, POP3, IMAP and the webmail on N+25, N+110, N+143, N+80 (default 2525, 1100, 1430, 8080)")
 
 
 SUBCOMMANDS = {
