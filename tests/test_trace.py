@@ -26,7 +26,7 @@ def corpus(name):
 
 def test_every_corpus_file_traces_with_each_line_kept():
     files = sorted(CORPUS.glob("*.eml"))
-    assert len(files) >= 4
+    assert len(files) >= 5
     for path in files:
         data = path.read_bytes()
         result = trace.trace_message(data)
@@ -76,6 +76,15 @@ def test_received_formats(line, expected):
     assert hop.parsed and hop.time is not None, hop
     for name, value in expected.items():
         assert getattr(hop, name) == value, (name, hop)
+
+
+def test_real_relay_through_five_mtas():
+    """Written by test_trace_relay.py: mailsuite, Exim (holding it), OpenSMTPD, Sendmail, Postfix, Dovecot LMTP."""
+    relay = corpus("relay.eml")
+    assert [h.mta for h in relay.hops] == ["mailsuite", "Exim", "OpenSMTPD", "Sendmail", "Postfix", "LMTP (Dovecot)"]
+    assert all(h.parsed and h.time and h.id or h.mta == "mailsuite" for h in relay.hops)
+    assert [h.from_ip for h in relay.hops[1:5]] == [f"10.254.0.{n}" for n in range(1, 5)]
+    assert relay.slowest.index == 3 and relay.holder(relay.slowest) == "mx.b.test"
 
 
 def test_published_samples_exchange_gmail_qmail():

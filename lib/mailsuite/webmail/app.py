@@ -162,6 +162,11 @@ class Application:
         finally:
             client.logout()
 
+    def _mark_seen(self, session, folder, uid):
+        with self.connect(session) as client:
+            client.select(folder)
+            client.set_flags([uid], ["\\Seen"])
+
     def _one_less_unseen(self, session, folder):
         """The count shown drops at once when a message is opened; the server's comes at the next refresh."""
         for row in session.data.get("counts", {}).get("folders", []):
@@ -271,8 +276,8 @@ class Application:
             if raw is None:
                 return self.page(request, "error.html", status=404, session=session,
                                  message="That message is gone (moved or deleted meanwhile).")
-            if "\\Seen" not in flags:
-                client.set_flags([uid], ["\\Seen"])
+            if "\\Seen" not in flags:          # imapd's flag write-back takes ~0.3 s on 100k: after the page
+                after.append(lambda: self._mark_seen(session, folder, uid))
                 self._one_less_unseen(session, folder)
 
         def part_url(index):
