@@ -334,3 +334,21 @@ def test_unknown_pages_and_methods(world, alice):
     assert alice.get("/nope")[0] == 404
     assert alice.get("/send")[0] == 405
     assert alice.get("/message?folder=INBOX&uid=999")[0] == 404
+
+
+def test_cookies_are_secure_over_https(sandbox):
+    """In-process, as a server that terminates TLS hands the request on (wsgi.url_scheme, CGI's HTTPS=on)."""
+    import io
+    from mailsuite.webmail.app import Application
+    application = Application(sandbox.cfg, pooled=False)
+    for extra in ({"wsgi.url_scheme": "https"}, {"wsgi.url_scheme": "http", "HTTPS": "on"}):
+        seen = {}
+
+        def start_response(status, headers):
+            seen["status"], seen["headers"] = status, headers
+        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/login", "SCRIPT_NAME": "", "QUERY_STRING": "",
+                   "SERVER_NAME": "mail.example", "SERVER_PORT": "443", "wsgi.input": io.BytesIO(), **extra}
+        b"".join(application(environ, start_response))
+        cookies = [v for k, v in seen["headers"] if k == "Set-Cookie"]
+        assert seen["status"].startswith("200") and cookies
+        assert all("; Secure" in c and "HttpOnly" in c and "SameSite=Strict" in c for c in cookies)

@@ -6,9 +6,9 @@ Listens on `[webmail] listen` (127.0.0.1:8080 by default) with
 `[webmail] threads` request threads, and logs like every other daemon of
 the suite.  It runs as an unprivileged user: it needs only its session
 database (`[webmail] session_db`) and the network; the mail is the IMAP
-server's.  For the internet, put it behind an HTTPS proxy (it marks its
-cookies Secure when the proxy says the request came over HTTPS, through
-X-Forwarded-Proto from a trusted address, see waitress's trusted_proxy).
+server's.  For the internet, put it behind an HTTPS server; its cookies
+are marked Secure whenever the request reached the application as HTTPS
+(wsgi.url_scheme, or HTTPS=on under CGI).
 SIGTERM and SIGINT stop it.
 """
 
