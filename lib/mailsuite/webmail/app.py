@@ -15,8 +15,10 @@ with autoescaping on; the one piece of markup from a message, its HTML
 body, is sanitised by nh3 first (message_view.py).
 """
 
+import contextlib
 import os
 import secrets
+import sys
 import time
 import traceback
 
@@ -162,11 +164,6 @@ class Application:
         finally:
             client.logout()
 
-    def _mark_seen(self, session, folder, uid):
-        with self.connect(session) as client:
-            client.select(folder)
-            client.set_flags([uid], ["\\Seen"])
-
     def _one_less_unseen(self, session, folder):
         """The count shown drops at once when a message is opened; the server's comes at the next refresh."""
         for row in session.data.get("counts", {}).get("folders", []):
@@ -265,20 +262,31 @@ class Application:
         return response
 
     def message(self, request, session):
+        held = contextlib.ExitStack()              # the connection stays this request's until \\Seen is stored
+        client = held.enter_context(self.connect(session))
+        try:
+            response = self._message(request, session, client)
+        except BaseException:
+            held.__exit__(*sys.exc_info())
+            raise
+        response.after.append(held.close)
+        return response
+
+    def _message(self, request, session, client):
         folder = request.query.get("folder") or "INBOX"
         uid = _positive(request.query.get("uid"))
         images = request.query.get("images") == "1"
         after = []
-        with self.connect(session) as client:
-            folders = self.folders(request, session, client, after)
-            client.select(folder)
-            raw, flags = client.message_and_flags(uid)
-            if raw is None:
-                return self.page(request, "error.html", status=404, session=session,
-                                 message="That message is gone (moved or deleted meanwhile).")
-            if "\\Seen" not in flags:          # imapd's flag write-back takes ~0.3 s on 100k: after the page
-                after.append(lambda: self._mark_seen(session, folder, uid))
-                self._one_less_unseen(session, folder)
+        folders = self.folders(request, session, client, after)
+        client.select(folder)
+        raw, flags = client.message_and_flags(uid)
+        if raw is None:
+            return self.page(request, "error.html", status=404, session=session,
+                             message="That message is gone (moved or deleted meanwhile).")
+        if "\\Seen" not in flags:
+            # imapd's flag write-back takes ~0.3 s on a 100k mailbox: done once the page is sent
+            after.append(lambda: client.set_flags([uid], ["\\Seen"]))
+            self._one_less_unseen(session, folder)
 
         def part_url(index):
             return request.url("/part", folder=folder, uid=uid, part=index, inline=1)

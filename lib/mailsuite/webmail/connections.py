@@ -15,42 +15,63 @@ import time
 
 IDLE_CLOSE = 120
 MAX_CONNECTIONS = 200
+WAIT_FOR_BUSY = 5                # seconds a request waits for its session's connection before opening another
 
 
 class Pool:
     def __init__(self):
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()
         self.idle = {}                   # session key -> (client, last used)
+        self.busy = set()                # sessions whose connection a request (or deferred work) holds
 
     @contextlib.contextmanager
     def client(self, key, connect):
-        """A logged-in client for session KEY: a kept one if there is, else CONNECT()."""
+        """A logged-in client for session KEY: its kept one (waiting a little while another request of
+        the session holds it), else a new one from CONNECT()."""
         with self.lock:
             self._close_idle()
+            deadline = time.monotonic() + WAIT_FOR_BUSY
+            while key in self.busy and key not in self.idle:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self.lock.wait(remaining)
             client, _ = self.idle.pop(key, (None, 0))
-        if client is None:
-            client = connect()
+            owner = key not in self.busy
+            if owner:
+                self.busy.add(key)
         healthy = False
         try:
+            if client is None:
+                client = connect()
             yield client
             healthy = True
         finally:
-            if healthy:
+            if owner and healthy:
                 self.keep(key, client)
             else:
-                client.logout()
+                if client is not None:
+                    client.logout()
+                if owner:
+                    with self.lock:
+                        self.busy.discard(key)
+                        self.lock.notify_all()
 
     def keep(self, key, client):
         """Keep CLIENT for session KEY's next request."""
+        evicted = []
         with self.lock:
             old = self.idle.pop(key, None)
+            if old:
+                evicted.append(old[0])
             self.idle[key] = (client, time.monotonic())
+            self.busy.discard(key)
             while len(self.idle) > MAX_CONNECTIONS:
-                _, (oldest, _) = next(iter(self.idle.items()))
-                self.idle.pop(next(iter(self.idle)))
-                oldest.logout()
-        if old:
-            old[0].logout()
+                oldest = next(iter(self.idle))
+                evicted.append(self.idle.pop(oldest)[0])
+            self.lock.notify_all()
+        for stale in evicted:
+            stale.logout()
 
     def discard(self, key):
         with self.lock:
