@@ -77,16 +77,15 @@ class Application:
         return response.wsgi(start_response)
 
     def dispatch(self, request):
-        route = ROUTES.get(request.path)
-        if route is None:
+        methods = ROUTES.get(request.path)
+        if methods is None:
             return self.page(request, "error.html", status=404, message="No such page.")
-        handlers = route
-        handler = handlers.get(request.method)
+        handler = methods.get(request.method)
         if handler is None:
             return self.page(request, "error.html", status=405, message="Method not allowed.")
         if request.method == "POST" and not request.origin_ok():
             return self.page(request, "error.html", status=403, message="Refused: the form came from another site.")
-        if handler in (Application.login_form, Application.login, Application.static):
+        if handler in WITHOUT_SESSION:
             return handler(self, request)
         session = self.store.load(request.cookies.get(SESSION_COOKIE, ""))
         if session is None:
@@ -134,7 +133,7 @@ class Application:
         domain = self.settings.from_domain or self.cfg.mail.from_domain or self.cfg.hostname
         return f"{user}@{domain}"
 
-    def folders(self, request, session, client, response_after):
+    def folders(self, session, client, response_after):
         """[(name, shown, messages, unseen)]: the cached counts, refreshed after the response when old."""
         counts = session.data.get("counts")
         if counts is None:
@@ -249,7 +248,7 @@ class Application:
         size = max(1, self.settings.page_size)
         after = []
         with self.connect(session) as client:
-            folders = self.folders(request, session, client, after)
+            folders = self.folders(session, client, after)
             selected = client.select(folder)
             items, total = listing.page(client, selected, user=session.user, sort=sort, descending=descending,
                                         number=number, size=size, query=query, field=field, cache=self.orders)
@@ -277,7 +276,7 @@ class Application:
         uid = _positive(request.query.get("uid"))
         images = request.query.get("images") == "1"
         after = []
-        folders = self.folders(request, session, client, after)
+        folders = self.folders(session, client, after)
         client.select(folder)
         raw, flags = client.message_and_flags(uid)
         if raw is None:
@@ -444,6 +443,8 @@ class Application:
                            q=(form.get("q") or "")[:200] or None,
                            field=form.get("field") if form.get("field") in listing.SEARCH_FIELDS else None)
 
+
+WITHOUT_SESSION = (Application.login_form, Application.login, Application.static)
 
 ACTION_FLAGS = {"read": ("\\Seen", True), "unread": ("\\Seen", False),
                 "flag": ("\\Flagged", True), "unflag": ("\\Flagged", False)}
