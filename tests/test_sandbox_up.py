@@ -168,3 +168,20 @@ def test_up_with_a_taken_port_starts_nothing_and_names_the_key(tmp_path):
     assert f"127.0.0.1:{port}" in done.stderr and "[pop3] listen" in done.stderr and "--base-port" in done.stderr
     text = conf.read_text()
     assert f"listen = 127.0.0.1:{port}" in text and text.endswith("# kept\n")
+
+
+def test_a_sandbox_from_before_the_webmail_gets_its_section_on_its_ports(tmp_path):
+    import re as regex
+    from mailsuite import mailsuite_cmd
+    directory = tmp_path / "sandbox"
+    subprocess.run([program("mailsuite"), "init", "--dir", str(directory), "--base-port", "41000"],
+                   check=True, capture_output=True)
+    conf = directory / "mailsuite.conf"
+    old = regex.sub(r"\[webmail\]\n(?:[^\[\n].*\n)*\n?", "", conf.read_text())
+    conf.write_text(old)
+    mailsuite_cmd._add_webmail(str(conf))
+    text = conf.read_text()
+    assert text.startswith(old)                                    # the user's file kept, the section added
+    assert "[webmail]\nlisten = 127.0.0.1:8080\nimap_server = 127.0.0.1:41143\nsmtp_server = 127.0.0.1:41025\n" in text
+    mailsuite_cmd._add_webmail(str(conf))
+    assert conf.read_text() == text                                # once
