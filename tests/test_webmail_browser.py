@@ -72,6 +72,11 @@ def by_id(driver, name):
     return driver.find_element("id", name)
 
 
+def screenshot(driver, path):
+    driver.execute_script("window.getSelection().removeAllRanges()")      # a click may leave text selected
+    driver.save_screenshot(str(path))
+
+
 def log_in(driver, world, user="alice"):
     driver.delete_all_cookies()
     driver.get(world.url + "/login")
@@ -90,18 +95,18 @@ def test_log_in_read_and_see_the_trace(world, browser, shots):
                                    body="The figures are attached to the next mail.\n"))
     world.deliver("alice", message("Welcome", sender="Postmaster <postmaster@localhost>"))
     browser.get(world.url + "/login")
-    browser.save_screenshot(str(shots / "login.png"))
+    screenshot(browser, shots / "login.png")
     log_in(browser, world)
     rows = browser.find_elements("css selector", "table.list tbody tr")
     assert len(rows) == 3 and "Welcome" in rows[0].text
     assert browser.find_element("css selector", "nav.folders .unseen").text == "3"
-    browser.save_screenshot(str(shots / "mailbox.png"))
+    screenshot(browser, shots / "mailbox.png")
     browser.find_element("link text", "Quarterly report").click()
     assert by_id(browser, "subject").text == "Quarterly report"
     slowest = browser.find_elements("css selector", "section.trace rect.slowest")
     assert len(slowest) == 1
     assert "slowest hop: #3 (4 min 8 s), the message waited at mx.relay.test" in by_id(browser, "trace").text
-    browser.save_screenshot(str(shots / "message.png"))
+    screenshot(browser, shots / "message.png")
 
 
 def test_compose_with_an_attachment_then_reply(world, browser, shots, tmp_path):
@@ -115,7 +120,7 @@ def test_compose_with_an_attachment_then_reply(world, browser, shots, tmp_path):
     by_id(browser, "subject").send_keys("The plan")
     by_id(browser, "body").send_keys("Here it is.\n")
     by_id(browser, "attachment").send_keys(str(attachment))
-    browser.save_screenshot(str(shots / "compose.png"))
+    screenshot(browser, shots / "compose.png")
     by_id(browser, "send").click()
     wait_for(lambda: "notice=sent" in browser.current_url, timeout=60)
     [sent] = wait_for(lambda: spool_messages(world.sandbox.spool("bob")))
@@ -171,7 +176,7 @@ def test_hostile_html_mail_runs_nothing(world, browser, shots):
     assert browser.title == shown
     assert browser.find_elements("css selector", "#body img[src*=tracker]") == []
     assert browser.execute_script("return document.scripts.length") == 0
-    browser.save_screenshot(str(shots / "hostile.png"))
+    screenshot(browser, shots / "hostile.png")
 
 
 class _Attacker(http.server.BaseHTTPRequestHandler):
