@@ -25,7 +25,7 @@ $(VPY):
 LINK_ALIASES = ln -sf sendmail $(VENV)/bin/mailq && ln -sf sendmail $(VENV)/bin/newaliases
 
 venv: $(VPY)
-	$(VPY) -m pip install -q -e .
+	$(VPY) -m pip install -q -e '.[webmail]'
 	$(LINK_ALIASES)
 
 $(VENV)/.test-deps: $(VPY) setup.cfg

@@ -46,6 +46,10 @@ PEERS = {
     "gnu-time": ("time", "/usr/bin/time"),
     "system-python": ("python3", "/usr/bin/python3"),
     "strace": ("strace", "strace"),
+    "chromium": ("chromium", "/usr/bin/chromium"),
+    "chromedriver": ("chromium-driver", "/usr/bin/chromedriver"),
+    "lighttpd": ("lighttpd", "lighttpd"),
+    "dovecot-lmtp": ("dovecot-lmtpd", "/usr/lib/dovecot/lmtp"),
 }
 
 

@@ -38,21 +38,16 @@ def wait_listening(port, limit=30):
 
 @pytest.fixture
 def running_sandbox(tmp_path):
-    for daemon in ("sendmail", "pop3d", "imapd"):
+    from mailsuite import sandbox
+    for daemon in ("sendmail", "pop3d", "imapd", "webmail"):
         program(daemon)
     directory = tmp_path / "sandbox"
     subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
     conf = directory / "mailsuite.conf"
-    ports = {}
-
-    def new_port(match):
-        section = match.group(1)
-        ports[section] = free_port()
-        return f"[{section}]{match.group(2)}listen = 127.0.0.1:{ports[section]}"
-
-    text = re.sub(r"\[(smtp|pop3|imap)\]((?:\n(?!\[).*)*?\n)listen = [^\n]*", new_port, conf.read_text())
-    conf.write_text(text)
-    assert set(ports) == {"smtp", "pop3", "imap"}, text
+    ports = {section: free_port() for section in ("smtp", "pop3", "imap", "webmail")}
+    sandbox.set_ports(str(conf), ports)
+    text = conf.read_text()
+    assert all(f"listen = 127.0.0.1:{port}" in text for port in ports.values()), text
     up = subprocess.Popen([program("mailsuite"), "up", "--dir", str(directory)], stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
     try:
@@ -97,6 +92,20 @@ def test_mail_travels_through_the_sandbox(running_sandbox):
     pop.quit()
 
 
+def test_the_sandboxs_webmail_shows_the_welcome_message(running_sandbox):
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+    directory, ports = running_sandbox
+    base = f"http://127.0.0.1:{ports['webmail']}"
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = opener.open(base + "/login", timeout=30).read().decode()
+    token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"user": "alice", "password": "alice", "csrf": token}).encode()
+    page = opener.open(base + "/login", data=form, timeout=30).read().decode()      # redirected to the inbox
+    assert "Welcome to the mailsuite sandbox" in page
+
+
 def test_the_sandbox_speaks_tls_with_its_own_certificate(running_sandbox):
     import ssl
     directory, ports = running_sandbox
@@ -133,10 +142,12 @@ def test_base_port_moves_every_service_and_the_welcome_says_so(tmp_path):
     subprocess.run([program("mailsuite"), "init", "--dir", str(directory), "--base-port", "40000"],
                    check=True, capture_output=True)
     text = (directory / "mailsuite.conf").read_text()
-    for port in (40025, 40110, 40143):
+    for port in (40025, 40110, 40143, 40080):
         assert f"listen = 127.0.0.1:{port}" in text
+    assert "imap_server = 127.0.0.1:40143" in text and "smtp_server = 127.0.0.1:40025" in text
     welcome = (directory / "spool" / "alice").read_text()
     assert "127.0.0.1:40110" in welcome and "127.0.0.1:40143" in welcome and "1430" not in welcome
+    assert "http://127.0.0.1:40080/" in welcome
 
 
 def test_up_with_a_taken_port_starts_nothing_and_names_the_key(tmp_path):
@@ -157,3 +168,20 @@ def test_up_with_a_taken_port_starts_nothing_and_names_the_key(tmp_path):
     assert f"127.0.0.1:{port}" in done.stderr and "[pop3] listen" in done.stderr and "--base-port" in done.stderr
     text = conf.read_text()
     assert f"listen = 127.0.0.1:{port}" in text and text.endswith("# kept\n")
+
+
+def test_a_sandbox_from_before_the_webmail_gets_its_section_on_its_ports(tmp_path):
+    import re as regex
+    from mailsuite import mailsuite_cmd
+    directory = tmp_path / "sandbox"
+    subprocess.run([program("mailsuite"), "init", "--dir", str(directory), "--base-port", "41000"],
+                   check=True, capture_output=True)
+    conf = directory / "mailsuite.conf"
+    old = regex.sub(r"\[webmail\]\n(?:[^\[\n].*\n)*\n?", "", conf.read_text())
+    conf.write_text(old)
+    mailsuite_cmd._add_webmail(str(conf))
+    text = conf.read_text()
+    assert text.startswith(old)                                    # the user's file kept, the section added
+    assert "[webmail]\nlisten = 127.0.0.1:8080\nimap_server = 127.0.0.1:41143\nsmtp_server = 127.0.0.1:41025\n" in text
+    mailsuite_cmd._add_webmail(str(conf))
+    assert conf.read_text() == text                                # once

@@ -6,14 +6,13 @@ backup MX), ns-p 10.253.0.4 (mx.p.test: Postfix).  Root only; skipped
 when `ip netns` cannot be used.
 """
 
-import os
-import shutil
 import subprocess
 
 import pytest
 
 import peers
 from mta_helpers import spool_messages as read_mbox
+from netlan import Lan
 from serverlib import make_certificate
 from smtp_helpers import Dnsmasq, Instance, ThrowawayPostfix, wait_for
 
@@ -23,53 +22,12 @@ SUBNET = "10.253.0"
 HOSTS = {"a": 1, "b": 2, "c": 3, "p": 4}
 
 
-def _ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
-
-
-class Lan:
-    """Namespaces joined by a bridge in a switch namespace; deleted afterwards."""
-
-    def __init__(self):
-        tag = f"ms{os.getpid() % 100000}"
-        self.switch = f"{tag}-sw"
-        self.names = {host: f"{tag}-{host}" for host in HOSTS}
-        self.created = []
-        _ip("netns", "add", self.switch)
-        self.created.append(self.switch)
-        _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
-        _ip("-n", self.switch, "link", "set", "br0", "up")
-        for host, number in HOSTS.items():
-            ns = self.names[host]
-            _ip("netns", "add", ns)
-            self.created.append(ns)
-            etc = f"/etc/netns/{ns}"                      # ip netns exec mounts it over /etc/resolv.conf
-            os.makedirs(etc, exist_ok=True)
-            with open(f"{etc}/resolv.conf", "w") as f:
-                f.write(f"nameserver {SUBNET}.1\n")
-            inside, outside = f"{tag}h{number}", f"{tag}s{number}"
-            _ip("link", "add", inside, "type", "veth", "peer", "name", outside)
-            _ip("link", "set", inside, "netns", ns)
-            _ip("link", "set", outside, "netns", self.switch)
-            _ip("-n", ns, "link", "set", inside, "name", "eth0")
-            _ip("-n", ns, "addr", "add", f"{SUBNET}.{number}/24", "dev", "eth0")
-            _ip("-n", ns, "link", "set", "eth0", "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", self.switch, "link", "set", outside, "master", "br0")
-            _ip("-n", self.switch, "link", "set", outside, "up")
-
-    def delete(self):
-        for ns in reversed(self.created):
-            _ip("netns", "del", ns, check=False)
-            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
-
-
 @pytest.fixture
 def lan(tmp_path):
     peers.require_root("it creates network namespaces")
     peers.require("ip")
     try:
-        network = Lan()
+        network = Lan(HOSTS, SUBNET)
     except subprocess.CalledProcessError as exc:
         peers.unavailable("ip netns", exc.stderr.strip())
     started = []

@@ -3,6 +3,7 @@
     mailsuite init  [--dir DIR] [--base-port N]   build a sandbox
     mailsuite up    [--dir DIR] [--base-port N]   run the sandbox's daemons in the foreground
     mailsuite check [-C FILE]       validate the configuration and permissions
+    mailsuite trace [FILE|-] [--json]             the hops of a message, from its Received: lines
 
 Subcommands are a table (`SUBCOMMANDS`): a name, its command line
 (cli.CommandLine) and a function `(args) -> status` of the parsed options
@@ -26,6 +27,7 @@ DAEMONS = (
     ("sendmail", ["-bD"], "SMTP", "smtp"),
     ("pop3d", ["-d"], "POP3", "pop3"),
     ("imapd", ["-d"], "IMAP", "imap"),
+    ("webmail", [], "HTTP", "webmail"),
 )
 
 
@@ -59,8 +61,20 @@ def _taken_ports(cfg, conf):
                     probe.bind((host.strip("[]"), int(port)))
             except OSError as exc:
                 problems.append(f"cannot listen on {address} ({exc.strerror}): change [{section}] listen "
-                                f"in {conf}, or run `mailsuite up --base-port N` (ports N+25, N+110, N+143)")
+                                f"in {conf}, or run `mailsuite up --base-port N` (ports N+25, N+110, N+143, "
+                                f"N+80)")
     return problems
+
+
+def _add_webmail(conf):
+    """A sandbox made before the webmail existed gets its [webmail] section, on the ports it already uses."""
+    cfg = config.load(conf, required=True)
+    with open(conf, encoding="utf-8") as f:
+        if any(line.strip() == "[webmail]" for line in f):
+            return
+    ports = {section: int(getattr(cfg, section).listen[0].rpartition(":")[2]) for section in ("smtp", "pop3", "imap")}
+    ports["webmail"] = sandbox.ports_for()["webmail"]
+    sandbox.set_ports(conf, ports)
 
 
 def cmd_up(args):
@@ -70,6 +84,8 @@ def cmd_up(args):
         sandbox.init(directory, base_port=args.base_port)
     elif args.base_port is not None:
         sandbox.set_ports(conf, sandbox.ports_for(args.base_port))
+    else:
+        _add_webmail(conf)
     cfg = config.load(conf, required=True)
     problems = _taken_ports(cfg, conf)
     if problems:
@@ -103,6 +119,8 @@ def cmd_up(args):
     print(f"  send    mail -C {conf} -u bob -s hello alice@localhost")
     print(f"  read    mail -C {conf} -u alice")
     print(f"          mutt -F {directory}/muttrc     fetchmail -f {directory}/fetchmailrc")
+    if any(name == "webmail" for name, _ in children):
+        print(f"  webmail http://{cfg.webmail.listen[0]}/   (alice or bob, password = user name)")
     if not children:
         print("no daemons are installed yet; the welcome messages are in the spools.")
         return 0
@@ -172,19 +190,45 @@ def cmd_check(args):
     return os.EX_CONFIG if found else 0
 
 
+def cmd_trace(args):
+    from . import trace, trace_render
+    if len(args.operands) > 1:
+        raise TRACE.error(f"one message at a time, not {len(args.operands)}")
+    name = args.operands[0] if args.operands else "-"
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(name, "rb") as f:
+                data = f.read(8 << 20)           # a header is never this long; the body is not read
+    except OSError as exc:
+        raise Fatal(os.EX_NOINPUT, f"{name}: {exc.strerror}") from None
+    result = trace.trace_message(data)
+    if not result.hops and not result.date:
+        raise Fatal(os.EX_DATAERR, f"{name}: no Received: or Date: header: is this a message?")
+    sys.stdout.write(trace_render.as_json(result) if args.json else trace_render.text(result))
+    return 0
+
+
 def _sandbox_command(name, summary):
     return CommandLine(f"mailsuite {name}", [
         Option(("--dir",), "dir", "sandbox directory (default ./sandbox)", metavar="DIR"),
-        Option(("--base-port",), "base_port", "put SMTP, POP3 and IMAP on N+25, N+110, N+143 "
-               "(default 2525, 1100, 1430)", metavar="N"),
+        Option(("--base-port",), "base_port", "put SMTP, POP3, IMAP and the webmail on N+25, N+110, N+143, "
+               "N+80 (default 2525, 1100, 1430, 8080)", metavar="N"),
     ], ["[--dir DIR] [--base-port N]"], summary)
 
+
+TRACE = CommandLine("mailsuite trace", [
+    Option(("--json",), "json", "the same as JSON, for programs"),
+], ["[--json] [FILE|-]"], "Show the hops a message took, from its Received: lines: FILE is a message "
+    "(or its header, or an mbox's first message); - or none reads standard input.")
 
 SUBCOMMANDS = {
     "init": (_sandbox_command("init", "Build a sandbox installation in DIR."), cmd_init),
     "up": (_sandbox_command("up", "Run the sandbox's daemons in the foreground."), cmd_up),
     "check": (CommandLine("mailsuite check", [], [""], "Validate the configuration, the spool, "
                           "the queue, the maildrop and the ports: one line per problem."), cmd_check),
+    "trace": (TRACE, cmd_trace),
     "queue": (queue_cmd.COMMAND_LINE, queue_cmd.cmd_queue),
 }
 
@@ -207,9 +251,10 @@ def main(argv):
     if values.get("help"):
         sys.stdout.write(command_line.help())
         return 0
-    if rest and run is not queue_cmd.cmd_queue:
+    if rest and run not in (queue_cmd.cmd_queue, cmd_trace):
         raise command_line.error(f"unexpected argument {rest[0]!r}")
-    args = SimpleNamespace(config=options.get("config"), dir=values.get("dir", "sandbox"), operands=rest)
+    args = SimpleNamespace(config=options.get("config"), dir=values.get("dir", "sandbox"), operands=rest,
+                           json=bool(values.get("json")))
     try:
         args.base_port = int(values["base_port"]) if "base_port" in values else None
     except ValueError:

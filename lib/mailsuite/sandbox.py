@@ -22,16 +22,26 @@ DEMO_USERS = ("alice", "bob")
 
 # The services of a sandbox: config section, what it speaks, its default
 # port, and the standard port it stands in for (`--base-port N` puts each
-# service on N + its standard port: 3000 gives 3025, 3110, 3143).
+# service on N + its standard port: 3000 gives 3025, 3110, 3143, 3080).
 SERVICES = (
     ("smtp", "SMTP", 2525, 25),
     ("pop3", "POP3", 1100, 110),
     ("imap", "IMAP", 1430, 143),
+    ("webmail", "HTTP", 8080, 80),
 )
 
 
 class SandboxExists(Exception):
     """`init` on a directory that already holds a sandbox."""
+
+
+def port_settings(ports):
+    """{(section, key): value} that follow the ports: each `listen`, and the servers the webmail talks to."""
+    values = {(section, "listen"): f"127.0.0.1:{port}" for section, port in ports.items()}
+    if "webmail" in ports:
+        values[("webmail", "imap_server")] = f"127.0.0.1:{ports['imap']}"
+        values[("webmail", "smtp_server")] = f"127.0.0.1:{ports['smtp']}"
+    return values
 
 
 def ports_for(base_port=None):
@@ -79,8 +89,8 @@ def config_text(directory, ports, tls):
     values = {}
     for (section, key), value in SANDBOX_SETTINGS.items():
         values.setdefault(section, {})[key] = value
-    for section, port in ports.items():
-        values.setdefault(section, {})["listen"] = f"127.0.0.1:{port}"
+    for (section, key), value in port_settings(ports).items():
+        values.setdefault(section, {})[key] = value
     if tls:
         cert, key = CERTIFICATE
         values["tls"] = {"cert_file": os.path.join(directory, cert), "key_file": os.path.join(directory, key)}
@@ -146,7 +156,8 @@ def _client_settings(directory, ports, tls):
 
 
 def set_ports(conf, ports):
-    """Point each section's `listen` at 127.0.0.1:PORT, keeping every other line of CONF as it is."""
+    """Point each section's `listen` (and the webmail's servers) at PORTS, keeping every other line of CONF."""
+    wanted = port_settings(ports)
     with open(conf, encoding="utf-8") as f:
         lines = f.read().splitlines(keepends=True)
     section, seen = None, set()
@@ -154,11 +165,18 @@ def set_ports(conf, ports):
         stripped = line.strip()
         if stripped.startswith("[") and stripped.endswith("]"):
             section = stripped[1:-1].strip()
-        elif section in ports and stripped.split("=", 1)[0].strip() == "listen":
-            lines[i] = f"listen = 127.0.0.1:{ports[section]}\n"
-            seen.add(section)
-    for section in ports.keys() - seen:
-        lines.append(f"\n[{section}]\nlisten = 127.0.0.1:{ports[section]}\n")
+            continue
+        key = (section, stripped.split("=", 1)[0].strip())
+        if key in wanted:
+            lines[i] = f"{key[1]} = {wanted[key]}\n"
+            seen.add(key)
+    missing = {}
+    for (section, key), value in wanted.items():
+        if (section, key) not in seen:
+            missing.setdefault(section, []).append(f"{key} = {value}\n")
+    for section, added in missing.items():
+        lines.append(f"\n[{section}]\n")
+        lines += added
     with open(conf + ".tmp", "w", encoding="utf-8") as f:
         f.writelines(lines)
     os.rename(conf + ".tmp", conf)
@@ -186,7 +204,7 @@ def _welcome(path, conf):
     from .users import UserDB
     cfg = config.load(path, required=True)
     userdb = UserDB(cfg)
-    pop3, imap = cfg.pop3.listen[0], cfg.imap.listen[0]
+    pop3, imap, web = cfg.pop3.listen[0], cfg.imap.listen[0], cfg.webmail.listen[0]
     for name in DEMO_USERS:
         user = userdb.lookup(name)
         message = textwrap.dedent(f"""\
@@ -197,8 +215,9 @@ def _welcome(path, conf):
             Hello {name},
 
             this mailbox is {user.spool}.
-            Read it with `mail -C {conf} -u {name}`, or over
-            POP3 ({pop3}) and IMAP ({imap}) with the password "{name}".
+            Read it with `mail -C {conf} -u {name}`, over
+            POP3 ({pop3}) and IMAP ({imap}), or in a browser at
+            http://{web}/ (the webmail), with the password "{name}".
             """).encode()
         prepared = prepare_bytes(message)
         try:

@@ -82,6 +82,7 @@ TABLE = [
     Command("inc", display.incorporate, "take in mail that arrived since start-up"),
     Command("newmail", display.incorporate, "take in mail that arrived since start-up"),
     Command("attachments", display.list_attachments, "list a message's attachments"),
+    Command("trace", display.trace, "the hops messages took, from their Received: lines"),
     Command("detach", files.detach, "save an attachment: detach [MSG] PART [FILE]"),
     Command("pipe", misc.pipe, "pipe messages, as printed, to a command: | [LIST] COMMAND"),
     Command("Pipe", misc.pipe_raw, "pipe messages, as sent, to a command: Pipe [LIST] COMMAND"),

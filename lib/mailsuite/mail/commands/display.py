@@ -1,4 +1,4 @@
-"""Commands that show mail: print/type, Enter and next, -, top, headers, z, from, =."""
+"""Commands that show mail: print/type, Enter and next, -, top, headers, z, from, =, trace."""
 
 from .. import mime_view, msglist, summary
 from ..session import CommandError
@@ -115,6 +115,14 @@ def list_attachments(session, arg):
         for p in parts:
             session.write(f"Message {m.number}: #{p.number} {p.content_type}, {p.size} bytes"
                           f"{', ' + p.filename if p.filename else ''}\n")
+
+
+def trace(session, arg):
+    """`trace [LIST]`: the hops each message took, as `mailsuite trace` prints them."""
+    from ... import trace as tracer, trace_render
+    for m in session.select(msglist.split(arg)):
+        session.page(f"Message {m.number}:\n" + trace_render.text(tracer.trace_message(session.folder.read(m))))
+        session.set_current(m)
 
 
 def incorporate(session, arg):
