@@ -150,24 +150,57 @@ def test_base_port_moves_every_service_and_the_welcome_says_so(tmp_path):
     assert "http://127.0.0.1:40080/" in welcome
 
 
+def reserved_ports(count):
+    """Ports bound (not listening) with SO_REUSEADDR: no other test can take them, a probe can bind them."""
+    held = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        held.append(sock)
+    return held
+
+
 def test_up_with_a_taken_port_starts_nothing_and_names_the_key(tmp_path):
+    from mailsuite import sandbox
     directory = tmp_path / "sandbox"
     subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
     conf = directory / "mailsuite.conf"
     conf.write_text(conf.read_text() + "# kept\n")
+    held = reserved_ports(3)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        base = port - 110                                           # POP3 lands on the taken port
-        done = subprocess.run([program("mailsuite"), "up", "--dir", str(directory), "--base-port", str(base)],
+        others = [s.getsockname()[1] for s in held]
+        sandbox.set_ports(str(conf), {"smtp": others[0], "pop3": port, "imap": others[1], "webmail": others[2]})
+        done = subprocess.run([program("mailsuite"), "up", "--dir", str(directory)],
                               capture_output=True, text=True, timeout=60)
+    for sock in held:
+        sock.close()
     assert done.returncode == 69, done                              # EX_UNAVAILABLE
     assert done.stdout == ""                                        # no banner: nothing was started
     assert done.stderr.count("\n") == 1
     assert f"127.0.0.1:{port}" in done.stderr and "[pop3] listen" in done.stderr and "--base-port" in done.stderr
+    assert conf.read_text().endswith("# kept\n")
+
+
+def test_up_with_a_base_port_moves_an_existing_sandbox(tmp_path):
+    directory = tmp_path / "sandbox"
+    subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
+    conf = directory / "mailsuite.conf"
+    conf.write_text(conf.read_text() + "# kept\n")
+    with socket.socket() as taken:                                   # POP3's new port is taken: nothing starts
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        base = taken.getsockname()[1] - 110
+        done = subprocess.run([program("mailsuite"), "up", "--dir", str(directory), "--base-port", str(base)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 69 and f"127.0.0.1:{base + 110}" in done.stderr
     text = conf.read_text()
-    assert f"listen = 127.0.0.1:{port}" in text and text.endswith("# kept\n")
+    for offset in (25, 110, 143, 80):
+        assert f"listen = 127.0.0.1:{base + offset}" in text
+    assert text.endswith("# kept\n")
 
 
 def test_a_sandbox_from_before_the_webmail_gets_its_section_on_its_ports(tmp_path):

@@ -104,9 +104,9 @@ def test_killed_worker_of_the_daemon_is_retried(sandbox, daemon, tmp_path):
     os.kill(worker, signal.SIGKILL)
     wait_until(lambda: queue_files(sandbox, "deferred"))
     [qid] = queue_files(sandbox, "deferred")
-    assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0
+    assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0          # the daemon's runner is woken to try it
+    wait_until(lambda: queue_files(sandbox, "active") == queue_files(sandbox, "deferred") == [])
     assert out.read_bytes().count(b"Subject: hello") == 1
-    assert queue_files(sandbox, "active") == queue_files(sandbox, "deferred") == []
 
 
 def _descendants(pid):
