@@ -28,7 +28,7 @@ venv: $(VPY)
 	$(VPY) -m pip install -q -e '.[webmail]'
 	$(LINK_ALIASES)
 
-$(VENV)/.test-deps: $(VPY) setup.cfg
+$(VENV)/.test-deps: $(VPY) setup.cfg $(wildcard bin/*)     # the venv holds copies of bin/
 	$(VPY) -m pip install -q -e '.[test]'
 	$(LINK_ALIASES)
 	touch $@

@@ -33,7 +33,8 @@ def need(tool):
 
 class Sandbox:
     def __init__(self, directory):
-        from mailsuite import config, sandbox
+        from mailsuite.core import config
+        from mailsuite.admin import sandbox
         self.dir = Path(directory)
         self.conf = sandbox.init(str(self.dir), tls=False)
         self.cfg = config.load(self.conf, required=True)
@@ -46,7 +47,7 @@ class Sandbox:
         return self.dir / "home" / user
 
     def user(self, name):
-        from mailsuite.users import UserDB
+        from mailsuite.core.users import UserDB
         return UserDB(self.cfg).lookup(name)
 
     def run(self, prog, *args, input=b"", check=False, timeout=60, env=None):
@@ -56,7 +57,8 @@ class Sandbox:
 
     def deliver(self, user, raw, sender="s@example.org"):
         """Deliver raw message bytes to a user's spool in-process, as mail.local would."""
-        from mailsuite.deliver import deliver, prepare_bytes
+        from mailsuite.lda.deliver import deliver
+        from mailsuite.store.prepare import prepare_bytes
         prepared = prepare_bytes(raw)
         try:
             deliver(self.cfg, self.user(user), prepared, sender=sender)

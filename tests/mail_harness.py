@@ -32,7 +32,7 @@ class MailSandbox:
     """A `mailsuite init` sandbox whose sendmail is the recording script."""
 
     def __init__(self, root):
-        from mailsuite import sandbox
+        from mailsuite.admin import sandbox
         self.dir = Path(root)
         self.conf = sandbox.init(str(self.dir), tls=False)
         for user in ("alice", "bob"):

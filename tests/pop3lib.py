@@ -8,9 +8,10 @@ import signal
 import subprocess
 import time
 
-from mailsuite import config
-from mailsuite.deliver import deliver, prepare_bytes
-from mailsuite.users import UserDB
+from mailsuite.core import config
+from mailsuite.lda.deliver import deliver
+from mailsuite.store.prepare import prepare_bytes
+from mailsuite.core.users import UserDB
 
 from conftest import program
 from procs import children_of

@@ -13,7 +13,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from mailsuite.passwords import hash_password
+from mailsuite.server.passwords import hash_password
 
 LISTENING = re.compile(r"127\.0\.0\.1:(\d+)")
 

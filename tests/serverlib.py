@@ -8,7 +8,8 @@ from pathlib import Path
 
 
 import peers
-from mailsuite import config, passwords
+from mailsuite.core import config
+from mailsuite.server import passwords
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "lib"

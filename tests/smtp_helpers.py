@@ -11,7 +11,9 @@ from pathlib import Path
 
 
 import peers
-from mailsuite import config, passwords, queue
+from mailsuite.core import config
+from mailsuite.server import passwords
+from mailsuite.mta import queue
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "lib"
@@ -36,7 +38,9 @@ S554_FAILED = 554
 
 _DAEMON = """
 import sys
-from mailsuite import config, log, smtpd
+from mailsuite.core import config
+from mailsuite.core import log
+from mailsuite.mta.smtp import daemon as smtpd
 cfg = config.load(sys.argv[1], required=True)
 daemon = smtpd.Daemon(cfg, log.setup(cfg, "smtpd"))
 def ready(bound):

@@ -86,7 +86,7 @@ def test_program_gets_the_message_and_no_address_in_a_shell(sandbox, tmp_path):
 def test_program_exit_codes(sandbox, tmp_path):
     write_aliases(sandbox, 'fail: "|exit 67"\nlater: "|exit 75"\n')
     send(sandbox, "fail", "later")
-    from mailsuite.queue import Queue
+    from mailsuite.mta.queue import Queue
     queue = Queue(sandbox.cfg)
     [(state, qid)] = [(s, q) for s, q in queue.ids() if queue.load(q).sender]
     assert state == "deferred"                    # 75: try again later

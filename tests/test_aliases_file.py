@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mailsuite import aliases
-from mailsuite.aliases import AliasError, Aliases
+from mailsuite.mta import aliases
+from mailsuite.mta.aliases import AliasError, Aliases
 
 REPO = Path(__file__).resolve().parent.parent
 

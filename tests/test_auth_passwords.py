@@ -1,4 +1,4 @@
-"""mailsuite.auth: passwd-file logins, APOP, SASL PLAIN, plaintext policy, PAM, privilege drop."""
+"""mailsuite.server.auth: passwd-file logins, APOP, SASL PLAIN, plaintext policy, PAM, privilege drop."""
 
 import base64
 import contextlib
@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 import peers
-from mailsuite import auth, mailgroup, pam
-from mailsuite.server import Connection
+from mailsuite.server import auth
+from mailsuite.store import mailgroup
+from mailsuite.server import pam
+from mailsuite.server.connection import Connection
 from serverlib import write_config
 
 PEER = ("192.0.2.7", 40000)

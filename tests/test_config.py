@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from mailsuite import config
-from mailsuite.config import ConfigError
+from mailsuite.core import config
+from mailsuite.core.config import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,7 +115,7 @@ def test_manual_page_documents_every_key():
     page = (REPO / "man" / "mailsuite.conf.5").read_text()
     begin = page.index(".\\\" BEGIN KEYS")
     generated = page[page.index("\n", begin) + 1:page.index(".\\\" END KEYS")]
-    assert generated == config.manual_keys() + "\n", "regenerate with: python -m mailsuite.config man"
+    assert generated == config.manual_keys() + "\n", "regenerate with: python -m mailsuite.core.config man"
 
 
 def test_every_program_has_a_manual_page():

@@ -16,14 +16,17 @@ import pytest
 
 import peers
 from conftest import REPO, subjects
-from mailsuite.deliver import deliver, open_spool, prepare_bytes
+from mailsuite.lda.deliver import deliver, open_spool
+from mailsuite.store.prepare import prepare_bytes
 
 CHILD = """
 import os, signal, sys
 sys.path.insert(0, {lib!r})
-from mailsuite import config, fileio
-from mailsuite.deliver import deliver, open_spool, prepare_bytes
-from mailsuite.users import UserDB
+from mailsuite.core import config
+from mailsuite.core import fileio
+from mailsuite.lda.deliver import deliver, open_spool
+from mailsuite.store.prepare import prepare_bytes
+from mailsuite.core.users import UserDB
 fileio.CHUNK = 512                    # many small writes: many places to die
 kill_at = int(sys.argv[1])
 real = fileio.pwrite_all

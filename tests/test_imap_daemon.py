@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mailsuite import log, server
+from mailsuite.core import log
+from mailsuite.server import connection
 from mailsuite.imap.session import Session
 from serverlib import client_tls_context, make_certificate, stop, write_config
 
@@ -74,7 +75,7 @@ def test_logindisabled_without_tls_from_afar(tmp_path):
     """A non-local client without TLS sees LOGINDISABLED and cannot LOGIN."""
     conf, cfg = write_config(tmp_path)
     ours, theirs = socket.socketpair()
-    conn = server.Connection(sock=ours, timeout=10)
+    conn = connection.Connection(sock=ours, timeout=10)
     conn.is_loopback = lambda: False
     session = Session(conn, cfg, log.setup(cfg, "imapd-test"))
     thread = threading.Thread(target=lambda: _run(session, conn))

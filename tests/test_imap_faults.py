@@ -9,7 +9,7 @@ import time
 import pytest
 
 from imap_support import imapd_command
-from mailsuite import mbox
+from mailsuite.store import mailbox as mbox
 
 COUNT = 400
 

@@ -9,7 +9,7 @@ import pytest
 
 import peers
 from conftest import need, program
-from mailsuite.locking import STALE_AFTER, Dotlock
+from mailsuite.store.locking import STALE_AFTER, Dotlock
 
 MESSAGE = b"Subject: locked\n\nbody\n"
 
@@ -67,7 +67,7 @@ sys.stdin.read()
 
 def test_procmail_waits_for_our_lock(sandbox, tmp_path):
     procmail = need("procmail")
-    from mailsuite.deliver import open_spool
+    from mailsuite.lda.deliver import open_spool
     spool = sandbox.spool("alice")
     rc = tmp_path / "procmailrc"
     rc.write_text(f"LOGFILE={tmp_path}/procmail.log\n:0:\n{spool}\n")
@@ -141,8 +141,8 @@ def test_unprivileged_user_uses_the_setgid_helper(world_readable_dir):
         f.write(f"[mailsuite]\nspool_dir = {spool_dir}\n")
     script = f"""
 import os
-from mailsuite import config
-from mailsuite.locking import mailbox_lock
+from mailsuite.core import config
+from mailsuite.store.locking import mailbox_lock
 cfg = config.load({conf!r})
 fd = os.open({box!r}, os.O_RDWR)
 with mailbox_lock({box!r}, fd, cfg, timeout=5) as lock:

@@ -13,8 +13,8 @@ from conftest import program
 
 def build_spool(sb, count):
     """COUNT messages written straight through the store (quicker than COUNT mail.local runs)."""
-    from mailsuite import config
-    from mailsuite.mbox import Mailbox
+    from mailsuite.core import config
+    from mailsuite.store.mailbox import Mailbox
     store = Mailbox(str(sb.spool()), config.load(sb.conf))
     body = "".join(f"line {n} of a message long enough to make the rewrite take a while\n" for n in range(60))
     with store, store.locked():

@@ -236,7 +236,7 @@ def test_list_wraps_between_names(mail_sandbox):
     out = sb.mail("-N", input=b"list\nx\n").stdout.decode()
     lines = out.strip().splitlines()[1:]                          # after the folder's status line
     assert len(lines) > 5 and all(len(line) <= 39 for line in lines)
-    from mailsuite.mail.commands import TABLE
+    from mailsuite.mail.commands.table import TABLE
     assert " ".join(lines).split() == [c.name for c in TABLE]
 
 
@@ -312,8 +312,8 @@ def test_locked_spool_is_a_clear_temporary_failure(mail_sandbox):
 @pytest.mark.parametrize("uids_before", [True, False])
 def test_another_client_expunges_while_open(mail_sandbox, uids_before):
     """An IMAP-style expunge moves every later message; mail finds them again, and quits correctly."""
-    from mailsuite import config
-    from mailsuite.mbox import Mailbox
+    from mailsuite.core import config
+    from mailsuite.store.mailbox import Mailbox
     sb = mail_sandbox
     three(sb)
     store = Mailbox(str(sb.spool()), config.load(sb.conf))

@@ -8,7 +8,10 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mailsuite.mail import compose, mime_view, msglist, rc
+from mailsuite.mail import compose
+from mailsuite.mail import mime_view
+from mailsuite.mail import msglist
+from mailsuite.mail import rc
 
 
 @dataclass
@@ -246,7 +249,7 @@ def test_raw_utf8_and_latin1_headers():
     ("fo", "folder"), ("det", "detach"), ("at", "attachments"), ("=", "="), ("?", "?"), ("!", "!"),
 ])
 def test_command_abbreviations(word, name):
-    from mailsuite.mail import commands
+    from mailsuite.mail.commands import table as commands
     assert commands.lookup(word).name == name
 
 
@@ -256,7 +259,7 @@ def test_command_abbreviations(word, name):
     ("dp", ("dp", "")), ("s2 file", ("s", "2 file")),
 ])
 def test_split_command(line, split):
-    from mailsuite.mail import commands
+    from mailsuite.mail.commands import table as commands
     assert commands.split_command(line) == split
 
 

@@ -12,7 +12,11 @@ import subprocess
 import pytest
 
 from conftest import REPO, program
-from mailsuite import mail_local, mailsuite_cmd, pop3d, queue_cmd, sendmail
+from mailsuite.lda import mail_local
+from mailsuite.admin import command as mailsuite_cmd
+from mailsuite.pop3 import daemon as pop3d
+from mailsuite.admin import queue_cmd
+from mailsuite.mta import sendmail
 from mailsuite.imap import daemon as imapd
 from mailsuite.mail import main as mail
 from mailsuite.webmail import serve as webmail

@@ -11,8 +11,10 @@ import mailbox
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailsuite.deliver import deliver, open_spool, prepare_bytes
-from mailsuite.mbox import unquote_from_lines
+from mailsuite.lda.deliver import deliver, open_spool
+
+from mailsuite.store.prepare import prepare_bytes
+from mailsuite.store.mailbox import unquote_from_lines
 
 header_names = st.sampled_from(["Subject", "From", "To", "X-Test", "Comments", "Received"])
 header_values = st.binary(min_size=0, max_size=80).map(
@@ -74,7 +76,7 @@ def test_round_trip_through_python_mailbox(sandbox, batch):
 def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
     """The scanner reads in chunks; where the chunks fall must never change what it finds."""
     import os
-    from mailsuite import mbox_scan as mbox
+    from mailsuite.store import scan as mbox
     sandbox.clear_spools()
     for _, _, _, raw in batch:
         sandbox.deliver("alice", raw)
@@ -98,8 +100,8 @@ def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
 @given(batch=st.lists(messages(), min_size=1, max_size=4), chunk=st.sampled_from([3, 64, 4 << 20]))
 def test_client_sizes_are_what_servers_send(sandbox, batch, chunk):
     """The index knows a message's size on the wire (hidden headers out, CRLF) and its POP3 dot lines."""
-    from mailsuite import mbox_scan as mbox
-    from mailsuite.mbox import served_body, served_header
+    from mailsuite.store import scan as mbox
+    from mailsuite.store.mailbox import served_body, served_header
     sandbox.clear_spools()
     for _, _, _, raw in batch:
         sandbox.deliver("alice", raw)

@@ -6,9 +6,10 @@ import os
 import pytest
 
 from conftest import subjects
-from mailsuite import mbox as mboxmod
-from mailsuite.deliver import deliver, open_spool, prepare_bytes
-from mailsuite.mbox import Mailbox, MailboxError
+from mailsuite.store import mailbox as mboxmod
+from mailsuite.lda.deliver import deliver, open_spool
+from mailsuite.store.prepare import prepare_bytes
+from mailsuite.store.mailbox import Mailbox, MailboxError
 
 
 def put(sandbox, user, *subjects, body=b"body\n"):
@@ -206,8 +207,8 @@ def test_a_file_we_may_only_read_opens_read_only(sandbox, world_readable_dir):
     with open(conf, "w") as f:
         f.write("[mailsuite]\nindex_dir =\n")
     script = f"""
-from mailsuite import config
-from mailsuite.mbox import Mailbox, MailboxError
+from mailsuite.core import config
+from mailsuite.store.mailbox import Mailbox, MailboxError
 box = Mailbox({path!r}, config.load({conf!r}))
 print(box.readonly, len(box.scan().messages))
 try:

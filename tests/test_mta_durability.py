@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mailsuite.queue import Queue
+from mailsuite.mta.queue import Queue
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config
 from procs import children_of
 from smtp_helpers import Instance, wait_for
@@ -83,7 +83,9 @@ def test_a_worker_killed_on_a_slow_domain_does_not_resend_to_the_domains_done(sa
 
 KILLED_AFTER_APPEND = """
 import os, signal, sys
-from mailsuite import cli, mbox, sendmail
+from mailsuite.core import cli
+from mailsuite.store import mailbox as mbox
+from mailsuite.mta import sendmail
 real = mbox.Mailbox.append
 def append(self, *args, **kwargs):
     uid = real(self, *args, **kwargs)

@@ -114,7 +114,7 @@ def test_a_message_that_crashes_its_worker_is_held_after_a_few_crashes(system_mt
     mta = system_mta
     a, b, c = real_users.add("secA"), real_users.add("secB"), real_users.add("secC")
     crashing = ("import os, signal, sys\n"
-                "from mailsuite import agents, cli, sendmail\n"
+                "from mailsuite.core import cli\nfrom mailsuite.mta import agents, sendmail\n"
                 "real = agents.deliver_target\n"
                 "def deliver_target(cfg, target, *args, **kwargs):\n"
                 f"    if target.kind == 'mailbox' and target.value == {b.name!r}:\n"

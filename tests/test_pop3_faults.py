@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import program
-from mailsuite.mbox import Mailbox
+from mailsuite.store.mailbox import Mailbox
 from pop3lib import configure
 
 MESSAGES = 1500

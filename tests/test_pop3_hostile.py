@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from mailsuite import pop3
-from mailsuite.server import Connection, PeerGone
+from mailsuite.pop3 import session as pop3
+from mailsuite.server.connection import Connection, PeerGone
 from pop3lib import Pop3d, configure, deliver_to, message, wait_for
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from conftest import program
-from mailsuite.passwords import hash_password
+from mailsuite.server.passwords import hash_password
 from procs import children_of, start_listener, stop_listener, system_installation
 
 pytestmark = pytest.mark.root

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import program
-from mailsuite.mbox import Mailbox
+from mailsuite.store.mailbox import Mailbox
 from pop3lib import configure, deliver_to, message
 
 TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts" / "pop3").glob("*.t"))

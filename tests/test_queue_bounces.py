@@ -5,8 +5,8 @@ import email.policy
 import os
 import time
 
-from mailsuite.queue import Queue
-from mailsuite.worker import backoff
+from mailsuite.mta.queue import Queue
+from mailsuite.mta.worker import backoff
 from mta_helpers import MESSAGE, queue_files, set_config, spool_messages
 
 

@@ -8,8 +8,8 @@ import time
 import pytest
 
 import peers
-from mailsuite import config
-from mailsuite.queue import Queue, QueueFull
+from mailsuite.core import config
+from mailsuite.mta.queue import Queue, QueueFull
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, spool_messages
 from procs import children_of
 

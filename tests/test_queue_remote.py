@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from mailsuite.queue import Queue
+from mailsuite.mta.queue import Queue
 from mta_helpers import MESSAGE, queue_files, set_config, spool_messages, wait_for_messages
 from smtp_helpers import Instance
 

@@ -38,7 +38,7 @@ def wait_listening(port, limit=30):
 
 @pytest.fixture
 def running_sandbox(tmp_path):
-    from mailsuite import sandbox
+    from mailsuite.admin import sandbox
     for daemon in ("sendmail", "pop3d", "imapd", "webmail"):
         program(daemon)
     directory = tmp_path / "sandbox"
@@ -162,7 +162,7 @@ def reserved_ports(count):
 
 
 def test_up_with_a_taken_port_starts_nothing_and_names_the_key(tmp_path):
-    from mailsuite import sandbox
+    from mailsuite.admin import sandbox
     directory = tmp_path / "sandbox"
     subprocess.run([program("mailsuite"), "init", "--dir", str(directory)], check=True, capture_output=True)
     conf = directory / "mailsuite.conf"
@@ -205,7 +205,7 @@ def test_up_with_a_base_port_moves_an_existing_sandbox(tmp_path):
 
 def test_a_sandbox_from_before_the_webmail_gets_its_section_on_its_ports(tmp_path):
     import re as regex
-    from mailsuite import mailsuite_cmd
+    from mailsuite.admin import command as mailsuite_cmd
     directory = tmp_path / "sandbox"
     subprocess.run([program("mailsuite"), "init", "--dir", str(directory), "--base-port", "41000"],
                    check=True, capture_output=True)

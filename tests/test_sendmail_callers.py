@@ -130,8 +130,8 @@ def test_untrusted_sender_gets_authentication_warning(sandbox, tmp_path):
     import pwd
     nobody = pwd.getpwnam("nobody")
     # a drop file written by an untrusted uid: the pickup believes the file owner
-    from mailsuite import config
-    from mailsuite.maildrop import DropWriter
+    from mailsuite.core import config
+    from mailsuite.mta.dropdir import DropWriter
     cfg = sandbox.cfg
     writer = DropWriter(cfg.mailsuite.maildrop_dir, {"sender": "ceo@localhost", "recipients": ["alice"],
                                                      "login": "nobody"})

@@ -2,7 +2,7 @@
 
 import io
 
-from mailsuite.headers import read_header
+from mailsuite.core.headers import read_header
 from mta_helpers import spool_messages
 
 

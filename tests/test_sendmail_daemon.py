@@ -10,7 +10,7 @@ import time
 import pytest
 
 import peers
-from mailsuite import runnerlock
+from mailsuite.mta import runnerlock
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
 from procs import children_of
 from test_queue_durability import wait_until

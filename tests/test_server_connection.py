@@ -8,10 +8,9 @@ import time
 
 import pytest
 
-from mailsuite.server import (DISCARD_AT_LEAST, Connection, IdleTimeout, LineFlood, LineTooLong, Limits, PeerGone,
-                              TooManyCommands)
+from mailsuite.server.connection import Connection, DISCARD_AT_LEAST, IdleTimeout, Limits, LineFlood, LineTooLong, PeerGone, TooManyCommands
 from serverlib import make_certificate, client_tls_context, write_config
-from mailsuite.server import tls_context
+from mailsuite.server.tls import tls_context
 
 
 @pytest.fixture
@@ -218,7 +217,7 @@ def test_no_tls_context_without_certificate(tmp_path):
 
 
 def test_unreadable_certificate_is_a_config_error(tmp_path):
-    from mailsuite.config import ConfigError
+    from mailsuite.core.config import ConfigError
     _, cfg = write_config(tmp_path, {"tls": {"cert_file": str(tmp_path / "missing.pem")}})
     with pytest.raises(ConfigError, match="missing.pem"):
         tls_context(cfg)

@@ -14,7 +14,8 @@ from serverlib import python_env, stop, write_config
 
 ECHO_SERVER = """
     import json, logging, os, sys
-    from mailsuite import config, server
+    from mailsuite.core import config
+    from mailsuite.server import connection, listener
     cfg = config.load(sys.argv[1])
 
     def echo(conn):
@@ -30,9 +31,9 @@ ECHO_SERVER = """
         print(json.dumps(addresses), flush=True)
 
     logging.basicConfig(stream=sys.stderr)
-    server.serve_forking(echo, cfg, listeners=[("127.0.0.1", 0, False)], max_children=int(sys.argv[2]),
-                         logger=logging.getLogger("test"), on_ready=ready, busy_reply=b"-ERR [SYS/TEMP] busy\\r\\n",
-                         limits=server.Limits(line_timeout=30))
+    listener.serve_forking(echo, cfg, listeners=[("127.0.0.1", 0, False)], max_children=int(sys.argv[2]),
+                           logger=logging.getLogger("test"), on_ready=ready, busy_reply=b"-ERR [SYS/TEMP] busy\\r\\n",
+                           limits=connection.Limits(line_timeout=30))
     print("returned", flush=True)
 """
 
@@ -139,22 +140,23 @@ def test_no_zombies_after_many_sessions(echo_server):
 
 INETD_SESSION = """
     import sys
-    from mailsuite import config, server
+    from mailsuite.core import config
+    from mailsuite.server import inetd
     cfg = config.load(sys.argv[1])
 
     def session(conn):
         conn.write(b"+OK peer=%s tls=%s\\r\\n" % (str(conn.peer).encode(), str(conn.is_tls).encode()))
         conn.write(b"GOT " + conn.readline(100))
 
-    server.serve_inetd(session, cfg)
+    inetd.serve_inetd(session, cfg)
 """
 
 
 def test_inetd_mode_on_a_tcp_socket_knows_the_peer(tmp_path):
     conf, _ = write_config(tmp_path)
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname(), timeout=10)
-    accepted, _ = listener.accept()
+    server_socket = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server_socket.getsockname(), timeout=10)
+    accepted, _ = server_socket.accept()
     proc = subprocess.Popen([sys.executable, "-c", _dedent(INETD_SESSION), conf], env=python_env(),
                             stdin=accepted, stdout=accepted)
     accepted.close()
@@ -165,7 +167,7 @@ def test_inetd_mode_on_a_tcp_socket_knows_the_peer(tmp_path):
     assert f.readline() == b""
     assert proc.wait(10) == 0
     client.close()
-    listener.close()
+    server_socket.close()
 
 
 def test_inetd_mode_on_pipes(tmp_path):

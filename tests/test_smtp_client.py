@@ -6,7 +6,9 @@ import threading
 
 import pytest
 
-from mailsuite import config, mx, smtp_client
+from mailsuite.core import config
+from mailsuite.mta.smtp import mx
+from mailsuite.mta.smtp import client as smtp_client
 from smtp_helpers import Dnsmasq, free_port
 
 

@@ -21,7 +21,8 @@ TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts" / "smtp").glob("*.sm
 
 _STDIO = """
 import sys
-from mailsuite import config, smtpd
+from mailsuite.core import config
+from mailsuite.mta.smtp import daemon as smtpd
 sys.exit(smtpd.smtp_on_stdio(config.load(sys.argv[1], required=True), "alice"))
 """
 

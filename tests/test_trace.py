@@ -15,7 +15,8 @@ import pytest
 
 from conftest import program
 from mail_harness import message, quit_cleanly
-from mailsuite import trace, trace_render
+from mailsuite.trace import hops as trace
+from mailsuite.trace import render as trace_render
 
 CORPUS = Path(__file__).parent / "trace_corpus"
 

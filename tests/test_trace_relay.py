@@ -26,7 +26,8 @@ import pytest
 import peers
 from netlan import Lan
 from smtp_helpers import Dnsmasq, Instance, ThrowawayPostfix, wait_for
-from mailsuite import trace, trace_render
+from mailsuite.trace import hops as trace
+from mailsuite.trace import render as trace_render
 
 pytestmark = [pytest.mark.root, peers.needs("ip", "swaks", "postfix", "dovecot-lmtp", "dnsmasq")]
 

@@ -42,7 +42,7 @@ class MailWorld:
             self.procs.append(proc)
             proc, self.smtp_port = start_listener([program("sendmail"), "-bD", "-C", conf])
             self.procs.append(proc)
-            from mailsuite.sandbox import set_ports
+            from mailsuite.admin.sandbox import set_ports
             set_ports(conf, {"smtp": self.smtp_port, "pop3": 0, "imap": self.imap_port, "webmail": 0})
             text = open(conf).read().replace("[webmail]\n", f"[webmail]\nfailure_delay = 0\n{extra}", 1)
             open(conf, "w").write(text)

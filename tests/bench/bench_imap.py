@@ -98,7 +98,8 @@ def prepare(count):
     started = time.perf_counter()
     generate_spool(spool, count, MESSAGE_SIZE)
     generated = time.perf_counter() - started
-    from mailsuite import config, mbox
+    from mailsuite.core import config
+    from mailsuite.store import mailbox as mbox
     cfg = config.load(conf)
     box = mbox.Mailbox(str(spool), cfg)
     started = time.perf_counter()

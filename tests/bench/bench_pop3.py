@@ -167,7 +167,7 @@ def main():
     top = world_readable_tempdir("mailsuite-bench-pop3-")
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
-        from mailsuite.passwords import hash_password, verify_password
+        from mailsuite.server.passwords import hash_password, verify_password
         stored = hash_password("alice")
         started = time.perf_counter()
         verify_password("alice", stored)

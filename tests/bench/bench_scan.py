@@ -21,9 +21,9 @@ SIZE = 10_700
 SCAN = """
 import os, resource, sys, time
 sys.path.insert(0, {lib!r})
-from mailsuite import config
-from mailsuite.mbox import Mailbox
-from mailsuite.users import User
+from mailsuite.core import config
+from mailsuite.store.mailbox import Mailbox
+from mailsuite.core.users import User
 cfg = config.load({conf!r})
 owner = User("bench", os.getuid(), os.getgid(), {home!r}, "", {spool!r})
 started = time.perf_counter()

@@ -84,8 +84,8 @@ def bench_mailsuite_daemon(base, data, n):
     daemon = subprocess.Popen([str(BIN / "sendmail"), "-C", conf, "-bD"],
                               stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
     try:
-        from mailsuite import config
-        from mailsuite import runnerlock
+        from mailsuite.core import config
+        from mailsuite.mta import runnerlock
         cfg = config.load(conf)
         while not runnerlock.active(cfg.mailsuite.queue_dir):
             time.sleep(0.05)

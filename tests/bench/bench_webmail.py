@@ -86,7 +86,7 @@ def main():
         Path(conf).write_text(text.replace("log_file = ", "#log_file = "))
         imapd, imap_port = start_listener([str(BIN / "imapd"), "-d", "-C", conf])
         procs.append(imapd)
-        from mailsuite.sandbox import set_ports
+        from mailsuite.admin.sandbox import set_ports
         set_ports(conf, {"smtp": 1, "pop3": 0, "imap": imap_port, "webmail": 0})
         text = Path(conf).read_text().replace("[webmail]\n", "[webmail]\nfailure_delay = 0\n", 1)
         Path(conf).write_text(text)

@@ -37,7 +37,7 @@ def world_readable_tempdir(prefix):
 
 
 def sandbox(directory):
-    from mailsuite import sandbox as sb
+    from mailsuite.admin import sandbox as sb
     conf = sb.init(directory)
     for user in sb.DEMO_USERS:
         Path(directory, "spool", user).write_bytes(b"")

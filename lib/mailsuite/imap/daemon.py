@@ -12,10 +12,11 @@ Exit status: 0, or a sysexits code with a one-line message.
 
 import os
 
-from .. import config, log, server
-from ..auth import Authenticator
-from ..cli import CONFIG_OPTION, CommandLine, Fatal, Option
-from ..users import UserDB
+from ..core import config, log
+from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
+from ..core.users import UserDB
+from ..server import connection, inetd, listener, tls
+from ..server.auth import Authenticator
 from .session import Session
 
 COMMAND_LINE = CommandLine("imapd", [
@@ -49,25 +50,25 @@ def main(argv):
     cfg = config.load(options.get("config"))
     preauth = options.get("preauth")
     logger = log.setup(cfg, "imapd")
-    limits = server.Limits.of(cfg.imap, cfg.imap.idle_timeout)
+    limits = connection.Limits.of(cfg.imap, cfg.imap.idle_timeout)
     if preauth:
         user = UserDB(cfg).lookup(preauth)
         if user is None:
             raise Fatal(os.EX_NOUSER, f"no such user: {preauth}")
         if os.geteuid() != 0 and user.uid != os.geteuid():
             raise Fatal(os.EX_NOPERM, f"only root may serve another user's mail ({preauth})")
-        conn = server.Connection.from_stdio(timeout=cfg.imap.idle_timeout)
+        conn = connection.Connection.from_stdio(timeout=cfg.imap.idle_timeout)
         try:
             Session(conn, cfg, logger, preauth_user=user, tls_context=None).run()
-        except (server.PeerGone, server.IdleTimeout):
+        except (connection.PeerGone, connection.IdleTimeout):
             pass
         finally:
             conn.close()
         return 0
-    tls = server.tls_context(cfg, "imap")           # a preauthenticated session never needs the key
+    context = tls.tls_context(cfg, "imap")          # a preauthenticated session never needs the key
 
     def handle(conn):
-        Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=tls).run()
+        Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=context).run()
 
     if options.get("daemon"):
         listeners = parse_listen(cfg.imap.listen, False) + parse_listen(cfg.imap.listen_tls, True)
@@ -77,11 +78,11 @@ def main(argv):
         def ready(addresses):
             logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
 
-        server.serve_forking(
+        listener.serve_forking(
             handle, cfg, listeners=listeners, max_children=cfg.imap.max_sessions, logger=logger,
             on_ready=ready, busy_reply=b"* BYE too many connections; try again later\r\n",
             limits=limits,
         )
         return 0
-    server.serve_inetd(handle, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
+    inetd.serve_inetd(handle, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
     return 0

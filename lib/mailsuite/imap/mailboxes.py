@@ -23,7 +23,7 @@ import os
 import re
 import stat
 
-from .. import mbox
+from ..store import mailbox as mbox
 
 SEPARATOR = "/"
 SUBSCRIPTIONS = ".subscriptions"

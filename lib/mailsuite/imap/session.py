@@ -22,9 +22,10 @@ import tempfile
 import time
 from typing import NamedTuple
 
-from .. import auth, mbox, server
-from ..deliver import DeliveryError, prepare
-from ..locking import LockTimeout
+from ..server import auth, connection
+from ..store import mailbox as mbox
+from ..store.locking import LockTimeout
+from ..store.prepare import DeliveryError, prepare
 from . import parser
 from .fetch import MessageFetcher
 from .idle import MailboxWatcher
@@ -32,7 +33,12 @@ from .mailboxes import MailboxNameError, MailStore, NoSuchMailbox
 from .response import astring, untagged
 from .search import SearchContext, compile_search
 from .selected import (
-    SYSTEM_FLAG_NAMES, SelectedMailbox, UidValidityChanged, flag_names, placeholder_uidvalidity, scan_with_uids,
+    SYSTEM_FLAG_NAMES,
+    SelectedMailbox,
+    UidValidityChanged,
+    flag_names,
+    placeholder_uidvalidity,
+    scan_with_uids,
     split_flags,
 )
 
@@ -179,9 +185,9 @@ class Session:
                 if data is None:
                     continue
                 self.execute(data)
-        except server.IdleTimeout:
+        except connection.IdleTimeout:
             self.send_line("* BYE autologout; idle for too long")
-        except server.TooManyCommands:
+        except connection.TooManyCommands:
             self.send_line("* BYE too many commands before login")
         except UidValidityChanged:
             self.send_line("* BYE mailbox was replaced by another program; please reconnect")
@@ -190,7 +196,7 @@ class Session:
                 self.unselect(quietly=True)
             try:
                 self.conn.flush()
-            except (server.PeerGone, server.IdleTimeout):
+            except (connection.PeerGone, connection.IdleTimeout):
                 pass
 
     def read_command(self):
@@ -206,7 +212,7 @@ class Session:
         while True:
             try:
                 line = self.conn.readline(imap.max_line_length)
-            except server.LineTooLong:
+            except connection.LineTooLong:
                 self.bad_line(b"".join(pieces), "line too long")
                 return None
             total += len(line)
@@ -313,7 +319,7 @@ class Session:
             self.logger.error("%s: %s", command.name, exc)
             self.tagged(command.tag, "NO", f"[SERVERBUG] {exc.strerror or 'system error'}")
             return
-        except (server.PeerGone, server.SessionLimit, UidValidityChanged):
+        except (connection.PeerGone, connection.SessionLimit, UidValidityChanged):
             raise
         except Exception:
             # a bug must cost the command, not the session and the user's pending flag changes
@@ -359,7 +365,7 @@ class Session:
         try:
             self.conn.starttls(self.tls_context)
         except (ssl.SSLError, OSError) as exc:
-            raise server.PeerGone(str(exc)) from None
+            raise connection.PeerGone(str(exc)) from None
         return ANSWERED
 
     def cmd_login(self, command):
@@ -379,7 +385,7 @@ class Session:
             self.send_line("+ ")
             try:
                 initial = self.conn.readline(self.cfg.imap.max_line_length).rstrip(b"\r\n").decode("ascii", "replace")
-            except server.LineTooLong:
+            except connection.LineTooLong:
                 raise Bad("authentication line too long") from None
         if initial == "*":
             raise Bad("authentication cancelled")
@@ -567,7 +573,7 @@ class Session:
                 if watcher.wait(self.conn, deadline) == "input":
                     break
                 if time.monotonic() >= deadline:
-                    raise server.IdleTimeout()
+                    raise connection.IdleTimeout()
         finally:
             watcher.close()
         line = self.conn.readline(self.cfg.imap.max_line_length).rstrip(b"\r\n")

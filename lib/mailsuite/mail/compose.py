@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
 
-from .. import address
+from ..core import address
 
 # LF line ends (sendmail -oi reads them), 78-column folding, RFC 2047 for non-ASCII.
 POLICY = email.policy.default.clone(linesep="\n", cte_type="7bit")

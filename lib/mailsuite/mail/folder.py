@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..mbox import Mailbox, MailboxError, unquote_from_lines
+from ..store.mailbox import Mailbox, MailboxError, unquote_from_lines
 from . import mime_view
 
 # Header fields the summary needs (with their folded continuation lines); the rest is read on demand.

@@ -23,13 +23,13 @@ import pwd
 import signal
 import sys
 
-from .. import config
-from ..cli import CONFIG_OPTION, CommandLine, Fatal, Option
-from ..locking import LockTimeout
-from ..mbox import MailboxError
-from ..users import UserDB
-from . import commands, compose, rc, summary
-from .commands import send
+from ..core import config
+from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
+from ..core.users import UserDB
+from ..store.locking import LockTimeout
+from ..store.mailbox import MailboxError
+from . import compose, rc, summary
+from .commands import display, send, table
 from .folder import Folder
 from .session import HangUp, Session
 
@@ -182,7 +182,7 @@ def read_mode(session, path, options):
         return 0
     session.write(session.folder_status() + "\n")
     if not options.get("no_header") and session.options.on("header"):
-        commands.display.print_page(session, session.current)
+        display.print_page(session, session.current)
     prompt_loop(session, ignore_interrupts=bool(options.get("ignore_interrupts")))
     return 0
 
@@ -223,12 +223,12 @@ def prompt_loop(session, *, ignore_interrupts):
                     session.write("\nUse \"quit\" to quit.\n")
                     continue
                 session.write("\n")
-                commands.execute(session, "quit")
+                table.execute(session, "quit")
                 break
             except KeyboardInterrupt:
                 session.write("\nInterrupt\n")
                 continue
-            commands.execute(session, line)
+            table.execute(session, line)
     except LockTimeout as exc:
         raise Fatal(os.EX_TEMPFAIL, f"mailbox is locked, nothing changed: {exc}") from None
     finally:

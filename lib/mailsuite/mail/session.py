@@ -13,8 +13,8 @@ import shutil
 import subprocess
 import sys
 
-from ..locking import LockTimeout
-from ..mbox import MailboxError
+from ..store.locking import LockTimeout
+from ..store.mailbox import MailboxError
 from . import compose, mime_view, msglist, summary
 from .folder import Folder, append_messages
 

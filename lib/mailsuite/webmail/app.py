@@ -24,7 +24,9 @@ import traceback
 
 import jinja2
 
-from .. import log, trace as tracer, trace_render
+from ..core import log
+from ..trace import hops as tracer
+from ..trace import render as trace_render
 from . import compose, connections, listing, message_view, sessions
 from .http import BadRequest, Request, Response, attachment_disposition, safe_filename
 from .imap_client import ImapError, LoginFailed, MailClient, decode_mailbox

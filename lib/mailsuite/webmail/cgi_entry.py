@@ -15,7 +15,8 @@ import sys
 
 def main(argv):
     from wsgiref.handlers import CGIHandler
-    from .. import config
+
+    from ..core import config
     try:
         cfg = config.load(None)
         from .app import Application

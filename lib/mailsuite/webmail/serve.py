@@ -15,8 +15,8 @@ SIGTERM and SIGINT stop it.
 import os
 import signal
 
-from .. import config, log
-from ..cli import CONFIG_OPTION, CommandLine, Fatal
+from ..core import config, log
+from ..core.cli import CONFIG_OPTION, CommandLine, Fatal
 
 COMMAND_LINE = CommandLine("webmail", [CONFIG_OPTION], ["[-C FILE]"],
                            "The mailsuite webmail: HTTP on [webmail] listen, WSGI served by waitress.")
@@ -32,6 +32,7 @@ def main(argv):
     cfg = config.load(options.get("config"))
     logger = log.setup(cfg, "webmail")
     import waitress
+
     from .app import Application
     application = Application(cfg, logger=logger)
     listen = " ".join(cfg.webmail.listen)

@@ -119,7 +119,8 @@ def list_attachments(session, arg):
 
 def trace(session, arg):
     """`trace [LIST]`: the hops each message took, as `mailsuite trace` prints them."""
-    from ... import trace as tracer, trace_render
+    from ...trace import hops as tracer
+    from ...trace import render as trace_render
     for m in session.select(msglist.split(arg)):
         session.page(f"Message {m.number}:\n" + trace_render.text(tracer.trace_message(session.folder.read(m))))
         session.set_current(m)

@@ -18,12 +18,13 @@ import os
 import re
 import tempfile
 
-from ... import fileio
-from ...locking import LockTimeout
-from ...mbox import MailboxError
+from ...core import fileio
+from ...store.locking import LockTimeout
+from ...store.mailbox import MailboxError
 from .. import mime_view, msglist
 from ..folder import append_messages
 from ..session import CommandError
+
 
 def _list_and_file(session, arg):
     """`[LIST] FILE`: the last word is the file unless it is the only word and a list."""

@@ -2,13 +2,11 @@
 
 import os
 import shlex
-import shutil
 import subprocess
 import tempfile
-import textwrap
 
-from ...locking import LockTimeout
-from ...mbox import MailboxError
+from ...store.locking import LockTimeout
+from ...store.mailbox import MailboxError
 from .. import mime_view, msglist, rc
 from ..session import CommandError
 
@@ -107,36 +105,6 @@ def folders(session, arg):
     except OSError as exc:
         raise CommandError(f"{directory}: {exc.strerror}") from None
     session.write("".join(f"{n}\n" for n in names))
-
-
-def help_(session, arg):
-    """`help` (or `?`): every command, paged; `help CMD`: what CMD does, and the other names it has."""
-    from . import TABLE, lookup
-    if arg:
-        command = lookup(arg.split()[0])
-        if command is None:
-            raise CommandError(f"help: no command {arg.split()[0]!r}; type ? for the list")
-        names = [c.name for c in TABLE if c.handler is command.handler]
-        session.write(f"{command.name}: {command.help}\n")
-        if len(names) > 1:
-            session.write(f"  also: {', '.join(n for n in names if n != command.name)}\n")
-        return
-    seen, lines = set(), []
-    for command in TABLE:
-        if command.handler in seen and command.name not in ("?",):
-            continue
-        seen.add(command.handler)
-        lines.append(f"{command.name:<12} {command.help}")
-    session.page("\n".join(lines) + "\nA message list is: N, N-M, *, ^, $, ., :n :u :r :o :d :f, /subject, sender\n"
-                 "help COMMAND tells more about one command.\n")
-
-
-def list_commands(session, arg):
-    """Every command name, filled to the terminal's width (never split inside a name)."""
-    from . import TABLE
-    width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
-    session.write(textwrap.fill(" ".join(c.name for c in TABLE), width, break_long_words=False,
-                                break_on_hyphens=False) + "\n")
 
 
 def quit_(session, arg):

@@ -1,0 +1,207 @@
+"""The local delivery agents: a user's mailbox, a file, a command.
+
+The mailbox goes through `deliver.deliver` (the same code as mail.local),
+waiting at most `[queue] mailbox_lock_wait` for a mailbox someone holds
+locked: its recipient is deferred, and the worker moves on to mail for
+others, rather than every worker waiting on one user's lock.
+Files and commands come only from aliases and .forward files (see
+routing.py); each runs in a child process with the identity the router
+chose, never as root, with the message on stdin or appended under the
+mailbox locks.  Address data reaches a command only through environment
+variables (SENDER, RECIPIENT...), never its command line, and commands run
+with a fixed PATH in the target user's home.  A command's exit status is
+read as sysexits: 0 delivered, EX_TEMPFAIL (and EX_OSERR, EX_IOERR) try
+again later, anything else bounces with a short, clean excerpt of the
+command's first output line (log.excerpt), never more of what it printed.
+"""
+
+import errno
+import os
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+from ..core.asuser import become
+from ..core.log import excerpt
+from ..lda import deliver
+from ..store.prepare import DeliveryError, prepare
+
+SOFT_EXITS = {os.EX_TEMPFAIL, os.EX_OSERR, os.EX_IOERR}
+EXIT_DSN = {
+    os.EX_NOUSER: "5.1.1", os.EX_NOHOST: "5.1.2", os.EX_DATAERR: "5.6.0",
+    os.EX_NOPERM: "5.7.0", os.EX_CANTCREAT: "5.2.0", os.EX_CONFIG: "5.3.5",
+    os.EX_PROTOCOL: "5.5.0",
+}
+COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass
+class Result:
+    status: str            # sent | deferred | bounced
+    dsn: str
+    reply: str
+    relay: str
+
+
+def from_line(sender, when=None):
+    """The mbox 'From ' line (RFC 4155) for SENDER."""
+    stamp = time.asctime(time.gmtime(when or time.time()))
+    return f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode("utf-8", "replace")
+
+
+def deliver_target(cfg, target, message, *, sender, recipient, queue_id, once=None):
+    """Deliver MESSAGE (a seekable binary file, LF) to one local TARGET.
+
+    ONCE (once.AppendOnce) makes a mailbox delivery exact across crashes."""
+    message.seek(0)
+    if target.kind == "mailbox":
+        return _mailbox(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id, once=once)
+    handler = {"file": _file, "command": _command}[target.kind]
+    return handler(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id)
+
+
+def _mailbox(cfg, target, message, *, sender, recipient, queue_id, once):
+    try:
+        prepared = prepare(message, max_size=cfg.delivery.max_message_size)
+        try:
+            deliver.deliver(cfg, target.user, prepared, sender=sender, recipient=recipient,
+                            queue_id=queue_id, lock_timeout=cfg.queue.mailbox_lock_wait, once=once)
+        finally:
+            prepared.close()
+    except DeliveryError as exc:
+        if exc.temporary or exc.status in SOFT_EXITS:
+            return Result("deferred", "4.2.0", str(exc), "local")
+        return Result("bounced", EXIT_DSN.get(exc.status, "5.2.0"), str(exc), "local")
+    except OSError as exc:
+        return Result("deferred", "4.3.0", f"mailbox: {exc.strerror}", "local")
+    return Result("sent", "2.0.0", f"delivered to mailbox {target.user.spool}", "local")
+
+
+def _delivery_headers(sender, recipient):
+    return (f"Return-Path: <{sender}>\n".encode("utf-8", "replace")
+            + f"Delivered-To: {recipient}\n".encode("utf-8", "replace"))
+
+
+def _file(cfg, target, message, *, sender, recipient, queue_id):
+    """Append to an mbox file as the target's owner, in a child process."""
+    if target.value == "/dev/null":
+        return Result("sent", "2.0.0", "discarded to /dev/null", "file")
+    prepared = prepare(message)
+    try:
+        return _file_child(cfg, target, prepared, sender=sender, recipient=recipient)
+    finally:
+        prepared.close()
+
+
+def _file_child(cfg, target, prepared, *, sender, recipient):
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                    # the child: never returns
+        os.close(read_end)
+        status = os.EX_SOFTWARE
+        try:
+            become(target.run_as)
+            status = _append_mbox(cfg, target.value, prepared, sender, recipient)
+        except OSError as exc:
+            os.write(write_end, f"{target.value}: {exc.strerror}".encode()[:500])
+            status = os.EX_TEMPFAIL if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN) else os.EX_CANTCREAT
+        except BaseException as exc:                # noqa: BLE001 - report, then _exit
+            os.write(write_end, f"{target.value}: {exc}".encode()[:500])
+            status = os.EX_TEMPFAIL
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        reason = pipe.read(1000).decode("utf-8", "replace")
+    _pid, wait_status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(wait_status)
+    if code == 0:
+        return Result("sent", "2.0.0", f"delivered to file {target.value}", "file")
+    if code in SOFT_EXITS or code < 0:
+        return Result("deferred", "4.2.0", reason or f"file delivery failed ({code})", "file")
+    return Result("bounced", EXIT_DSN.get(code, "5.2.0"), reason or f"cannot write {target.value}", "file")
+
+
+def _append_mbox(cfg, path, prepared, sender, recipient):
+    """The mbox append of deliver.py for an arbitrary file: lock, write, fsync, or truncate back."""
+    from ..store.locking import mailbox_lock
+
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            raise OSError(errno.EPERM, "not a regular file with one link")
+        with mailbox_lock(path, fd, cfg):
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                with os.fdopen(os.dup(fd), "wb") as out:
+                    if start > 0:
+                        out.write(b"\n")
+                    out.write(from_line(sender))
+                    out.write(_delivery_headers(sender, recipient))
+                    out.write(prepared.header_bytes)
+                    out.write(b"\n")
+                    for chunk in prepared.body_chunks():
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except BaseException:
+                os.ftruncate(fd, start)
+                raise
+    finally:
+        os.close(fd)
+    return 0
+
+
+def _command(cfg, target, message, *, sender, recipient, queue_id):
+    """Run the command with the message on stdin, as the target's user."""
+    run_as = target.run_as
+    home = run_as.home if run_as else os.environ.get("HOME", "/")
+    local, _at, domain = recipient.rpartition("@")
+    env = {
+        "PATH": COMMAND_PATH, "SHELL": "/bin/sh", "HOME": home,
+        "USER": run_as.name if run_as else os.environ.get("USER", ""),
+        "LOGNAME": run_as.name if run_as else os.environ.get("USER", ""),
+        "SENDER": sender, "RECIPIENT": recipient, "LOCAL": local or recipient,
+        "DOMAIN": domain, "QUEUE_ID": queue_id, "LANG": "C",
+    }
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as output:
+        stdin.write(from_line(sender))
+        stdin.write(_delivery_headers(sender, recipient))
+        _copy(message, stdin)
+        stdin.seek(0)
+        identity = {}
+        if run_as:
+            identity = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", target.value], stdin=stdin, stdout=output,
+                                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                    cwd=home if os.path.isdir(home) else "/", **identity)
+        except OSError as exc:
+            return Result("deferred", "4.3.0", f"cannot run command: {exc.strerror}", "command")
+        try:
+            code = proc.wait(timeout=cfg.queue.command_timeout or None)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return Result("deferred", "4.3.0", "command time limit exceeded", "command")
+        output.seek(0)
+        said = excerpt(output.read(4096).decode("utf-8", "replace"))
+    if code == 0:
+        return Result("sent", "2.0.0", f"delivered to command: {target.value}", "command")
+    reason = f"command exited with status {code}" if code > 0 else f"command killed by signal {-code}"
+    reason += f": {said}" if said else ""
+    if code < 0 or code in SOFT_EXITS:
+        return Result("deferred", "4.3.0", reason, "command")
+    return Result("bounced", EXIT_DSN.get(code, "5.3.0"), reason, "command")
+
+
+def _copy(src, dst):
+    while True:
+        chunk = src.read(1 << 16)
+        if not chunk:
+            return
+        dst.write(chunk)

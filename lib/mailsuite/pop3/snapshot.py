@@ -1,0 +1,223 @@
+"""A POP3 maildrop: one user's spool as a numbered snapshot, on the wire.
+
+RFC 1939 numbers messages from 1 for the length of a session, so the
+session works on a snapshot taken at login (`Maildrop.open`): under the
+mailbox lock, UIDs are assigned to new mail (X-UID/X-IMAPbase, as Dovecot
+does), then the lock is released at once so deliveries go on while the
+client reads.  Mail that arrives meanwhile waits for the next session.  At
+QUIT (`commit`) the lock is taken again to remove the deleted messages and
+mark the retrieved ones read (`Status: RO`), in one crash-safe, fsynced
+rewrite by the store: a session that dies before that changes nothing.
+
+Messages go out as stored, minus the store's own headers (Status, X-UID,
+...: they are bookkeeping, and would change between sessions), with CRLF
+line ends and dot-stuffing, exactly as imapd serves them (`served_header`,
+`served_body`).  The octet counts are what RETR sends, from the store's
+index (client size plus one byte per dot-stuffed line), so STAT and LIST
+never read a message.
+
+Only one POP3 session per user at a time (RFC 1939's exclusive maildrop):
+an fcntl lock on a per-user file in the user's state directory, held for
+the session, which never blocks deliveries or imapd.
+"""
+
+import errno
+import fcntl
+import os
+
+from ..store import mailgroup
+from ..store.format import served_body, served_header
+from ..store.mailbox import Mailbox
+
+CHUNK = 1 << 18
+SESSION_LOCK = "pop3.session.lock"
+
+
+class InUse(Exception):
+    """Another POP3 session holds this maildrop."""
+
+
+def state_directory(cfg, user):
+    """Where per-user server state lives: the index directory, else ~/.mailsuite."""
+    template = cfg.mailsuite.index_dir
+    return cfg.expand_user_path(template, user.home) if template else os.path.join(user.home, ".mailsuite")
+
+
+def take_session_lock(cfg, user):
+    """The open fd holding the user's POP3 session lock; InUse if another session has it.
+
+    The lock file lives in the user's state directory; a user without a
+    usable home gets one beside the spool instead, made with the mail group
+    the session holds in reserve for its locks (see mailgroup).
+    """
+    try:
+        directory = state_directory(cfg, user)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        path = os.path.join(directory, SESSION_LOCK)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:
+        spool_dir, name = os.path.split(user.spool)
+        with mailgroup.enabled():
+            fd = os.open(os.path.join(spool_dir, f".{name}.pop3.lock"),
+                         os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            raise InUse() from None
+        raise
+    return fd
+
+
+class Changed(Exception):
+    """The spool was rewritten by someone else in a way that makes our message numbers unsafe."""
+
+
+def _identity(msg):
+    """What must not change under a UID: its envelope line and body length."""
+    return msg.from_line, msg.end - msg.body
+
+
+class Maildrop:
+    """The session's snapshot of one spool; message numbers are 1-based."""
+
+    def __init__(self, mailbox, index):
+        self.mailbox = mailbox
+        self.messages = index.messages
+        self.uidvalidity = index.uidvalidity
+        self.deleted = set()          # message numbers
+        self.retrieved = set()
+
+    @classmethod
+    def open(cls, cfg, user):
+        """Snapshot USER's spool, giving new messages their UIDs; an absent spool is empty."""
+        mailbox = Mailbox(user.spool, cfg, owner=user)
+        if not mailbox.exists:
+            return cls(mailbox, mailbox.scan())
+        with mailbox.locked():
+            index = mailbox.scan()
+            if not index.uidvalidity or not all(m.uid for m in index.messages):
+                index = mailbox.sync()
+        return cls(mailbox, index)
+
+    def close(self):
+        self.mailbox.close()
+
+    # --- the listing -----------------------------------------------------
+
+    def message(self, number):
+        """The Message numbered NUMBER (not deleted), or None."""
+        if 1 <= number <= len(self.messages) and number not in self.deleted:
+            return self.message_at(number)
+        return None
+
+    def message_at(self, number):
+        return self.messages[number - 1]
+
+    def live_numbers(self):
+        return [n for n in range(1, len(self.messages) + 1) if n not in self.deleted]
+
+    def uidl(self, number):
+        """Dovecot's default pop3_uidl_format, %08Xu%08Xv, which Dovecot prints in lower case."""
+        return f"{self.message_at(number).uid:08x}{self.uidvalidity:08x}"
+
+    def listing(self, field):
+        """'N VALUE' for every live message, FIELD being octets or uidl: LIST and UIDL without arguments."""
+        if field == "uidl":
+            suffix = f"{self.uidvalidity:08x}"
+            return [f"{n} {self.message_at(n).uid:08x}{suffix}" for n in self.live_numbers()]
+        return [f"{n} {self.octets(n)}" for n in self.live_numbers()]
+
+    def octets(self, number):
+        """Exactly the bytes RETR sends before the final '.' line: the client size plus dot-stuffing."""
+        msg = self.message_at(number)
+        return msg.client_size + msg.dot_lines
+
+    def stat(self):
+        numbers = self.live_numbers()
+        return len(numbers), sum(self.octets(n) for n in numbers)
+
+    # --- sending ---------------------------------------------------------
+
+    def send(self, number, write, body_lines=None):
+        """Write message NUMBER on the wire through WRITE; with BODY_LINES, its header and that many body lines (TOP)."""
+        msg = self.message_at(number)
+        write(dot_stuff(served_header(self.mailbox.read(msg, msg.header, msg.body))))
+        chunks = _chunks(self.mailbox, msg) if body_lines is None else _first_lines(self.mailbox, msg, body_lines)
+        for chunk in chunks:
+            write(dot_stuff(served_body(chunk)))
+
+    # --- QUIT ------------------------------------------------------------
+
+    def _changes(self):
+        """Whether QUIT has anything to write: deletions, or flags the snapshot does not have yet."""
+        return bool(self.deleted) or any("R" not in self.message_at(n).flags for n in self.retrieved) \
+            or any("O" not in m.flags for m in self.messages)
+
+    def commit(self):
+        """UPDATE state: expunge deleted messages, mark the others old and retrieved ones read; durable on return.
+
+        Flags are merged into the current ones under the lock, so what an
+        IMAP session changed meanwhile is kept; a deleted message is removed
+        only if it is still the message the client saw.
+        """
+        if not self.messages or not self._changes():
+            return
+        deleted = {m.uid: _identity(m) for m in map(self.message_at, self.deleted)}
+        retrieved = {self.message_at(n).uid for n in self.retrieved}
+        last_uid = self.messages[-1].uid         # UIDs ascend: the snapshot is every uid up to this one
+        self.messages = []                       # let the snapshot go before the store builds its indexes
+        with self.mailbox.locked():
+            current = self.mailbox.scan()
+            if current.uidvalidity != self.uidvalidity:
+                raise Changed("the mailbox was renumbered during the session")
+            flags = {}
+            for m in current.messages:
+                if m.uid > last_uid or not m.uid:
+                    break
+                if m.uid in deleted:
+                    if _identity(m) != deleted[m.uid]:
+                        raise Changed(f"message uid {m.uid} changed during the session")
+                    continue
+                wanted = m.flags | {"O"} | ({"R"} if m.uid in retrieved else set())
+                if wanted != m.flags:
+                    flags[m.uid] = (frozenset(wanted), m.keywords)
+            del current
+            self.mailbox.sync(flags=flags, expunge=deleted)
+
+
+def dot_stuff(data):
+    """RFC 1939 byte-stuffing for CRLF text that starts at a line start."""
+    data = data.replace(b"\n.", b"\n..")
+    return b"." + data if data.startswith(b".") else data
+
+
+def _chunks(mailbox, msg):
+    """The body in line-aligned chunks, read as it is sent (bounded memory); the last ends with a newline."""
+    carry = b""
+    with mailbox.open_range(msg, msg.body, msg.end) as f:
+        while block := f.read(CHUNK):
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            carry = block[cut:]
+            if cut:
+                yield block[:cut]
+    if carry:
+        yield carry + b"\n"
+
+
+def _first_lines(mailbox, msg, count):
+    """The first COUNT lines of the body (TOP)."""
+    if count <= 0:
+        return
+    for chunk in _chunks(mailbox, msg):
+        lines = chunk.count(b"\n")
+        if lines >= count:
+            cut = -1
+            for _ in range(count):
+                cut = chunk.index(b"\n", cut + 1)
+            yield chunk[:cut + 1]
+            return
+        yield chunk
+        count -= lines
