@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import need, program
+from conftest import need, program, subjects
 from pop3lib import Pop3d, deliver_to, message
 
 
@@ -30,10 +30,6 @@ def fetchmail(sandbox, server, tmp_path, *options):
     # fetchmail exits 1 when there was no mail
     assert done.returncode in (0, 1), done.stderr.decode()
     return done
-
-
-def subjects(path):
-    return [m["Subject"] for m in mailbox.mbox(path)]
 
 
 def test_keep_then_fetch_all_and_delete(sandbox, server, tmp_path):

@@ -12,11 +12,13 @@ import sys
 import syslog
 
 _FORMAT = "%(name)s[%(process)d]: %(message)s"
+_program_logger = None
 
 
 def setup(cfg, program):
     """The program's logger, configured once per process."""
-    logger = logging.getLogger(program)
+    global _program_logger
+    logger = _program_logger = logging.getLogger(program)
     if logger.handlers:
         return logger
     logger.propagate = False
@@ -27,6 +29,11 @@ def setup(cfg, program):
         handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
     logger.addHandler(handler)
     return logger
+
+
+def current():
+    """The running program's logger, for library code (the store) that has none passed to it."""
+    return _program_logger or logging.getLogger("mailsuite")
 
 
 class _SyslogHandler(logging.Handler):
