@@ -1,21 +1,31 @@
-"""Kill the store at every write it makes; the next process must find a whole mailbox.
+"""Kill the store at every change it makes to a file; the next process must find a whole mailbox.
 
-A child process runs the real code with `fileio.pwrite_all` wrapped to SIGKILL
-itself just before its k-th write (k = 1, 2, ...), until a run gets through
-unharmed.  After each kill the next process to take the lock must see
-either the mailbox before the operation or after it, never a mixture, and
-Python's mailbox module must parse it.
+A child process runs the real code with every write the store makes
+(`fileio.pwrite_all`, and the truncations, renames and unlinks of the
+mailbox, its crash records and its dotlock) wrapped to SIGKILL itself at
+the k-th one (k = 1, 2, ...; half of a write reaches the file first),
+until a run gets through unharmed.  After each kill, optionally, another
+program appends a message as it would after the crash (procmail, or
+dovecot-lda); then the next process to take the lock must see the mailbox
+either before the operation or after it, never a mixture, with the other
+program's message whole and last, the UIDs of the messages it kept
+unchanged, and no crash record left behind.
 """
 
 import os
+import pwd
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 import peers
-from conftest import REPO, subjects
+from conftest import REPO, Sandbox, subjects
+from imap_support import Dovecot, chown_tree
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 
 CHILD = """
@@ -24,83 +34,242 @@ sys.path.insert(0, {lib!r})
 from mailsuite import config, fileio
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
 from mailsuite.users import UserDB
-fileio.CHUNK = 512                    # many small writes: many places to die
+fileio.CHUNK = 2048                   # many small writes: many places to die
 kill_at = int(sys.argv[1])
-real = fileio.pwrite_all
 count = 0
-def dying_write(fd, data, offset):
-    global count
-    count += 1
-    if count == kill_at:
-        real(fd, data[:len(data) // 2], offset)       # half of this write reaches the file
-        os.kill(os.getpid(), signal.SIGKILL)
-    real(fd, data, offset)
-fileio.pwrite_all = dying_write
+def dying(real, half=False):
+    def change(*args, **kwargs):
+        global count
+        count += 1
+        if count == kill_at:
+            if half:
+                real(args[0], args[1][:len(args[1]) // 2], args[2])      # half of this write reaches the file
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(*args, **kwargs)
+    return change
+fileio.pwrite_all = dying(fileio.pwrite_all, half=True)
+for name in ("truncate", "rename", "unlink"):
+    setattr(fileio, name, dying(getattr(fileio, name, None) or getattr(os, "ftruncate" if name == "truncate" else name)))
 cfg = config.load({conf!r})
 user = UserDB(cfg).lookup("alice")
+def uids():
+    with open_spool(cfg, user) as box:
+        return [m.uid for m in box.scan().messages]
 {action}
 """
 
-APPEND = """
-body = b"".join(b"line %d of a long message\\n" % i for i in range(400))
+DELIVER = """
+body = b"".join(b"line %d of a long message\\n" % i for i in range(300))
 prepared = prepare_bytes(b"Subject: new\\n\\n" + body)
 deliver(cfg, user, prepared, sender="s@example.org")
 """
 
-EXPUNGE = """
+IMAP_APPEND = """
+body = b"".join(b"From line %d, not quoted\\n" % i for i in range(150))
 with open_spool(cfg, user) as box, box.locked():
-    box.sync(expunge={2, 5}, flags={3: (frozenset("RF"), tuple("kw%d" % i for i in range(40)))})
+    box.append(b"Subject: new\\r\\n\\r\\n" + body.replace(b"\\n", b"\\r\\n"), sender="s@example.org", assign_uid=True)
 """
 
+EXPUNGE = """
+u = uids()
+with open_spool(cfg, user) as box, box.locked():
+    box.sync(expunge={u[1], u[4]}, flags={u[2]: (frozenset("RF"), tuple("kw%d" % i for i in range(40)))})
+"""
+
+EMPTY = """
+u = uids()
+with open_spool(cfg, user) as box, box.locked():
+    box.sync(expunge=set(u))
+"""
+
+RECOVER = """
+with open_spool(cfg, user) as box, box.locked():
+    box.scan()
+"""
+
+SIX = [f"m{i}" for i in range(1, 7)]
+CASES = {
+    "deliver": (DELIVER, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
+    "imap-append": (IMAP_APPEND, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
+    "expunge": (EXPUNGE, SIX, ["m1", "m3", "m4", "m6"]),
+    "empty": (EMPTY, ["m1", "m2"], []),
+}
+FOREIGN_BODY = b"".join(b"foreign line %d\n" % i for i in range(40)) + b"\nFrom x Thu Nov 29 22:33:52 2001\nend\n"
 
 
+class Harness:
+    """A sandbox, the child that dies, and the checks after each death."""
 
-def fill(sandbox, count):
-    for i in range(1, count + 1):
-        prepared = prepare_bytes(b"Subject: m%d\n\n" % i + b"text %d\n" % i * 50)
-        deliver(sandbox.cfg, sandbox.user("alice"), prepared, sender="s@example.org")
-        prepared.close()
-    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
-        box.sync()
+    def __init__(self, directory, *, as_user=None, lib=None):
+        self.sandbox = Sandbox(os.path.join(directory, "sb"))
+        self.as_user = as_user
+        self.lib = lib or str(REPO / "lib")
+        self.directory = directory
 
+    def fill(self, subjects_):
+        sb = self.sandbox
+        sb.clear_spools()
+        for subject in subjects_:
+            prepared = prepare_bytes(b"Subject: %s\n\n" % subject.encode() + b"text of %s\n" % subject.encode() * 40)
+            deliver(sb.cfg, sb.user("alice"), prepared, sender="s@example.org")
+            prepared.close()
+        with open_spool(sb.cfg, sb.user("alice")) as box, box.locked():
+            index = box.sync()
+        if self.as_user:
+            chown_tree(self.directory, self.as_user)
+        return {subject_of(box_read(sb, m)): m.uid for m in index.messages}
 
-def run_child(sandbox, action, kill_at):
-    script = CHILD.format(lib=str(REPO / "lib"), conf=sandbox.conf, action=action)
-    return subprocess.run([sys.executable, "-c", script, str(kill_at)], capture_output=True, timeout=60)
-
-
-def recover(sandbox):
-    """What the next process sees once it has taken the lock."""
-    with open_spool(sandbox.cfg, sandbox.user("alice")) as box, box.locked():
-        return box.scan()
-
-
-@pytest.mark.parametrize("action, before, after", [
-    (APPEND, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
-    (EXPUNGE, [f"m{i}" for i in range(1, 7)], ["m1", "m3", "m4", "m6"]),
-])
-def test_sigkill_at_every_write(sandbox, action, before, after):
-    outcomes = set()
-    for kill_at in range(1, 500):
-        sandbox.clear_spools()
-        fill(sandbox, len(before))
-        original = sandbox.spool("alice").read_bytes()
-        done = run_child(sandbox, action, kill_at)
+    def run(self, action, kill_at):
+        script = CHILD.format(lib=self.lib, conf=self.sandbox.conf, action=action)
+        prefix = []
+        python = sys.executable
+        if self.as_user:
+            entry = pwd.getpwnam(self.as_user)
+            prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
+            python = peers.require("system-python")
+        done = subprocess.run(prefix + [python, "-c", script, str(kill_at)], capture_output=True, timeout=60,
+                              cwd=self.directory)
         killed = done.returncode == -signal.SIGKILL
-        assert killed or done.returncode == 0, done.stderr
-        index = recover(sandbox)
-        got = subjects(sandbox.spool("alice"))
-        assert got in (before, after), (kill_at, got)
-        assert len(index.messages) == len(got)
-        if got == before and action is APPEND:
-            assert sandbox.spool("alice").read_bytes() == original
+        assert killed or done.returncode == 0, done.stderr.decode()
+        return killed
+
+    def recover(self):
+        """The mailbox as the next process sees it once it has the lock: (subjects, uids by subject)."""
+        sb = self.sandbox
+        with open_spool(sb.cfg, sb.user("alice")) as box, box.locked():
+            index = box.scan()
+            found = [(subject_of(box.read(m)), m) for m in index.messages]
+        return [s for s, _ in found], {s: m.uid for s, m in found}, {s: m for s, m in found}
+
+    def leftovers(self):
+        """Crash records still there (a dead process's dotlock and its temporary file are stale, and harmless)."""
+        places = [self.sandbox.dir / "spool", self.sandbox.home("alice") / ".mailsuite"]
+        return [p.name for place in places if place.exists() for p in place.iterdir()
+                if re.search(r"\.(append|journal)", p.name)]
+
+
+def subject_of(raw):
+    found = re.search(rb"^Subject: (.*)$", raw, re.M)
+    return found.group(1).decode() if found else None
+
+
+def box_read(sb, m):
+    with open_spool(sb.cfg, sb.user("alice")) as box:
+        return box.read(m)
+
+
+def procmail_appends(harness, tmp_path):
+    """procmail delivers, as it would once our dead process's dotlock has gone stale."""
+    procmail = peers.require("procmail")
+    spool = harness.sandbox.spool("alice")
+    _remove_stale_dotlock(spool)
+    os.utime(spool, (0, os.stat(spool).st_mtime))      # read long ago: procmail need not wait to mark new mail
+    rc = tmp_path / "procmailrc"
+    rc.write_text(f":0:\n{spool}\n")
+    message = b"From f@example.org Mon Jan  1 00:00:00 2024\nSubject: foreign\n\n" + FOREIGN_BODY
+    done = subprocess.run([procmail, "-m", str(rc)], input=message, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return FOREIGN_BODY.replace(b"\nFrom x", b"\n>From x")
+
+
+def dovecot_appends(harness, tmp_path):
+    """dovecot-lda delivers (with Content-Length, and the body's From_ line left as it is)."""
+    lda = peers.require("dovecot-lda")
+    sb = harness.sandbox
+    _remove_stale_dotlock(sb.spool("alice"))
+    dovecot = Dovecot(sb, run_as=harness.as_user)
+    entry = pwd.getpwnam(harness.as_user)
+    done = subprocess.run(["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--",
+                           lda, "-c", str(dovecot.conf), "-f", "f@example.org"],
+                          input=b"Subject: foreign\n\n" + FOREIGN_BODY, env=dovecot.env, capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    shutil.rmtree(dovecot.dir)
+    return FOREIGN_BODY
+
+
+def _remove_stale_dotlock(spool):
+    try:
+        os.unlink(str(spool) + ".lock")
+    except FileNotFoundError:
+        pass
+
+
+def kill_everywhere(harness, case, foreign=None, tmp_path=None):
+    """Kill the operation at each of its changes in turn; check what the next process finds each time."""
+    action, before, after = CASES[case]
+    outcomes = set()
+    for kill_at in range(1, 400):
+        uids = harness.fill(before)
+        original = harness.sandbox.spool("alice").read_bytes()
+        killed = harness.run(action, kill_at)
+        foreign_body = foreign(harness, tmp_path) if foreign else None
+        got, now, messages = harness.recover()
+        tail = ["foreign"] if foreign else []
+        assert got in (before + tail, after + tail), (kill_at, got)
+        assert all(now[s] == uids[s] for s in got if s in uids), (kill_at, "UIDs changed", uids, now)
+        if foreign:
+            with open_spool(harness.sandbox.cfg, harness.sandbox.user("alice")) as box:
+                msg = messages["foreign"]
+                assert box.read(msg, msg.body, msg.end) == foreign_body, kill_at
+        elif got == before and case == "deliver":
+            assert harness.sandbox.spool("alice").read_bytes() == original, kill_at
+        assert harness.leftovers() == [], (kill_at, harness.leftovers())
         outcomes.add(tuple(got))
         if not killed:
             break
     else:
         pytest.fail("the operation never completed")
     assert kill_at > 3                     # it really was killed at several points
-    assert tuple(after) in outcomes
+    assert tuple(after + (["foreign"] if foreign else [])) in outcomes
+    return kill_at
+
+
+@pytest.fixture
+def harness(tmp_path):
+    return Harness(str(tmp_path))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_sigkill_at_every_change(harness, case):
+    kill_everywhere(harness, case)
+
+
+@pytest.mark.parametrize("case", ["deliver", "imap-append", "expunge"])
+def test_procmail_appends_between_the_crash_and_the_recovery(harness, tmp_path, case):
+    kill_everywhere(harness, case, procmail_appends, tmp_path)
+
+
+@pytest.fixture
+def nobody_harness(world_readable_dir):
+    """A harness whose files and processes are nobody's (Dovecot will not deliver as root)."""
+    if os.geteuid() != 0:
+        return Harness(tempfile.mkdtemp(dir=world_readable_dir), lib=os.path.join(world_readable_dir, "lib"))
+    directory = tempfile.mkdtemp(dir=world_readable_dir)
+    os.chmod(directory, 0o755)
+    return Harness(directory, as_user="nobody", lib=os.path.join(world_readable_dir, "lib"))
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("case", ["deliver", "expunge"])
+def test_dovecot_lda_appends_between_the_crash_and_the_recovery(nobody_harness, tmp_path, case):
+    kill_everywhere(nobody_harness, case, dovecot_appends, tmp_path)
+
+
+def test_killed_recovery_is_finished_by_the_next(harness):
+    """The recovery is itself killed at each of its changes, after each point the expunge can die at."""
+    action, before, after = CASES["expunge"]
+    for first in range(1, 400):
+        harness.fill(before)
+        if not harness.run(action, first):
+            break
+        for second in range(1, 400):
+            if not harness.run(RECOVER, second):
+                break
+        got, _, _ = harness.recover()
+        assert got in (before, after), (first, second, got)
+        assert harness.leftovers() == [], (first, second)
+    assert first > 3
 
 
 @pytest.mark.root

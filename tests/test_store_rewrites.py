@@ -1,0 +1,124 @@
+"""Other programs rewrite the spool under our sessions: nothing is written at a stale offset, nothing read from one.
+
+mutt rewrites an mbox in place and sets its mtime back; another IMAP
+client, `mail` or POP3 session expunges; a delivery runs meanwhile.  Every
+session of ours must notice (the index key includes the ctime, which no
+program can set back, and the bytes at an offset are checked before they
+are written or served) and find its messages again.
+"""
+
+import os
+import poplib
+import re
+import time
+
+import pexpect
+import pytest
+
+from imap_support import imapd
+from mailsuite.deliver import open_spool
+from tmux import mutt
+
+MUTT_SETTINGS = "set resolve=no\nset mark_old=no\nset wait_key=no\nset beep=no\n"
+
+
+def deliver_three(sandbox):
+    for subject in ("one", "two", "three"):
+        sandbox.deliver("alice", b"Subject: %s\nMessage-ID: <%s@example.org>\n\nbody of %s\n" % ((subject.encode(),) * 3))
+
+
+def flag_with_mutt(sandbox, *moves):
+    """mutt toggles \\Flagged on the messages reached by MOVES (keys before each F), syncs and quits."""
+    session = mutt(sandbox.spool("alice"), sandbox.home("alice"), readonly=False, settings=MUTT_SETTINGS)
+    try:
+        session.wait_for(lambda text: "three" in text)
+        for move in moves:
+            if move:
+                session.keys(move)
+            session.keys("F")
+        before = os.stat(sandbox.spool("alice")).st_ctime_ns
+        session.keys("$")
+        deadline = time.monotonic() + 20
+        while os.stat(sandbox.spool("alice")).st_ctime_ns == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        session.keys("q")
+    finally:
+        session.close()
+
+
+def flags_by_subject(sandbox):
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        index = box.scan()
+        return {re.search(rb"Subject: (\w+)", box.read(m)).group(1).decode(): (m.uid, "".join(sorted(m.flags)))
+                for m in index.messages}
+
+
+def test_same_size_mutt_rewrite_with_its_mtime_set_back_under_an_open_session(sandbox):
+    """mutt moves \\Flagged from message 1 to message 2: same size, same mtime; our STORE must not write blind."""
+    deliver_three(sandbox)
+    session = imapd(sandbox)
+    try:
+        session.select("INBOX")
+        flag_with_mutt(sandbox, "")                          # first sync: mutt's own headers, and its mtime
+        session.noop()
+        before = os.stat(sandbox.spool("alice"))
+        flag_with_mutt(sandbox, "", "j")                      # unflag 1, flag 2
+        after = os.stat(sandbox.spool("alice"))
+        assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+        typ, _ = session.uid("STORE", "2", "+FLAGS", r"(\Seen)")
+        assert typ == "OK"
+        session.logout()
+    finally:
+        session.shutdown()
+    text = sandbox.spool("alice").read_bytes()
+    assert text.count(b"\nMessage-ID: <") == 3 and b"Message-ID:Status" not in text
+    assert flags_by_subject(sandbox) == {"one": (1, "O"), "two": (2, "FOR"), "three": (3, "O")}
+
+
+def test_pop3_serves_the_right_bytes_after_another_program_expunged(sandbox):
+    """The snapshot's offsets are stale: RETR finds each message again, by UID, with the octets it announced."""
+    from pop3lib import Pop3d, wire_octets
+    for n, size in ((1, 30), (2, 5), (3, 12), (4, 1)):
+        sandbox.deliver("alice", b"Subject: pop%d\n\n" % n + b"line of message %d\n" % n * size)
+    server = Pop3d(sandbox)
+    try:
+        pop = server.client("alice")
+        other = imapd(sandbox)
+        other.select("INBOX")
+        other.store("1", "+FLAGS", r"(\Deleted)")
+        other.expunge()
+        other.logout()
+        response, lines, _ = pop.retr(3)
+        assert b"Subject: pop3" in lines and lines.count(b"line of message 3") == 12
+        assert int(response.split()[1]) == wire_octets(lines)
+        with pytest.raises(poplib.error_proto, match="removed by another program"):
+            pop.retr(1)
+        pop.dele(2)
+        assert pop.quit().startswith(b"+OK")
+    finally:
+        server.stop()
+    assert list(flags_by_subject(sandbox)) == ["pop3", "pop4"]
+
+
+def test_mail_shows_the_right_message_when_another_one_took_its_place(mail_sandbox):
+    """Same size, same From_ line: after another program's expunge, message 3 sits where message 2 was."""
+    from mailsuite import config
+    from mailsuite.mbox import Mailbox
+    sb = mail_sandbox
+    sb.spool().write_bytes(b"".join(b"From bob@localhost Mon Nov 30 02:02:04 2026\nSubject: same size %d\n"
+                                    b"Message-ID: <m%d@example.org>\n\nbody number %d\n\n" % (n, n, n)
+                                    for n in (1, 2, 3)))
+    store = Mailbox(str(sb.spool()), config.load(sb.conf))
+    with store.locked():
+        uids = [m.uid for m in store.sync().messages]
+    child = sb.spawn()
+    child.expect(r"\? ")
+    with store.locked():                                 # the other client drops message 1
+        store.sync(expunge=[uids[0]])
+    store.close()
+    child.sendline("p 2")
+    child.expect("body number [23]")
+    assert child.after == "body number 2"
+    child.expect(r"\? ")
+    child.sendline("x")
+    child.expect(pexpect.EOF)
