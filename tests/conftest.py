@@ -108,6 +108,25 @@ def sandbox(tmp_path):
 
 
 @pytest.fixture
+def shared_sandbox():
+    """A sandbox Dovecot may use too: in a directory anyone can reach, owned by nobody when we are root.
+
+    Dovecot refuses to serve mail as root, so then both servers (and
+    mail.local) run as nobody: see imap_support.RUN_AS.
+    """
+    import tempfile
+    from imap_support import RUN_AS, chown_tree
+    directory = tempfile.mkdtemp(prefix="mailsuite-shared-")
+    os.chmod(directory, 0o755)
+    box = Sandbox(os.path.join(directory, "sb"))
+    box.clear_spools()
+    if RUN_AS:
+        chown_tree(directory, RUN_AS)
+    yield box
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
 def mail_sandbox(tmp_path):
     """A sandbox for mail(1) tests whose sendmail records what it is handed (see mail_harness.py)."""
     from mail_harness import MailSandbox

@@ -10,12 +10,14 @@ are written or served) and find its messages again.
 import os
 import poplib
 import re
+import subprocess
+import sys
 import time
 
 import pexpect
 import pytest
 
-from imap_support import imapd
+from imap_support import RawClient, imapd
 from mailsuite.deliver import open_spool
 from tmux import mutt
 
@@ -122,3 +124,74 @@ def test_mail_shows_the_right_message_when_another_one_took_its_place(mail_sandb
     child.expect(r"\? ")
     child.sendline("x")
     child.expect(pexpect.EOF)
+
+
+def test_no_phantom_expunge_while_another_program_rewrites_the_file(sandbox):
+    """An IMAP session polls while another program is half-way through copying a rewritten file into place.
+
+    The other program grows the first message (as a flag change that outgrows
+    its padding does), so every later message moves up; it stops half-way,
+    holding its locks.  A refresh that read the file now would miss the
+    messages between the copied part and the old one and announce them
+    expunged; ours waits for the lock and announces nothing.
+    """
+    for n in range(40):
+        sandbox.deliver("alice", b"Subject: filler %d\n\n" % n + b"line of filler\n" * 20)
+    session = RawClient(sandbox)
+    session.send(b"s SELECT INBOX")
+    session.wait_for(b"s OK")
+    uids = fetch_uids(session, b"1:*")
+    writer = subprocess.Popen([sys.executable, "-c", HALF_WAY_REWRITE, str(sandbox.spool("alice"))],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert writer.stdout.readline() == b"half-way\n"
+        session.send(b"n NOOP")
+        answered = session.wait_for(b"n OK", timeout=2, missing_ok=True)     # the old code answered here
+        writer.stdin.write(b"go on\n")
+        writer.stdin.close()
+        assert writer.wait(timeout=60) == 0
+        text = answered or session.wait_for(b"n OK")
+        gone = [uids[int(n) - 1] for n in re.findall(rb"\* (\d+) EXPUNGE", text)]
+        uids, more = noop(session, [u for u in uids if u not in gone])
+    finally:
+        session.send(b"z LOGOUT")
+        session.close()
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        present = [m.uid for m in box.scan().messages]
+    assert gone + more == [] and uids == present
+
+
+HALF_WAY_REWRITE = """
+import fcntl, os, sys
+path = sys.argv[1]
+fd = os.open(path, os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+lock = os.open(path + ".lock", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(lock, b"%d\\n" % os.getpid())
+data = os.pread(fd, os.fstat(fd).st_size, 0)
+new = data.replace(b"Subject: filler 0\\n", b"Subject: filler 0\\nX-Grown: " + b"y" * 3000 + b"\\n", 1)
+os.pwrite(fd, new[:len(new) // 2], 0)
+print("half-way", flush=True)
+sys.stdin.readline()
+os.pwrite(fd, new[len(new) // 2:], len(new) // 2)
+os.fsync(fd)
+os.unlink(path + ".lock")
+"""
+
+
+def fetch_uids(session, sequence):
+    session.send(b"f UID FETCH " + sequence + b" (UID)")
+    return [int(u) for u in re.findall(rb"UID (\d+)", session.wait_for(b"f OK"))]
+
+
+def noop(session, uids):
+    """Bring UIDS up to date with a NOOP; the UIDs it announced expunged."""
+    session.send(b"n NOOP")
+    text = session.wait_for(b"n OK")
+    expunged = []
+    for number, kind in re.findall(rb"\* (\d+) (EXPUNGE|EXISTS)", text):
+        if kind == b"EXPUNGE":
+            expunged.append(uids.pop(int(number) - 1))
+        elif int(number) > len(uids):
+            uids = uids + fetch_uids(session, b"%d:*" % ((uids[-1] if uids else 0) + 1))
+    return uids, expunged

@@ -443,6 +443,19 @@ class Mailbox:
                 prepared.close()
         return uid
 
+    def start_uid_state(self):
+        """Give an empty file its own UIDVALIDITY now, in a pseudo-message (a folder made by IMAP CREATE).
+
+        A new folder then has a UIDVALIDITY no earlier folder of that name
+        had (RFC 3501 2.3.1.1), which Dovecot reads too.  Caller holds locked().
+        """
+        self._require_lock()
+        if os.fstat(self.fd).st_size:
+            return
+        imapbase = (self.new_uidvalidity(), 0, ())
+        self._write_appended(0, _pseudo_message(imapbase, self.cfg.delivery.header_padding), _NoBody, b"\n")
+        self._memo = None
+
     def _write_appended(self, old_size, head, prepared, trailer):
         """The append itself: record, the file extended to its final size, the bytes, fsync; undone on error."""
         after = old_size + len(head) + prepared.body_size + len(trailer)
@@ -661,6 +674,17 @@ class MessageCopies:
         if self._spool is not None:
             self._spool.close()
             self._spool = None
+
+
+class _NoBody:
+    """The body of a message written whole as its head (the pseudo-message)."""
+
+    body_size = 0
+    body_crc = 0
+
+    @staticmethod
+    def body_chunks():
+        return ()
 
 
 def _key(st):

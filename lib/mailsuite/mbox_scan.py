@@ -332,16 +332,17 @@ def scan_range(fd, start, size):
         header = min(line_end + 1, size)
         blank = window.find(b"\n\n", header - 1, size) if header < size else -1
         is_first = not messages and start == 0
-        sep = _separator(window, header, size if blank < 0 else blank + 2)
+        facts = _header_facts(window, header, blank + 1, is_first) if blank >= 0 else None
+        found = _trusted_length(window, blank + 2, facts.content_length, size) if facts else None
+        sep = -1 if found else _separator(window, header, size if blank < 0 else blank + 2)
         if sep >= 0 or blank < 0:           # no blank line: the header runs to the next message or the end
             body = end = sep if sep >= 0 else _content_end(window, header, size)
             next_start = sep + 1 if sep >= 0 else size
-            facts = _header_facts(window, header, end, is_first)
+            if facts is None or end != blank + 1:
+                facts = _header_facts(window, header, end, is_first)
             blank_line = False
         else:
             body = blank + 2
-            facts = _header_facts(window, header, blank + 1, is_first)
-            found = _trusted_length(window, body, facts.content_length, size)
             if found is None:
                 sep = _separator(window, body, size)
                 found = (sep, sep + 1) if sep >= 0 else (_content_end(window, header, size), size)
