@@ -17,7 +17,7 @@ import time
 import pexpect
 import pytest
 
-from imap_support import RawClient, imapd
+from imap_support import RawClient, imapd, imapd_command
 from mailsuite.deliver import open_spool
 from tmux import mutt
 
@@ -195,3 +195,48 @@ def noop(session, uids):
         elif int(number) > len(uids):
             uids = uids + fetch_uids(session, b"%d:*" % ((uids[-1] if uids else 0) + 1))
     return uids, expunged
+
+
+def test_fetch_does_not_hold_the_lock_while_the_client_does_not_read(sandbox):
+    """A client asks for whole messages and stops reading: deliveries to its mailbox still go through."""
+    from pop3lib import configure
+    for n in range(4):
+        sandbox.deliver("alice", b"Subject: big %d\n\n" % n + (b"z" * 999 + b"\n") * 1000)
+    configure(sandbox, {"mailsuite": {"lock_timeout": "3s"}})
+    session = subprocess.Popen(imapd_command(sandbox), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               env=sandbox.env)
+    try:
+        session.stdin.write(b"a SELECT INBOX\r\nb FETCH 1:* (BODY.PEEK[])\r\n")
+        session.stdin.flush()
+        assert wait_until(lambda: pipe_full(session.stdout)), "imapd never filled the pipe"
+        done = sandbox.run("mail.local", "alice", input=b"Subject: while fetching\n\nx\n")
+        assert done.returncode == 0, done.stderr
+        session.stdin.write(b"c LOGOUT\r\n")
+        session.stdin.close()
+        output = session.stdout.read()
+        assert session.wait(timeout=60) == 0
+    finally:
+        if session.poll() is None:
+            session.kill()
+            session.wait()
+    assert output.count(b"Subject: big") == 4 and b"b OK" in output
+    assert list(flags_by_subject(sandbox)).count("while") == 1
+
+
+def pipe_full(pipe):
+    """Whether a pipe is (all but a page) full: its writer is stuck until someone reads."""
+    import array
+    import fcntl
+    import termios
+    count = array.array("i", [0])
+    fcntl.ioctl(pipe.fileno(), termios.FIONREAD, count)
+    return count[0] >= fcntl.fcntl(pipe.fileno(), fcntl.F_GETPIPE_SZ) - 4096
+
+
+def wait_until(predicate, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
