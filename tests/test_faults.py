@@ -16,9 +16,7 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -26,37 +24,8 @@ import pytest
 import peers
 from conftest import REPO, Sandbox, subjects
 from imap_support import Dovecot, chown_tree
+from dying import run_dying
 from mailsuite.deliver import deliver, open_spool, prepare_bytes
-
-CHILD = """
-import os, signal, sys
-sys.path.insert(0, {lib!r})
-from mailsuite import config, fileio
-from mailsuite.deliver import deliver, open_spool, prepare_bytes
-from mailsuite.users import UserDB
-fileio.CHUNK = 2048                   # many small writes: many places to die
-kill_at = int(sys.argv[1])
-count = 0
-def dying(real, half=False):
-    def change(*args, **kwargs):
-        global count
-        count += 1
-        if count == kill_at:
-            if half:
-                real(args[0], args[1][:len(args[1]) // 2], args[2])      # half of this write reaches the file
-            os.kill(os.getpid(), signal.SIGKILL)
-        return real(*args, **kwargs)
-    return change
-fileio.pwrite_all = dying(fileio.pwrite_all, half=True)
-for name in ("truncate", "rename", "unlink"):
-    setattr(fileio, name, dying(getattr(fileio, name, None) or getattr(os, "ftruncate" if name == "truncate" else name)))
-cfg = config.load({conf!r})
-user = UserDB(cfg).lookup("alice")
-def uids():
-    with open_spool(cfg, user) as box:
-        return [m.uid for m in box.scan().messages]
-{action}
-"""
 
 DELIVER = """
 body = b"".join(b"line %d of a long message\\n" % i for i in range(300))
@@ -120,18 +89,7 @@ class Harness:
         return {subject_of(box_read(sb, m)): m.uid for m in index.messages}
 
     def run(self, action, kill_at):
-        script = CHILD.format(lib=self.lib, conf=self.sandbox.conf, action=action)
-        prefix = []
-        python = sys.executable
-        if self.as_user:
-            entry = pwd.getpwnam(self.as_user)
-            prefix = ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
-            python = peers.require("system-python")
-        done = subprocess.run(prefix + [python, "-c", script, str(kill_at)], capture_output=True, timeout=60,
-                              cwd=self.directory)
-        killed = done.returncode == -signal.SIGKILL
-        assert killed or done.returncode == 0, done.stderr.decode()
-        return killed
+        return run_dying(self.lib, self.sandbox.conf, action, kill_at, as_user=self.as_user, cwd=self.directory)
 
     def recover(self):
         """The mailbox as the next process sees it once it has the lock: (subjects, uids by subject)."""
@@ -289,4 +247,5 @@ def test_full_filesystem_is_a_temporary_failure(sandbox, tmp_path):
         assert (mount_point / "alice").read_bytes() == before
         assert subjects(mount_point / "alice") == ["small"]
     finally:
-        subprocess.run(["umount", str(mount_point)])
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(mount_point)])    # a process of a failed test still in it

@@ -126,7 +126,8 @@ def full_disk(sandbox, tmp_path):
             os.close(fd)
         yield mount_point
     finally:
-        subprocess.run(["umount", str(mount_point)])
+        if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode:
+            subprocess.run(["umount", "--lazy", str(mount_point)])    # a process of a failed test still in it
 
 
 @pytest.mark.root

@@ -149,11 +149,16 @@ class Journal:
             raise RecoveryPending(f"{path}: crash record changed while being opened")
         return rfd
 
-    def retire(self, path, rfd=None):
-        """A finished record goes; where we may not remove it, it is emptied (an empty record is done)."""
+    def retire(self, path, rfd=None, *, durable=True):
+        """A finished record goes; where we may not remove it, it is emptied (an empty record is done).
+
+        Not DURABLE (an append that was fsynced whole): a record that comes
+        back after a power cut finds its message whole, and is dropped then.
+        """
         try:
             fileio.unlink(path)
-            fileio.fsync_dir(os.path.dirname(path))
+            if durable:
+                fileio.fsync_dir(os.path.dirname(path))
             return
         except FileNotFoundError:
             return

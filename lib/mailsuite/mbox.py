@@ -471,9 +471,9 @@ class Mailbox:
             os.fsync(self.fd)
         except BaseException:
             _truncate_back(self.fd, old_size)
-            raise
-        finally:
             self.journal.retire(record)
+            raise
+        self.journal.retire(record, durable=False)
 
     # --- rewriting ---------------------------------------------------------------
 
