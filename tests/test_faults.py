@@ -39,6 +39,16 @@ with open_spool(cfg, user) as box, box.locked():
     box.append(b"Subject: new\\r\\n\\r\\n" + body.replace(b"\\n", b"\\r\\n"), sender="s@example.org", assign_uid=True)
 """
 
+FILE_TARGET = """
+import io
+from mailsuite import agents, routing
+body = b"".join(b"line %d of a message for a file\\n" % i for i in range(300))
+result = agents.deliver_target(cfg, routing.Target("file", user.spool), io.BytesIO(b"Subject: new\\n\\n" + body),
+                               sender="s@example.org", recipient="alice@localhost", queue_id="Q")
+if result.status != "sent":             # the child writing the file was killed: so are we
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
 EXPUNGE = """
 u = uids()
 with open_spool(cfg, user) as box, box.locked():
@@ -60,6 +70,7 @@ SIX = [f"m{i}" for i in range(1, 7)]
 CASES = {
     "deliver": (DELIVER, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
     "imap-append": (IMAP_APPEND, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
+    "file-target": (FILE_TARGET, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
     "expunge": (EXPUNGE, SIX, ["m1", "m3", "m4", "m6"]),
     "empty": (EMPTY, ["m1", "m2"], []),
 }
@@ -170,7 +181,7 @@ def kill_everywhere(harness, case, foreign=None, tmp_path=None):
             with open_spool(harness.sandbox.cfg, harness.sandbox.user("alice")) as box:
                 msg = messages["foreign"]
                 assert box.read(msg, msg.body, msg.end) == foreign_body, kill_at
-        elif got == before and case == "deliver":
+        elif got == before and case in ("deliver", "file-target"):
             assert harness.sandbox.spool("alice").read_bytes() == original, kill_at
         assert harness.leftovers() == [], (kill_at, harness.leftovers())
         outcomes.add(tuple(got))
