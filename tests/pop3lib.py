@@ -117,6 +117,7 @@ def fetchmail(sandbox, server, tmp_path, *options):
     rc.chmod(0o600)
     env = dict(sandbox.env, HOME=str(home), FETCHMAILHOME=str(home))
     done = subprocess.run([need("fetchmail"), "-f", str(rc), "--nodetach", "--sslproto", "", "--uidl",
+                           "--pidfile", str(home / "fetchmail.pid"),            # as root: not /var/run's
                            "--mda", f"{program('mail.local')} -C {sandbox.conf} -f %F bob", *options],
                           env=env, capture_output=True, timeout=120)
     # fetchmail exits 1 when there was no mail

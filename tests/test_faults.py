@@ -111,10 +111,11 @@ class Harness:
         return [s for s, _ in found], {s: m.uid for s, m in found}, {s: m for s, m in found}
 
     def leftovers(self):
-        """Crash records still there (a dead process's dotlock and its temporary file are stale, and harmless)."""
+        """Crash records not finished (the append record stays for the next append, marked done by an
+        empty first line; a dead process's dotlock and its temporary file are stale, and harmless)."""
         places = [self.sandbox.dir / "spool", self.sandbox.home("alice") / ".mailsuite"]
         return [p.name for place in places if place.exists() for p in place.iterdir()
-                if re.search(r"\.(append|journal)", p.name)]
+                if re.search(r"\.(append|journal)", p.name) and p.read_bytes()[:1] not in (b"", b"\n")]
 
 
 def subject_of(raw):

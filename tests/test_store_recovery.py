@@ -47,16 +47,17 @@ def test_the_append_record_is_durable_before_the_mailbox_changes(sandbox, monkey
     monkeypatch.setattr(fileio, "pwrite_all", logged("write", fileio.pwrite_all))
     monkeypatch.setattr(fileio, "truncate", logged("truncate", fileio.truncate))
     monkeypatch.setattr(os, "fsync", logged("fsync", os.fsync))
+    monkeypatch.setattr(os, "fdatasync", logged("fsync", os.fdatasync))
     monkeypatch.setattr(os, "write", logged("write", os.write))
+    (sandbox.dir / "spool" / ".alice.append").unlink(missing_ok=True)     # the first append makes it
     prepared = prepare_bytes(b"Subject: durable\n\nbody\n")
     deliver(sandbox.cfg, sandbox.user("alice"), prepared, sender="s@example.org")
     prepared.close()
     order = [e for e in events if e[1] in ("record", "spool dir", "mailbox")]
     first_change = next(i for i, e in enumerate(order) if e[1] == "mailbox")
-    assert ("write", "record") in order[:first_change]
-    assert order.index(("fsync", "record")) < first_change
-    assert order.index(("fsync", "spool dir")) < first_change
-    assert order[-1] == ("fsync", "mailbox")
+    assert order.index(("fsync", "spool dir")) < order.index(("write", "record"))  # the record file, made once
+    assert order.index(("write", "record")) < order.index(("fsync", "record")) < first_change
+    assert order[-2:] == [("fsync", "mailbox"), ("write", "record")]              # marked done once the mail is safe
 
 
 @pytest.fixture
@@ -109,11 +110,11 @@ def test_the_owner_finishes_root_s_killed_delivery_and_root_keeps_what_the_owner
                                b"c APPEND INBOX {%d+}\r\n%s\r\nd LOGOUT\r\n" % (len(mine), mine))
     assert b"* 1 EXISTS" in out and b"Subject: for " in out and b"killed" not in out, out
     assert b"c OK [APPENDUID" in out, out
-    assert record.stat().st_size == 0                             # finished; the owner may not remove it
+    assert record.read_bytes()[:1] == b"\n"                      # finished: marked done
     done = subprocess.run([stage().program("mail.local"), "-C", str(conf), user.name],
                           input=b"Subject: next\n\nnext\n", capture_output=True)
     assert done.returncode == 0, done.stderr
-    assert not record.exists()
+    assert record.read_bytes()[:1] == b"\n"
     spool = (top / "spool" / user.name).read_bytes()
     assert [s for s in re.findall(rb"\nSubject: (\w+)", spool)] == [b"for", b"mine", b"next"]
     assert b"killed delivery" not in spool
@@ -131,7 +132,7 @@ def test_a_record_the_reader_cannot_read_is_a_temporary_failure(debian_spool):
     assert b"-ERR [SYS/TEMP]" in pop.stdout, pop.stdout
     assert record.exists()
     _recover_as_root(conf, user)                                 # root's next delivery finishes it
-    assert (top / "spool" / user.name).read_bytes() == original and not record.exists()
+    assert (top / "spool" / user.name).read_bytes() == original and record.read_bytes()[:1] == b"\n"
 
 
 @pytest.mark.root
@@ -150,7 +151,7 @@ def test_a_record_planted_by_another_user_is_ignored(real_users, kind):
         before = spool.read_bytes()
         st = spool.stat()
         if kind == "append":
-            forged = (b"MAILSUITE-APPEND-2 %d %d 0 %d 0 0 0 0 0a\n" % (st.st_dev, st.st_ino, st.st_size)
+            forged = (b"MAILSUITE-APPEND-2 %d %d 0 %d 0 0 0 0 0a 64\n" % (st.st_dev, st.st_ino, st.st_size)
                       + before[:64])                            # applied, it would cut the whole mailbox
             forged_old = b"APPEND %d %d 0 999999999999\n" % (st.st_dev, st.st_ino)
         else:
@@ -160,6 +161,7 @@ def test_a_record_planted_by_another_user_is_ignored(real_users, kind):
             forged_old = content + (b"MAILSUITE-JOURNAL-1 %d %d 0 %d" % (st.st_dev, st.st_ino, len(content))
                                     ).ljust(127) + b"\n"
         for data in (forged_old, forged):
+            (spool_dir / f".{victim.name}.{kind}").unlink(missing_ok=True)    # as before any delivery made it
             written = attacker.run(["sh", "-c", f"cat > {spool_dir}/.{victim.name}.{kind}"], input=data)
             assert written.returncode == 0, written.stderr
             done = subprocess.run([stage().program("mail.local"), "-C", str(conf), victim.name],
@@ -169,6 +171,5 @@ def test_a_record_planted_by_another_user_is_ignored(real_users, kind):
             now = spool.read_bytes()
             assert now.startswith(before) and b"Subject: third" in now and b"planted" not in now
             before = now
-            (spool_dir / f".{victim.name}.{kind}").unlink(missing_ok=True)     # root may have reused the name
     finally:
         shutil.rmtree(top, ignore_errors=True)

@@ -33,11 +33,12 @@ def flag_with_mutt(sandbox, *moves):
     """mutt toggles \\Flagged on the messages reached by MOVES (keys before each F), syncs and quits."""
     session = mutt(sandbox.spool("alice"), sandbox.home("alice"), readonly=False, settings=MUTT_SETTINGS)
     try:
-        session.wait_for(lambda text: "three" in text)
+        assert "three" in session.wait_for(lambda text: "three" in text), session.screen()
         for move in moves:
             if move:
                 session.keys(move)
             session.keys("F")
+        assert flagged_rows(session.wait_for(lambda text: flagged_rows(text) == 1)) == 1, session.screen()
         before = os.stat(sandbox.spool("alice")).st_ctime_ns
         session.keys("$")
         deadline = time.monotonic() + 20
@@ -46,6 +47,11 @@ def flag_with_mutt(sandbox, *moves):
         session.keys("q")
     finally:
         session.close()
+
+
+def flagged_rows(screen):
+    """Rows of mutt's index marked flagged ("!")."""
+    return sum(1 for line in screen.splitlines() if re.match(r"\s+\d+ .{0,4}!", line))
 
 
 def flags_by_subject(sandbox):

@@ -32,7 +32,8 @@ programs can finish them.  A record that exists but cannot be read or
 retired stops the caller with `RecoveryPending`, a temporary failure:
 going on could build on half a message.  A finished record that cannot be
 removed (root's, in a directory the owner cannot write) is emptied
-instead; an empty record means nothing to do.
+instead; an empty record, or one whose first line is empty, means nothing
+to do.
 
 `roll_forward()` is called by whoever takes the mailbox's write lock,
 before anything else; `pending()` tells a reader that it must do so.
@@ -72,9 +73,10 @@ class AppendRecord:
         self.trailer = trailer
 
     def encode(self, st):
+        prefix = self.head[:PREFIX_SIZE]
         fields = (APPEND_MAGIC, st.st_dev, st.st_ino, self.before, self.after, len(self.head),
-                  zlib.crc32(self.head), self.body_size, self.body_crc, self.trailer.hex().encode())
-        return b" ".join(f if isinstance(f, bytes) else b"%d" % f for f in fields) + b"\n" + self.head[:PREFIX_SIZE]
+                  zlib.crc32(self.head), self.body_size, self.body_crc, self.trailer.hex().encode(), len(prefix))
+        return b" ".join(f if isinstance(f, bytes) else b"%d" % f for f in fields) + b"\n" + prefix
 
 
 class Journal:
@@ -94,17 +96,21 @@ class Journal:
         return places
 
     def pending(self, fd):
-        """Whether a crash record (of any kind, trusted or not) lies where ours would."""
+        """Whether a crash record (of any kind, trusted or not) with something to do lies where ours would."""
         st = os.fstat(fd)
         for kind in KINDS:
             for path, _home in self.paths(kind, st):
                 try:
-                    os.lstat(path)
-                    return True
+                    rfd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
                 except (FileNotFoundError, NotADirectoryError):
                     continue
                 except OSError:
                     return True
+                try:
+                    if os.pread(rfd, 1, 0) not in (b"", b"\n"):
+                        return True
+                finally:
+                    os.close(rfd)
         return False
 
     # --- recovery ------------------------------------------------------------
@@ -114,11 +120,12 @@ class Journal:
         st = os.fstat(fd)
         for kind in KINDS:
             for path, home in self.paths(kind, st):
-                fileio.unlink_quietly(path + ".new")
                 rfd = self._open_record(path, home, st)
                 if rfd is None:
                     continue
                 try:
+                    if os.pread(rfd, 1, 0) in (b"", b"\n"):
+                        continue                # an empty or finished record: nothing was left to finish
                     recover = self._recover_append if kind == "append" else self._recover_tail
                     recover(path, rfd, fd, st)
                 finally:
@@ -149,16 +156,15 @@ class Journal:
             raise RecoveryPending(f"{path}: crash record changed while being opened")
         return rfd
 
-    def retire(self, path, rfd=None, *, durable=True):
-        """A finished record goes; where we may not remove it, it is emptied (an empty record is done).
-
-        Not DURABLE (an append that was fsynced whole): a record that comes
-        back after a power cut finds its message whole, and is dropped then.
-        """
+    def retire(self, path, rfd=None):
+        """A finished record goes; an append record is marked done, one we may not remove is emptied."""
+        if path.endswith(".append"):
+            fileio.pwrite_all(rfd, b"\n", 0)
+            os.fsync(rfd)
+            return
         try:
             fileio.unlink(path)
-            if durable:
-                fileio.fsync_dir(os.path.dirname(path))
+            fileio.fsync_dir(os.path.dirname(path))
             return
         except FileNotFoundError:
             return
@@ -171,16 +177,13 @@ class Journal:
     def _recover_append(self, path, rfd, fd, st):
         head = os.pread(rfd, 512, 0).split(b"\n", 1)[0]
         fields = head.split()
-        if not fields:
-            self.retire(path, rfd)          # an emptied record: done
-            return
-        if len(fields) != 10 or fields[0] != APPEND_MAGIC:
+        if len(fields) != 11 or fields[0] != APPEND_MAGIC:
             log.current().warning("%s: crash record in an unknown format ignored", path)
             self.retire(path, rfd)
             return
         dev, ino, before, after, head_len, head_crc, body_size, body_crc = (int(f) for f in fields[1:9])
         trailer = bytes.fromhex(fields[9].decode())
-        prefix = os.pread(rfd, PREFIX_SIZE, len(head) + 1)
+        prefix = os.pread(rfd, int(fields[10]), len(head) + 1)
         body_at = before + head_len
         if ((st.st_dev, st.st_ino) != (dev, ino) or st.st_size < after      # another file, or never begun
                 or not _written_prefix(os.pread(fd, len(prefix), before), prefix)      # the bytes are another's
@@ -265,16 +268,50 @@ class Journal:
     # --- writing records -----------------------------------------------------
 
     def record_append(self, fd, record):
-        """Write and fsync the record of an append about to happen; returns its path, for `retire`."""
+        """Write and sync the record of an append about to happen; returns its fd, for `appended`."""
         st = os.fstat(fd)
-        path, rfd = self._create("append", st)
+        rfd = self._append_record_file(st)
         try:
             fileio.pwrite_all(rfd, record.encode(st), 0)
-            os.fsync(rfd)
+            os.fdatasync(rfd)
+        except BaseException:
+            os.close(rfd)
+            raise
+        return rfd
+
+    @staticmethod
+    def appended(rfd):
+        """The append is done (fsynced, or undone): mark its record so.
+
+        Not synced: a record that comes back after a power cut finds its
+        message whole (or its region gone) and is marked done then.
+        """
+        try:
+            fileio.pwrite_all(rfd, b"\n", 0)
         finally:
             os.close(rfd)
-        fileio.fsync_dir(os.path.dirname(path))
-        return path
+
+    def _append_record_file(self, st):
+        """The append record file, made once (with a directory fsync) and kept: the first place we may use."""
+        errors = []
+        for path, home in self.paths("append", st):
+            try:
+                if home:
+                    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                try:
+                    return self._create_at(path, st, replace=False)[1]
+                except FileExistsError:
+                    pass
+                rfd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+                if _distrust(os.fstat(rfd), st) is None:
+                    return rfd
+                os.close(rfd)
+                if os.geteuid() == 0:                   # another user's file where ours goes: ours now
+                    return self._create_at(path, st)[1]
+                errors.append(f"{path}: not ours to use")
+            except OSError as exc:
+                errors.append(f"{path}: {exc.strerror}")
+        raise OSError(errno.EACCES, "cannot create a crash record: " + "; ".join(errors))
 
     def begin_tail(self, fd):
         """A new, empty tail journal: (path, fd).  Write the new tail from offset 0."""
@@ -302,12 +339,21 @@ class Journal:
                 errors.append(f"{path}: {exc.strerror}")
         raise OSError(errno.EACCES, "cannot create a crash record: " + "; ".join(errors))
 
-    def _create_at(self, path, st):
-        """A fresh record file at PATH, belonging to the mailbox's owner."""
-        fileio.unlink_quietly(path)
+    def _create_at(self, path, st, *, replace=True):
+        """A fresh record file at PATH (in place of what was there with REPLACE), belonging to the mailbox's owner.
+
+        Its directory is fsynced, so the file is there after a power cut.
+        """
+        if replace:
+            fileio.unlink_quietly(path)
         rfd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        if os.geteuid() == 0 and st.st_uid != 0:
-            os.fchown(rfd, st.st_uid, -1)
+        try:
+            if os.geteuid() == 0 and st.st_uid != 0:
+                os.fchown(rfd, st.st_uid, -1)
+            fileio.fsync_dir(os.path.dirname(path))
+        except BaseException:
+            os.close(rfd)
+            raise
         return path, rfd
 
 

@@ -248,37 +248,36 @@ class Mailbox:
         cache itself keeps the newest state when two processes store at once.
         """
         if not self.exists:
-            return self._index_of(self._remembered(_NO_KEY, exact=False), 0, fresh=_NO_KEY)
+            return self._index_of(self._remembered(_NO_KEY), 0, fresh=_NO_KEY)
         st = os.fstat(self.fd)
-        hit = self._remembered(_key(st), exact=True)
-        if hit is not None:
-            return self._index_of(hit, st.st_size)
+        key = _key(st)
+        before = self._remembered(key)
+        if before is not None and before[0] == key:
+            return self._index_of(before, st.st_size)
         with self.reading():
-            return self._scan_locked()
+            return self._scan_locked(before)
 
-    def _remembered(self, key, *, exact):
-        """(key, tail, payload) from this object's last scan or the index cache, the newest; with EXACT only for KEY."""
+    def _remembered(self, key):
+        """(key, tail, payload) of the last scan known: this object's if it is of KEY, else the index cache's."""
         memo = self._memo
         if memo is not None and memo[0] == key:
             return memo
         cached = self.cache.load(self.path) if self.cache else None
-        if cached is not None and cached[0] == key:
+        if cached is not None:
             self._memo = cached
-            return cached
-        if exact:
-            return None
         return cached or memo
 
-    def _scan_locked(self, *, trust_cache=True):
+    def _scan_locked(self, before, *, trust_cache=True):
+        """Scan what changed since BEFORE (a remembered scan, or None); caller holds a lock."""
         st = os.fstat(self.fd)
         key = _key(st)
-        before = self._remembered(key, exact=False) if trust_cache else self._memo
         found = None
-        if before is not None and before[0] == key and trust_cache:
-            return self._index_of(before, st.st_size)
-        if before is not None and trust_cache and before[0][:2] == key[:2] and st.st_size > before[0][2]:
-            old_messages = before[2][0]
-            if old_messages and self._tail_signature(before[0][2]) == before[1]:
+        if trust_cache and before is not None:
+            if before[0] == key:
+                return self._index_of(before, st.st_size)
+            old_key, tail, (old_messages, _base, _in_file) = before
+            if (old_key[:2] == key[:2] and st.st_size > old_key[2] and old_messages
+                    and self._tail_signature(old_key[2]) == tail):
                 found = self._scan_grown(old_messages, st.st_size)
         if found is None:
             found = scan_range(self.fd, 0, st.st_size)
@@ -471,9 +470,9 @@ class Mailbox:
             os.fsync(self.fd)
         except BaseException:
             _truncate_back(self.fd, old_size)
-            self.journal.retire(record)
             raise
-        self.journal.retire(record, durable=False)
+        finally:
+            self.journal.appended(record)
 
     # --- rewriting ---------------------------------------------------------------
 
@@ -494,7 +493,7 @@ class Mailbox:
             return self._sync(index, flags or {}, set(expunge), keywords)
         except _StaleIndex:
             self.forget()
-            return self._sync(self._scan_locked(trust_cache=False), flags or {}, set(expunge), keywords)
+            return self._sync(self._scan_locked(self._memo, trust_cache=False), flags or {}, set(expunge), keywords)
 
     def _sync(self, index, flags, expunge, keywords):
         if not index.all:

@@ -152,6 +152,12 @@ class _Window:
         """Absolute offset of the first occurrence of pattern starting in [lo, hi), or -1."""
         hi = min(hi, self.size)
         width = len(pattern)
+        base, buf = self.base, self.buf
+        if lo >= base:                      # the common case: answered from the buffer as it is
+            stop = min(hi + width - 1, self.size) - base
+            if stop <= len(buf):
+                i = buf.find(pattern, lo - base, stop)
+                return base + i if i >= 0 else -1
         while lo < hi:
             self._cover(lo, min(lo + max(CHUNK, width), hi + width - 1))
             end = self.base + len(self.buf)
@@ -164,7 +170,8 @@ class _Window:
         return -1
 
     def get(self, lo, hi):
-        self._cover(lo, hi)
+        if not (self.base <= lo and min(hi, self.size) <= self.base + len(self.buf)):
+            self._cover(lo, hi)
         return self.buf[lo - self.base:hi - self.base]
 
     def count(self, pattern, lo, hi, rare=None):
@@ -208,8 +215,12 @@ class _HeaderFacts:
         self.block = None               # [start, end) of the contiguous store headers
         self.contiguous = True          # and whether they are contiguous lines, each ending in a newline
         self.served = 0                 # bytes of the served header so far
+        self.pieces = 0
+        self.from_inside = False        # a "\nFrom " in the header bytes (a separator may hide there)
 
     def feed(self, data, base):
+        self.pieces += 1
+        self.from_inside = self.from_inside or b"\nFrom " in data
         previous_end = self.block[1] if self.block else None
         for m in HIDDEN_LINE.finditer(data):
             name = m.group(1).lower()
@@ -334,7 +345,12 @@ def scan_range(fd, start, size):
         is_first = not messages and start == 0
         facts = _header_facts(window, header, blank + 1, is_first) if blank >= 0 else None
         found = _trusted_length(window, blank + 2, facts.content_length, size) if facts else None
-        sep = -1 if found else _separator(window, header, size if blank < 0 else blank + 2)
+        if found:
+            sep = -1
+        elif facts is None or facts.from_inside or facts.pieces > 1:
+            sep = _separator(window, header, size if blank < 0 else blank + 2)
+        else:                               # only the blank line's own newline may start a separator
+            sep = blank + 1 if is_from_line(window.get(blank + 2, blank + 2 + FROM_LINE_MAX)) else -1
         if sep >= 0 or blank < 0:           # no blank line: the header runs to the next message or the end
             body = end = sep if sep >= 0 else _content_end(window, header, size)
             next_start = sep + 1 if sep >= 0 else size
@@ -350,10 +366,10 @@ def scan_range(fd, start, size):
             blank_line = end >= body
             if not blank_line:              # "headers\n\n" at the end of the file: the last newline is the trailer
                 body = end
-        last_open = end > header and window.get(end - 1, end) != b"\n" and not blank_line
-        facts.finish(last_open, blank_line)
+        open_line = end > header and window.get(end - 1, end) != b"\n"
+        facts.finish(open_line and not blank_line, blank_line)
         uid, flags, keywords, block = facts.store_metadata()
-        body_open = end > body and window.get(end - 1, end) != b"\n"
+        body_open = open_line and end > body
         client_size = (facts.served + (end - body)
                        + window.count(b"\n", body, end) - window.count(b"\r\n", body, end, _CR))
         pop3_extra = (window.count(b"\n.", body - 1, end, _DOT_LINE) if end > body else 0) + 2 * body_open
