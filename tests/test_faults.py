@@ -87,8 +87,11 @@ class Harness:
         self.directory = directory
 
     def fill(self, subjects_):
+        """The spool with these messages, UIDs from 1, and nothing remembered of earlier runs (so every
+        run makes the same changes, and the k-th is the same one each time)."""
         sb = self.sandbox
         sb.clear_spools()
+        shutil.rmtree(sb.home("alice") / ".cache", ignore_errors=True)
         for subject in subjects_:
             prepared = prepare_bytes(b"Subject: %s\n\n" % subject.encode() + b"text of %s\n" % subject.encode() * 40)
             deliver(sb.cfg, sb.user("alice"), prepared, sender="s@example.org")
@@ -240,6 +243,58 @@ def test_killed_recovery_is_finished_by_the_next(harness):
         assert got in (before, after), (first, second, got)
         assert harness.leftovers() == [], (first, second)
     assert first > 3
+
+
+def test_killed_recovery_still_keeps_what_procmail_appended(harness, tmp_path):
+    """The expunge dies with its journal sealed, procmail appends, and the recovery (which must move
+    procmail's message into a new journal and rename it into place) dies at each of its changes in turn."""
+    action, before, after = CASES["expunge"]
+    sealed = 0
+    for first in range(1, 400):
+        harness.fill(before)
+        if not harness.run(action, first):
+            break
+        if not _sealed_journal(harness):
+            harness.recover()
+            continue
+        sealed += 1
+        foreign_body = procmail_appends(harness, tmp_path)
+        snapshot = _records_and_spool(harness)
+        for second in range(1, 400):
+            _restore(snapshot)
+            killed = harness.run(RECOVER, second)
+            got, _, messages = harness.recover()
+            assert got in (before + ["foreign"], after + ["foreign"]), (first, second, got)
+            with open_spool(harness.sandbox.cfg, harness.sandbox.user("alice")) as box:
+                msg = messages["foreign"]
+                assert box.read(msg, msg.body, msg.end) == foreign_body, (first, second)
+            assert harness.leftovers() == [], (first, second)
+            if not killed:
+                break
+        assert second > 3
+    assert sealed
+
+
+def _sealed_journal(harness):
+    journal = harness.sandbox.dir / "spool" / ".alice.journal"
+    return journal.exists() and journal.read_bytes()[-128:].startswith(b"MAILSUITE-JOURNAL-2")
+
+
+def _records_and_spool(harness):
+    spool_dir = harness.sandbox.dir / "spool"
+    return {p: p.read_bytes() for p in spool_dir.iterdir() if p.name == "alice" or p.name.startswith(".alice.")}
+
+
+def _restore(snapshot):
+    """Put every file back as it was, the mailbox in place (its inode is named in the journal)."""
+    directory = next(iter(snapshot)).parent
+    for path in directory.iterdir():
+        if path.name.startswith(".alice.") and path not in snapshot:
+            path.unlink()
+    for path, data in snapshot.items():
+        with open(path, "r+b" if path.exists() else "wb") as f:
+            f.write(data)
+            f.truncate()
 
 
 @pytest.mark.root

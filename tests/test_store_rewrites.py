@@ -246,3 +246,49 @@ def wait_until(predicate, timeout=30):
             return False
         time.sleep(0.02)
     return True
+
+
+def test_a_rewrite_the_index_key_cannot_see_is_caught_by_the_bytes(sandbox, monkeypatch):
+    """On a file system whose timestamps cannot tell two states apart, the bytes at the offsets still do.
+
+    The index key is cut to device, inode and size; another program takes a
+    header line out of message 1 and puts one as long into message 2, so
+    message 2 moves and the size stays.  Its flags must not be written at
+    the old offsets, and an IMAP FETCH must not send bytes from there.
+    """
+    from mailsuite import mbox
+    from mailsuite.imap.mailboxes import MailStore
+    from mailsuite.imap.selected import SelectedMailbox
+    monkeypatch.setattr(mbox, "_key", lambda st: (st.st_dev, st.st_ino, st.st_size, 0, 0))
+    for subject in (b"aaa", b"bbb"):
+        sandbox.deliver("alice", b"Subject: %s\nMessage-ID: <%s@x>\n\nbody %s\n" % (subject, subject, subject))
+    selected = SelectedMailbox(MailStore(sandbox.cfg, sandbox.user("alice")), "INBOX", False)
+    data = sandbox.spool("alice").read_bytes()
+    moved = data.replace(b"Message-ID: <aaa@x>\n", b"", 1).replace(b"Subject: bbb\n", b"Subject: bbb\nX-Moved: 0123456789\n", 1)
+    assert len(moved) == len(data)
+    with open(sandbox.spool("alice"), "r+b") as f:
+        f.write(moved)
+    uid = selected.uids[1]
+    copies = None
+    try:
+        with selected.box.reading():
+            msg = selected.messages[uid]
+            with pytest.raises(mbox.StaleOffsets):
+                selected.box.copies([msg])
+        selected.forget_positions()
+        with selected.box.reading():
+            selected.refresh_positions()
+            msg = selected.messages[uid]
+            copies = selected.box.copies([msg])
+            assert copies.read(msg).startswith(b"Return-Path: <s@example.org>\nDelivered-To: alice@localhost\n"
+                                               b"Subject: bbb\nX-Moved: 0123456789\n")
+    finally:
+        if copies:
+            copies.close()
+    with open(sandbox.spool("alice"), "r+b") as f:                  # and once more, unseen
+        f.write(data)
+    selected.set_flags(uid, {"R", "O"}, ())
+    selected.write_back()
+    selected.close()
+    assert sandbox.spool("alice").read_bytes().count(b"\nMessage-ID: <") == 2
+    assert flags_by_subject(sandbox) == {"aaa": (1, "O"), "bbb": (2, "OR")}

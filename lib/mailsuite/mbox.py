@@ -50,7 +50,7 @@ from .mbox_format import (HIDDEN_HEADERS, STORE_HEADERS, STRIP_ON_DELIVERY, SYST
                           served_body, served_header, valid_keyword)
 from .mbox_scan import FIRST_STORE_HEADERS, Index, Message, flag_set, scan_range, uids_fit, validate_uids
 
-__all__ = ["Mailbox", "MailboxError", "RecoveryPending", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS",
+__all__ = ["Mailbox", "MailboxError", "RecoveryPending", "StaleOffsets", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS",
            "HIDDEN_HEADERS", "STRIP_ON_DELIVERY", "from_line", "header_lines_without", "quote_from_lines",
            "served_header", "served_body", "valid_keyword", "scan_range", "PSEUDO_SUBJECT"]
 
@@ -60,12 +60,16 @@ _PSEUDO_BODY = (b"This message holds the mail system's record of this folder (it
                 b"used twice.  Mail programs hide it; please leave it where it is.\n")
 _BLOCK = re.compile(rb"(?:(?:status|x-status|x-keywords|x-uid|x-imapbase|x-imap)[ \t]*:[^\n]*\n"
                     rb"(?:[ \t][^\n]*\n)*)+", re.I)
-_X_UID = re.compile(rb"^x-uid[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
+_X_UID = re.compile(rb"^x-uid[ \t]*:[ \t]*(\d+)[ \t\r]*$", re.I | re.M)
 _NO_KEY = (-1, -1, -1, -1, -1)       # the cache key of a mailbox file that does not exist
 
 
 class _StaleIndex(Exception):
     """The bytes at an indexed offset are not what the index says: scan again."""
+
+
+class StaleOffsets(MailboxError):
+    """A message to be read is not where the index says (the file changed unseen): forget it and scan again."""
 
 
 class Mailbox:
@@ -313,9 +317,9 @@ class Mailbox:
             self.cache.store(self.path, *entry)
 
     def forget(self):
-        """Drop what this object remembers of the file's layout (its UID state is kept)."""
+        """Drop what is remembered of the file's layout, here and in the index cache (the UID state is kept)."""
         if self._memo is not None:
-            self._memo = (_NO_KEY, b"", ([], self._memo[2][1], False))
+            self._remember((_NO_KEY, b"", ([], self._memo[2][1], False)))
 
     def new_uidvalidity(self):
         """A UIDVALIDITY this user has never been given before (RFC 3501 2.3.1.1)."""
@@ -366,22 +370,7 @@ class Mailbox:
         """Whether MSG is still at its offset: its From_ line, its X-UID and its extent are as indexed."""
         if self.fd is None:
             return False
-        size = os.fstat(self.fd).st_size
-        if msg.end > size:
-            return False
-        expected = b"From " + msg.from_line.encode("utf-8", "surrogateescape")
-        lead = b"\n" if msg.start else b""
-        if os.pread(self.fd, len(lead) + len(expected), msg.start - len(lead)) != lead + expected:
-            return False
-        after = os.pread(self.fd, 6, msg.end)
-        if not (after == b"" or after == b"\n" and msg.end + 1 == size or after == b"\nFrom "):
-            return False
-        if msg.uid:
-            where = msg.block or (msg.header, msg.body)
-            found = _X_UID.search(fileio.pread_all(self.fd, where[1] - where[0], where[0]))
-            if found is None or int(found.group(1)) != msg.uid:
-                return False
-        return True
+        return _placed(msg, os.fstat(self.fd).st_size, lambda lo, hi: fileio.pread_all(self.fd, hi - lo, lo))
 
     def current(self, msg):
         """MSG as it is in the file now (found again by its UID after a rewrite), or None if it is gone.
@@ -400,7 +389,11 @@ class Mailbox:
         return found
 
     def copies(self, messages):
-        """The bytes of MESSAGES copied out (call under a lock), to be sent after letting go of it."""
+        """The bytes of MESSAGES copied out (call under a lock), to be sent after letting go of it.
+
+        Each is checked to be where the index says (as `still_there`), from
+        the bytes read anyway; StaleOffsets if one is not.
+        """
         return MessageCopies(self.fd, messages)
 
     # --- appending ---------------------------------------------------------------
@@ -639,12 +632,19 @@ class MessageCopies:
     def __init__(self, fd, messages):
         self._data = {}
         self._spool = None
+        size = os.fstat(fd).st_size
         for m in messages:
             if m.start in self._data:
                 continue
             if m.end - m.header <= self.IN_MEMORY:
-                self._data[m.start] = (m.header, fileio.pread_all(fd, m.end - m.header, m.header))
+                lo, hi = max(m.start - 1, 0), min(m.end + 6, size)
+                raw = fileio.pread_all(fd, hi - lo, lo)
+                if not _placed(m, size, lambda a, b: raw[a - lo:b - lo]):
+                    raise StaleOffsets(f"message {m.uid} is not where the index says")
+                self._data[m.start] = (m.header, raw[m.header - lo:m.end - lo])
                 continue
+            if not _placed(m, size, lambda a, b: fileio.pread_all(fd, b - a, a)):
+                raise StaleOffsets(f"message {m.uid} is not where the index says")
             if self._spool is None:
                 from .deliver import temporary_file
                 self._spool = temporary_file()
@@ -684,6 +684,25 @@ class _NoBody:
     @staticmethod
     def body_chunks():
         return ()
+
+
+def _placed(msg, size, read):
+    """Whether MSG is at its offset, READ(lo, hi) giving the file's bytes: From_ line, extent, X-UID."""
+    if msg.end > size:
+        return False
+    expected = b"From " + msg.from_line.encode("utf-8", "surrogateescape")
+    lead = b"\n" if msg.start else b""
+    if read(msg.start - len(lead), msg.start + len(expected)) != lead + expected:
+        return False
+    after = read(msg.end, min(msg.end + 6, size))
+    if not (after == b"" or after == b"\n" and msg.end + 1 == size or after == b"\nFrom "):
+        return False
+    if msg.uid:
+        lo, hi = msg.block or (msg.header, msg.body)
+        found = _X_UID.search(read(lo, hi))
+        if found is None or int(found.group(1)) != msg.uid:
+            return False
+    return True
 
 
 def _key(st):

@@ -211,6 +211,11 @@ class SelectedMailbox:
             self._seen_key = self._file_key()
             self._load(self.box.scan())
 
+    def forget_positions(self):
+        """The offsets proved wrong: the next refresh scans the whole file again."""
+        self.box.forget()
+        self._seen_key = None
+
     def reload(self, index):
         self._load(index)
 

@@ -648,6 +648,7 @@ class Session:
         """
         selected = self.selected
         start = 0
+        retried = False
         while start < len(targets):
             with selected.box.reading():
                 selected.refresh_positions()
@@ -660,11 +661,18 @@ class Session:
                     end += 1
                 if not copied:
                     yield targets[start:end], selected.box
-                else:
+                    start = end
+                    continue
+                try:
                     copies = selected.box.copies(messages)
-            if copied:
-                yield targets[start:end], copies
-            start = end
+                except mbox.StaleOffsets:       # changed in a way the file's key did not show: read it again
+                    if retried:
+                        raise
+                    retried = True
+                    selected.forget_positions()
+                    continue
+            yield targets[start:end], copies
+            start, retried = end, False
 
     def _fetch_flags(self, targets, uid_first, with_uid):
         """The commonest FETCH of all (a client syncing flags), without the general machinery."""
