@@ -185,3 +185,15 @@ os.pwrite(fd, b"\\nFrom x Mon Jan  1 00:00:00 2024\\nSubject: half\\n", os.fstat
 print("locked", flush=True)
 sys.stdin.read()
 """
+
+
+def test_lmtp_keeps_a_line_over_a_mebibyte_whole(sandbox):
+    """The LMTP reader takes a long line in pieces: a piece that starts with a dot is not a line that does."""
+    long_line = b"X-Long: " + b"l" * ((1 << 20) - 8) + b".tail"
+    script = (b"LHLO test\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<alice@localhost>\r\nDATA\r\n"
+              b"Subject: long\r\n" + long_line + b"\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    done = sandbox.run("mail.local", "-l", input=script)
+    assert b"250 2.0.0 <alice@localhost>" in done.stdout, done.stdout
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        [msg] = box.scan().messages
+        assert long_line + b"\n" in box.read(msg, msg.header, msg.body)

@@ -105,14 +105,16 @@ class LMTPSession:
         limit = self.cfg.delivery.max_message_size
         with temporary_file() as spool:
             size = 0
+            line_start = True                           # a line longer than a read comes in pieces
             while True:
                 line = self.rfile.readline(1 << 20)
                 if not line:
                     return                              # peer went away: nothing was promised
-                if line in (b".\r\n", b".\n"):
+                if line_start and line in (b".\r\n", b".\n"):
                     break
-                if line.startswith(b"."):
+                if line_start and line.startswith(b"."):
                     line = line[1:]
+                line_start = line.endswith(b"\n")
                 size += len(line)
                 if not limit or size <= limit:
                     spool.write(line)
