@@ -384,6 +384,9 @@ class Mailbox:
         if not msg.uid:
             return None
         found = self.scan().by_uid().get(msg.uid)
+        if found is not None and not self.still_there(found):    # an index the file's key could not tell stale
+            self.forget()
+            found = self.scan().by_uid().get(msg.uid)
         if found is None or found.from_line != msg.from_line or found.end - found.body != msg.end - msg.body:
             return None
         return found

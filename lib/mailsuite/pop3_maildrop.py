@@ -152,7 +152,7 @@ class Maildrop:
         """(message, its bytes copied out) for sending, found again under a read lock; Gone if it went."""
         msg = self.message_at(number)
         with self.mailbox.reading():
-            if self.mailbox.key() != self.key:
+            if self.mailbox.key() != self.key or not self.mailbox.still_there(msg):
                 msg = self.mailbox.current(msg)
                 if msg is None:
                     raise Gone(f"message {number} was removed by another program")
