@@ -10,16 +10,19 @@ servers run as that user.
 import imaplib
 import os
 import pwd
+import select
 import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from stage import stage
 
 REPO = Path(__file__).resolve().parent.parent
 DOVECOT_IMAP = "/usr/lib/dovecot/imap"
+RUN_AS = "nobody" if os.geteuid() == 0 else None      # who runs both servers on a shared_sandbox
 
 
 def program(name, as_user=None):
@@ -50,6 +53,39 @@ def imapd_command(sandbox, user="alice", *, as_user=None, preauth=True):
     if preauth:
         args += ["--preauth", user]
     return args
+
+
+class RawClient:
+    """A raw IMAP client on a child's pipes, reading with a deadline."""
+
+    def __init__(self, sandbox):
+        self.proc = subprocess.Popen(imapd_command(sandbox), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     env=sandbox.env, bufsize=0)
+        self.buffer = b""
+
+    def send(self, line):
+        self.proc.stdin.write(line + b"\r\n")
+
+    def wait_for(self, needle, timeout=20, missing_ok=False):
+        """Read until `needle` appears; the lines read so far are returned (None if MISSING_OK and it never did)."""
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while needle not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 and missing_ok:
+                return None
+            assert left > 0, f"no {needle!r} in {self.buffer!r}"
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                assert chunk, f"imapd closed the connection: {self.buffer!r}"
+                self.buffer += chunk
+        text, _, self.buffer = self.buffer.partition(needle)
+        return text + needle
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
 
 
 class StreamIMAP(imaplib.IMAP4_stream):
@@ -141,3 +177,34 @@ def set_imap_option(sandbox, key, value):
     else:
         text += f"\n[imap]\n{key} = {value}\n"
     path.write_text(text)
+
+
+def mbsync(sandbox, rc):
+    result = subprocess.run(["mbsync", "-c", str(rc), "-a"], capture_output=True, env=sandbox.env, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    return result
+
+
+def mbsync_config(sandbox, tmp_path):
+    local = tmp_path / "Maildir"
+    local.mkdir()
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(
+        "IMAPStore remote\n"
+        f"Tunnel \"{shlex.join(imapd_command(sandbox))}\"\n\n"
+        "MaildirStore local\n"
+        f"Path {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n"
+        "Channel test\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\nExpunge Both\n"
+        f"SyncState *\n"
+    )
+    return rc, local
+
+
+def maildir_files(folder):
+    """{unique name: maildir flags} of a Maildir folder."""
+    out = {}
+    for sub in ("new", "cur"):
+        for entry in (folder / sub).iterdir() if (folder / sub).exists() else ():
+            name, _, flags = entry.name.partition(":2,")
+            out[name] = flags
+    return out

@@ -13,13 +13,14 @@ command line; a session that keeps sending bad commands, or fails
 `max_login_failures` logins, is closed.
 """
 
+import errno
 import enum
 import os
 import time
 
 from . import auth
 from .locking import LockTimeout
-from .pop3_maildrop import Changed, InUse, Maildrop, take_session_lock
+from .pop3_maildrop import Changed, Gone, InUse, Maildrop, take_session_lock
 from .mbox import MailboxError
 from .server import IdleTimeout, LineTooLong, TooManyCommands, tls_context
 
@@ -57,10 +58,18 @@ ERRORS = {
     "in_use": "-ERR [IN-USE] mailbox is in use by another POP3 session",
     "lock_busy": "-ERR [SYS/TEMP] mailbox is busy; try again later",
     "unavailable": "-ERR [SYS/PERM] mailbox unavailable; contact the postmaster",
+    "storage_full": "-ERR [SYS/TEMP] the mail storage is full; try again later",
+    "recovering": "-ERR [SYS/TEMP] the mailbox is being recovered from an interrupted change; try again later",
+    "gone": "-ERR [SYS/TEMP] message was removed by another program; reconnect for a new listing",
+    "unreadable": "-ERR [SYS/TEMP] the mailbox cannot be read just now; try again later",
     "update_failed": "-ERR [SYS/TEMP] some deleted messages not removed",
     "timeout": "-ERR idle timeout; closing connection",
     "too_many_commands": "-ERR too many commands before login; closing connection",
 }
+
+
+# Failures of the mail storage that may pass: a temporary -ERR, not "contact the postmaster".
+TEMPORARY_ERRNOS = {errno.ENOSPC: "storage_full", errno.EDQUOT: "storage_full", errno.EAGAIN: "recovering"}
 
 
 class Command:
@@ -235,7 +244,9 @@ class Session:
             return self.fail_login(user, "in_use", "in use by another session")
         except LockTimeout:
             return self.fail_login(user, "lock_busy", "mailbox lock timeout")
-        except (MailboxError, OSError) as exc:
+        except OSError as exc:
+            return self.fail_login(user, TEMPORARY_ERRNOS.get(exc.errno, "unavailable"), str(exc))
+        except MailboxError as exc:
             return self.fail_login(user, "unavailable", str(exc))
         self.user, self.state = user, TRANSACTION
         self.conn.end_login_phase()
@@ -271,23 +282,36 @@ class Session:
 
     def cmd_retr(self, argument):
         number = self.message_number(argument)
-        if not number:
+        copied = number and self.copy_of(number)
+        if not copied:
             return False
         self.reply(f"+OK {self.maildrop.octets(number)} octets")
-        self.maildrop.send(number, self.conn.write)
+        self.maildrop.send(copied, self.conn.write)
         self.conn.write(b".\r\n")
         self.maildrop.retrieved.add(number)
         return True
+
+    def copy_of(self, number):
+        """Message NUMBER copied out of the mailbox, or None after a temporary -ERR."""
+        try:
+            return self.maildrop.copy(number)
+        except Gone:
+            self.reply(ERRORS["gone"])
+        except (LockTimeout, MailboxError, OSError) as exc:
+            self.logger.warning("read: user=%s, error=%s", self.user.name, exc)
+            self.reply(ERRORS["unreadable"])
+        return None
 
     def cmd_top(self, argument):
         message, _, lines = argument.partition(" ")
         if not lines.isdigit() or len(lines) > 9:
             return self.reply(ERRORS["syntax"])
         number = self.message_number(message)
-        if not number:
+        copied = number and self.copy_of(number)
+        if not copied:
             return False
         self.reply("+OK top of message follows")
-        self.maildrop.send(number, self.conn.write, body_lines=int(lines))
+        self.maildrop.send(copied, self.conn.write, body_lines=int(lines))
         self.conn.write(b".\r\n")
         return True
 

@@ -206,6 +206,13 @@ class MailStore:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         except FileExistsError:
             raise MailboxNameError("[ALREADYEXISTS] mailbox already exists") from None
+        if not directory:
+            box = open_mbox(path, self.cfg, self.user)
+            try:
+                with box.locked():
+                    box.start_uid_state()       # a UIDVALIDITY of its own, whatever was here before
+            finally:
+                box.close()
 
     def delete(self, name):
         if name.upper() == "INBOX":

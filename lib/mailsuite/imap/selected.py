@@ -3,10 +3,14 @@
 A session keeps its own view: the UIDs in message-number order, each
 message's flags and its session-local \\Recent.  `refresh()` compares the
 view with the file (a cheap stat when nothing changed, thanks to the index
-cache) and returns the untagged responses that bring the client up to
-date: EXPUNGE for messages another session removed, EXISTS/RECENT for new
-deliveries, FETCH FLAGS for flag changes made elsewhere.  EXPUNGE is held
-back while a command that uses message numbers runs (RFC 3501 7.4.1).
+cache; the store reads what changed under a lock, so another program's
+rewrite is never seen half-done and no message is announced gone that is
+still there) and returns the untagged responses that bring the client up
+to date: EXPUNGE for messages another session removed, EXISTS/RECENT for
+new deliveries, FETCH FLAGS for flag changes made elsewhere.  EXPUNGE is
+held back while a command that uses message numbers runs (RFC 3501 7.4.1).
+A mailbox file that did not exist when it was selected is picked up when
+it appears.
 
 Flag changes are collected and written back in one `Mailbox.sync` under
 the lock at the end of the command that made them, so `STORE 1:1000`
@@ -16,7 +20,6 @@ command.
 
 import bisect
 import gc
-import os
 from contextlib import contextmanager
 
 LETTER_FLAGS = {"R": "\\Seen", "A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
@@ -44,12 +47,22 @@ def collector_paused():
 
 
 def scan_with_uids(box):
-    """The current index, new messages given their UIDs first (under the lock)."""
+    """The current index, new messages given their UIDs (and the file its UID state) first, under the lock."""
     index = box.scan()
-    if box.exists and (any(not m.uid for m in index.messages) or (index.messages and not index.uidvalidity)):
+    if box.exists and index.messages and (not index.base_in_file or any(not m.uid for m in index.messages)):
         with box.locked():
             index = box.sync()
     return index
+
+
+def _merged(stored, seen, wanted):
+    """The flags in the file (STORED) with what changed from SEEN to WANTED applied."""
+    letters, keywords = wanted
+    old_letters, old_keywords = seen
+    new_letters = (stored.flags - (old_letters - letters)) | (letters - old_letters)
+    dropped = set(old_keywords) - set(keywords)
+    kept = [k for k in stored.keywords if k not in dropped]
+    return frozenset(new_letters), tuple(kept + [k for k in keywords if k not in old_keywords and k not in kept])
 
 
 class UidValidityChanged(Exception):
@@ -89,7 +102,6 @@ class SelectedMailbox:
         self.dirty = {}  # uid -> (letters, keywords) to write back
         self.keywords = ()
         self.uidvalidity = 0
-        self.placeholder = False
         self.news = []  # untagged responses found while loading, sent at the next refresh
         self.uidnext = 1
         self._seen_key = None
@@ -100,10 +112,9 @@ class SelectedMailbox:
 
     def _file_key(self):
         try:
-            st = os.fstat(self.box.fd) if self.box.fd is not None else os.stat(self.box.path)
+            return self.box.key() if self.box.exists else None
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _scan(self):
         self._seen_key = self._file_key()
@@ -129,15 +140,10 @@ class SelectedMailbox:
             return self._load_index(index)
 
     def _load_index(self, index):
-        if index.uidvalidity and index.uidvalidity != self.uidvalidity:
-            if self.uidvalidity and not self.placeholder:
-                raise UidValidityChanged()
+        if index.uidvalidity != self.uidvalidity:
             if self.uidvalidity:
-                self.news.append(("OK", f"[UIDVALIDITY {index.uidvalidity}]", "UIDs valid"))
-            self.uidvalidity, self.placeholder = index.uidvalidity, False
-        elif not self.uidvalidity:
-            # an empty file has no X-IMAPbase to keep it in; the first message brings the real one
-            self.uidvalidity, self.placeholder = placeholder_uidvalidity(self.box), True
+                raise UidValidityChanged()
+            self.uidvalidity = index.uidvalidity
         self.uidnext = index.uidnext
         if self.keywords != index.keywords and self.uids:
             # a new keyword: tell the client the new flag set (RFC 3501 7.2.6)
@@ -146,7 +152,7 @@ class SelectedMailbox:
             if not self.readonly:
                 self.news.append(("OK", "[PERMANENTFLAGS (" + " ".join(flags + ("\\*",)) + ")]", "Flags permitted."))
         self.keywords = index.keywords
-        self.messages = {m.uid: m for m in index.messages}
+        self.messages = {m.uid: m for m in index.messages if m.uid}  # UID-less ones come at the next refresh
         self.expunged.update(uid for uid in self.uids if uid not in self.messages)
         self._loaded_since_refresh = True  # refresh() must compare, even if the file is as last seen
         return index
@@ -200,15 +206,26 @@ class SelectedMailbox:
     # -- keeping up with the file --
 
     def refresh_positions(self):
-        """Re-read message offsets (caller holds the lock) without announcing anything."""
+        """Re-read message offsets (caller holds a lock) without announcing anything or writing."""
         if not self._unchanged():
-            self._load(self._scan())
+            self._seen_key = self._file_key()
+            self._load(self.box.scan())
+
+    def forget_positions(self):
+        """The offsets proved wrong: the next refresh scans the whole file again."""
+        self.box.forget()
+        self._seen_key = None
 
     def reload(self, index):
         self._load(index)
 
     def write_back(self):
-        """Store pending flag changes with one sync under the lock."""
+        """Store pending flag changes with one sync under the lock.
+
+        What the session changed is applied to the flags in the file, not
+        written over them: a flag another program (mutt, another session)
+        set or cleared meanwhile stays as it made it.
+        """
         if not self.dirty or self.readonly:
             self.dirty.clear()
             return
@@ -216,7 +233,10 @@ class SelectedMailbox:
         keywords = [k for _, kws in pending.values() for k in kws]
         with self.box.locked():
             with collector_paused():
-                index = self.box.sync(flags=pending, keywords=keywords)
+                now = self.box.scan().by_uid()
+                merged = {uid: _merged(now[uid], self.state[uid], change) for uid, change in pending.items()
+                          if uid in now}
+                index = self.box.sync(flags=merged, keywords=keywords)
             self._seen_key = self._file_key()
         for uid, change in pending.items():
             self.state[uid] = change
@@ -287,11 +307,4 @@ class SelectedMailbox:
     def close(self):
         self.box.close()
 
-
-def placeholder_uidvalidity(box):
-    """A stable UIDVALIDITY for an empty mailbox that has no X-IMAPbase yet."""
-    try:
-        return max(int(os.stat(box.path).st_ctime), 1)
-    except OSError:
-        return 1
 

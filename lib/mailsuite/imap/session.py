@@ -16,6 +16,7 @@ disconnected, and so is one that fails `max_login_failures` logins.
 """
 
 import enum
+import errno
 import re
 import ssl
 import tempfile
@@ -32,8 +33,7 @@ from .mailboxes import MailboxNameError, MailStore, NoSuchMailbox
 from .response import astring, untagged
 from .search import SearchContext, compile_search
 from .selected import (
-    SYSTEM_FLAG_NAMES, SelectedMailbox, UidValidityChanged, flag_names, placeholder_uidvalidity, scan_with_uids,
-    split_flags,
+    SYSTEM_FLAG_NAMES, SelectedMailbox, UidValidityChanged, flag_names, scan_with_uids, split_flags,
 )
 
 VERSION = "0.1.0"
@@ -62,6 +62,20 @@ class No(Exception):
 
 class Bad(Exception):
     """Tagged BAD."""
+
+
+# What a failure of the mail storage says to the client (RFC 5530 response codes): the temporary
+# ones clearly so, the rest as a server bug with the details left to the log.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "[UNAVAILABLE] the mail storage is full; try again later",
+    errno.EDQUOT: "[OVERQUOTA] the mailbox owner's disk quota is used up",
+    errno.EAGAIN: "[UNAVAILABLE] the mailbox is being recovered from an interrupted change; try again later",
+}
+
+
+def storage_failure(exc):
+    """The tagged NO text for an OSError of the store."""
+    return STORAGE_ERRORS.get(exc.errno, f"[SERVERBUG] {exc.strerror or 'system error'}")
 
 
 class Entry(NamedTuple):
@@ -125,7 +139,6 @@ class Session:
         self.user = None
         self.store = None
         self.selected = None
-        self.sizes = {}
         self.bad_in_a_row = 0
         self.preauth_user = preauth_user
         self.spooled = {}  # offset of a literal in the command -> temporary file with its bytes
@@ -311,7 +324,7 @@ class Session:
             return
         except OSError as exc:
             self.logger.error("%s: %s", command.name, exc)
-            self.tagged(command.tag, "NO", f"[SERVERBUG] {exc.strerror or 'system error'}")
+            self.tagged(command.tag, "NO", storage_failure(exc))
             return
         except (server.PeerGone, server.SessionLimit, UidValidityChanged):
             raise
@@ -331,8 +344,16 @@ class Session:
         if self.selected is None or command.name in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT"):
             return
         allow_expunge = command.name not in self.NUMBERED
-        for parts in self.selected.refresh(allow_expunge=allow_expunge):
+        for parts in self.refreshed(allow_expunge):
             self.send(*parts)
+
+    def refreshed(self, allow_expunge=True):
+        """The selected mailbox's news; a mailbox that cannot be read just now has none (the session goes on)."""
+        try:
+            return self.selected.refresh(allow_expunge=allow_expunge)
+        except (LockTimeout, OSError, mbox.MailboxError) as exc:
+            self.logger.warning("%s: not refreshed: %s", self.selected.name, exc)
+            return []
 
     # --- any state -----------------------------------------------------------------
 
@@ -421,7 +442,6 @@ class Session:
             raise No("[NONEXISTENT] no such mailbox") from None
         self.selected = selected
         self.state = State.SELECTED
-        self.sizes = {}
         keywords = tuple(selected.keywords)
         self.send("FLAGS", SYSTEM_FLAG_NAMES + keywords)
         permanent = () if readonly else SYSTEM_FLAG_NAMES + keywords + ("\\*",)
@@ -515,7 +535,7 @@ class Session:
                 "MESSAGES": len(index.messages),
                 "RECENT": sum(1 for m in index.messages if "O" not in m.flags),
                 "UIDNEXT": index.uidnext,
-                "UIDVALIDITY": index.uidvalidity or placeholder_uidvalidity(box),
+                "UIDVALIDITY": index.uidvalidity,
                 "UNSEEN": sum(1 for m in index.messages if "R" not in m.flags),
             }
         finally:
@@ -535,7 +555,7 @@ class Session:
         message = append.message
         try:
             if not isinstance(message, bytes):
-                message = prepare(message, self.cfg.imap.max_message_size)
+                message = prepare(message, self.cfg.imap.max_message_size, quote=False)
             with box.locked():
                 uid = box.append(
                     message,
@@ -561,7 +581,7 @@ class Session:
         try:
             while True:
                 if self.selected is not None:
-                    for parts in self.selected.refresh():
+                    for parts in self.refreshed():
                         self.send(*parts)
                 self.conn.flush()
                 if watcher.wait(self.conn, deadline) == "input":
@@ -608,37 +628,58 @@ class Session:
         wanted = list(atts)
         if command.uid and not any(a.name == "UID" for a in wanted):
             wanted.insert(0, parser.FetchAtt("UID"))
-        needs_content = any(a.name not in ("UID", "FLAGS", "INTERNALDATE") for a in wanted)
+        needs_content = any(a.name not in ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE") for a in wanted)
         sets_seen = not selected.readonly and any(a.sets_seen for a in wanted)
         targets = self.targets(command, sequence)
         if [a.name for a in wanted] in (["UID", "FLAGS"], ["FLAGS", "UID"], ["FLAGS"]):
             self._fetch_flags(targets, wanted[0].name == "UID", len(wanted) == 2)
         elif needs_content:
-            for batch in self.locked_batches(targets):
-                self._fetch_each(batch, wanted, sets_seen)
+            for batch, copies in self.read_batches(targets, copied=True):
+                try:
+                    self._fetch_each(batch, wanted, sets_seen, copies)
+                finally:
+                    copies.close()
         else:
-            self._fetch_each(targets, wanted, sets_seen)
+            self._fetch_each(targets, wanted, sets_seen, selected.box)
         selected.write_back()
 
-    def locked_batches(self, targets):
-        """Targets in batches, each read under the lock with fresh offsets.
+    def read_batches(self, targets, *, copied=False):
+        """Targets in batches, each read under a read lock with fresh offsets: (batch, where to read them).
 
         Message offsets are only valid while nobody rewrites the file, but a
         FETCH of a whole big mailbox must not keep deliveries waiting: the
-        lock is let go between batches of about LOCK_BATCH_BYTES.
+        lock is let go between batches of about LOCK_BATCH_BYTES.  With
+        COPIED the batch's messages are copied out and the lock let go
+        before the batch is used, so a client that stops reading never
+        holds up deliveries to its mailbox.
         """
         selected = self.selected
         start = 0
+        retried = False
         while start < len(targets):
-            with selected.box.locked():
+            with selected.box.reading():
                 selected.refresh_positions()
-                size, end = 0, start
+                size, end, messages = 0, start, []
                 while end < len(targets) and (end == start or size < LOCK_BATCH_BYTES):
                     msg = selected.messages.get(targets[end][1])
-                    size += msg.size if msg is not None else 0
+                    if msg is not None:
+                        size += msg.size
+                        messages.append(msg)
                     end += 1
-                yield targets[start:end]
-            start = end
+                if not copied:
+                    yield targets[start:end], selected.box
+                    start = end
+                    continue
+                try:
+                    copies = selected.box.copies(messages)
+                except mbox.StaleOffsets:       # changed in a way the file's key did not show: read it again
+                    if retried:
+                        raise
+                    retried = True
+                    selected.forget_positions()
+                    continue
+            yield targets[start:end], copies
+            start, retried = end, False
 
     def _fetch_flags(self, targets, uid_first, with_uid):
         """The commonest FETCH of all (a client syncing flags), without the general machinery."""
@@ -664,7 +705,7 @@ class Session:
                 lines.clear()
         self.conn.write("".join(lines).encode("utf-8", "surrogateescape"))
 
-    def _fetch_each(self, targets, wanted, sets_seen):
+    def _fetch_each(self, targets, wanted, sets_seen, source):
         selected = self.selected
         for seq, uid in targets:
             msg = selected.messages.get(uid)
@@ -685,7 +726,7 @@ class Session:
                     show_flags = False
                     items += ["FLAGS", selected.imap_flags(uid)]
                 else:
-                    fetcher = fetcher or MessageFetcher(selected.box, msg, self.sizes)
+                    fetcher = fetcher or MessageFetcher(source, msg)
                     items += [att.response_name(), fetcher.item(att)]
             if show_flags:
                 items += ["FLAGS", selected.imap_flags(uid)]
@@ -735,13 +776,13 @@ class Session:
         largest_uid = selected.uids[-1] if selected.uids else 0
         found = []
 
-        def run(batch):
+        def run(batch, source):
             for seq, uid in batch:
                 msg = selected.messages.get(uid)
                 if msg is None:
                     continue
                 letters, keywords = selected.flags_of(uid)
-                fetcher = MessageFetcher(selected.box, msg, self.sizes)
+                fetcher = MessageFetcher(source, msg)
                 ctx = SearchContext(
                     seq, uid, set(flag_names(letters, keywords)), uid in selected.recent, msg.date,
                     fetcher.size, fetcher.client, len(selected.uids), largest_uid,
@@ -751,10 +792,10 @@ class Session:
 
         everything = list(enumerate(selected.uids, 1))
         if needs_content:
-            for batch in self.locked_batches(everything):
-                run(batch)
+            for batch, source in self.read_batches(everything):
+                run(batch, source)
         else:
-            run(everything)
+            run(everything, selected.box)
         self.send("SEARCH", *found)
 
     def cmd_copy(self, command, move=False):
@@ -780,7 +821,7 @@ class Session:
                     if msg is None:
                         continue
                     letters, keywords = selected.flags_of(uid)
-                    data = mbox.unquote_from_lines(selected.box.read(msg))
+                    data = selected.box.read(msg)
                     new_uids.append(
                         target.append(
                             data, sender=msg.sender, date=msg.date, flags=frozenset(letters) - {"O"},
