@@ -11,6 +11,7 @@ import imaplib
 import os
 import pwd
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from stage import stage
 
 REPO = Path(__file__).resolve().parent.parent
 DOVECOT_IMAP = "/usr/lib/dovecot/imap"
+RUN_AS = "nobody" if os.geteuid() == 0 else None  # Dovecot will not serve mail as root
 
 
 def program(name, as_user=None):
@@ -122,6 +124,29 @@ class Dovecot:
 
     def session(self):
         return StreamIMAP([DOVECOT_IMAP, "-c", str(self.conf)], self.env)
+
+
+def shared_sandbox():
+    """A sandbox both servers may use (owned by nobody when we are root): a fixture body."""
+    from conftest import Sandbox
+    directory = tempfile.mkdtemp(prefix="imapd-dovecot-")
+    os.chmod(directory, 0o755)
+    box = Sandbox(os.path.join(directory, "sb"))
+    box.clear_spools()
+    if RUN_AS:
+        chown_tree(directory, RUN_AS)
+    yield box
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def ours(box):
+    """An imaplib session with our imapd on a shared sandbox."""
+    return imapd(box, as_user=RUN_AS)
+
+
+def theirs(box):
+    """An imaplib session with Dovecot's imap on the same sandbox."""
+    return Dovecot(box, run_as=RUN_AS).session()
 
 
 def chown_tree(path, user):
