@@ -96,18 +96,26 @@ def raw_session(sandbox, script, user="alice", preauth=True, as_user=None, timeo
 
 
 class Dovecot:
-    """Dovecot's imap binary in preauth mode on the same spool and ~/mail."""
+    """Dovecot's imap binary in preauth mode on the same spool and ~/mail.
 
-    def __init__(self, sandbox, user="alice", run_as=None):
+    Its index is kept in memory, so everything it reports comes from the
+    mbox files; `shared_index` puts it on disk instead, as a real
+    installation has it, for several concurrent sessions: Dovecot's own
+    sessions learn of each other's flag changes through that index, since
+    it writes flags to an mbox file lazily.
+    """
+
+    def __init__(self, sandbox, user="alice", run_as=None, shared_index=False):
         self.sandbox = sandbox
         self.user = user
         self.dir = Path(tempfile.mkdtemp(prefix="dovecot-", dir=sandbox.dir))
         uid = pwd.getpwnam(run_as).pw_uid if run_as else os.getuid()
         gid = pwd.getpwnam(run_as).pw_gid if run_as else os.getgid()
         home = sandbox.home(user)
+        index = self.dir / "index" if shared_index else "MEMORY"
         self.conf = self.dir / "dovecot.conf"
         self.conf.write_text(
-            f"mail_location = mbox:{home}/mail:INBOX={sandbox.spool(user)}:INDEX=MEMORY\n"
+            f"mail_location = mbox:{home}/mail:INBOX={sandbox.spool(user)}:INDEX={index}\n"
             "mbox_write_locks = fcntl dotlock\n"
             "mbox_read_locks = fcntl\n"
             "ssl = no\n"
