@@ -786,8 +786,11 @@ class Session:
             target = selected.box
         selected.write_back()
         source_uids, new_uids = [], []
+        # both locks, always in the order of the files' paths: two sessions copying in
+        # opposite directions would otherwise each hold one and wait out the lock timeout
+        first, second = sorted((selected.box, target), key=lambda box: box.path)
         try:
-            with selected.box.locked(), target.locked():
+            with first.locked(), second.locked():
                 selected.refresh_positions()
                 for _, uid in targets:
                     msg = selected.messages.get(uid)
