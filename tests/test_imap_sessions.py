@@ -2,8 +2,9 @@
 
 Each scenario runs unchanged on both servers over the same spool, read with
 the raw client of imap_wire.py, which keeps every untagged response in
-order.  Dovecot keeps its index on disk here, as it is installed, so its
-sessions see each other's changes at their next command, as ours do.
+order.  Dovecot is configured for concurrent sessions on one mbox (see
+imap_support.Dovecot), so its sessions see each other's changes at their
+next command, as ours do.
 """
 
 import pytest
@@ -22,7 +23,7 @@ def connect(request, shared):
     """A function opening one more session on the shared sandbox's INBOX owner, on either server."""
     if request.param == "dovecot":
         peers.require("dovecot-imap")
-        dovecot = Dovecot(shared, run_as=RUN_AS, shared_index=True)
+        dovecot = Dovecot(shared, run_as=RUN_AS, concurrent=True)
         argv, env = [DOVECOT_IMAP, "-c", str(dovecot.conf)], dovecot.env
     else:
         argv, env = imapd_command(shared, as_user=RUN_AS), shared.env
