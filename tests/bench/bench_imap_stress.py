@@ -3,8 +3,9 @@
 Same seed for both servers, each on its own fresh sandbox with mail.local
 delivering to INBOX meanwhile.  For each run: commands per second, errors
 (refused or failed commands, lost connections), violations of the model
-(the first few are printed), and the memory of the session processes: the
-mean and the largest of each process's peak RSS (VmHWM).
+(the first few are printed), command latency (median, 99th percentile,
+slowest; IDLE left out) and the memory of the session processes: the mean
+and the largest of each process's peak RSS (VmHWM).
 
 Default: 30 s per run (BENCH_SCALE scales it).  Dovecot is configured for
 concurrent sessions on one mbox (imap_support.Dovecot); as root both
@@ -49,11 +50,13 @@ def main():
                 print("   ", text[:400])
             peaks = [hwm or seen for seen, hwm in report.rss_kib.values()] or [0]
             rows.append((server, sessions, report.total / report.seconds, len(report.errors),
-                         len(report.violations), sum(peaks) / len(peaks) / 1024, max(peaks) / 1024))
-    print(f"{'server':8} {'sessions':>8} {'commands/s':>11} {'errors':>7} {'violations':>10} "
-          f"{'RSS mean MiB':>13} {'RSS peak MiB':>13}")
-    for server, sessions, rate, errors, violations, mean, peak in rows:
-        print(f"{server:8} {sessions:8d} {rate:11.0f} {errors:7d} {violations:10d} {mean:13.1f} {peak:13.1f}")
+                         len(report.violations), report.latency_ms(0.5), report.latency_ms(0.99),
+                         report.latency_ms(1), sum(peaks) / len(peaks) / 1024, max(peaks) / 1024))
+    print(f"{'server':8} {'sessions':>8} {'commands/s':>11} {'errors':>7} {'violations':>10} {'median ms':>10} "
+          f"{'p99 ms':>7} {'max ms':>7} {'RSS mean MiB':>13} {'RSS peak MiB':>13}")
+    for server, sessions, rate, errors, violations, median, p99, slowest, mean, peak in rows:
+        print(f"{server:8} {sessions:8d} {rate:11.0f} {errors:7d} {violations:10d} {median:10.1f} {p99:7.0f} "
+              f"{slowest:7.0f} {mean:13.1f} {peak:13.1f}")
     return 0
 
 
