@@ -520,6 +520,20 @@ class Mailbox:
             return index
         return self._rewrite(index, changes, drop, imapbase)
 
+    def update_flags(self, updates):
+        """Change flags by UID, each from the flags in the file now; returns the new index.
+
+        `updates` maps uid -> function(flags, keywords) -> (flags, keywords),
+        called with what the file holds under the lock, so a change another
+        process made since the caller last looked is kept: IMAP's
+        +FLAGS/-FLAGS are deltas, never a write-back of a stale full set.
+        UIDs no longer in the file are left out.  Caller holds locked().
+        """
+        self._require_lock()
+        current = self.scan()
+        wanted = {m.uid: updates[m.uid](m.flags, m.keywords) for m in current.messages if m.uid in updates}
+        return self.sync(flags=wanted)
+
     def _rewrite(self, index, changes, expunge, imapbase):
         """Apply store-header changes: in place where they fit, else journal the rest of the file.
 

@@ -7,20 +7,28 @@ cache; the store reads what changed under a lock, so another program's
 rewrite is never seen half-done and no message is announced gone that is
 still there) and returns the untagged responses that bring the client up
 to date: EXPUNGE for messages another session removed, EXISTS/RECENT for
-new deliveries, FETCH FLAGS for flag changes made elsewhere.  EXPUNGE is
-held back while a command that uses message numbers runs (RFC 3501 7.4.1).
+new deliveries, FETCH FLAGS for flag changes made elsewhere.  EXPUNGE is held
+back while a command that uses message numbers runs (RFC 3501 7.4.1).
 A mailbox file that did not exist when it was selected is picked up when
 it appears.
 
-Flag changes are collected and written back in one `Mailbox.sync` under
-the lock at the end of the command that made them, so `STORE 1:1000`
-costs one in-place rewrite and other sessions see the result at their next
-command.
+Flag changes are changes, never a write-back of the session's view: a
+STORE is applied under the lock to the flags the file holds at that moment
+(`Mailbox.update_flags`), so a flag another session set meanwhile is kept
+and shows in the STORE's answer; the \\Seen a FETCH sets and the end of
+\\Recent are collected and written the same way at the end of the command,
+so `STORE 1:1000` or a FETCH of 1000 bodies costs one in-place rewrite.
+
+A keyword is announced with `* FLAGS` (and PERMANENTFLAGS) before any FETCH
+shows it; an expunge another session made is announced at the first
+command that allows it, and meanwhile the message keeps its number, its
+UID and its flags in this session's view.
 """
 
 import bisect
 import gc
 from contextlib import contextmanager
+from typing import NamedTuple
 
 LETTER_FLAGS = {"R": "\\Seen", "A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
 FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
@@ -55,18 +63,39 @@ def scan_with_uids(box):
     return index
 
 
-def _merged(stored, seen, wanted):
-    """The flags in the file (STORED) with what changed from SEEN to WANTED applied."""
-    letters, keywords = wanted
-    old_letters, old_keywords = seen
-    new_letters = (stored.flags - (old_letters - letters)) | (letters - old_letters)
-    dropped = set(old_keywords) - set(keywords)
-    kept = [k for k in stored.keywords if k not in dropped]
-    return frozenset(new_letters), tuple(kept + [k for k in keywords if k not in old_keywords and k not in kept])
-
-
 class UidValidityChanged(Exception):
     """The file was replaced or rewritten without its UIDs: the session must end."""
+
+
+class FlagChange(NamedTuple):
+    """One change to a message's flags, applied to whatever the file holds when it is written.
+
+    `mode` is "+" (add), "-" (remove) or "" (replace, as STORE FLAGS; the
+    store's own mark that a server has seen the message, O, is kept).
+    """
+
+    mode: str
+    letters: frozenset
+    keywords: tuple
+
+    def apply(self, letters, keywords):
+        if self.mode == "+":
+            return frozenset(letters) | self.letters, tuple(keywords) + tuple(
+                k for k in self.keywords if k not in keywords)
+        if self.mode == "-":
+            return frozenset(letters) - self.letters, tuple(k for k in keywords if k not in self.keywords)
+        return (frozenset(letters) & {"O"}) | self.letters, self.keywords
+
+
+SEEN = FlagChange("+", frozenset("R"), ())
+NOT_NEW = FlagChange("+", frozenset("O"), ())  # a server has shown it: no longer \Recent for anyone else
+
+
+def applied(changes, letters, keywords):
+    """Flags after a list of changes, in order."""
+    for change in changes:
+        letters, keywords = change.apply(letters, keywords)
+    return frozenset(letters), tuple(keywords)
 
 
 def flag_names(letters, keywords, recent=False):
@@ -95,12 +124,13 @@ class SelectedMailbox:
         self.readonly = readonly
         self.box = store.open(name)
         self.uids = []  # message number - 1 -> uid
-        self.state = {}  # uid -> (letters frozenset, keywords tuple), the session's view
+        self.state = {}  # uid -> (letters frozenset, keywords tuple) as the client was told them
         self.messages = {}  # uid -> mbox.Message from the latest scan
         self.recent = set()
         self.expunged = set()  # gone from the file, not yet announced
-        self.dirty = {}  # uid -> (letters, keywords) to write back
-        self.keywords = ()
+        self.pending = {}  # uid -> [FlagChange] made by this session, not yet written
+        self.keywords = ()  # the mailbox's keywords (X-IMAPbase)
+        self.announced = ()  # the keywords the client was given in * FLAGS
         self.uidvalidity = 0
         self.news = []  # untagged responses found while loading, sent at the next refresh
         self.uidnext = 1
@@ -134,6 +164,7 @@ class SelectedMailbox:
             if "O" not in m.flags:
                 self._make_recent(m)
         self.write_back()
+        self.announced = tuple(self.keywords)  # SELECT's * FLAGS
 
     def _load(self, index):
         with collector_paused():
@@ -145,12 +176,6 @@ class SelectedMailbox:
                 raise UidValidityChanged()
             self.uidvalidity = index.uidvalidity
         self.uidnext = index.uidnext
-        if self.keywords != index.keywords and self.uids:
-            # a new keyword: tell the client the new flag set (RFC 3501 7.2.6)
-            flags = SYSTEM_FLAG_NAMES + tuple(index.keywords)
-            self.news.append(("FLAGS", "(" + " ".join(flags) + ")"))
-            if not self.readonly:
-                self.news.append(("OK", "[PERMANENTFLAGS (" + " ".join(flags + ("\\*",)) + ")]", "Flags permitted."))
         self.keywords = index.keywords
         self.messages = {m.uid: m for m in index.messages if m.uid}  # UID-less ones come at the next refresh
         self.expunged.update(uid for uid in self.uids if uid not in self.messages)
@@ -160,8 +185,7 @@ class SelectedMailbox:
     def _make_recent(self, m):
         self.recent.add(m.uid)
         if not self.readonly:
-            letters, keywords = self.dirty.get(m.uid, self.state[m.uid])
-            self.dirty[m.uid] = (frozenset(letters) | {"O"}, keywords)
+            self.change_flags(m.uid, NOT_NEW)
 
     # -- numbers --
 
@@ -189,19 +213,49 @@ class SelectedMailbox:
         return [(n, self.uids[n - 1]) for n in sorted(numbers)]
 
     def flags_of(self, uid):
-        return self.dirty.get(uid) or self.state[uid]
+        """(letters, keywords) of a message in this session's view, its own unwritten changes included."""
+        changes = self.pending.get(uid)
+        return applied(changes, *self.state[uid]) if changes else self.state[uid]
 
     def imap_flags(self, uid):
         letters, keywords = self.flags_of(uid)
         return flag_names(letters, keywords, uid in self.recent)
 
-    def set_flags(self, uid, letters, keywords):
-        letters = frozenset(letters)
-        keywords = tuple(keywords)
-        if (letters, keywords) != self.state.get(uid):
-            self.dirty[uid] = (letters, keywords)
-        else:
-            self.dirty.pop(uid, None)
+    def change_flags(self, uid, change):
+        """Note a change to write at the end of the command (see write_back)."""
+        self.pending.setdefault(uid, []).append(change)
+
+    def store(self, uids, change, silent=False):
+        """Apply a STORE to the file now; {uid: (letters, keywords)} as written, for the messages still there.
+
+        The answer is what the file holds afterwards, changes by others
+        included, and becomes what the client knows; a silent STORE tells
+        the client nothing, so others' changes are announced later.
+        """
+        updates = {uid: self.pending.pop(uid, []) + [change] for uid in uids if uid in self.messages}
+        if not updates:
+            return {}
+        with self.box.locked():
+            with collector_paused():
+                index = self.box.update_flags({uid: _applier(changes) for uid, changes in updates.items()})
+            self._seen_key = self._file_key()
+        written = {m.uid: (m.flags, m.keywords) for m in index.messages if m.uid in updates}
+        for uid, changes in updates.items():
+            self.state[uid] = applied(changes, *self.state[uid]) if silent else written.get(uid, self.state[uid])
+        self._load(index)
+        return written
+
+    def flags_news(self, keywords=()):
+        """`* FLAGS` and PERMANENTFLAGS, when a keyword the client may see has not been announced yet."""
+        wanted = tuple(self.keywords) + tuple(k for k in keywords if k not in self.keywords)
+        if all(k in self.announced for k in wanted):
+            return []
+        self.announced = self.announced + tuple(k for k in wanted if k not in self.announced)
+        flags = SYSTEM_FLAG_NAMES + self.announced
+        news = [("FLAGS", "(" + " ".join(flags) + ")")]
+        if not self.readonly:
+            news.append(("OK", "[PERMANENTFLAGS (" + " ".join(flags + ("\\*",)) + ")]", "Flags permitted."))
+        return news
 
     # -- keeping up with the file --
 
@@ -220,27 +274,22 @@ class SelectedMailbox:
         self._load(index)
 
     def write_back(self):
-        """Store pending flag changes with one sync under the lock.
+        """Write this session's pending flag changes, each applied to the file's flags, in one rewrite.
 
-        What the session changed is applied to the flags in the file, not
-        written over them: a flag another program (mutt, another session)
-        set or cleared meanwhile stays as it made it.
+        The client was shown the flags with these changes made on its view;
+        that view is what it knows now, and `refresh` tells it whatever
+        else the file holds.
         """
-        if not self.dirty or self.readonly:
-            self.dirty.clear()
+        pending = {uid: changes for uid, changes in self.pending.items() if uid in self.messages}
+        self.pending.clear()
+        if not pending or self.readonly:
             return
-        pending = {uid: change for uid, change in self.dirty.items() if uid in self.messages}
-        keywords = [k for _, kws in pending.values() for k in kws]
         with self.box.locked():
             with collector_paused():
-                now = self.box.scan().by_uid()
-                merged = {uid: _merged(now[uid], self.state[uid], change) for uid, change in pending.items()
-                          if uid in now}
-                index = self.box.sync(flags=merged, keywords=keywords)
+                index = self.box.update_flags({uid: _applier(changes) for uid, changes in pending.items()})
             self._seen_key = self._file_key()
-        for uid, change in pending.items():
-            self.state[uid] = change
-        self.dirty.clear()
+        for uid, changes in pending.items():
+            self.state[uid] = applied(changes, *self.state[uid])
         self._load(index)
 
     def refresh(self, allow_expunge=True):
@@ -248,7 +297,7 @@ class SelectedMailbox:
         self.write_back()
         if not self._unchanged():
             self._load(self._scan())
-        elif not self._loaded_since_refresh:
+        elif not self._loaded_since_refresh and not (allow_expunge and self.expunged):
             return []
         self._loaded_since_refresh = False
         out, self.news = self.news, []
@@ -263,13 +312,15 @@ class SelectedMailbox:
             self.uids = [uid for uid in self.uids if uid not in self.expunged]
             self.expunged.clear()
         seq_of = self.seq_of_uid()
+        changed, shown = [], set()
         for uid, seq in seq_of.items():
             m = present.get(uid)
-            if m is None:
-                continue
-            if (m.flags, m.keywords) != self.state[uid]:
+            if m is not None and (m.flags, m.keywords) != self.state[uid]:
                 self.state[uid] = (m.flags, m.keywords)
-                out.append((str(seq), "FETCH", ["FLAGS", self.imap_flags(uid)]))
+                shown.update(m.keywords)
+                changed.append((str(seq), "FETCH", ["FLAGS", self.imap_flags(uid)]))
+        out += self.flags_news(shown)  # a keyword is announced before a FETCH shows it (RFC 3501 7.2.6)
+        out += changed
         known = set(self.uids)
         last = self.uids[-1] if self.uids else 0
         new = [m for m in present.values() if m.uid not in known and m.uid > last]
@@ -308,3 +359,6 @@ class SelectedMailbox:
         self.box.close()
 
 
+def _applier(changes):
+    """The function update_flags calls with a message's flags in the file."""
+    return lambda letters, keywords: applied(changes, letters, keywords)

@@ -33,11 +33,13 @@ from .mailboxes import MailboxNameError, MailStore, NoSuchMailbox
 from .response import astring, untagged
 from .search import SearchContext, compile_search
 from .selected import (
-    SYSTEM_FLAG_NAMES, SelectedMailbox, UidValidityChanged, flag_names, scan_with_uids, split_flags,
+    SEEN, SYSTEM_FLAG_NAMES, FlagChange, SelectedMailbox, UidValidityChanged, flag_names, scan_with_uids,
+    split_flags,
 )
 
 VERSION = "0.1.0"
 ANSWERED = object()  # a handler that already sent its tagged reply returns this
+EXPUNGE_ISSUED = "[EXPUNGEISSUED] Some messages were already expunged"  # RFC 5530, as Dovecot says it
 LOCK_BATCH_BYTES = 4 << 20  # content read (and sent) under one hold of the mailbox lock
 SPOOL_LITERAL = 256 << 10  # APPEND literals bigger than this wait in a temporary file
 SPOOL_CHUNK = 64 << 10
@@ -442,7 +444,7 @@ class Session:
             raise No("[NONEXISTENT] no such mailbox") from None
         self.selected = selected
         self.state = State.SELECTED
-        keywords = tuple(selected.keywords)
+        keywords = tuple(selected.announced)
         self.send("FLAGS", SYSTEM_FLAG_NAMES + keywords)
         permanent = () if readonly else SYSTEM_FLAG_NAMES + keywords + ("\\*",)
         self.send("OK", "[PERMANENTFLAGS", "(" + " ".join(permanent) + ")]", "Flags permitted.")
@@ -631,17 +633,27 @@ class Session:
         needs_content = any(a.name not in ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE") for a in wanted)
         sets_seen = not selected.readonly and any(a.sets_seen for a in wanted)
         targets = self.targets(command, sequence)
+        self.announce_flags()
         if [a.name for a in wanted] in (["UID", "FLAGS"], ["FLAGS", "UID"], ["FLAGS"]):
             self._fetch_flags(targets, wanted[0].name == "UID", len(wanted) == 2)
+            gone = False
         elif needs_content:
+            gone = False
             for batch, copies in self.read_batches(targets, copied=True):
                 try:
-                    self._fetch_each(batch, wanted, sets_seen, copies)
+                    gone |= self._fetch_each(batch, wanted, sets_seen, copies)
                 finally:
                     copies.close()
         else:
-            self._fetch_each(targets, wanted, sets_seen, selected.box)
+            gone = self._fetch_each(targets, wanted, sets_seen, selected.box)
         selected.write_back()
+        if gone:
+            return EXPUNGE_ISSUED
+
+    def announce_flags(self, keywords=()):
+        """`* FLAGS` and PERMANENTFLAGS first, when a FETCH is about to show a keyword not announced yet."""
+        for parts in self.selected.flags_news(keywords):
+            self.send(*parts)
 
     def read_batches(self, targets, *, copied=False):
         """Targets in batches, each read under a read lock with fresh offsets: (batch, where to read them).
@@ -686,9 +698,7 @@ class Session:
         selected = self.selected
         texts = {}
         lines = []
-        for seq, uid in targets:
-            if uid not in selected.messages:
-                continue
+        for seq, uid in targets:  # a message expunged elsewhere, not yet announced, keeps its flags
             letters, keywords = selected.flags_of(uid)
             key = (letters, keywords, uid in selected.recent)
             flags = texts.get(key)
@@ -706,19 +716,21 @@ class Session:
         self.conn.write("".join(lines).encode("utf-8", "surrogateescape"))
 
     def _fetch_each(self, targets, wanted, sets_seen, source):
+        """FETCH responses for the targets; True when one was expunged by another session meanwhile."""
         selected = self.selected
+        gone = False
         for seq, uid in targets:
             msg = selected.messages.get(uid)
             if msg is None:
-                continue  # expunged by another session, not yet announced
+                gone = True
+                self._fetch_expunged(seq, uid, wanted)
+                continue
             fetcher = None
             items = []
             show_flags = False
-            if sets_seen:
-                letters, keywords = selected.flags_of(uid)
-                if "R" not in letters:
-                    selected.set_flags(uid, set(letters) | {"R"}, keywords)
-                    show_flags = True
+            if sets_seen and "R" not in selected.flags_of(uid)[0]:
+                selected.change_flags(uid, SEEN)
+                show_flags = True
             for att in wanted:
                 if att.name == "UID":
                     items += ["UID", uid]
@@ -734,6 +746,24 @@ class Session:
                 self.send_line(f"* {seq} FETCH ({' '.join(map(_plain, items))})")
             else:
                 self.send(str(seq), "FETCH", items)
+        return gone
+
+    def _fetch_expunged(self, seq, uid, wanted):
+        """A message expunged elsewhere but still in the client's view: what is known of it, as Dovecot does.
+
+        UID and FLAGS come from the view; its content is gone, so body
+        sections are NIL and the rest is left out; the tagged OK carries
+        EXPUNGEISSUED.
+        """
+        items = []
+        for att in wanted:
+            if att.name == "UID":
+                items += ["UID", uid]
+            elif att.name == "FLAGS":
+                items += ["FLAGS", self.selected.imap_flags(uid)]
+            elif att.section is not None or att.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+                items += [att.response_name(), None]
+        self.send(str(seq), "FETCH", items)
 
     def cmd_store(self, command):
         sequence, store = command.args
@@ -745,28 +775,20 @@ class Session:
                 raise Bad(f"invalid keyword {name}")
             if name.startswith("\\") and name.lower() not in (f.lower() for f in SYSTEM_FLAG_NAMES):
                 raise Bad(f"unknown system flag {name}")
-        add_letters, add_keywords = split_flags(store.flags)
-        for seq, uid in self.targets(command, sequence):
-            if uid not in selected.messages:
-                continue
-            letters, keywords = selected.flags_of(uid)
-            letters, keywords = set(letters), list(keywords)
-            if store.mode == "+":
-                letters |= add_letters
-                keywords += [k for k in add_keywords if k not in keywords]
-            elif store.mode == "-":
-                letters -= add_letters
-                keywords = [k for k in keywords if k not in add_keywords]
-            else:
-                letters = (letters & {"O"}) | add_letters
-                keywords = list(add_keywords)
-            selected.set_flags(uid, letters, keywords)
-            if not store.silent:
-                items = ["FLAGS", selected.imap_flags(uid)]
-                if command.uid:
-                    items = ["UID", uid] + items
-                self.send(str(seq), "FETCH", items)
-        selected.write_back()
+        letters, keywords = split_flags(store.flags)
+        change = FlagChange(store.mode, frozenset(letters), tuple(keywords))
+        targets = self.targets(command, sequence)
+        written = selected.store([uid for _, uid in targets], change, silent=store.silent)
+        if not store.silent:
+            self.announce_flags(k for _, names in written.values() for k in names)
+            for seq, uid in targets:
+                if uid in written:
+                    items = ["FLAGS", selected.imap_flags(uid)]
+                    if command.uid:
+                        items = ["UID", uid] + items
+                    self.send(str(seq), "FETCH", items)
+        if len(written) < len(targets):
+            return EXPUNGE_ISSUED
 
     def cmd_search(self, command):
         charset, key = command.args
@@ -813,19 +835,21 @@ class Session:
             target = selected.box
         selected.write_back()
         source_uids, new_uids = [], []
+        # both locks, always in the order of the files' paths: two sessions copying in
+        # opposite directions would otherwise each hold one and wait out the lock timeout
+        first, second = sorted((selected.box, target), key=lambda box: box.path)
         try:
-            with selected.box.locked(), target.locked():
+            with first.locked(), second.locked():
                 selected.refresh_positions()
                 for _, uid in targets:
                     msg = selected.messages.get(uid)
                     if msg is None:
                         continue
-                    letters, keywords = selected.flags_of(uid)
                     data = selected.box.read(msg)
-                    new_uids.append(
+                    new_uids.append(  # the flags the file holds: this session's were written just above
                         target.append(
-                            data, sender=msg.sender, date=msg.date, flags=frozenset(letters) - {"O"},
-                            keywords=keywords, assign_uid=True,
+                            data, sender=msg.sender, date=msg.date, flags=frozenset(msg.flags) - {"O"},
+                            keywords=msg.keywords, assign_uid=True,
                         )
                     )
                     source_uids.append(uid)
