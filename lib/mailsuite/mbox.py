@@ -263,7 +263,7 @@ class Mailbox:
         if before is not None and before[0] == key:
             return self._index_of(before, st.st_size)
         with self.reading():
-            return self._scan_locked(before)
+            return self._scan_locked()
 
     def _remembered(self, key):
         """(key, tail, payload) of the last scan known: this object's if it is of KEY, else the index cache's."""
@@ -275,10 +275,18 @@ class Mailbox:
             self._memo = cached
         return cached or memo
 
-    def _scan_locked(self, before, *, trust_cache=True):
-        """Scan what changed since BEFORE (a remembered scan, or None); caller holds a lock."""
+    def _scan_locked(self, *, trust_cache=True):
+        """Scan what changed since the newest scan remembered; caller holds a lock.
+
+        What is remembered is looked up under the lock: a state looked up
+        before it may predate another process's in-place change, which a
+        scan of the grown tail alone would never see.  Without TRUST_CACHE
+        (the layout proved stale) the whole file is read, and only the UID
+        state of what was remembered is used.
+        """
         st = os.fstat(self.fd)
         key = _key(st)
+        before = self._remembered(key) if trust_cache else self._memo
         found = None
         if trust_cache and before is not None:
             if before[0] == key:
@@ -493,7 +501,7 @@ class Mailbox:
             return self._sync(index, flags or {}, set(expunge), keywords)
         except _StaleIndex:
             self.forget()
-            return self._sync(self._scan_locked(self._memo, trust_cache=False), flags or {}, set(expunge), keywords)
+            return self._sync(self._scan_locked(trust_cache=False), flags or {}, set(expunge), keywords)
 
     def _sync(self, index, flags, expunge, keywords):
         if not index.all:
