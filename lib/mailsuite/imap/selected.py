@@ -147,9 +147,18 @@ class SelectedMailbox:
             return None
 
     def _scan(self):
-        self._seen_key = self._file_key()
+        """The file's index; what it was read at becomes the key `_unchanged` compares with.
+
+        The key is taken before the scan (a change made during the scan is
+        seen again at the next refresh) and kept only when the scan
+        succeeds: a refresh that failed (a lock held too long) must not
+        leave the view believing it is up to date.
+        """
+        key = self._file_key()
         with collector_paused():
-            return scan_with_uids(self.box)
+            index = scan_with_uids(self.box)
+        self._seen_key = key
+        return index
 
     def _unchanged(self):
         """True when the file is exactly as we last read it (every rewrite moves mtime_ns)."""
@@ -262,8 +271,11 @@ class SelectedMailbox:
     def refresh_positions(self):
         """Re-read message offsets (caller holds a lock) without announcing anything or writing."""
         if not self._unchanged():
-            self._seen_key = self._file_key()
-            self._load(self.box.scan())
+            key = self._file_key()
+            index = self.box.scan()
+            self._load(index)
+            if all(m.uid for m in index.messages):  # else the next refresh must scan again, to give them UIDs
+                self._seen_key = key
 
     def forget_positions(self):
         """The offsets proved wrong: the next refresh scans the whole file again."""
