@@ -150,5 +150,5 @@ def test_a_mail_dir_that_leads_into_the_spool_directory_is_refused(box):
     assert b'* LIST (\\HasNoChildren) "/" INBOX' in out and b"bob" not in out.split(b"r RENAME")[0]
     for tag in (b"r", b"c", b"d"):
         assert tagged(out, tag).startswith(tag + b" NO")
-    assert sorted(p.name for p in (box.dir / "spool").iterdir()) == ["alice", "bob"]
+    assert sorted(p.name for p in (box.dir / "spool").iterdir() if not p.name.startswith(".")) == ["alice", "bob"]  # no crash records
     assert box.spool("bob").read_bytes() == bob

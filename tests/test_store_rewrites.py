@@ -258,6 +258,7 @@ def test_a_rewrite_the_index_key_cannot_see_is_caught_by_the_bytes(sandbox, monk
     """
     from mailsuite import mbox
     from mailsuite.imap.mailboxes import MailStore
+    from mailsuite.imap.selected import FlagChange
     from mailsuite.imap.selected import SelectedMailbox
     monkeypatch.setattr(mbox, "_key", lambda st: (st.st_dev, st.st_ino, st.st_size, 0, 0))
     for subject in (b"aaa", b"bbb"):
@@ -287,7 +288,7 @@ def test_a_rewrite_the_index_key_cannot_see_is_caught_by_the_bytes(sandbox, monk
             copies.close()
     with open(sandbox.spool("alice"), "r+b") as f:                  # and once more, unseen
         f.write(data)
-    selected.set_flags(uid, {"R", "O"}, ())
+    selected.change_flags(uid, FlagChange("+", frozenset("R"), ()))
     selected.write_back()
     selected.close()
     assert sandbox.spool("alice").read_bytes().count(b"\nMessage-ID: <") == 2
