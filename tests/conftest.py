@@ -6,9 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 
 pytest_plugins = ["realusers", "realsystem", "mta_system"]   # real users; PAM services and installations; a system-mode MTA
 
@@ -33,8 +32,8 @@ def need(tool):
 
 class Sandbox:
     def __init__(self, directory):
-        from mailsuite.core import config
         from mailsuite.admin import sandbox
+        from mailsuite.core import config
         self.dir = Path(directory)
         self.conf = sandbox.init(str(self.dir), tls=False)
         self.cfg = config.load(self.conf, required=True)
@@ -70,14 +69,24 @@ class Sandbox:
             self.spool(user).write_bytes(b"")
 
 
-def subjects(path):
-    """The Subject: of every message in an mbox, as Python's mailbox module reads it."""
+def mbox_messages(path):
+    """The messages of an mbox as Python's mailbox module reads them, without the pseudo-message.
+
+    The pseudo-message ("FOLDER INTERNAL DATA", with an X-IMAP: header)
+    keeps an emptied folder's UID state; no mail reader shows it.
+    """
     import mailbox
     box = mailbox.mbox(str(path), create=False)
     try:
-        return [box.get_message(k)["subject"] for k in box.keys()]
+        found = [box.get_message(k) for k in box.keys()]
     finally:
         box.close()
+    return [m for m in found if m["x-imap"] is None]
+
+
+def subjects(path):
+    """The Subject: of every message in an mbox, as Python's mailbox module reads it."""
+    return [m["subject"] for m in mbox_messages(path)]
 
 
 @pytest.fixture
@@ -97,6 +106,26 @@ def sandbox(tmp_path):
     box = Sandbox(tmp_path / "sandbox")
     box.clear_spools()
     return box
+
+
+@pytest.fixture
+def shared_sandbox():
+    """A sandbox Dovecot may use too: in a directory anyone can reach, owned by nobody when we are root.
+
+    Dovecot refuses to serve mail as root, so then both servers (and
+    mail.local) run as nobody: see imap_support.RUN_AS.
+    """
+    import tempfile
+
+    from imap_support import RUN_AS, chown_tree
+    directory = tempfile.mkdtemp(prefix="mailsuite-shared-")
+    os.chmod(directory, 0o755)
+    box = Sandbox(os.path.join(directory, "sb"))
+    box.clear_spools()
+    if RUN_AS:
+        chown_tree(directory, RUN_AS)
+    yield box
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture

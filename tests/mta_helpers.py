@@ -1,6 +1,5 @@
 """Helpers shared by the sendmail, queue and aliases tests."""
 
-import mailbox
 import os
 import sys
 import time
@@ -9,14 +8,10 @@ MESSAGE = b"Subject: hello\nTo: bob@localhost\n\nHi there.\n"
 
 
 def spool_messages(path):
-    """The messages of an mbox spool, parsed by Python's mailbox (a reader we did not write)."""
-    if not path.exists():
-        return []
-    box = mailbox.mbox(str(path), create=False)
-    try:
-        return list(box)
-    finally:
-        box.close()
+    """The messages of an mbox spool, parsed by Python's mailbox (a reader we did not write),
+    without the pseudo-message that keeps an emptied folder's UID state (conftest.mbox_messages)."""
+    from conftest import mbox_messages
+    return mbox_messages(path) if path.exists() else []
 
 
 def wait_for_messages(path, count, timeout=20.0):

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import program
 from mta_helpers import spool_messages
 from procs import LISTENING, children_of

@@ -8,13 +8,13 @@ import signal
 import subprocess
 import time
 
+from conftest import need, program
+from procs import children_of
+
 from mailsuite.core import config
+from mailsuite.core.users import UserDB
 from mailsuite.lda.deliver import deliver
 from mailsuite.store.prepare import prepare_bytes
-from mailsuite.core.users import UserDB
-
-from conftest import program
-from procs import children_of
 
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
@@ -109,3 +109,20 @@ def wait_for(predicate, timeout=10):
             return True
         time.sleep(0.02)
     return False
+
+
+def fetchmail(sandbox, server, tmp_path, *options):
+    """One fetchmail run for alice, delivering each message to bob with our mail.local."""
+    home = tmp_path / "fetchmail-home"
+    home.mkdir(exist_ok=True)
+    rc = home / ".fetchmailrc"
+    rc.write_text(f'poll 127.0.0.1 port {server.port} protocol pop3 user alice password alice is bob here\n')
+    rc.chmod(0o600)
+    env = dict(sandbox.env, HOME=str(home), FETCHMAILHOME=str(home))
+    done = subprocess.run([need("fetchmail"), "-f", str(rc), "--nodetach", "--sslproto", "", "--uidl",
+                           "--pidfile", str(home / "fetchmail.pid"),            # as root: not /var/run's
+                           "--mda", f"{program('mail.local')} -C {sandbox.conf} -f %F bob", *options],
+                          env=env, capture_output=True, timeout=120)
+    # fetchmail exits 1 when there was no mail
+    assert done.returncode in (0, 1), done.stderr.decode()
+    return done

@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 from stage import stage
 
 REPO = Path(__file__).resolve().parent.parent

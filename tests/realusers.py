@@ -18,9 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import ssl
 import subprocess
 from pathlib import Path
 
-
 import peers
+
 from mailsuite.core import config
 from mailsuite.server import passwords
 

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-
 import peers
+
 from mailsuite.core import config
-from mailsuite.server import passwords
 from mailsuite.mta import queue
+from mailsuite.server import passwords
 
 ROOT = Path(__file__).resolve().parent.parent
 LIB = ROOT / "lib"
@@ -216,18 +216,26 @@ class Dnsmasq:
     def __init__(self, directory, *, mx=(), hosts=(), records=(), local="test", address="127.0.0.1", port=None,
                  netns=None):
         binary = peers.require("dnsmasq")
-        self.port = port or free_udp_port()
-        prefix = ["ip", "netns", "exec", netns] if netns else []
-        args = prefix + [binary, "--no-daemon", f"--port={self.port}", f"--listen-address={address}", "--bind-interfaces",
-                "--no-resolv", "--no-hosts", f"--local=/{local}/", "--pid-file=", "--log-facility=-",
-                "--conf-file=/dev/null"]
-        args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in mx]
-        args += [f"--host-record={name},{address}" for name, address in hosts]
-        args += [f"--dns-rr={name},{rtype},{data}" for name, rtype, data in records]
         self.log_path = Path(directory) / "dnsmasq.log"
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)
-        wait_for(self._started, timeout=20)
+        for _attempt in range(20):             # a free port may be taken before dnsmasq binds it: try another
+            self.port = port or free_udp_port()
+            prefix = ["ip", "netns", "exec", netns] if netns else []
+            args = prefix + [binary, "--no-daemon", f"--port={self.port}", f"--listen-address={address}",
+                             "--bind-interfaces", "--no-resolv", "--no-hosts", f"--local=/{local}/", "--pid-file=",
+                             "--log-facility=-", "--conf-file=/dev/null"]
+            args += [f"--mx-host={domain},{host},{pref}" for domain, host, pref in mx]
+            args += [f"--host-record={name},{address}" for name, address in hosts]
+            args += [f"--dns-rr={name},{rtype},{data}" for name, rtype, data in records]
+            self.log = open(self.log_path, "wb")
+            self.process = subprocess.Popen(args, stdout=self.log, stderr=self.log)
+            try:
+                wait_for(self._started, timeout=20)
+                return
+            except RuntimeError:
+                self.log.close()
+                if port or b"Address already in use" not in self.log_path.read_bytes():
+                    raise
+        raise RuntimeError("dnsmasq found no free port in 20 tries")
 
     def _started(self):
         if self.process.poll() is not None:

@@ -2,7 +2,6 @@
 
 import os
 
-
 from mta_helpers import MESSAGE, spool_messages
 
 

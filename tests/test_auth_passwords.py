@@ -11,14 +11,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import peers
-from mailsuite.server import auth
-from mailsuite.store import mailgroup
-from mailsuite.server import pam
-from mailsuite.server.connection import Connection
+import pytest
 from serverlib import write_config
+
+from mailsuite.server import auth, pam
+from mailsuite.server.connection import Connection
+from mailsuite.store import mailgroup
 
 PEER = ("192.0.2.7", 40000)
 

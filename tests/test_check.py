@@ -4,7 +4,6 @@ import socket
 import subprocess
 
 import pytest
-
 from mta_helpers import set_config
 
 

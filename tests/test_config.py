@@ -30,6 +30,7 @@ def test_missing_system_file_means_defaults(monkeypatch, tmp_path):
 def test_a_named_file_that_is_missing_is_an_error_in_every_program(how, tmp_path):
     """Falling back to the defaults would act on the system's spool and queue (sendmail -bp listed it)."""
     import subprocess
+
     from conftest import program
     absent = str(tmp_path / "absent.conf")
     for name, args in (("mail", ["-H"]), ("mail.local", ["alice"]), ("sendmail", ["-bp"]),
@@ -104,6 +105,7 @@ def test_programs_exit_ex_config_with_one_line(sandbox, tmp_path):
     done = sandbox.run("mail.local", "alice", input=b"Subject: x\n\nhi\n", env=dict(os.environ))
     assert done.returncode == 0
     import subprocess
+
     from conftest import program
     done = subprocess.run([program("mail.local"), "-C", bad, "alice"], input=b"x\n", capture_output=True)
     assert done.returncode == os.EX_CONFIG

@@ -5,7 +5,6 @@ import subprocess
 import threading
 
 import pytest
-
 from imap_support import deliver, imapd, imapd_command
 
 COUNT = 1500

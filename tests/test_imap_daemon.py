@@ -9,11 +9,11 @@ import threading
 from pathlib import Path
 
 import pytest
+from serverlib import client_tls_context, make_certificate, stop, write_config
 
 from mailsuite.core import log
-from mailsuite.server import connection
 from mailsuite.imap.session import Session
-from serverlib import client_tls_context, make_certificate, stop, write_config
+from mailsuite.server import connection
 
 IMAPD = str(Path(sys.executable).parent / "imapd")
 

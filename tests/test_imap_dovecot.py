@@ -6,20 +6,13 @@ everything it reports comes from the mbox headers we wrote, and the other
 way round.
 """
 
-import os
 import re
-import shutil
-import tempfile
-
-import pytest
 
 import peers
-from conftest import Sandbox
-from imap_support import Dovecot, chown_tree, deliver, imapd
+import pytest
+from imap_support import RUN_AS, deliver, ours, shared_sandbox, theirs
 
 pytestmark = peers.needs("dovecot-imap")
-
-RUN_AS = "nobody" if os.geteuid() == 0 else None
 
 CORPUS = [
     b"From: a@example.org\nTo: b@example.org\nSubject: plain\n\nline one\nline two\n",
@@ -42,25 +35,7 @@ CORPUS = [
 ]
 
 
-@pytest.fixture
-def shared(request):
-    """A sandbox both servers may use (owned by nobody when we are root)."""
-    directory = tempfile.mkdtemp(prefix="imapd-dovecot-")
-    os.chmod(directory, 0o755)
-    box = Sandbox(os.path.join(directory, "sb"))
-    box.clear_spools()
-    if RUN_AS:
-        chown_tree(directory, RUN_AS)
-    yield box
-    shutil.rmtree(directory, ignore_errors=True)
-
-
-def ours(box):
-    return imapd(box, as_user=RUN_AS)
-
-
-def theirs(box):
-    return Dovecot(box, run_as=RUN_AS).session()
+shared = pytest.fixture(shared_sandbox)
 
 
 def state(imap, items="(UID FLAGS RFC822.SIZE)"):

@@ -7,8 +7,8 @@ import subprocess
 import time
 
 import pytest
-
 from imap_support import imapd_command
+
 from mailsuite.store import mailbox as mbox
 
 COUNT = 400

@@ -1,7 +1,6 @@
 """Hostile and broken input: every error gets a clear reply and the session lives on."""
 
 import pytest
-
 from imap_support import deliver, raw_session
 
 MESSAGE = b"From: a@example.org\nSubject: one\n\nbody\n"
@@ -150,5 +149,5 @@ def test_a_mail_dir_that_leads_into_the_spool_directory_is_refused(box):
     assert b'* LIST (\\HasNoChildren) "/" INBOX' in out and b"bob" not in out.split(b"r RENAME")[0]
     for tag in (b"r", b"c", b"d"):
         assert tagged(out, tag).startswith(tag + b" NO")
-    assert sorted(p.name for p in (box.dir / "spool").iterdir()) == ["alice", "bob"]
+    assert sorted(p.name for p in (box.dir / "spool").iterdir() if not p.name.startswith(".")) == ["alice", "bob"]  # no crash records
     assert box.spool("bob").read_bytes() == bob

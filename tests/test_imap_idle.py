@@ -1,42 +1,9 @@
 """IDLE (RFC 2177): a delivery by mail.local reaches an idling client."""
 
-import os
-import select
-import subprocess
 import time
 
-from imap_support import deliver, imapd_command, set_imap_option
-
-
-class Client:
-    """A raw IMAP client on a child's pipes, reading with a deadline."""
-
-    def __init__(self, sandbox):
-        self.proc = subprocess.Popen(imapd_command(sandbox), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     env=sandbox.env, bufsize=0)
-        self.buffer = b""
-
-    def send(self, line):
-        self.proc.stdin.write(line + b"\r\n")
-
-    def wait_for(self, needle, timeout=20):
-        """Read until `needle` appears; the lines read so far are returned."""
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        while needle not in self.buffer:
-            left = deadline - time.monotonic()
-            assert left > 0, f"no {needle!r} in {self.buffer!r}"
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
-                chunk = os.read(fd, 65536)
-                assert chunk, f"imapd closed the connection: {self.buffer!r}"
-                self.buffer += chunk
-        text, _, self.buffer = self.buffer.partition(needle)
-        return text + needle
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+from imap_support import RawClient as Client
+from imap_support import deliver, set_imap_option
 
 
 def test_delivery_wakes_idle(sandbox):

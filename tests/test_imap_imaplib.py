@@ -4,7 +4,6 @@ import imaplib
 import re
 
 import pytest
-
 from imap_support import deliver, imapd, raw_session, set_imap_option
 
 SIMPLE = b"From: Alice <alice@example.org>\nTo: bob@example.org\nSubject: hello\nDate: Mon, 2 Jan 2023 10:00:00 +0000\nMessage-ID: <1@example.org>\n\nfirst body line\nFrom the start\n"

@@ -6,46 +6,12 @@ must move only the changes: messages already copied keep their files.
 """
 
 import os
-import shlex
-import subprocess
 from pathlib import Path
 
-
 import peers
-from imap_support import deliver, imapd, imapd_command
+from imap_support import deliver, imapd, maildir_files, mbsync, mbsync_config
 
 pytestmark = peers.needs("mbsync")
-
-
-def mbsync(sandbox, rc):
-    result = subprocess.run(["mbsync", "-c", str(rc), "-a"], capture_output=True, env=sandbox.env, timeout=120)
-    assert result.returncode == 0, result.stderr.decode()
-    return result
-
-
-def configure(sandbox, tmp_path):
-    local = tmp_path / "Maildir"
-    local.mkdir()
-    rc = tmp_path / "mbsyncrc"
-    rc.write_text(
-        "IMAPStore remote\n"
-        f"Tunnel \"{shlex.join(imapd_command(sandbox))}\"\n\n"
-        "MaildirStore local\n"
-        f"Path {local}/\nInbox {local}/INBOX\nSubFolders Verbatim\n\n"
-        "Channel test\nFar :remote:\nNear :local:\nPatterns *\nCreate Both\nExpunge Both\n"
-        f"SyncState *\n"
-    )
-    return rc, local
-
-
-def files(folder):
-    """{unique name: maildir flags} of a Maildir folder."""
-    out = {}
-    for sub in ("new", "cur"):
-        for entry in (folder / sub).iterdir() if (folder / sub).exists() else ():
-            name, _, flags = entry.name.partition(":2,")
-            out[name] = flags
-    return out
 
 
 def test_mbsync_two_way(sandbox, tmp_path):
@@ -56,10 +22,10 @@ def test_mbsync_two_way(sandbox, tmp_path):
     imap.append("Work", r"(\Seen)", None, b"Subject: work\r\n\r\nwork\r\n")
     imap.logout()
 
-    rc, local = configure(sandbox, tmp_path)
+    rc, local = mbsync_config(sandbox, tmp_path)
     mbsync(sandbox, rc)
-    first = files(local / "INBOX")
-    assert len(first) == 3 and len(files(local / "Work")) == 1
+    first = maildir_files(local / "INBOX")
+    assert len(first) == 3 and len(maildir_files(local / "Work")) == 1
 
     # changes on the server: a flag, a new delivery
     imap = imapd(sandbox)
@@ -77,7 +43,7 @@ def test_mbsync_two_way(sandbox, tmp_path):
                 entry.unlink()
 
     mbsync(sandbox, rc)
-    second = files(local / "INBOX")
+    second = maildir_files(local / "INBOX")
     assert len(second) == 3
     assert set(first) - {names[2]} <= set(second)  # nothing fetched again
     assert "F" in second[names[0]] and "S" in second[names[1]]
@@ -94,6 +60,6 @@ def test_mbsync_two_way(sandbox, tmp_path):
     imap.logout()
 
     third = mbsync(sandbox, rc)
-    assert files(local / "INBOX") == second
+    assert maildir_files(local / "INBOX") == second
     assert b"Error" not in third.stderr
     assert Path(local / "Work").exists()

@@ -10,7 +10,6 @@ import subprocess
 import time
 import uuid
 
-
 import peers
 from imap_support import deliver, imapd, imapd_command
 

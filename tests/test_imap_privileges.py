@@ -4,7 +4,6 @@ import imaplib
 import os
 
 import pytest
-
 from conftest import program
 from procs import children_of, start_listener, stop_listener, system_installation
 

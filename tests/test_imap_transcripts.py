@@ -4,14 +4,15 @@ Each file in tests/transcripts/imap/ holds `C:` lines (sent to
 `imapd --preauth alice` on stdin, all at once) and `S:` lines (what must
 come back, in order).  `<ANY>` in an S: line matches any text (for
 UIDVALIDITY and dates).  The spool starts with the messages in
-tests/transcripts/imap/messages/, delivered by mail.local in name order.
+tests/transcripts/imap/messages/, delivered by mail.local in name order,
+or in the directory named like the transcript (structure.t: structure/)
+when there is one.
 """
 
 import re
 from pathlib import Path
 
 import pytest
-
 from imap_support import deliver, raw_session
 
 HERE = Path(__file__).resolve().parent / "transcripts" / "imap"
@@ -36,7 +37,8 @@ def pattern(expected):
 
 @pytest.mark.parametrize("path", TRANSCRIPTS, ids=[p.stem for p in TRANSCRIPTS])
 def test_transcript(sandbox, path):
-    for message in sorted((HERE / "messages").glob("*.eml")):
+    spool = path.with_suffix("") if path.with_suffix("").is_dir() else HERE / "messages"
+    for message in sorted(spool.glob("*.eml")):
         deliver(sandbox, "alice", message.read_bytes())
     client, server = load(path)
     out, status = raw_session(sandbox, "".join(line + "\r\n" for line in client).encode())

@@ -12,7 +12,6 @@ import socket
 import subprocess
 
 import pytest
-
 from conftest import program
 from pop3lib import configure
 

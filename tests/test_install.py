@@ -12,9 +12,8 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 import peers
+import pytest
 from conftest import REPO
 
 DEBIAN_DEPENDENCIES = "python3-pyinotify python3-daemon python3-dnspython"

@@ -12,7 +12,6 @@ import subprocess
 import threading
 
 import pytest
-
 from conftest import program
 from mta_helpers import set_config
 

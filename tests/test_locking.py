@@ -5,10 +5,10 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 import peers
+import pytest
 from conftest import need, program
+
 from mailsuite.store.locking import STALE_AFTER, Dotlock
 
 MESSAGE = b"Subject: locked\n\nbody\n"
@@ -112,7 +112,7 @@ def test_dotlock_is_nfs_safe_and_names_our_pid(tmp_path):
     path = str(tmp_path / "box")
     lock = Dotlock(path)
     assert lock.acquire()
-    assert open(path + ".lock").read() == f"{os.getpid()}\n"
+    assert open(path + ".lock").read() == f"{os.getpid()}@{os.uname().nodename}\n"
     assert not Dotlock(path).acquire()
     assert sorted(os.listdir(tmp_path)) == ["box.lock"]          # no temporary files left behind
     lock.release()
@@ -152,3 +152,53 @@ print(os.path.exists({box + '.lock'!r}))
     done = subprocess.run([python, "-c", script], capture_output=True, user=nobody.pw_uid, group=nobody.pw_gid,
                           extra_groups=[], cwd=top, env={"PYTHONPATH": os.path.join(top, "lib")})
     assert done.stdout.split() == [b"True", b"True", b"False"], done.stderr
+
+
+def test_a_lock_of_another_host_is_judged_by_its_age(sandbox):
+    """Its PID means nothing here: a fresh one is respected even if no such process runs on this host."""
+    short_timeout(sandbox, "1s")
+    lock = str(sandbox.spool("alice")) + ".lock"
+    with open(lock, "w") as f:
+        f.write(f"{dead_pid()}@another-host.example\n")
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == os.EX_TEMPFAIL
+    old = time.time() - STALE_AFTER - 10
+    os.utime(lock, (old, old))
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == 0
+
+
+@pytest.mark.parametrize("holder", ["{pid}", "{pid}@{host}", "{pid}:{host}"])   # liblockfile's, ours, Dovecot's
+def test_a_lock_of_this_host_from_before_the_last_boot_is_stale(sandbox, holder):
+    """Its PID may belong to someone else now (here: to this very process)."""
+    short_timeout(sandbox, "1s")
+    lock = str(sandbox.spool("alice")) + ".lock"
+    with open(lock, "w") as f:
+        f.write(holder.format(pid=os.getpid(), host=os.uname().nodename) + "\n")
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == os.EX_TEMPFAIL
+    before_boot = boot_time() - 60
+    os.utime(lock, (before_boot, before_boot))
+    assert sandbox.run("mail.local", "alice", input=MESSAGE).returncode == 0
+    assert not os.path.exists(lock)
+
+
+def test_dotlockfile_respects_our_lock(tmp_path):
+    """liblockfile reads the PID in front of @host, as it always read a PID."""
+    helper = need("dotlockfile")
+    path = str(tmp_path / "box")
+    lock = Dotlock(path)
+    assert lock.acquire()
+    assert subprocess.run([helper, "-l", "-p", "-r", "0", path + ".lock"]).returncode != 0
+    lock.release()
+    assert subprocess.run([helper, "-l", "-p", "-r", "0", path + ".lock"]).returncode == 0
+    subprocess.run([helper, "-u", path + ".lock"], check=True)
+
+
+def boot_time():
+    with open("/proc/stat") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("btime "))
+
+
+def dead_pid():
+    """A PID no process has (a child that has been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

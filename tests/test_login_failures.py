@@ -18,7 +18,6 @@ import secrets
 import time
 
 import pytest
-
 from procs import start_listener, stop_listener
 from smtp_helpers import S421_CLOSING, S535_AUTH_FAILED, Instance
 

@@ -15,7 +15,6 @@ import resource
 import subprocess
 
 import pytest
-
 from conftest import program
 from mail_harness import quit_cleanly
 

@@ -7,8 +7,7 @@ import os
 import time
 
 import pexpect
-
-from conftest import program
+from conftest import mbox_messages, program
 
 PROMPT = r"\? "
 
@@ -66,7 +65,7 @@ def test_send_read_reply_through_sendmail(sandbox, tmp_path):
     assert answer["In-Reply-To"] == msg["Message-ID"]
     assert "> anbei der Bericht." in answer.get_content()
     # bob's read message went to his ~/mbox, his spool is empty.
-    assert len(mailbox.mbox(str(sandbox.spool("bob")))) == 0
+    assert mbox_messages(sandbox.spool("bob")) == []
     assert [m["Message-ID"] for m in mailbox.mbox(str(sandbox.home("bob") / "mbox"))] == [msg["Message-ID"]]
 
 

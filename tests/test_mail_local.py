@@ -8,7 +8,6 @@ import subprocess
 import threading
 
 import pytest
-
 from conftest import program
 
 MESSAGE = b"From: bob@example.org\nTo: alice@localhost\nSubject: hello\n\nbody line\n"

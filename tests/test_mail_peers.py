@@ -1,19 +1,16 @@
 """After `mail`, other readers agree: Python's mailbox, s-nail and mutt; and `mail` reads what s-nail wrote."""
 
-import itertools
 import mailbox
 import os
 import subprocess
-import time
 
 import pexpect
 import pytest
-
 from conftest import need
 from mail_harness import message, quit_cleanly
+from tmux import mutt
 
 PROMPT = r"\? "
-_SOCKETS = itertools.count()
 
 
 def snail_summary(path, home):
@@ -27,41 +24,6 @@ def snail_summary(path, home):
         letter = line.replace("▸", " ")[1]
         rows.append((letter.strip(), fields[-1] if fields else ""))
     return rows
-
-
-class Tmux:
-    """A private tmux server running one full-screen program, read with capture-pane."""
-
-    def __init__(self, command, directory):
-        need("tmux")
-        self.socket = os.path.join(directory, f".tmux-{next(_SOCKETS)}")
-        subprocess.run(["tmux", "-S", self.socket, "new-session", "-d", "-s", "m", "-x", "120", "-y", "30",
-                        command + "; sleep 30"], check=True)
-
-    def screen(self):
-        return subprocess.run(["tmux", "-S", self.socket, "capture-pane", "-p", "-t", "m"],
-                              capture_output=True, text=True).stdout
-
-    def wait_for(self, predicate, timeout=20):
-        deadline = time.monotonic() + timeout
-        while True:
-            screen = self.screen()
-            if predicate(screen) or time.monotonic() > deadline:
-                return screen
-            time.sleep(0.1)
-
-    def keys(self, *keys):
-        subprocess.run(["tmux", "-S", self.socket, "send-keys", "-t", "m", *keys], check=True)
-
-    def close(self):
-        subprocess.run(["tmux", "-S", self.socket, "kill-server"], capture_output=True)
-
-
-def mutt(path, home, *, readonly=True):
-    need("mutt")
-    os.makedirs(os.path.join(home, "Mail"), exist_ok=True)
-    return Tmux(f"env HOME={home} TERM=screen LC_ALL=C.UTF-8 mutt -F /dev/null {'-R ' if readonly else ''}-f {path}",
-                home)
 
 
 def _index_rows(screen):
@@ -197,7 +159,7 @@ def test_reads_what_mutt_wrote(mail_sandbox):
     child = sb.spawn()
     child.expect(PROMPT)
     child.sendline("p 2")
-    child.expect("body three\r\nFrom the start")
+    child.expect("body three\r\n>From the start")     # as delivered and as mutt shows it
     child.expect(PROMPT)
     assert quit_cleanly(child) == 0
     assert [m["Subject"] for m in mailbox.mbox(str(sb.home() / "mbox"))] == ["one", "three"]

@@ -2,13 +2,22 @@
 
 import mailbox
 import os
+import subprocess
+import sys
 
 import pexpect
 import pytest
-
+from conftest import mbox_messages
 from mail_harness import message, quit_cleanly
 
 PROMPT = r"\? "
+HOLD_FCNTL = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""
 
 
 def three(sb):
@@ -17,7 +26,7 @@ def three(sb):
 
 
 def statuses(path):
-    return [(m["Subject"], m.get("Status", ""), m.get_flags()) for m in mailbox.mbox(str(path))]
+    return [(m["Subject"], m.get("Status", ""), m.get_flags()) for m in mbox_messages(path)]
 
 
 def test_summary_and_print(mail_sandbox):
@@ -30,7 +39,7 @@ def test_summary_and_print(mail_sandbox):
     child.sendline("")                                  # Enter: the current message
     child.expect("Message 1:")
     child.expect("Subject: Message number 1")
-    child.expect("Body of message 1.\r\nFrom the start")   # mboxrd quoting undone for the reader
+    child.expect("Body of message 1.\r\n>From the start")  # as stored, as IMAP and POP3 show it
     child.expect(PROMPT)
     child.sendline("")                                  # Enter again: the next one
     child.expect("Body of message 2.")
@@ -174,7 +183,7 @@ def test_folder_option_reads_mbox(mail_sandbox):
     child.sendline("d 1")
     child.expect(PROMPT)
     assert quit_cleanly(child) == 0
-    assert len(mailbox.mbox(str(sb.home() / "mbox"))) == 0
+    assert mbox_messages(sb.home() / "mbox") == []
 
 
 def test_quit_that_cannot_write_mbox_loses_nothing(mail_sandbox):
@@ -284,16 +293,24 @@ def test_bad_folders_are_clear_errors(mail_sandbox, tmp_path):
 
 
 def test_locked_spool_is_a_clear_temporary_failure(mail_sandbox):
-    """Another program holds the dotlock: start-up and quit say so, and nothing is changed."""
+    """Another program rewrites the spool (fcntl lock) or holds its dotlock: start-up or quit say so, nothing changes."""
     sb = mail_sandbox
     three(sb)
     sb.set_option("mailsuite", "lock_timeout", "1s")
     before = sb.spool().read_bytes()
-    lock = sb.dir / "spool" / "alice.lock"
-    lock.write_text(f"{os.getpid()}\n")                 # a live process's dotlock
-    done = sb.mail("-H")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_FCNTL, str(sb.spool())], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"locked\n"
+        done = sb.mail("-H")
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
     assert done.returncode == os.EX_TEMPFAIL
     assert done.stderr.count(b"\n") == 1
+    lock = sb.dir / "spool" / "alice.lock"
+    lock.write_text(f"{os.getpid()}\n")                 # a live process's dotlock: reading needs none
+    assert sb.mail("-H").returncode == 0
     lock.unlink()
     child = sb.spawn()
     child.expect(PROMPT)

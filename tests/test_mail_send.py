@@ -6,7 +6,6 @@ import mailbox
 import os
 
 import pexpect
-
 from mail_harness import message, quit_cleanly
 
 

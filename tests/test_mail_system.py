@@ -6,9 +6,8 @@ import subprocess
 import tempfile
 
 import pytest
-
-from stage import stage
 from mail_harness import message
+from stage import stage
 
 NOBODY = 65534
 

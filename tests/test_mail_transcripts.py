@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import program
 
 TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts" / "mail").glob("*.txt"))

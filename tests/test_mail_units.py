@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailsuite.mail import compose
-from mailsuite.mail import mime_view
-from mailsuite.mail import msglist
-from mailsuite.mail import rc
+from mailsuite.mail import compose, mime_view, msglist, rc
 
 
 @dataclass
@@ -327,6 +325,7 @@ def test_deeply_nested_messages_are_shown_never_recursed_forever(levels):
 
 def test_a_text_attachment_says_its_charset(tmp_path):
     from email.message import EmailMessage
+
     from mailsuite.mail.compose import attach_file
     for name, data, expected in (("utf8.txt", "München\n".encode(), 'text/plain; charset="utf-8"'),
                                  ("ascii.txt", b"plain\n", 'text/plain; charset="us-ascii"'),

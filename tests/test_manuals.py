@@ -10,15 +10,15 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import REPO, program
-from mailsuite.lda import mail_local
+
 from mailsuite.admin import command as mailsuite_cmd
-from mailsuite.pop3 import daemon as pop3d
 from mailsuite.admin import queue_cmd
-from mailsuite.mta import sendmail
 from mailsuite.imap import daemon as imapd
+from mailsuite.lda import mail_local
 from mailsuite.mail import main as mail
+from mailsuite.mta import sendmail
+from mailsuite.pop3 import daemon as pop3d
 from mailsuite.webmail import serve as webmail
 
 PROGRAMS = {

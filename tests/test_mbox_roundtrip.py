@@ -1,9 +1,10 @@
 """Whatever mail.local appends reads back intact through Python's mailbox module.
 
-mailbox.mbox is an mboxo reader: it does not undo the mboxrd quoting of
-body lines matching ^>*From , so the comparison unquotes them; everything
-else (headers, 8-bit bytes, long lines, missing final newlines, CRLF input
-made LF) must be byte-identical.
+mailbox.mbox is an mboxo reader and, like every reader of ours, does not
+undo the mboxrd quoting delivery gives body lines matching ^>*From , so
+the comparison quotes the original; everything else (headers, 8-bit bytes,
+long lines, missing final newlines, CRLF input made LF) must be
+byte-identical.
 """
 
 import mailbox
@@ -12,9 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailsuite.lda.deliver import deliver, open_spool
-
 from mailsuite.store.prepare import prepare_bytes
-from mailsuite.store.mailbox import unquote_from_lines
+from mailsuite.store.mailbox import quote_from_lines
 
 header_names = st.sampled_from(["Subject", "From", "To", "X-Test", "Comments", "Received"])
 header_values = st.binary(min_size=0, max_size=80).map(
@@ -68,7 +68,7 @@ def test_round_trip_through_python_mailbox(sandbox, batch):
         original = [name.encode() + b": " + value for name, value in headers]
         assert head_lines[2:2 + len(original)] == original
         assert all(line.split(b":")[0] in (b"X-Keywords",) for line in head_lines[2 + len(original):])
-        assert unquote_from_lines(body) == expected_body(lines, final_newline)
+        assert body == quote_from_lines(expected_body(lines, final_newline))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -76,6 +76,7 @@ def test_round_trip_through_python_mailbox(sandbox, batch):
 def test_scan_does_not_depend_on_the_read_size(sandbox, batch, chunk):
     """The scanner reads in chunks; where the chunks fall must never change what it finds."""
     import os
+
     from mailsuite.store import scan as mbox
     sandbox.clear_spools()
     for _, _, _, raw in batch:
@@ -112,7 +113,7 @@ def test_client_sizes_are_what_servers_send(sandbox, batch, chunk):
             for m in box.scan().messages:
                 sent = served_header(box.read(m, m.header, m.body)) + served_body(box.read(m, m.body, m.end))
                 assert m.client_size == len(sent)
-                assert m.dot_lines == sum(1 for line in sent.split(b"\r\n")[:-1] if line.startswith(b"."))
+                assert m.pop3_extra == sum(1 for line in sent.split(b"\r\n")[:-1] if line.startswith(b"."))
                 assert b"X-Keywords" not in sent and b"Return-Path" in sent
     finally:
         mbox.CHUNK = saved

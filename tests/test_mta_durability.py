@@ -14,11 +14,11 @@ import threading
 import time
 
 import pytest
-
-from mailsuite.mta.queue import Queue
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config
 from procs import children_of
 from smtp_helpers import Instance, wait_for
+
+from mailsuite.mta.queue import Queue
 
 
 class Tarpit:
@@ -97,6 +97,7 @@ cli.run(sendmail.main, ["sendmail"] + sys.argv[1:])
 
 def test_a_worker_killed_between_append_and_record_does_not_deliver_twice(sandbox):
     import sys
+
     from mta_helpers import spool_messages
     assert sandbox.run("sendmail", "-odq", "-i", "alice", input=MESSAGE).returncode == 0
     killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_APPEND, "-C", sandbox.conf, "-q"],

@@ -14,7 +14,6 @@ import sys
 import time
 
 import pytest
-
 from mta_system import descendants
 from smtp_helpers import wait_for
 from stage import stage

@@ -10,10 +10,9 @@ import re
 import signal
 
 import pytest
-
 from mta_system import SystemMta, descendants
-from stage import stage
 from smtp_helpers import S250_OK, S354_START_DATA, S535_AUTH_FAILED, RawClient, wait_for
+from stage import stage
 
 pytestmark = pytest.mark.root
 

@@ -6,9 +6,8 @@ the test process's (a child forked from pytest starts with pytest's pages).
 
 import subprocess
 
-import pytest
-
 import peers
+import pytest
 from conftest import program
 from pop3lib import configure, deliver_to, message
 

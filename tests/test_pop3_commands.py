@@ -8,7 +8,6 @@ import socket
 import time
 
 import pytest
-
 from pop3lib import Pop3d, deliver_to, message, wire_octets
 from serverlib import client_tls_context, make_certificate
 

@@ -12,9 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 from conftest import program
 from pop3lib import configure, deliver_to, message
 

@@ -12,10 +12,10 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import program
-from mailsuite.store.mailbox import Mailbox
 from pop3lib import configure
+
+from mailsuite.store.mailbox import Mailbox
 
 MESSAGES = 1500
 

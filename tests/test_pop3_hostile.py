@@ -6,10 +6,10 @@ import socket
 import threading
 
 import pytest
+from pop3lib import Pop3d, configure, deliver_to, message, wait_for
 
 from mailsuite.pop3 import session as pop3
 from mailsuite.server.connection import Connection, PeerGone
-from pop3lib import Pop3d, configure, deliver_to, message, wait_for
 
 
 @pytest.fixture

@@ -5,9 +5,8 @@ import socket
 import subprocess
 import time
 
-import pytest
-
 import peers
+import pytest
 from conftest import program
 from pop3lib import configure, deliver_to, message
 

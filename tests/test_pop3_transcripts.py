@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import program
-from mailsuite.store.mailbox import Mailbox
 from pop3lib import configure, deliver_to, message
+
+from mailsuite.store.mailbox import Mailbox
 
 TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts" / "pop3").glob("*.t"))
 

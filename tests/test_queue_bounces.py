@@ -5,9 +5,10 @@ import email.policy
 import os
 import time
 
+from mta_helpers import MESSAGE, queue_files, set_config, spool_messages
+
 from mailsuite.mta.queue import Queue
 from mailsuite.mta.worker import backoff
-from mta_helpers import MESSAGE, queue_files, set_config, spool_messages
 
 
 def send(sandbox, *args, data=MESSAGE):

@@ -5,15 +5,13 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 import peers
-from mailsuite.core import config
-from mailsuite.mta.queue import Queue, QueueFull
+import pytest
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, spool_messages
 from procs import children_of
 
-
+from mailsuite.core import config
+from mailsuite.mta.queue import Queue, QueueFull
 
 
 def wait_until(predicate, timeout=20.0):

@@ -4,10 +4,10 @@ import re
 import time
 
 import pytest
-
-from mailsuite.mta.queue import Queue
 from mta_helpers import MESSAGE, queue_files, set_config, spool_messages, wait_for_messages
 from smtp_helpers import Instance
+
+from mailsuite.mta.queue import Queue
 
 
 @pytest.fixture
@@ -83,6 +83,7 @@ def test_queue_flush_wakes_the_running_daemon_at_once(tmp_path):
     import fcntl
     import smtplib
     import subprocess
+
     from conftest import program
     host = Instance(tmp_path / "host", queue={"min_backoff": "1h", "max_backoff": "1h", "run_interval": "1h",
                                               "mailbox_lock_wait": "0.2s"})

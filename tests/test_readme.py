@@ -12,9 +12,8 @@ import shutil
 import subprocess
 import time
 
-import pytest
-
 import peers
+import pytest
 from conftest import REPO
 
 pytestmark = [pytest.mark.root, peers.needs("ip", "swaks", "fetchmail", "mutt", "tmux")]

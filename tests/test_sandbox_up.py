@@ -15,7 +15,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import program
 
 
@@ -205,6 +204,7 @@ def test_up_with_a_base_port_moves_an_existing_sandbox(tmp_path):
 
 def test_a_sandbox_from_before_the_webmail_gets_its_section_on_its_ports(tmp_path):
     import re as regex
+
     from mailsuite.admin import command as mailsuite_cmd
     directory = tmp_path / "sandbox"
     subprocess.run([program("mailsuite"), "init", "--dir", str(directory), "--base-port", "41000"],

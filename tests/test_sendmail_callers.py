@@ -1,7 +1,6 @@
 """Each real caller's sendmail invocation, run verbatim against the sandbox, ends in the right spool."""
 
 import pytest
-
 from mta_helpers import MESSAGE, spool_messages, wait_for_messages
 
 PHP_MESSAGE = (b"To: bob@localhost\r\nSubject: php mail()\r\nFrom: webapp@localhost\r\n"

@@ -2,8 +2,9 @@
 
 import io
 
-from mailsuite.core.headers import read_header
 from mta_helpers import spool_messages
+
+from mailsuite.core.headers import read_header
 
 
 def submit(sandbox, data, *args):

@@ -7,13 +7,13 @@ import socket
 import subprocess
 import time
 
-import pytest
-
 import peers
-from mailsuite.mta import runnerlock
+import pytest
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
 from procs import children_of
 from test_queue_durability import wait_until
+
+from mailsuite.mta import runnerlock
 
 
 def free_port():

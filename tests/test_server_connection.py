@@ -7,9 +7,18 @@ import threading
 import time
 
 import pytest
+from serverlib import client_tls_context, make_certificate, write_config
 
-from mailsuite.server.connection import Connection, DISCARD_AT_LEAST, IdleTimeout, Limits, LineFlood, LineTooLong, PeerGone, TooManyCommands
-from serverlib import make_certificate, client_tls_context, write_config
+from mailsuite.server.connection import (
+    DISCARD_AT_LEAST,
+    Connection,
+    IdleTimeout,
+    Limits,
+    LineFlood,
+    LineTooLong,
+    PeerGone,
+    TooManyCommands,
+)
 from mailsuite.server.tls import tls_context
 
 

@@ -9,13 +9,13 @@ import textwrap
 import time
 
 import pytest
-
 from serverlib import python_env, stop, write_config
 
 ECHO_SERVER = """
     import json, logging, os, sys
     from mailsuite.core import config
-    from mailsuite.server import connection, listener
+    from mailsuite.server import connection
+    from mailsuite.server import listener
     cfg = config.load(sys.argv[1])
 
     def echo(conn):

@@ -17,7 +17,6 @@ import socket
 import time
 
 import pytest
-
 from conftest import program
 from pop3lib import configure
 from procs import start_listener, stop_listener

@@ -5,12 +5,11 @@ import socket
 import threading
 
 import pytest
-
-from mailsuite.core import config
-from mailsuite.mta.smtp import mx
-from mailsuite.mta.smtp import client as smtp_client
 from smtp_helpers import Dnsmasq, free_port
 
+from mailsuite.core import config
+from mailsuite.mta.smtp import client as smtp_client
+from mailsuite.mta.smtp import mx
 
 
 class ScriptedServer:

@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import peers
-from smtp_helpers import LIB, ROOT, Instance, S250_OK, free_port, wait_for
+import pytest
+from smtp_helpers import LIB, ROOT, S250_OK, Instance, free_port, wait_for
 
 MESSAGE = b"Subject: t\r\n\r\nbody\r\n"
 

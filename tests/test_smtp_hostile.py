@@ -5,9 +5,8 @@ import socket
 import ssl
 
 import pytest
-
 from serverlib import make_certificate
-from smtp_helpers import Instance, S250_OK, S354_START_DATA, S421_CLOSING, S550_REJECTED, S554_FAILED
+from smtp_helpers import S250_OK, S354_START_DATA, S421_CLOSING, S550_REJECTED, S554_FAILED, Instance
 
 SMUGGLED = (b"MAIL FROM:<admin@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
             b"From: admin@example.test\r\nSubject: smuggled\r\n\r\nspoofed\r\n")

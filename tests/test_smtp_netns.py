@@ -8,9 +8,8 @@ when `ip netns` cannot be used.
 
 import subprocess
 
-import pytest
-
 import peers
+import pytest
 from mta_helpers import spool_messages as read_mbox
 from netlan import Lan
 from serverlib import make_certificate

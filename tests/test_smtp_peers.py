@@ -5,11 +5,10 @@ import signal
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 from serverlib import make_certificate
-from smtp_helpers import Instance, S250_OK, S354_START_DATA, wait_for
+from smtp_helpers import S250_OK, S354_START_DATA, Instance, wait_for
 
 needs_swaks = peers.needs("swaks")
 FEATURES = {"--tls": "TLS", "--auth": "Basic AUTH"}

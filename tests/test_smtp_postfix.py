@@ -2,9 +2,8 @@
 
 import smtplib
 
-import pytest
-
 import peers
+import pytest
 from mta_helpers import spool_messages as read_mbox
 from smtp_helpers import Instance, ThrowawayPostfix, free_port, wait_for
 

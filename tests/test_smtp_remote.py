@@ -9,7 +9,6 @@ resolver (`[smtp] dns_server`).
 import smtplib
 
 import pytest
-
 from mta_helpers import spool_messages as read_mbox
 from smtp_helpers import Dnsmasq, Instance, free_port, wait_for
 

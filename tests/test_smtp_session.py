@@ -3,10 +3,21 @@
 import smtplib
 
 import pytest
-
-from smtp_helpers import (Instance, S221_BYE, S250_OK, S252_CANNOT_VRFY, S354_START_DATA, S421_CLOSING,
-                          S452_TOO_MANY_RCPTS, S500_UNKNOWN, S501_SYNTAX, S503_BAD_SEQUENCE, S550_REJECTED,
-                          S552_TOO_BIG, S554_FAILED)
+from smtp_helpers import (
+    S221_BYE,
+    S250_OK,
+    S252_CANNOT_VRFY,
+    S354_START_DATA,
+    S421_CLOSING,
+    S452_TOO_MANY_RCPTS,
+    S500_UNKNOWN,
+    S501_SYNTAX,
+    S503_BAD_SEQUENCE,
+    S550_REJECTED,
+    S552_TOO_BIG,
+    S554_FAILED,
+    Instance,
+)
 
 MESSAGE = b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hi\r\n\r\nHello Bob.\r\n"
 
@@ -46,6 +57,7 @@ def test_received_names_the_queue_id_the_tls_and_the_protocol_as_rfc_3848(tmp_pa
     """`with ESMTPSA id QID` and the cipher, as Postfix writes them: a hop tracer can follow the message."""
     import re
     import ssl
+
     from serverlib import make_certificate
     cert, key = make_certificate(tmp_path)
     instance = Instance(tmp_path / "tls", smtp={"tls_cert_file": cert, "tls_key_file": key},

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from smtp_helpers import LIB, Instance
 
 TRANSCRIPTS = sorted((Path(__file__).parent / "transcripts" / "smtp").glob("*.smtp"))

@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import program
 from mail_harness import message, quit_cleanly
+
 from mailsuite.trace import hops as trace
 from mailsuite.trace import render as trace_render
 

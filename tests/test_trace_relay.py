@@ -21,11 +21,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 from netlan import Lan
 from smtp_helpers import Dnsmasq, Instance, ThrowawayPostfix, wait_for
+
 from mailsuite.trace import hops as trace
 from mailsuite.trace import render as trace_render
 

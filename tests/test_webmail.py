@@ -7,12 +7,11 @@ the spools.
 
 import email
 import email.policy
-import mailbox
 import re
 import time
 
 import pytest
-
+from conftest import mbox_messages
 from mta_helpers import spool_messages
 from webmail_support import Browserless, MailWorld
 
@@ -40,6 +39,11 @@ def alice(world):
 
 def body(response):
     return response[2].decode("utf-8")
+
+
+def newest_uid(client):
+    """The UID of the newest message in the INBOX page (UIDs continue across an emptied mailbox)."""
+    return max(int(uid) for uid in re.findall(r"uid=(\d+)", body(client.get("/mailbox"))))
 
 
 def wait_for(predicate, timeout=60):
@@ -159,7 +163,8 @@ def test_reading_marks_read_and_escapes_everything(world, alice):
     page = body(alice.get("/mailbox"))
     assert "<b>not bold</b>" not in page and "&lt;b&gt;not bold&lt;/b&gt;" in page
     assert "<script>" not in page
-    page = body(alice.get("/message?folder=INBOX&uid=1"))
+    uid = newest_uid(alice)
+    page = body(alice.get(f"/message?folder=INBOX&uid={uid}"))
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
     assert 'class="seen"' in body(alice.get("/mailbox"))        # stored after the page was sent, before this one
     assert "Status: RO" in world.sandbox.spool("alice").read_text()
@@ -193,7 +198,8 @@ Content-Type: text/html
 
 def test_html_is_sanitised_and_remote_images_wait(world, alice):
     world.deliver("alice", message("hostile", extra=HOSTILE_HTML.split("\n\n", 1)[0] + "\n", body=HOSTILE_HTML.split("\n\n", 1)[1]))
-    status, headers, raw = alice.get("/message?folder=INBOX&uid=1")
+    uid = newest_uid(alice)
+    status, headers, raw = alice.get(f"/message?folder=INBOX&uid={uid}")
     page = raw.decode()
     html = page[page.index('id="body"'):page.index("</div>", page.index('id="body"'))]
     for bad in ("<script", "onload", "javascript:", "<style", "style=", "<meta", "<form", "<iframe", "<svg",
@@ -202,7 +208,7 @@ def test_html_is_sanitised_and_remote_images_wait(world, alice):
     assert "Visible text" in html and 'href="https://example.org/"' in html and "noopener" in html
     assert "1 remote image blocked" in page
     assert "img-src 'self' data:;" in headers["Content-Security-Policy"]
-    status, headers, raw = alice.get("/message?folder=INBOX&uid=1&images=1")
+    status, headers, raw = alice.get(f"/message?folder=INBOX&uid={uid}&images=1")
     assert 'src="https://tracker.example/pixel.gif"' in raw.decode()
     assert "https:" in headers["Content-Security-Policy"]
 
@@ -221,7 +227,8 @@ def attached_message():
 
 def test_attachments_download_with_safe_names_and_types(world, alice):
     world.deliver("alice", attached_message())
-    page = body(alice.get("/message?folder=INBOX&uid=1"))
+    uid = newest_uid(alice)
+    page = body(alice.get(f"/message?folder=INBOX&uid={uid}"))
     links = re.findall(r'href="(/part\?[^"]+)"', page)
     assert len(links) == 2 and "report.pdf" in page
     status, headers, data = alice.get(links[0].replace("&amp;", "&"))
@@ -259,7 +266,7 @@ def test_compose_with_attachment_reaches_bob_and_sent(world, alice):
     assert str(parsed["Subject"]) == "Grüße" and parsed["From"] == "alice@localhost"
     [attachment] = list(parsed.iter_attachments())
     assert attachment.get_filename() == "notes.txt" and attachment.get_content() == "line one\n"
-    sent = mailbox.mbox(str(world.sandbox.home("alice") / "mail" / "Sent"))
+    sent = mbox_messages(world.sandbox.home("alice") / "mail" / "Sent")
     assert [m["Subject"] for m in sent] == ["=?utf-8?q?Gr=C3=BC=C3=9Fe?="] or \
         [str(email.message_from_bytes(m.as_bytes(), policy=email.policy.default)["Subject"]) for m in sent] == ["Grüße"]
 
@@ -267,12 +274,13 @@ def test_compose_with_attachment_reaches_bob_and_sent(world, alice):
 def test_reply_reply_all_and_forward(world, alice):
     world.deliver("alice", email.message_from_bytes(attached_message()).as_bytes().replace(
         b"To: alice@localhost", b"To: alice@localhost, Carol <carol@localhost>"))
-    page = body(alice.get("/compose?mode=reply&folder=INBOX&uid=1"))
+    uid = newest_uid(alice)
+    page = body(alice.get(f"/compose?mode=reply&folder=INBOX&uid={uid}"))
     assert 'value="Re: with attachments"' in page and 'value="Bob &lt;bob@localhost&gt;"' in page
     assert "&gt; see attached" in page
-    page = body(alice.get("/compose?mode=replyall&folder=INBOX&uid=1"))
+    page = body(alice.get(f"/compose?mode=replyall&folder=INBOX&uid={uid}"))
     assert "carol@localhost" in page and 'name="cc" id="cc" value="Carol &lt;carol@localhost&gt;"' in page
-    page = body(alice.get("/compose?mode=forward&folder=INBOX&uid=1"))
+    page = body(alice.get(f"/compose?mode=forward&folder=INBOX&uid={uid}"))
     assert 'value="Fwd: with attachments"' in page and "attachments go along" in page
     token = alice.token(page)
     forward_uid = re.search(r'name="forward_uid" value="(\d+)"', page).group(1)
@@ -282,9 +290,9 @@ def test_reply_reply_all_and_forward(world, alice):
     [got] = wait_for(lambda: spool_messages(world.sandbox.spool("bob")))
     names = [p.get_filename() for p in got.walk() if p.get_filename()]
     assert "report.pdf" in names
-    page = body(alice.get("/compose?mode=reply&folder=INBOX&uid=1"))
+    page = body(alice.get(f"/compose?mode=reply&folder=INBOX&uid={uid}"))
     status, _, _ = alice.post("/send", {"csrf": token, "to": "bob@localhost", "subject": "Re: with attachments",
-                                        "body": "thanks", "reply_uid": "1", "folder": "INBOX",
+                                        "body": "thanks", "reply_uid": str(uid), "folder": "INBOX",
                                         "in_reply_to": "<x@localhost>"})
     assert status == 303
     wait_for(lambda: len(spool_messages(world.sandbox.spool("bob"))) == 2)
@@ -297,25 +305,27 @@ def test_flag_read_unread_move_and_delete(world, alice):
     page = body(alice.get("/mailbox"))
     token = alice.token(page)
     form = {"csrf": token, "folder": "INBOX"}
-    assert alice.post("/action", {**form, "uid": ["1", "2"], "op": "flag"})[0] == 303
-    assert alice.post("/action", {**form, "uid": "2", "op": "read"})[0] == 303
+    one, two, three = sorted({int(u) for u in re.findall(r"uid=(\d+)", page)})
+    assert alice.post("/action", {**form, "uid": [str(one), str(two)], "op": "flag"})[0] == 303
+    assert alice.post("/action", {**form, "uid": str(two), "op": "read"})[0] == 303
     state = {m["Subject"]: (m.get("X-Status", ""), m.get("Status", "")) for m in spool_messages(world.sandbox.spool("alice"))}
     assert "F" in state["one"][0] and "F" in state["two"][0] and "F" not in state["three"][0]
     assert "R" in state["two"][1] and "R" not in state["one"][1]
-    assert alice.post("/action", {**form, "uid": "2", "op": "unread"})[0] == 303
-    assert alice.post("/action", {**form, "uid": "1", "op": "unflag"})[0] == 303
+    assert alice.post("/action", {**form, "uid": str(two), "op": "unread"})[0] == 303
+    assert alice.post("/action", {**form, "uid": str(one), "op": "unflag"})[0] == 303
     # a folder to move to
     (world.sandbox.home("alice") / "mail" / "Archive").write_bytes(b"")
-    status, headers, _ = alice.post("/action", {**form, "uid": "3", "op": "move", "target": "Archive"})
+    status, headers, _ = alice.post("/action", {**form, "uid": str(three), "op": "move", "target": "Archive"})
     assert status == 303 and "notice=moved" in headers["Location"]
-    assert [m["Subject"] for m in mailbox.mbox(str(world.sandbox.home("alice") / "mail" / "Archive"))] == ["three"]
-    status, _, _ = alice.post("/action", {**form, "uid": "1", "op": "delete"})
+    assert [m["Subject"] for m in mbox_messages(world.sandbox.home("alice") / "mail" / "Archive")] == ["three"]
+    status, _, _ = alice.post("/action", {**form, "uid": str(one), "op": "delete"})
     assert status == 303
     assert [m["Subject"] for m in spool_messages(world.sandbox.spool("alice"))] == ["two"]
-    assert [m["Subject"] for m in mailbox.mbox(str(world.sandbox.home("alice") / "mail" / "Trash"))] == ["one"]
-    status, _, _ = alice.post("/action", {"csrf": token, "folder": "Trash", "uid": "1", "op": "delete"})
+    assert [m["Subject"] for m in mbox_messages(world.sandbox.home("alice") / "mail" / "Trash")] == ["one"]
+    [trashed] = re.findall(r"uid=(\d+)", body(alice.get("/mailbox?folder=Trash")))
+    status, _, _ = alice.post("/action", {"csrf": token, "folder": "Trash", "uid": trashed, "op": "delete"})
     assert status == 303
-    assert len(mailbox.mbox(str(world.sandbox.home("alice") / "mail" / "Trash"))) == 0
+    assert len(mbox_messages(world.sandbox.home("alice") / "mail" / "Trash")) == 0
 
 
 def test_no_open_redirect(world, alice):
@@ -338,6 +348,7 @@ def test_unknown_pages_and_methods(world, alice):
 def test_cookies_are_secure_over_https(sandbox):
     """In-process, as a server that terminates TLS hands the request on (wsgi.url_scheme, CGI's HTTPS=on)."""
     import io
+
     from mailsuite.webmail.app import Application
     application = Application(sandbox.cfg, pooled=False)
     for extra in ({"wsgi.url_scheme": "https"}, {"wsgi.url_scheme": "http", "HTTPS": "on"}):

@@ -16,9 +16,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-import pytest
-
 import peers
+import pytest
 from mta_helpers import spool_messages
 from test_webmail import HOSTILE_HTML, message, wait_for
 from webmail_support import MailWorld

@@ -13,9 +13,8 @@ import socket
 import subprocess
 import time
 
-import pytest
-
 import peers
+import pytest
 from conftest import REPO, program
 from mta_helpers import spool_messages
 from test_webmail import message, wait_for

@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from common import BIN, have, sandbox, scaled  # puts lib/ on sys.path
-from mailsuite.core import config# noqa: E402
-from mailsuite.store.mailbox import Mailbox# noqa: E402
+
+from mailsuite.core import config  # noqa: E402
+from mailsuite.store.mailbox import Mailbox  # noqa: E402
 
 
 def build_spool(path, count, cfg):

@@ -8,6 +8,7 @@ machine's Roundcube configuration is touched.  `available()` says why
 not when the packages are missing.
 """
 
+import http.cookiejar
 import os
 import re
 import shutil
@@ -16,7 +17,6 @@ import socket
 import sqlite3
 import subprocess
 import time
-import http.cookiejar
 import urllib.parse
 import urllib.request
 from pathlib import Path

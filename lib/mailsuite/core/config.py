@@ -90,7 +90,7 @@ SCHEMA = {
         "queue_dir": Key("str", "/var/spool/mailsuite/queue", "the MTA's durable queue (0700 root)"),
         "maildrop_dir": Key("str", "/var/spool/mailsuite/maildrop", "local submissions (1733 root); the file owner is the sender"),
         "state_dir": Key("str", "/var/lib/mailsuite", "daemon state: pid files, compiled aliases"),
-        "index_dir": Key("str", "~/.cache/mailsuite", "per-user mailbox index cache; ~ is the mailbox owner's home; empty disables it"),
+        "index_dir": Key("str", "~/.cache/mailsuite", "per-user mailbox index cache, which also remembers each mailbox's UIDVALIDITY and last UID and keeps the UIDVALIDITY counter; ~ is the mailbox owner's home; empty disables it"),
         "passwd_file": Key("str", "", "virtual users (name:hash:uid:gid:gecos:home); empty = system users only"),
         "sandbox": Key("bool", "no", "every virtual user maps to the invoking uid; nothing runs as root"),
         "mail_group": Key("str", "mail", "group that owns the spool directory and may create dotlocks"),

@@ -1,7 +1,8 @@
 """Whole reads and writes at offsets, and the fsyncs that make them durable.
 
-The store, its journal and its tests go through these (as module
-attributes), so a test can kill a process at any one write.
+Every change the store makes to a file goes through this module (writes,
+truncations, renames, unlinks), called as module attributes, so a test can
+kill a process at any one of them (tests/test_faults.py).
 """
 
 import io
@@ -66,6 +67,18 @@ def pread_all(fd, length, offset):
     return b"".join(parts)
 
 
+def truncate(fd, size):
+    os.ftruncate(fd, size)
+
+
+def rename(src, dst, *, dir_fd=None):
+    os.rename(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+
+
+def unlink(path, *, dir_fd=None):
+    os.unlink(path, dir_fd=dir_fd)
+
+
 def copy_into(fd, offset, length, writer):
     while length > 0:
         chunk = os.pread(fd, min(length, CHUNK), offset)
@@ -115,9 +128,9 @@ def syncfs(fd):
         raise OSError(code, os.strerror(code))
 
 
-def unlink_quietly(path):
+def unlink_quietly(path, *, dir_fd=None):
     """Remove a file if it is there; for clean-ups that must not hide the error being handled."""
     try:
-        os.unlink(path)
+        unlink(path, dir_fd=dir_fd)
     except OSError:
         pass

@@ -20,6 +20,7 @@ import sys
 import syslog
 
 _FORMAT = "%(name)s[%(process)d]: %(message)s"
+_program_logger = None
 
 
 def quote(text):
@@ -70,7 +71,8 @@ class _QuotingFormatter(logging.Formatter):
 
 def setup(cfg, program):
     """The program's logger, configured once per process."""
-    logger = logging.getLogger(program)
+    global _program_logger
+    logger = _program_logger = logging.getLogger(program)
     if logger.handlers:
         return logger
     logger.propagate = False
@@ -91,8 +93,13 @@ def _file_handler(path):
         handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:
         return logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s " + _FORMAT))
+    handler.setFormatter(_QuotingFormatter("%(asctime)s " + _FORMAT))
     return handler
+
+
+def current():
+    """The running program's logger, for library code (the store) that has none passed to it."""
+    return _program_logger or logging.getLogger("mailsuite")
 
 
 class _SyslogHandler(logging.Handler):

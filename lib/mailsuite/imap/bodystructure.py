@@ -7,10 +7,16 @@ are those of the bytes a client fetches.  Only headers are kept in memory;
 bodies are located by offset and read back when a section is fetched.
 
 Boundary handling follows RFC 2046: the CRLF before a delimiter line
-belongs to the delimiter, nested multiparts end at any enclosing
-boundary, and a missing close-delimiter ends the part at the end of its
-parent.  Header fields are returned raw (still RFC 2047-encoded), as
-RFC 3501 requires for ENVELOPE.
+belongs to the delimiter (whatever the part before it holds: text, a
+nested multipart with its epilogue, an encapsulated message), nested
+multiparts end at any enclosing boundary, and a missing close-delimiter
+ends the part at the end of its parent.  Header fields are returned raw
+(still RFC 2047-encoded), as RFC 3501 requires for ENVELOPE.
+
+Nesting is bounded, as Dovecot bounds it: a multipart or message/rfc822
+part MAX_DEPTH levels down is not descended into but kept whole as one
+opaque application/octet-stream part, so a hostile message of a
+thousand nested parts costs a bounded parse and answers normally.
 """
 
 import re
@@ -19,6 +25,9 @@ from .response import Run
 
 DEFAULT_TYPE = (b"text", b"plain", ((b"charset", b"us-ascii"),))
 DIGEST_DEFAULT = (b"message", b"rfc822", ())
+OPAQUE_TYPE = (b"application", b"octet-stream")
+MISSING_DOMAIN = b"MISSING_DOMAIN"  # ENVELOPE's host for an address without one, as UW and Dovecot write it
+MAX_DEPTH = 100  # levels of multipart/message nesting parsed, as Dovecot's message parser
 
 
 # --- header fields -----------------------------------------------------------
@@ -145,6 +154,8 @@ def parse_addresses(value):
         toks = tokens[start:stop]
         comments = [t[1:-1] for t in toks if t.startswith(b"(")]
         toks = [t for t in toks if not t.startswith(b"(")]
+        if not toks:
+            return None  # nothing but comments (`group: (foo) ;`) is no address
         if b"<" in toks:
             lt = toks.index(b"<")
             gt = toks.index(b">") if b">" in toks else len(toks)
@@ -165,7 +176,7 @@ def parse_addresses(value):
             local, domain = _unquote(b"".join(addr)), None
         if not local and not name:
             return None
-        return (name or None, route, local or None, domain or b"MISSING_DOMAIN")
+        return (name or None, route, local or None, domain or MISSING_DOMAIN)
 
     while i < len(tokens):
         # a group "name: a, b;" or a mailbox up to the next top-level comma
@@ -234,7 +245,7 @@ class Part:
     """One MIME part located in the client view of a message."""
 
     __slots__ = ("header", "fields", "header_start", "body_start", "end", "lines", "type", "children", "message",
-                 "trimmed")
+                 "trimmed", "opaque")
 
     def __init__(self, header_start):
         self.header_start = header_start
@@ -247,6 +258,7 @@ class Part:
         self.children = []
         self.message = None  # the encapsulated message's root, for message/rfc822
         self.trimmed = False  # the line end before a delimiter was taken off the body
+        self.opaque = False  # a container too deep to parse: its body is kept as one blob
 
     @property
     def body_size(self):
@@ -259,19 +271,22 @@ class Part:
     def find(self, numbers):
         """The part for section numbers (1, 2); None when it does not exist.
 
-        A non-multipart message has one part, numbered 1; a message/rfc822
-        part's subparts are those of the message it carries.
+        A non-multipart part has one part, numbered 1: itself, its body
+        being what BODY[n] returns, which for a message/rfc822 part is the
+        whole encapsulated message (RFC 3501 6.4.5).  Only a message/rfc822
+        part has numbers below that: those of the message it carries.
         """
         part = self
-        for n in numbers:
-            if part.message is not None and not part.is_multipart:
-                part = part.message
+        for position, n in enumerate(numbers):
+            deeper = position + 1 < len(numbers)
             if part.is_multipart:
                 if not 1 <= n <= len(part.children):
                     return None
                 part = part.children[n - 1]
-            elif n != 1:
+            elif n != 1 or (deeper and part.message is None):
                 return None
+            if deeper and part.message is not None:
+                part = part.message
         return part
 
 
@@ -320,10 +335,10 @@ def _boundary_of(line, boundaries):
 
 def parse(lines):
     """The root Part of a message given its client-view lines."""
-    return _parse_part(_Lines(lines), (), DEFAULT_TYPE)
+    return _parse_part(_Lines(lines), (), DEFAULT_TYPE, 0)
 
 
-def _parse_part(src, boundaries, default_type):
+def _parse_part(src, boundaries, default_type, depth):
     part = Part(src.offset)
     header = []
     while True:
@@ -343,10 +358,16 @@ def _parse_part(src, boundaries, default_type):
     part.type = parse_content_type(first(part.fields, b"content-type"), default_type)
     maintype, subtype, params = part.type
     boundary = dict(params).get(b"boundary") if maintype == b"multipart" else None
-    if boundary:
-        _parse_multipart(src, part, boundaries + (boundary,), subtype == b"digest")
-    elif (maintype, subtype) == (b"message", b"rfc822"):
-        part.message = _parse_part(src, boundaries, DEFAULT_TYPE)
+    container = boundary or (maintype, subtype) == (b"message", b"rfc822")
+    own_text = part.body_start  # where the bytes start that a following delimiter may take a CRLF from
+    if container and depth + 1 >= MAX_DEPTH:
+        part.opaque = True
+        _skip_to_delimiter(src, boundaries)
+    elif boundary:
+        epilogue = _parse_multipart(src, part, boundaries + (boundary,), subtype == b"digest", depth + 1)
+        own_text = part.body_start if epilogue is None else epilogue
+    elif container:
+        part.message = _parse_part(src, boundaries, DEFAULT_TYPE, depth + 1)
     else:
         _skip_to_delimiter(src, boundaries)
     part.lines = src.count - first_body_line
@@ -354,9 +375,14 @@ def _parse_part(src, boundaries, default_type):
         part.end, part.trimmed = part.message.end, part.message.trimmed
     else:
         part.end = src.offset
-        if not boundary and src.at_delimiter(boundaries) and part.end > part.body_start:
-            part.end -= 2  # the CRLF before a delimiter belongs to it (RFC 2046 5.1.1)
+        if src.at_delimiter(boundaries) and part.end > own_text:
+            # the CRLF before a delimiter belongs to it (RFC 2046 5.1.1); a close-delimiter
+            # line keeps its own, as an empty header or body has none to give
+            part.end -= 2
             part.trimmed = True
+    if not part.trimmed and part.end == part.body_start and part.header.endswith(b"\n") \
+            and src.at_delimiter(boundaries):
+        part.header = part.header[:-2]  # no body to give the delimiter its CRLF: the header gives it
     if part.trimmed:
         part.lines -= 1  # lines are line ends within the body, as Dovecot counts them
     return part
@@ -372,23 +398,28 @@ def _skip_to_delimiter(src, boundaries):
             return
 
 
-def _parse_multipart(src, part, boundaries, digest):
-    """Preamble, parts, epilogue; a missing close-delimiter ends at the parent's end."""
+def _parse_multipart(src, part, boundaries, digest, depth):
+    """Preamble, parts, epilogue; the offset of the epilogue, None when the close-delimiter is missing.
+
+    A missing close-delimiter ends the multipart at its parent's end.
+    """
     own = boundaries[-1]
     while True:
         line = src.next()
         if line is None:
-            return
+            return None
         found = _boundary_of(line, boundaries)
         if not found:
             continue
         if found[0] != own:
             src.unread(line)
-            return
+            return None
         if found[1]:
             break
-        part.children.append(_parse_part(src, boundaries, DIGEST_DEFAULT if digest else DEFAULT_TYPE))
+        part.children.append(_parse_part(src, boundaries, DIGEST_DEFAULT if digest else DEFAULT_TYPE, depth))
+    epilogue = src.offset
     _skip_to_delimiter(src, boundaries[:-1])
+    return epilogue
 
 
 # --- the structures --------------------------------------------------------------
@@ -428,7 +459,9 @@ def body_structure(part, extended=True):
                 first(fields, b"content-location"),
             ]
         return out
-    if maintype == b"multipart":  # no boundary or no parts: show it as text
+    if part.opaque:
+        maintype, subtype = OPAQUE_TYPE
+    elif maintype == b"multipart":  # no boundary or no parts: show it as text
         maintype, subtype, params = DEFAULT_TYPE
     out = [
         maintype,

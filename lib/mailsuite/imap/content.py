@@ -2,45 +2,21 @@
 
 The store keeps messages with LF line ends and its own bookkeeping headers
 (Status, X-Status, X-Keywords, X-UID, X-IMAPbase, X-IMAP, Content-Length).
-Like Dovecot, clients never see those headers, and every line ends in
-CRLF.  RFC822.SIZE is the size of exactly those bytes, so it always equals
-the length of the BODY[] literal and matches what Dovecot reports for the
-same file.
+Like Dovecot, clients never see those headers, every line ends in CRLF,
+and nothing else is changed (no From_ unquoting: see mbox_format.py), as
+`served_header` and `served_body` of the store define it for POP3 and
+`mail` too.  RFC822.SIZE is the size of exactly those bytes, so it always
+equals the length of the BODY[] literal and matches what Dovecot reports
+for the same file.
 
 Small messages are converted in memory; big ones are streamed in chunks,
 so a session's memory does not grow with the message.
 """
 
-HIDDEN_HEADERS = frozenset(
-    (b"status", b"x-status", b"x-keywords", b"x-uid", b"x-imapbase", b"x-imap", b"content-length")
-)
+from ..store.format import served_body, served_header
+
 IN_MEMORY_LIMIT = 1 << 20
 CHUNK = 1 << 16
-
-
-def visible_header(raw):
-    """The header block without store headers, CRLF line ends, final blank line included."""
-    lines = raw.split(b"\n")
-    while lines and lines[-1] in (b"", b"\r"):
-        lines.pop()
-    kept = []
-    hiding = False
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            if not hiding:
-                kept.append(line)
-            continue
-        name = line.split(b":", 1)[0].strip().lower()
-        hiding = name in HIDDEN_HEADERS
-        if not hiding:
-            kept.append(line)
-    kept.append(b"")
-    kept.append(b"")
-    return b"\r\n".join(line.rstrip(b"\r") for line in kept)
-
-
-def crlf(data):
-    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 class ClientMessage:
@@ -60,7 +36,7 @@ class ClientMessage:
     @property
     def header(self):
         if self._header is None:
-            self._header = visible_header(self.mailbox.read(self.msg, self.msg.header, self.msg.body))
+            self._header = served_header(self.mailbox.read(self.msg, self.msg.header, self.msg.body))
         return self._header
 
     @property
@@ -80,7 +56,7 @@ class ClientMessage:
         """The whole converted body (only for small messages or a bounded part)."""
         if self._body is not None:
             return self._body
-        body = crlf(self.mailbox.read(self.msg, self.msg.body, self.msg.end))
+        body = served_body(self.mailbox.read(self.msg, self.msg.body, self.msg.end))
         if self.stored_body_size <= IN_MEMORY_LIMIT:
             self._body = body
         return body
@@ -100,7 +76,7 @@ class ClientMessage:
                 carry = b""
                 if chunk.endswith(b"\r"):
                     chunk, carry = chunk[:-1], b"\r"
-                yield crlf(chunk)
+                yield served_body(chunk)
             if carry:
                 yield carry
 

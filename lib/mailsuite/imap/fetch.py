@@ -1,8 +1,8 @@
 """FETCH data items for one message (RFC 3501 6.4.5 and 7.4.2).
 
 Each attribute is answered from the cheapest source: FLAGS, UID and
-INTERNALDATE from the session's view, RFC822.SIZE from a per-session cache
-of client-view sizes, whole-message and top-level HEADER/TEXT sections
+INTERNALDATE from the session's view, RFC822.SIZE from the store's index
+(the size of exactly the bytes served), whole-message and top-level HEADER/TEXT sections
 without a MIME parse, numbered parts from the part tree.  Message data
 goes out as `Stream` literals, so a big message is never held whole.
 """
@@ -35,10 +35,9 @@ def _range_value(message, start, end, partial):
 class MessageFetcher:
     """Answers fetch attributes for one message; parses only what is asked for."""
 
-    def __init__(self, mailbox, msg, sizes):
+    def __init__(self, mailbox, msg):
         self.client = ClientMessage(mailbox, msg)
         self.msg = msg
-        self.sizes = sizes  # uid -> client-view size, shared across the session
         self._tree = None
 
     @property
@@ -48,10 +47,7 @@ class MessageFetcher:
         return self._tree
 
     def size(self):
-        size = self.sizes.get(self.msg.uid)
-        if size is None:
-            size = self.sizes[self.msg.uid] = self.client.size
-        return size
+        return self.msg.client_size
 
     def item(self, att):
         """The value of one attribute (not FLAGS/UID, which the session adds)."""

@@ -206,6 +206,13 @@ class MailStore:
                 os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         except FileExistsError:
             raise MailboxNameError("[ALREADYEXISTS] mailbox already exists") from None
+        if not directory:
+            box = open_mbox(path, self.cfg, self.user)
+            try:
+                with box.locked():
+                    box.start_uid_state()       # a UIDVALIDITY of its own, whatever was here before
+            finally:
+                box.close()
 
     def delete(self, name):
         if name.upper() == "INBOX":
@@ -368,13 +375,52 @@ class MailStore:
             self._write_subscriptions([n for n in names if n != name])
 
     def lsub(self, reference, pattern):
+        """[(attributes, name)] for LSUB (RFC 3501 6.3.9), in hierarchy order as Dovecot gives them.
+
+        When the pattern ends in `%`, which stops at the separator, a name
+        that does not match under a parent that does brings that parent in,
+        flagged \\Noselect when the parent itself is not subscribed.
+        """
         full = _join(reference, pattern) if reference else pattern
         matcher = pattern_regex(full)
+        parents = full.endswith("%")
+
+        def matches(name):
+            return bool(matcher.fullmatch(name)) or (
+                name.upper() == "INBOX" and re.fullmatch(matcher.pattern, name, re.I | re.S) is not None)
+
+        subscribed = self.subscriptions()
+        tree = {}  # every subscribed name and its ancestors, parents first, in subscription order
+        for name in subscribed:
+            parts = name.split(SEPARATOR)
+            for depth in range(1, len(parts) + 1):
+                tree.setdefault(SEPARATOR.join(parts[:depth]), [])
+            for depth in range(1, len(parts)):
+                tree[SEPARATOR.join(parts[:depth])].append(name)
+        chosen = set(subscribed)
         out = []
-        for name in self.subscriptions():
-            if matcher.fullmatch(name) or (name.upper() == "INBOX" and re.fullmatch(matcher.pattern, name, re.I)):
+        for name in _preorder(tree):
+            if not matches(name):
+                continue
+            if name in chosen:
                 out.append(((), name))
+            elif parents and any(not matches(below) for below in tree[name]):
+                out.append((("\\Noselect",), name))
         return out
+
+
+def _preorder(tree):
+    """Names of a {name: [...]} hierarchy, each parent before its children, siblings in first-seen order."""
+    children = {}
+    roots = []
+    for name in tree:
+        parent, sep, _ = name.rpartition(SEPARATOR)
+        (children.setdefault(parent, []) if sep and parent in tree else roots).append(name)
+    stack = list(reversed(roots))
+    while stack:
+        name = stack.pop()
+        yield name
+        stack.extend(reversed(children.get(name, ())))
 
 
 def open_mbox(path, cfg, user):

@@ -9,7 +9,10 @@ first so that `UNSEEN BODY x` reads only unseen messages' bodies.
 Strings match case-insensitively as substrings (RFC 3501 6.4.4) after
 RFC 2047 decoding of header fields and transfer/charset decoding of text
 parts, so a client searching for "Grüße" in UTF-8 finds it whatever
-encoding the sender chose.
+encoding the sender chose.  FROM, TO, CC and BCC match the addresses as
+parsed for ENVELOPE, written out as `name <local@domain>` (comments and
+white space inside an address gone, as Dovecot does), so what a client was
+shown is what it can find.
 """
 
 import base64
@@ -33,7 +36,8 @@ FLAG_KEYS = {
     "UNFLAGGED": ("\\Flagged", False),
     "UNSEEN": ("\\Seen", False),
 }
-ADDRESS_KEYS = {"FROM": b"from", "TO": b"to", "CC": b"cc", "BCC": b"bcc", "SUBJECT": b"subject"}
+ADDRESS_KEYS = {"FROM": b"from", "TO": b"to", "CC": b"cc", "BCC": b"bcc"}
+_NEEDS_QUOTES = frozenset(b'()<>[]:;@\\,."')
 MAX_DECODED_TEXT = 64 << 20
 
 
@@ -73,6 +77,13 @@ class SearchContext:
             self._decoded[name] = [v.casefold() for v in values]
         return self._decoded[name]
 
+    def address_text(self, name):
+        """Every address field with that name as its parsed addresses, written out and case-folded."""
+        key = ("addresses", name)
+        if key not in self._decoded:
+            self._decoded[key] = [written_addresses(v).casefold() for n, v in self.fields if n == name]
+        return self._decoded[key]
+
     def has_header(self, name):
         return any(n == name for n, _ in self.fields)
 
@@ -102,6 +113,33 @@ def decode_header_value(raw):
         return str(email.header.make_header(email.header.decode_header(text)))
     except (email.errors.HeaderParseError, LookupError, UnicodeError, ValueError):
         return text
+
+
+def written_addresses(raw):
+    """An address list as ENVELOPE parses it, written back as text: `Name <a@b>, g: c@d;`."""
+    text, separator = "", ""
+    for name, route, local, domain in (bodystructure.parse_addresses(raw) or [()])[0]:
+        if domain is None:  # a group: its name starts it, an all-NIL entry ends it
+            text += f"{separator}{_text(local)}: " if local is not None else ";"
+            separator = "" if local is not None else ", "
+            continue
+        address = _text(local or b"")
+        if domain != bodystructure.MISSING_DOMAIN:
+            address += "@" + _text(domain)
+        if route:
+            address = f"<{_text(route)}:{address}>"
+        if name:
+            phrase = decode_header_value(name)
+            if _NEEDS_QUOTES.intersection(name):
+                phrase = '"' + phrase.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            address = f"{phrase} {address}" if route else f"{phrase} <{address}>"
+        text += separator + address
+        separator = ", "
+    return text
+
+
+def _text(raw):
+    return raw.decode("utf-8", "replace")
 
 
 def _decode_transfer(data, encoding):
@@ -152,8 +190,8 @@ def decoded_body_text(message):
             walk(part.message)
             return
         maintype, _, params = part.type
-        if maintype not in (b"text", b"multipart") or budget <= 0:
-            return
+        if (maintype not in (b"text", b"multipart") and not part.opaque) or budget <= 0:
+            return  # an opaque part (nested too deep to parse) is searched as it stands
         raw = b"".join(message.range_chunks(part.body_start, min(part.end, part.body_start + budget)))
         budget -= len(raw)
         data = _decode_transfer(raw, bodystructure.first(part.fields, b"content-transfer-encoding"))
@@ -216,7 +254,10 @@ def _compile(key):
         return _date_test(name[4:], key[1], SearchContext.sent_date), 1
     if name in ADDRESS_KEYS:
         field, needle = ADDRESS_KEYS[name], key[1].casefold()
-        return (lambda ctx: any(needle in v for v in ctx.header_text(field))), 1
+        return (lambda ctx: any(needle in v for v in ctx.address_text(field))), 1
+    if name == "SUBJECT":
+        needle = key[1].casefold()
+        return (lambda ctx: any(needle in v for v in ctx.header_text(b"subject"))), 1
     if name == "HEADER":
         field, needle = key[1].lower().encode("utf-8", "surrogateescape"), key[2].casefold()
         if not needle:

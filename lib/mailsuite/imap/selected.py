@@ -3,21 +3,32 @@
 A session keeps its own view: the UIDs in message-number order, each
 message's flags and its session-local \\Recent.  `refresh()` compares the
 view with the file (a cheap stat when nothing changed, thanks to the index
-cache) and returns the untagged responses that bring the client up to
-date: EXPUNGE for messages another session removed, EXISTS/RECENT for new
-deliveries, FETCH FLAGS for flag changes made elsewhere.  EXPUNGE is held
+cache; the store reads what changed under a lock, so another program's
+rewrite is never seen half-done and no message is announced gone that is
+still there) and returns the untagged responses that bring the client up
+to date: EXPUNGE for messages another session removed, EXISTS/RECENT for
+new deliveries, FETCH FLAGS for flag changes made elsewhere.  EXPUNGE is held
 back while a command that uses message numbers runs (RFC 3501 7.4.1).
+A mailbox file that did not exist when it was selected is picked up when
+it appears.
 
-Flag changes are collected and written back in one `Mailbox.sync` under
-the lock at the end of the command that made them, so `STORE 1:1000`
-costs one in-place rewrite and other sessions see the result at their next
-command.
+Flag changes are changes, never a write-back of the session's view: a
+STORE is applied under the lock to the flags the file holds at that moment
+(`Mailbox.update_flags`), so a flag another session set meanwhile is kept
+and shows in the STORE's answer; the \\Seen a FETCH sets and the end of
+\\Recent are collected and written the same way at the end of the command,
+so `STORE 1:1000` or a FETCH of 1000 bodies costs one in-place rewrite.
+
+A keyword is announced with `* FLAGS` (and PERMANENTFLAGS) before any FETCH
+shows it; an expunge another session made is announced at the first
+command that allows it, and meanwhile the message keeps its number, its
+UID and its flags in this session's view.
 """
 
 import bisect
 import gc
-import os
 from contextlib import contextmanager
+from typing import NamedTuple
 
 LETTER_FLAGS = {"R": "\\Seen", "A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
 FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
@@ -44,9 +55,9 @@ def collector_paused():
 
 
 def scan_with_uids(box):
-    """The current index, new messages given their UIDs first (under the lock)."""
+    """The current index, new messages given their UIDs (and the file its UID state) first, under the lock."""
     index = box.scan()
-    if box.exists and (any(not m.uid for m in index.messages) or (index.messages and not index.uidvalidity)):
+    if box.exists and index.messages and (not index.base_in_file or any(not m.uid for m in index.messages)):
         with box.locked():
             index = box.sync()
     return index
@@ -54,6 +65,37 @@ def scan_with_uids(box):
 
 class UidValidityChanged(Exception):
     """The file was replaced or rewritten without its UIDs: the session must end."""
+
+
+class FlagChange(NamedTuple):
+    """One change to a message's flags, applied to whatever the file holds when it is written.
+
+    `mode` is "+" (add), "-" (remove) or "" (replace, as STORE FLAGS; the
+    store's own mark that a server has seen the message, O, is kept).
+    """
+
+    mode: str
+    letters: frozenset
+    keywords: tuple
+
+    def apply(self, letters, keywords):
+        if self.mode == "+":
+            return frozenset(letters) | self.letters, tuple(keywords) + tuple(
+                k for k in self.keywords if k not in keywords)
+        if self.mode == "-":
+            return frozenset(letters) - self.letters, tuple(k for k in keywords if k not in self.keywords)
+        return (frozenset(letters) & {"O"}) | self.letters, self.keywords
+
+
+SEEN = FlagChange("+", frozenset("R"), ())
+NOT_NEW = FlagChange("+", frozenset("O"), ())  # a server has shown it: no longer \Recent for anyone else
+
+
+def applied(changes, letters, keywords):
+    """Flags after a list of changes, in order."""
+    for change in changes:
+        letters, keywords = change.apply(letters, keywords)
+    return frozenset(letters), tuple(keywords)
 
 
 def flag_names(letters, keywords, recent=False):
@@ -82,14 +124,14 @@ class SelectedMailbox:
         self.readonly = readonly
         self.box = store.open(name)
         self.uids = []  # message number - 1 -> uid
-        self.state = {}  # uid -> (letters frozenset, keywords tuple), the session's view
+        self.state = {}  # uid -> (letters frozenset, keywords tuple) as the client was told them
         self.messages = {}  # uid -> mbox.Message from the latest scan
         self.recent = set()
         self.expunged = set()  # gone from the file, not yet announced
-        self.dirty = {}  # uid -> (letters, keywords) to write back
-        self.keywords = ()
+        self.pending = {}  # uid -> [FlagChange] made by this session, not yet written
+        self.keywords = ()  # the mailbox's keywords (X-IMAPbase)
+        self.announced = ()  # the keywords the client was given in * FLAGS
         self.uidvalidity = 0
-        self.placeholder = False
         self.news = []  # untagged responses found while loading, sent at the next refresh
         self.uidnext = 1
         self._seen_key = None
@@ -100,15 +142,23 @@ class SelectedMailbox:
 
     def _file_key(self):
         try:
-            st = os.fstat(self.box.fd) if self.box.fd is not None else os.stat(self.box.path)
+            return self.box.key() if self.box.exists else None
         except OSError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _scan(self):
-        self._seen_key = self._file_key()
+        """The file's index; what it was read at becomes the key `_unchanged` compares with.
+
+        The key is taken before the scan (a change made during the scan is
+        seen again at the next refresh) and kept only when the scan
+        succeeds: a refresh that failed (a lock held too long) must not
+        leave the view believing it is up to date.
+        """
+        key = self._file_key()
         with collector_paused():
-            return scan_with_uids(self.box)
+            index = scan_with_uids(self.box)
+        self._seen_key = key
+        return index
 
     def _unchanged(self):
         """True when the file is exactly as we last read it (every rewrite moves mtime_ns)."""
@@ -123,30 +173,20 @@ class SelectedMailbox:
             if "O" not in m.flags:
                 self._make_recent(m)
         self.write_back()
+        self.announced = tuple(self.keywords)  # SELECT's * FLAGS
 
     def _load(self, index):
         with collector_paused():
             return self._load_index(index)
 
     def _load_index(self, index):
-        if index.uidvalidity and index.uidvalidity != self.uidvalidity:
-            if self.uidvalidity and not self.placeholder:
-                raise UidValidityChanged()
+        if index.uidvalidity != self.uidvalidity:
             if self.uidvalidity:
-                self.news.append(("OK", f"[UIDVALIDITY {index.uidvalidity}]", "UIDs valid"))
-            self.uidvalidity, self.placeholder = index.uidvalidity, False
-        elif not self.uidvalidity:
-            # an empty file has no X-IMAPbase to keep it in; the first message brings the real one
-            self.uidvalidity, self.placeholder = placeholder_uidvalidity(self.box), True
+                raise UidValidityChanged()
+            self.uidvalidity = index.uidvalidity
         self.uidnext = index.uidnext
-        if self.keywords != index.keywords and self.uids:
-            # a new keyword: tell the client the new flag set (RFC 3501 7.2.6)
-            flags = SYSTEM_FLAG_NAMES + tuple(index.keywords)
-            self.news.append(("FLAGS", "(" + " ".join(flags) + ")"))
-            if not self.readonly:
-                self.news.append(("OK", "[PERMANENTFLAGS (" + " ".join(flags + ("\\*",)) + ")]", "Flags permitted."))
         self.keywords = index.keywords
-        self.messages = {m.uid: m for m in index.messages}
+        self.messages = {m.uid: m for m in index.messages if m.uid}  # UID-less ones come at the next refresh
         self.expunged.update(uid for uid in self.uids if uid not in self.messages)
         self._loaded_since_refresh = True  # refresh() must compare, even if the file is as last seen
         return index
@@ -154,8 +194,7 @@ class SelectedMailbox:
     def _make_recent(self, m):
         self.recent.add(m.uid)
         if not self.readonly:
-            letters, keywords = self.dirty.get(m.uid, self.state[m.uid])
-            self.dirty[m.uid] = (frozenset(letters) | {"O"}, keywords)
+            self.change_flags(m.uid, NOT_NEW)
 
     # -- numbers --
 
@@ -183,44 +222,86 @@ class SelectedMailbox:
         return [(n, self.uids[n - 1]) for n in sorted(numbers)]
 
     def flags_of(self, uid):
-        return self.dirty.get(uid) or self.state[uid]
+        """(letters, keywords) of a message in this session's view, its own unwritten changes included."""
+        changes = self.pending.get(uid)
+        return applied(changes, *self.state[uid]) if changes else self.state[uid]
 
     def imap_flags(self, uid):
         letters, keywords = self.flags_of(uid)
         return flag_names(letters, keywords, uid in self.recent)
 
-    def set_flags(self, uid, letters, keywords):
-        letters = frozenset(letters)
-        keywords = tuple(keywords)
-        if (letters, keywords) != self.state.get(uid):
-            self.dirty[uid] = (letters, keywords)
-        else:
-            self.dirty.pop(uid, None)
+    def change_flags(self, uid, change):
+        """Note a change to write at the end of the command (see write_back)."""
+        self.pending.setdefault(uid, []).append(change)
+
+    def store(self, uids, change, silent=False):
+        """Apply a STORE to the file now; {uid: (letters, keywords)} as written, for the messages still there.
+
+        The answer is what the file holds afterwards, changes by others
+        included, and becomes what the client knows; a silent STORE tells
+        the client nothing, so others' changes are announced later.
+        """
+        updates = {uid: self.pending.pop(uid, []) + [change] for uid in uids if uid in self.messages}
+        if not updates:
+            return {}
+        with self.box.locked():
+            with collector_paused():
+                index = self.box.update_flags({uid: _applier(changes) for uid, changes in updates.items()})
+            self._seen_key = self._file_key()
+        written = {m.uid: (m.flags, m.keywords) for m in index.messages if m.uid in updates}
+        for uid, changes in updates.items():
+            self.state[uid] = applied(changes, *self.state[uid]) if silent else written.get(uid, self.state[uid])
+        self._load(index)
+        return written
+
+    def flags_news(self, keywords=()):
+        """`* FLAGS` and PERMANENTFLAGS, when a keyword the client may see has not been announced yet."""
+        wanted = tuple(self.keywords) + tuple(k for k in keywords if k not in self.keywords)
+        if all(k in self.announced for k in wanted):
+            return []
+        self.announced = self.announced + tuple(k for k in wanted if k not in self.announced)
+        flags = SYSTEM_FLAG_NAMES + self.announced
+        news = [("FLAGS", "(" + " ".join(flags) + ")")]
+        if not self.readonly:
+            news.append(("OK", "[PERMANENTFLAGS (" + " ".join(flags + ("\\*",)) + ")]", "Flags permitted."))
+        return news
 
     # -- keeping up with the file --
 
     def refresh_positions(self):
-        """Re-read message offsets (caller holds the lock) without announcing anything."""
+        """Re-read message offsets (caller holds a lock) without announcing anything or writing."""
         if not self._unchanged():
-            self._load(self._scan())
+            key = self._file_key()
+            index = self.box.scan()
+            self._load(index)
+            if all(m.uid for m in index.messages):  # else the next refresh must scan again, to give them UIDs
+                self._seen_key = key
+
+    def forget_positions(self):
+        """The offsets proved wrong: the next refresh scans the whole file again."""
+        self.box.forget()
+        self._seen_key = None
 
     def reload(self, index):
         self._load(index)
 
     def write_back(self):
-        """Store pending flag changes with one sync under the lock."""
-        if not self.dirty or self.readonly:
-            self.dirty.clear()
+        """Write this session's pending flag changes, each applied to the file's flags, in one rewrite.
+
+        The client was shown the flags with these changes made on its view;
+        that view is what it knows now, and `refresh` tells it whatever
+        else the file holds.
+        """
+        pending = {uid: changes for uid, changes in self.pending.items() if uid in self.messages}
+        self.pending.clear()
+        if not pending or self.readonly:
             return
-        pending = {uid: change for uid, change in self.dirty.items() if uid in self.messages}
-        keywords = [k for _, kws in pending.values() for k in kws]
         with self.box.locked():
             with collector_paused():
-                index = self.box.sync(flags=pending, keywords=keywords)
+                index = self.box.update_flags({uid: _applier(changes) for uid, changes in pending.items()})
             self._seen_key = self._file_key()
-        for uid, change in pending.items():
-            self.state[uid] = change
-        self.dirty.clear()
+        for uid, changes in pending.items():
+            self.state[uid] = applied(changes, *self.state[uid])
         self._load(index)
 
     def refresh(self, allow_expunge=True):
@@ -228,7 +309,7 @@ class SelectedMailbox:
         self.write_back()
         if not self._unchanged():
             self._load(self._scan())
-        elif not self._loaded_since_refresh:
+        elif not self._loaded_since_refresh and not (allow_expunge and self.expunged):
             return []
         self._loaded_since_refresh = False
         out, self.news = self.news, []
@@ -243,13 +324,15 @@ class SelectedMailbox:
             self.uids = [uid for uid in self.uids if uid not in self.expunged]
             self.expunged.clear()
         seq_of = self.seq_of_uid()
+        changed, shown = [], set()
         for uid, seq in seq_of.items():
             m = present.get(uid)
-            if m is None:
-                continue
-            if (m.flags, m.keywords) != self.state[uid]:
+            if m is not None and (m.flags, m.keywords) != self.state[uid]:
                 self.state[uid] = (m.flags, m.keywords)
-                out.append((str(seq), "FETCH", ["FLAGS", self.imap_flags(uid)]))
+                shown.update(m.keywords)
+                changed.append((str(seq), "FETCH", ["FLAGS", self.imap_flags(uid)]))
+        out += self.flags_news(shown)  # a keyword is announced before a FETCH shows it (RFC 3501 7.2.6)
+        out += changed
         known = set(self.uids)
         last = self.uids[-1] if self.uids else 0
         new = [m for m in present.values() if m.uid not in known and m.uid > last]
@@ -288,10 +371,6 @@ class SelectedMailbox:
         self.box.close()
 
 
-def placeholder_uidvalidity(box):
-    """A stable UIDVALIDITY for an empty mailbox that has no X-IMAPbase yet."""
-    try:
-        return max(int(os.stat(box.path).st_ctime), 1)
-    except OSError:
-        return 1
-
+def _applier(changes):
+    """The function update_flags calls with a message's flags in the file."""
+    return lambda letters, keywords: applied(changes, letters, keywords)

@@ -16,6 +16,7 @@ disconnected, and so is one that fails `max_login_failures` logins.
 """
 
 import enum
+import errno
 import re
 import ssl
 import tempfile
@@ -33,17 +34,19 @@ from .mailboxes import MailboxNameError, MailStore, NoSuchMailbox
 from .response import astring, untagged
 from .search import SearchContext, compile_search
 from .selected import (
+    SEEN,
     SYSTEM_FLAG_NAMES,
+    FlagChange,
     SelectedMailbox,
     UidValidityChanged,
     flag_names,
-    placeholder_uidvalidity,
     scan_with_uids,
     split_flags,
 )
 
 VERSION = "0.1.0"
 ANSWERED = object()  # a handler that already sent its tagged reply returns this
+EXPUNGE_ISSUED = "[EXPUNGEISSUED] Some messages were already expunged"  # RFC 5530, as Dovecot says it
 LOCK_BATCH_BYTES = 4 << 20  # content read (and sent) under one hold of the mailbox lock
 SPOOL_LITERAL = 256 << 10  # APPEND literals bigger than this wait in a temporary file
 SPOOL_CHUNK = 64 << 10
@@ -68,6 +71,20 @@ class No(Exception):
 
 class Bad(Exception):
     """Tagged BAD."""
+
+
+# What a failure of the mail storage says to the client (RFC 5530 response codes): the temporary
+# ones clearly so, the rest as a server bug with the details left to the log.
+STORAGE_ERRORS = {
+    errno.ENOSPC: "[UNAVAILABLE] the mail storage is full; try again later",
+    errno.EDQUOT: "[OVERQUOTA] the mailbox owner's disk quota is used up",
+    errno.EAGAIN: "[UNAVAILABLE] the mailbox is being recovered from an interrupted change; try again later",
+}
+
+
+def storage_failure(exc):
+    """The tagged NO text for an OSError of the store."""
+    return STORAGE_ERRORS.get(exc.errno, f"[SERVERBUG] {exc.strerror or 'system error'}")
 
 
 class Entry(NamedTuple):
@@ -131,7 +148,6 @@ class Session:
         self.user = None
         self.store = None
         self.selected = None
-        self.sizes = {}
         self.bad_in_a_row = 0
         self.preauth_user = preauth_user
         self.spooled = {}  # offset of a literal in the command -> temporary file with its bytes
@@ -317,7 +333,7 @@ class Session:
             return
         except OSError as exc:
             self.logger.error("%s: %s", command.name, exc)
-            self.tagged(command.tag, "NO", f"[SERVERBUG] {exc.strerror or 'system error'}")
+            self.tagged(command.tag, "NO", storage_failure(exc))
             return
         except (connection.PeerGone, connection.SessionLimit, UidValidityChanged):
             raise
@@ -337,8 +353,16 @@ class Session:
         if self.selected is None or command.name in ("SELECT", "EXAMINE", "CLOSE", "UNSELECT", "LOGOUT"):
             return
         allow_expunge = command.name not in self.NUMBERED
-        for parts in self.selected.refresh(allow_expunge=allow_expunge):
+        for parts in self.refreshed(allow_expunge):
             self.send(*parts)
+
+    def refreshed(self, allow_expunge=True):
+        """The selected mailbox's news; a mailbox that cannot be read just now has none (the session goes on)."""
+        try:
+            return self.selected.refresh(allow_expunge=allow_expunge)
+        except (LockTimeout, OSError, mbox.MailboxError) as exc:
+            self.logger.warning("%s: not refreshed: %s", self.selected.name, exc)
+            return []
 
     # --- any state -----------------------------------------------------------------
 
@@ -427,8 +451,7 @@ class Session:
             raise No("[NONEXISTENT] no such mailbox") from None
         self.selected = selected
         self.state = State.SELECTED
-        self.sizes = {}
-        keywords = tuple(selected.keywords)
+        keywords = tuple(selected.announced)
         self.send("FLAGS", SYSTEM_FLAG_NAMES + keywords)
         permanent = () if readonly else SYSTEM_FLAG_NAMES + keywords + ("\\*",)
         self.send("OK", "[PERMANENTFLAGS", "(" + " ".join(permanent) + ")]", "Flags permitted.")
@@ -521,7 +544,7 @@ class Session:
                 "MESSAGES": len(index.messages),
                 "RECENT": sum(1 for m in index.messages if "O" not in m.flags),
                 "UIDNEXT": index.uidnext,
-                "UIDVALIDITY": index.uidvalidity or placeholder_uidvalidity(box),
+                "UIDVALIDITY": index.uidvalidity,
                 "UNSEEN": sum(1 for m in index.messages if "R" not in m.flags),
             }
         finally:
@@ -541,7 +564,7 @@ class Session:
         message = append.message
         try:
             if not isinstance(message, bytes):
-                message = prepare(message, self.cfg.imap.max_message_size)
+                message = prepare(message, self.cfg.imap.max_message_size, quote=False)
             with box.locked():
                 uid = box.append(
                     message,
@@ -567,7 +590,7 @@ class Session:
         try:
             while True:
                 if self.selected is not None:
-                    for parts in self.selected.refresh():
+                    for parts in self.refreshed():
                         self.send(*parts)
                 self.conn.flush()
                 if watcher.wait(self.conn, deadline) == "input":
@@ -614,46 +637,75 @@ class Session:
         wanted = list(atts)
         if command.uid and not any(a.name == "UID" for a in wanted):
             wanted.insert(0, parser.FetchAtt("UID"))
-        needs_content = any(a.name not in ("UID", "FLAGS", "INTERNALDATE") for a in wanted)
+        needs_content = any(a.name not in ("UID", "FLAGS", "INTERNALDATE", "RFC822.SIZE") for a in wanted)
         sets_seen = not selected.readonly and any(a.sets_seen for a in wanted)
         targets = self.targets(command, sequence)
+        self.announce_flags()
         if [a.name for a in wanted] in (["UID", "FLAGS"], ["FLAGS", "UID"], ["FLAGS"]):
             self._fetch_flags(targets, wanted[0].name == "UID", len(wanted) == 2)
+            gone = False
         elif needs_content:
-            for batch in self.locked_batches(targets):
-                self._fetch_each(batch, wanted, sets_seen)
+            gone = False
+            for batch, copies in self.read_batches(targets, copied=True):
+                try:
+                    gone |= self._fetch_each(batch, wanted, sets_seen, copies)
+                finally:
+                    copies.close()
         else:
-            self._fetch_each(targets, wanted, sets_seen)
+            gone = self._fetch_each(targets, wanted, sets_seen, selected.box)
         selected.write_back()
+        if gone:
+            return EXPUNGE_ISSUED
 
-    def locked_batches(self, targets):
-        """Targets in batches, each read under the lock with fresh offsets.
+    def announce_flags(self, keywords=()):
+        """`* FLAGS` and PERMANENTFLAGS first, when a FETCH is about to show a keyword not announced yet."""
+        for parts in self.selected.flags_news(keywords):
+            self.send(*parts)
+
+    def read_batches(self, targets, *, copied=False):
+        """Targets in batches, each read under a read lock with fresh offsets: (batch, where to read them).
 
         Message offsets are only valid while nobody rewrites the file, but a
         FETCH of a whole big mailbox must not keep deliveries waiting: the
-        lock is let go between batches of about LOCK_BATCH_BYTES.
+        lock is let go between batches of about LOCK_BATCH_BYTES.  With
+        COPIED the batch's messages are copied out and the lock let go
+        before the batch is used, so a client that stops reading never
+        holds up deliveries to its mailbox.
         """
         selected = self.selected
         start = 0
+        retried = False
         while start < len(targets):
-            with selected.box.locked():
+            with selected.box.reading():
                 selected.refresh_positions()
-                size, end = 0, start
+                size, end, messages = 0, start, []
                 while end < len(targets) and (end == start or size < LOCK_BATCH_BYTES):
                     msg = selected.messages.get(targets[end][1])
-                    size += msg.size if msg is not None else 0
+                    if msg is not None:
+                        size += msg.size
+                        messages.append(msg)
                     end += 1
-                yield targets[start:end]
-            start = end
+                if not copied:
+                    yield targets[start:end], selected.box
+                    start = end
+                    continue
+                try:
+                    copies = selected.box.copies(messages)
+                except mbox.StaleOffsets:       # changed in a way the file's key did not show: read it again
+                    if retried:
+                        raise
+                    retried = True
+                    selected.forget_positions()
+                    continue
+            yield targets[start:end], copies
+            start, retried = end, False
 
     def _fetch_flags(self, targets, uid_first, with_uid):
         """The commonest FETCH of all (a client syncing flags), without the general machinery."""
         selected = self.selected
         texts = {}
         lines = []
-        for seq, uid in targets:
-            if uid not in selected.messages:
-                continue
+        for seq, uid in targets:  # a message expunged elsewhere, not yet announced, keeps its flags
             letters, keywords = selected.flags_of(uid)
             key = (letters, keywords, uid in selected.recent)
             flags = texts.get(key)
@@ -670,20 +722,22 @@ class Session:
                 lines.clear()
         self.conn.write("".join(lines).encode("utf-8", "surrogateescape"))
 
-    def _fetch_each(self, targets, wanted, sets_seen):
+    def _fetch_each(self, targets, wanted, sets_seen, source):
+        """FETCH responses for the targets; True when one was expunged by another session meanwhile."""
         selected = self.selected
+        gone = False
         for seq, uid in targets:
             msg = selected.messages.get(uid)
             if msg is None:
-                continue  # expunged by another session, not yet announced
+                gone = True
+                self._fetch_expunged(seq, uid, wanted)
+                continue
             fetcher = None
             items = []
             show_flags = False
-            if sets_seen:
-                letters, keywords = selected.flags_of(uid)
-                if "R" not in letters:
-                    selected.set_flags(uid, set(letters) | {"R"}, keywords)
-                    show_flags = True
+            if sets_seen and "R" not in selected.flags_of(uid)[0]:
+                selected.change_flags(uid, SEEN)
+                show_flags = True
             for att in wanted:
                 if att.name == "UID":
                     items += ["UID", uid]
@@ -691,7 +745,7 @@ class Session:
                     show_flags = False
                     items += ["FLAGS", selected.imap_flags(uid)]
                 else:
-                    fetcher = fetcher or MessageFetcher(selected.box, msg, self.sizes)
+                    fetcher = fetcher or MessageFetcher(source, msg)
                     items += [att.response_name(), fetcher.item(att)]
             if show_flags:
                 items += ["FLAGS", selected.imap_flags(uid)]
@@ -699,6 +753,24 @@ class Session:
                 self.send_line(f"* {seq} FETCH ({' '.join(map(_plain, items))})")
             else:
                 self.send(str(seq), "FETCH", items)
+        return gone
+
+    def _fetch_expunged(self, seq, uid, wanted):
+        """A message expunged elsewhere but still in the client's view: what is known of it, as Dovecot does.
+
+        UID and FLAGS come from the view; its content is gone, so body
+        sections are NIL and the rest is left out; the tagged OK carries
+        EXPUNGEISSUED.
+        """
+        items = []
+        for att in wanted:
+            if att.name == "UID":
+                items += ["UID", uid]
+            elif att.name == "FLAGS":
+                items += ["FLAGS", self.selected.imap_flags(uid)]
+            elif att.section is not None or att.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT"):
+                items += [att.response_name(), None]
+        self.send(str(seq), "FETCH", items)
 
     def cmd_store(self, command):
         sequence, store = command.args
@@ -710,28 +782,20 @@ class Session:
                 raise Bad(f"invalid keyword {name}")
             if name.startswith("\\") and name.lower() not in (f.lower() for f in SYSTEM_FLAG_NAMES):
                 raise Bad(f"unknown system flag {name}")
-        add_letters, add_keywords = split_flags(store.flags)
-        for seq, uid in self.targets(command, sequence):
-            if uid not in selected.messages:
-                continue
-            letters, keywords = selected.flags_of(uid)
-            letters, keywords = set(letters), list(keywords)
-            if store.mode == "+":
-                letters |= add_letters
-                keywords += [k for k in add_keywords if k not in keywords]
-            elif store.mode == "-":
-                letters -= add_letters
-                keywords = [k for k in keywords if k not in add_keywords]
-            else:
-                letters = (letters & {"O"}) | add_letters
-                keywords = list(add_keywords)
-            selected.set_flags(uid, letters, keywords)
-            if not store.silent:
-                items = ["FLAGS", selected.imap_flags(uid)]
-                if command.uid:
-                    items = ["UID", uid] + items
-                self.send(str(seq), "FETCH", items)
-        selected.write_back()
+        letters, keywords = split_flags(store.flags)
+        change = FlagChange(store.mode, frozenset(letters), tuple(keywords))
+        targets = self.targets(command, sequence)
+        written = selected.store([uid for _, uid in targets], change, silent=store.silent)
+        if not store.silent:
+            self.announce_flags(k for _, names in written.values() for k in names)
+            for seq, uid in targets:
+                if uid in written:
+                    items = ["FLAGS", selected.imap_flags(uid)]
+                    if command.uid:
+                        items = ["UID", uid] + items
+                    self.send(str(seq), "FETCH", items)
+        if len(written) < len(targets):
+            return EXPUNGE_ISSUED
 
     def cmd_search(self, command):
         charset, key = command.args
@@ -741,13 +805,13 @@ class Session:
         largest_uid = selected.uids[-1] if selected.uids else 0
         found = []
 
-        def run(batch):
+        def run(batch, source):
             for seq, uid in batch:
                 msg = selected.messages.get(uid)
                 if msg is None:
                     continue
                 letters, keywords = selected.flags_of(uid)
-                fetcher = MessageFetcher(selected.box, msg, self.sizes)
+                fetcher = MessageFetcher(source, msg)
                 ctx = SearchContext(
                     seq, uid, set(flag_names(letters, keywords)), uid in selected.recent, msg.date,
                     fetcher.size, fetcher.client, len(selected.uids), largest_uid,
@@ -757,10 +821,10 @@ class Session:
 
         everything = list(enumerate(selected.uids, 1))
         if needs_content:
-            for batch in self.locked_batches(everything):
-                run(batch)
+            for batch, source in self.read_batches(everything):
+                run(batch, source)
         else:
-            run(everything)
+            run(everything, selected.box)
         self.send("SEARCH", *found)
 
     def cmd_copy(self, command, move=False):
@@ -778,19 +842,21 @@ class Session:
             target = selected.box
         selected.write_back()
         source_uids, new_uids = [], []
+        # both locks, always in the order of the files' paths: two sessions copying in
+        # opposite directions would otherwise each hold one and wait out the lock timeout
+        first, second = sorted((selected.box, target), key=lambda box: box.path)
         try:
-            with selected.box.locked(), target.locked():
+            with first.locked(), second.locked():
                 selected.refresh_positions()
                 for _, uid in targets:
                     msg = selected.messages.get(uid)
                     if msg is None:
                         continue
-                    letters, keywords = selected.flags_of(uid)
-                    data = mbox.unquote_from_lines(selected.box.read(msg))
-                    new_uids.append(
+                    data = selected.box.read(msg)
+                    new_uids.append(  # the flags the file holds: this session's were written just above
                         target.append(
-                            data, sender=msg.sender, date=msg.date, flags=frozenset(letters) - {"O"},
-                            keywords=keywords, assign_uid=True,
+                            data, sender=msg.sender, date=msg.date, flags=frozenset(msg.flags) - {"O"},
+                            keywords=msg.keywords, assign_uid=True,
                         )
                     )
                     source_uids.append(uid)

@@ -122,14 +122,16 @@ class LMTPSession:
         reply (a format taking the address) every recipient gets; _GONE at EOF."""
         limit = self.cfg.delivery.max_message_size
         size, failure = 0, None
+        line_start = True                               # a line longer than a read comes in pieces
         while True:
             line = self.rfile.readline(1 << 20)
             if not line:
                 return _GONE
-            if line in (b".\r\n", b".\n"):
+            if line_start and line in (b".\r\n", b".\n"):
                 return failure
-            if line.startswith(b"."):
+            if line_start and line.startswith(b"."):
                 line = line[1:]
+            line_start = line.endswith(b"\n")
             size += len(line)
             if limit and size > limit:
                 failure = "552 5.3.4 <{}> message too big"

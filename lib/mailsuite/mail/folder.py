@@ -7,13 +7,17 @@ appended to ~/mbox first (fsynced by the store), and only then removed from
 the spool with `Mailbox.sync`, so a crash between the two duplicates a
 message instead of losing it.  Messages that arrived while `mail` was open
 are not ours to touch and `sync` leaves them as they are.
+
+Messages are shown as stored, as IMAP and POP3 serve them (no From_
+unquoting), and are read under a read lock after checking that they are
+still where they were indexed (another program may have rewritten the
+file); copies go to other mailboxes exactly as stored.
 """
 
-import os
 import re
 from dataclasses import dataclass
 
-from ..store.mailbox import Mailbox, MailboxError, unquote_from_lines
+from ..store.mailbox import Mailbox, MailboxError
 from . import mime_view
 
 # Header fields the summary needs (with their folded continuation lines); the rest is read on demand.
@@ -57,25 +61,21 @@ class Folder:
         self.system = system
         self.store = open_mailbox(path, cfg, owner)
         self.messages = []
-        self._stamp = None             # (size, mtime) when indexed: unchanged means offsets still hold
+        self._stamp = None             # the file's key when indexed: unchanged means offsets still hold
 
     def open(self):
         """Index the mailbox; a missing file is an empty folder.
 
-        The scan happens under the lock, which also finishes a rewrite that
-        a killed process left half done, so what we index is consistent.
+        The scan happens under a lock, after whatever a killed process left
+        half done was finished, so what we index is consistent.
         """
         if not self.store.exists:
             return self
-        with self.store.locked():
+        with self.store.reading():
             index = self.store.scan()
-            self._stamp = self._file_stamp()
-        self.messages = [self._state(n, m) for n, m in enumerate(index.messages, 1)]
+            self._stamp = self.store.key()
+            self.messages = [self._state(n, m) for n, m in enumerate(index.messages, 1)]
         return self
-
-    def _file_stamp(self):
-        st = os.fstat(self.store.fd)
-        return st.st_size, st.st_mtime_ns
 
     def close(self):
         self.store.close()
@@ -94,29 +94,28 @@ class Folder:
         return state
 
     def read(self, state):
-        """The message as it was sent: headers, blank line, body with the mboxrd quoting undone."""
-        return unquote_from_lines(self.store.read(self._located(state)))
+        """The message as stored: headers, blank line, body."""
+        with self.store.reading():
+            return self.store.read(self._located(state))
 
     def _located(self, state):
-        """STATE's place in the file, found again if another program rewrote the file meanwhile.
+        """STATE's place in the file, found again if another program rewrote the file meanwhile (under a lock).
 
         Appends never move a message, but an IMAP client's expunge or a flag
         change that outgrows its padding does; reading at a stale offset
-        would show the wrong bytes.  A message is known by its From_ line
-        at its offset; when that is not there, the file is indexed afresh.
+        would show the wrong bytes.  A message is known by its offset, From_
+        line, X-UID and extent; when those are not there, the file is
+        indexed afresh.
         """
-        stored = state.stored
-        if self._file_stamp() != self._stamp:
-            expected = b"From " + stored.from_line.encode("utf-8", "surrogateescape")
-            if self.store.read(stored, stored.start, stored.start + len(expected)) != expected:
-                self._relocate()
+        if self.store.key() != self._stamp and not self.store.still_there(state.stored):
+            self._relocate()
         if state.gone:
             raise MailboxError(f"message {state.number} was removed by another program")
         return state.stored
 
     def changed(self):
         """Whether the file changed since we indexed it (new mail, or another program's rewrite)."""
-        return self.store.exists and self._file_stamp() != self._stamp
+        return self.store.exists and self.store.key() != self._stamp
 
     def incorporate(self):
         """Number the messages that arrived since start-up after ours (`inc`); returns how many."""
@@ -132,10 +131,10 @@ class Folder:
         Messages that arrived meanwhile are not added: until `inc` they are
         not part of the session, and quit leaves them as they are.
         """
-        with self.store.locked():
+        with self.store.reading():
             now = self.store.scan().messages
-            self._stamp = self._file_stamp()
-        found = self._find(now)
+            self._stamp = self.store.key()
+            found = self._find(now)
         for m in self.messages:
             if m.number in found:
                 m.stored = now[found[m.number]]
@@ -144,15 +143,16 @@ class Folder:
         return now, set(found.values())
 
     def line_count(self, state):
-        stored = self._located(state)
         if state.lines is None:
-            count, offset = 0, stored.header
-            while offset < stored.end:
-                chunk = self.store.read(stored, offset, min(offset + (1 << 20), stored.end))
-                if not chunk:
-                    break
-                count += chunk.count(b"\n")
-                offset += len(chunk)
+            with self.store.reading():
+                stored = self._located(state)
+                count, offset = 0, stored.header
+                while offset < stored.end:
+                    chunk = self.store.read(stored, offset, min(offset + (1 << 20), stored.end))
+                    if not chunk:
+                        break
+                    count += chunk.count(b"\n")
+                    offset += len(chunk)
             state.lines = count
         return state.lines
 
@@ -182,7 +182,7 @@ class Folder:
             outgoing = [before[found[n]] for n, fate in fates.items() if fate == "mbox"]
             if outgoing:
                 append_messages(mbox_path, self.cfg, mbox_owner,
-                                [(unquote_from_lines(self.store.read(s)), s, frozenset("RO")) for s in outgoing])
+                                [(self.store.read(s), s, frozenset("RO")) for s in outgoing])
             after = self.store.sync().messages if any(not s.uid for s in before) else before
             if len(after) != len(before):
                 raise MailboxError(f"{self.path}: changed while being updated")
@@ -245,8 +245,9 @@ class Folder:
 def append_messages(path, cfg, owner, items, *, sender="MAILER-DAEMON"):
     """Append (raw bytes, stored Message or None, flags) items to the mbox at PATH under its lock.
 
-    A stored message keeps its From_ line's sender and date; a new one (a
-    sent copy, a dead letter) gets SENDER and the present time.
+    The bytes are stored exactly (with a Content-Length).  A stored message
+    keeps its From_ line's sender and date; a new one (a sent copy, a dead
+    letter) gets SENDER and the present time.
     """
     target = open_mailbox(path, cfg, owner)
     if not target.exists:

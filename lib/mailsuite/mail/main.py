@@ -15,9 +15,11 @@ Exit status: 0, or a sysexits code with one line on stderr (EX_USAGE for
 bad options, EX_NOUSER for an unknown -u user, EX_NOINPUT for an
 unreadable folder or attachment, EX_UNAVAILABLE when sendmail failed:
 the letter is then in ~/dead.letter, EX_TEMPFAIL when the mailbox stays
-locked).  1 means no mail (`-e`) or a letter abandoned at the terminal.
+locked, the disk is full or the mailbox waits for an interrupted change to
+be finished).  1 means no mail (`-e`) or a letter abandoned at the terminal.
 """
 
+import errno
 import os
 import pwd
 import signal
@@ -175,6 +177,8 @@ def read_mode(session, path, options):
         raise Fatal(os.EX_NOINPUT, _with_path(path, exc)) from None
     except LockTimeout as exc:
         raise Fatal(os.EX_TEMPFAIL, _with_path(path, exc)) from None
+    except OSError as exc:
+        raise Fatal(os.EX_TEMPFAIL if exc.errno in TEMPORARY_ERRNOS else os.EX_IOERR, _with_path(path, exc)) from None
     if not folder.messages:
         folder.close()
         session.folder = None
@@ -185,6 +189,10 @@ def read_mode(session, path, options):
         display.print_page(session, session.current)
     prompt_loop(session, ignore_interrupts=bool(options.get("ignore_interrupts")))
     return 0
+
+
+# Failures of the mail storage that may pass: the user is told to try again, not that the file is bad.
+TEMPORARY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EAGAIN}
 
 
 def _with_path(path, exc):

@@ -18,7 +18,6 @@ command's first output line (log.excerpt), never more of what it printed.
 import errno
 import os
 import signal
-import stat
 import subprocess
 import tempfile
 import time
@@ -104,7 +103,7 @@ def _file_child(cfg, target, prepared, *, sender, recipient):
         status = os.EX_SOFTWARE
         try:
             become(target.run_as)
-            status = _append_mbox(cfg, target.value, prepared, sender, recipient)
+            status = _append_mbox(cfg, target.value, prepared, sender, recipient, target.run_as)
         except OSError as exc:
             os.write(write_end, f"{target.value}: {exc.strerror}".encode()[:500])
             status = os.EX_TEMPFAIL if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN) else os.EX_CANTCREAT
@@ -125,34 +124,20 @@ def _file_child(cfg, target, prepared, *, sender, recipient):
     return Result("bounced", EXIT_DSN.get(code, "5.2.0"), reason or f"cannot write {target.value}", "file")
 
 
-def _append_mbox(cfg, path, prepared, sender, recipient):
-    """The mbox append of deliver.py for an arbitrary file: lock, write, fsync, or truncate back."""
-    from ..store.locking import mailbox_lock
-
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def _append_mbox(cfg, path, prepared, sender, recipient, owner):
+    """Append to an mbox file through the store, as to a mailbox: locks, crash record, separator, fsync."""
+    from ..store.mailbox import Mailbox, MailboxError
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-            raise OSError(errno.EPERM, "not a regular file with one link")
-        with mailbox_lock(path, fd, cfg):
-            start = os.lseek(fd, 0, os.SEEK_END)
-            try:
-                with os.fdopen(os.dup(fd), "wb") as out:
-                    if start > 0:
-                        out.write(b"\n")
-                    out.write(from_line(sender))
-                    out.write(_delivery_headers(sender, recipient))
-                    out.write(prepared.header_bytes)
-                    out.write(b"\n")
-                    for chunk in prepared.body_chunks():
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-            except BaseException:
-                os.ftruncate(fd, start)
-                raise
-    finally:
-        os.close(fd)
+        box = Mailbox(path, cfg, owner=owner, check_owner=False)
+        try:
+            box.create(0o600)
+            with box.locked():
+                box.append(prepared, sender=sender or "MAILER-DAEMON",
+                           extra_headers=[_delivery_headers(sender, recipient)])
+        finally:
+            box.close()
+    except MailboxError as exc:
+        raise OSError(errno.EPERM, str(exc)) from None
     return 0
 
 

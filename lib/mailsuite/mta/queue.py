@@ -31,8 +31,19 @@ import os
 import time
 
 from ..core import fileio
-from .queuefile import (CHUNK, QueueError, QueueFull, Section, append_record, as_file, copy_lf, fold_record,
-                        preamble, read_envelope, record_line)
+from .queuefile import (
+    CHUNK,
+    QueueError,
+    QueueFull,
+    Section,
+    append_record,
+    as_file,
+    copy_lf,
+    fold_record,
+    preamble,
+    read_envelope,
+    record_line,
+)
 from .queueid import new_id, valid_id  # noqa: F401 - part of this module's interface
 
 STATES = ("incoming", "active", "deferred", "hold")

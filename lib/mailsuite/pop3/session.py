@@ -14,6 +14,7 @@ command line; a session that keeps sending bad commands, or fails
 """
 
 import enum
+import errno
 import os
 import time
 
@@ -22,7 +23,7 @@ from ..server.connection import IdleTimeout, LineTooLong, TooManyCommands
 from ..server.tls import tls_context
 from ..store.locking import LockTimeout
 from ..store.mailbox import MailboxError
-from .snapshot import Changed, InUse, Maildrop, take_session_lock
+from .snapshot import Changed, Gone, InUse, Maildrop, take_session_lock
 
 MAX_COMMAND_LINE = 1024          # RFC 2449 allows 255 octets; we accept more, not unbounded
 MAX_SASL_LINE = 8192
@@ -58,10 +59,18 @@ ERRORS = {
     "in_use": "-ERR [IN-USE] mailbox is in use by another POP3 session",
     "lock_busy": "-ERR [SYS/TEMP] mailbox is busy; try again later",
     "unavailable": "-ERR [SYS/PERM] mailbox unavailable; contact the postmaster",
+    "storage_full": "-ERR [SYS/TEMP] the mail storage is full; try again later",
+    "recovering": "-ERR [SYS/TEMP] the mailbox is being recovered from an interrupted change; try again later",
+    "gone": "-ERR [SYS/TEMP] message was removed by another program; reconnect for a new listing",
+    "unreadable": "-ERR [SYS/TEMP] the mailbox cannot be read just now; try again later",
     "update_failed": "-ERR [SYS/TEMP] some deleted messages not removed",
     "timeout": "-ERR idle timeout; closing connection",
     "too_many_commands": "-ERR too many commands before login; closing connection",
 }
+
+
+# Failures of the mail storage that may pass: a temporary -ERR, not "contact the postmaster".
+TEMPORARY_ERRNOS = {errno.ENOSPC: "storage_full", errno.EDQUOT: "storage_full", errno.EAGAIN: "recovering"}
 
 
 class Command:
@@ -236,7 +245,9 @@ class Session:
             return self.fail_login(user, "in_use", "in use by another session")
         except LockTimeout:
             return self.fail_login(user, "lock_busy", "mailbox lock timeout")
-        except (MailboxError, OSError) as exc:
+        except OSError as exc:
+            return self.fail_login(user, TEMPORARY_ERRNOS.get(exc.errno, "unavailable"), str(exc))
+        except MailboxError as exc:
             return self.fail_login(user, "unavailable", str(exc))
         self.user, self.state = user, TRANSACTION
         self.conn.end_login_phase()
@@ -272,23 +283,36 @@ class Session:
 
     def cmd_retr(self, argument):
         number = self.message_number(argument)
-        if not number:
+        copied = number and self.copy_of(number)
+        if not copied:
             return False
         self.reply(f"+OK {self.maildrop.octets(number)} octets")
-        self.maildrop.send(number, self.conn.write)
+        self.maildrop.send(copied, self.conn.write)
         self.conn.write(b".\r\n")
         self.maildrop.retrieved.add(number)
         return True
+
+    def copy_of(self, number):
+        """Message NUMBER copied out of the mailbox, or None after a temporary -ERR."""
+        try:
+            return self.maildrop.copy(number)
+        except Gone:
+            self.reply(ERRORS["gone"])
+        except (LockTimeout, MailboxError, OSError) as exc:
+            self.logger.warning("read: user=%s, error=%s", self.user.name, exc)
+            self.reply(ERRORS["unreadable"])
+        return None
 
     def cmd_top(self, argument):
         message, _, lines = argument.partition(" ")
         if not lines.isdigit() or len(lines) > 9:
             return self.reply(ERRORS["syntax"])
         number = self.message_number(message)
-        if not number:
+        copied = number and self.copy_of(number)
+        if not copied:
             return False
         self.reply("+OK top of message follows")
-        self.maildrop.send(number, self.conn.write, body_lines=int(lines))
+        self.maildrop.send(copied, self.conn.write, body_lines=int(lines))
         self.conn.write(b".\r\n")
         return True
 

@@ -13,8 +13,11 @@ Messages go out as stored, minus the store's own headers (Status, X-UID,
 ...: they are bookkeeping, and would change between sessions), with CRLF
 line ends and dot-stuffing, exactly as imapd serves them (`served_header`,
 `served_body`).  The octet counts are what RETR sends, from the store's
-index (client size plus one byte per dot-stuffed line), so STAT and LIST
-never read a message.
+index (client size plus what POP3 adds), so STAT and LIST never read a
+message.  RETR and TOP find the message again under a read lock (another
+program may have rewritten the file since the snapshot: the store checks
+its offset, From_ line and X-UID, and looks it up by UID after a rewrite),
+copy it out, and send it after letting go of the lock.
 
 Only one POP3 session per user at a time (RFC 1939's exclusive maildrop):
 an fcntl lock on a per-user file in the user's state directory, held for
@@ -74,6 +77,10 @@ class Changed(Exception):
     """The spool was rewritten by someone else in a way that makes our message numbers unsafe."""
 
 
+class Gone(Exception):
+    """Another program removed the message since the session began."""
+
+
 def _identity(msg):
     """What must not change under a UID: its envelope line and body length."""
     return msg.from_line, msg.end - msg.body
@@ -86,18 +93,21 @@ class Maildrop:
         self.mailbox = mailbox
         self.messages = index.messages
         self.uidvalidity = index.uidvalidity
+        self.key = mailbox.key()      # the file as the snapshot saw it
         self.deleted = set()          # message numbers
         self.retrieved = set()
 
     @classmethod
     def open(cls, cfg, user):
-        """Snapshot USER's spool, giving new messages their UIDs; an absent spool is empty."""
+        """Snapshot USER's spool, giving new messages their UIDs; an absent spool is empty.
+
+        Only assigning UIDs needs the write lock; a spool whose messages all
+        have theirs is read under a read lock, so it can be read on a full disk.
+        """
         mailbox = Mailbox(user.spool, cfg, owner=user)
-        if not mailbox.exists:
-            return cls(mailbox, mailbox.scan())
-        with mailbox.locked():
-            index = mailbox.scan()
-            if not index.uidvalidity or not all(m.uid for m in index.messages):
+        index = mailbox.scan()
+        if mailbox.exists and index.messages and (not index.base_in_file or not all(m.uid for m in index.messages)):
+            with mailbox.locked():
                 index = mailbox.sync()
         return cls(mailbox, index)
 
@@ -132,7 +142,7 @@ class Maildrop:
     def octets(self, number):
         """Exactly the bytes RETR sends before the final '.' line: the client size plus dot-stuffing."""
         msg = self.message_at(number)
-        return msg.client_size + msg.dot_lines
+        return msg.client_size + msg.pop3_extra
 
     def stat(self):
         numbers = self.live_numbers()
@@ -140,13 +150,30 @@ class Maildrop:
 
     # --- sending ---------------------------------------------------------
 
-    def send(self, number, write, body_lines=None):
-        """Write message NUMBER on the wire through WRITE; with BODY_LINES, its header and that many body lines (TOP)."""
+    def copy(self, number):
+        """(message, its bytes copied out) for sending, found again under a read lock; Gone if it went."""
         msg = self.message_at(number)
-        write(dot_stuff(served_header(self.mailbox.read(msg, msg.header, msg.body))))
-        chunks = _chunks(self.mailbox, msg) if body_lines is None else _first_lines(self.mailbox, msg, body_lines)
-        for chunk in chunks:
-            write(dot_stuff(served_body(chunk)))
+        with self.mailbox.reading():
+            if self.mailbox.key() != self.key or not self.mailbox.still_there(msg):
+                msg = self.mailbox.current(msg)
+                if msg is None:
+                    raise Gone(f"message {number} was removed by another program")
+            return msg, self.mailbox.copies([msg])
+
+    @staticmethod
+    def send(copied, write, body_lines=None):
+        """Write a message `copy()` returned through WRITE; with BODY_LINES, its header and that many body lines (TOP).
+
+        The mailbox is not locked while the client reads.
+        """
+        msg, source = copied
+        try:
+            write(dot_stuff(served_header(source.read(msg, msg.header, msg.body))))
+            chunks = _chunks(source, msg) if body_lines is None else _first_lines(source, msg, body_lines)
+            for chunk in chunks:
+                write(dot_stuff(served_body(chunk)))
+        finally:
+            source.close()
 
     # --- QUIT ------------------------------------------------------------
 

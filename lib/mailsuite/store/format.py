@@ -1,9 +1,24 @@
 """The mbox format itself: From_ lines, quoting, the store's headers.
 
 Rules every writer and reader of a spool shares (see DESIGN.md, Mbox
-format): a message begins with `From SENDER DATE`; body lines matching
-`^>*From ` get one more `>` (mboxrd); flags, keywords and UIDs live in the
-headers Dovecot and UW IMAP use, which clients never see.
+format):
+
+* A message begins with a valid From_ line, `From SENDER DATE` (the date
+  in asctime form, as Dovecot's parser accepts it), at the start of the
+  file or after a newline.  Flags, keywords and UIDs live in the headers
+  Dovecot and UW IMAP use, which clients never see.
+* One quoting rule for the whole suite, Dovecot's: **no reader ever
+  unquotes**.  IMAP, POP3 and `mail` serve the stored bytes (minus the
+  hidden headers, with CRLF on the wire), so every program, Dovecot
+  included, shows the same message with the same size.  Delivery
+  (mail.local, the MTA, `/file` targets) quotes body lines matching
+  `^>*From ` with one more `>` (mboxrd), so the spool stays readable by
+  every mboxo reader; a copy of a message that is already stored, or one a
+  client hands over (IMAP APPEND and COPY, `mail`'s save, copy and
+  ~/mbox), is stored exactly as given, with a `Content-Length:` header
+  that tells readers where it ends, so APPEND then FETCH gives back the
+  same bytes.  A body that does not end in a newline gets one, as in
+  Dovecot.
 """
 
 import re
@@ -21,6 +36,19 @@ HIDDEN_HEADERS = STORE_HEADERS | {b"x-imap", b"content-length"}
 STRIP_ON_DELIVERY = HIDDEN_HEADERS
 
 _FROM_QUOTE = re.compile(rb"^(>*From )", re.M)
+# The lines clients never see, with their continuation lines (for the scanner's one regex pass).
+HIDDEN_LINE = re.compile(rb"^(status|x-status|x-keywords|x-uid|x-imapbase|x-imap|content-length)[ \t]*:"
+                         rb"(.*(?:\n[ \t].*)*)\n?", re.I | re.M)
+FROM_LINE_MAX = 1024                # a From_ line is judged on its first bytes
+_MONTH = rb"(?i:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+# A valid From_ line, as Dovecot's mbox_from_parse() accepts it: sender (maybe quoted), then an
+# asctime date ("Thu Nov 29 22:33:52 2001", seconds, zone and extra spaces optional) or the
+# alternative "Thu, 29 Nov 2001 22:33:52".
+_VALID_FROM = re.compile(
+    rb"From (?:\"[^\"\n]*\")?[^ \n]* +"
+    rb"(?:[^\n]{4}(?:" + _MONTH + rb"|\?\?\?)  ?(?:\d|\d\d) \d\d:\d\d(?::\d\d)? "
+    rb"(?:[+-]\d{4} |(?!\d{4})[^ \n]* )?\d{4}"
+    rb"|[^\n]{4} \d\d? " + _MONTH + rb" \d{4}[^\n]\d\d:\d\d)")
 _KEYWORD = re.compile(r"[^\x00-\x20\x7f(){%*\"\\\]]+")
 
 
@@ -42,6 +70,11 @@ _MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "
 _MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, 1)}
 
 
+def is_from_line(data):
+    """Whether DATA starts with a valid From_ line (the only thing that may separate messages)."""
+    return _VALID_FROM.match(data) is not None
+
+
 def parse_from_date(line):
     """A datetime in UTC from a From_ line's date, else the epoch."""
     from datetime import datetime, timezone
@@ -56,13 +89,8 @@ def parse_from_date(line):
 
 
 def quote_from_lines(data):
-    """mboxrd: one more '>' on every line matching ^>*From ."""
+    """mboxrd: one more '>' on every line matching ^>*From  (delivery only; nothing unquotes)."""
     return _FROM_QUOTE.sub(rb">\1", data)
-
-
-def unquote_from_lines(data):
-    """The inverse of quote_from_lines, for readers that want the original body."""
-    return re.sub(rb"(?m)^>(>*From )", rb"\1", data)
 
 
 def header_lines_without(raw, names):
@@ -74,15 +102,22 @@ def header_lines_without(raw, names):
             if not dropping:
                 kept.append(line)
             continue
-        dropping = line.split(b":", 1)[0].strip().lower() in names
+        dropping = b":" in line and line.split(b":", 1)[0].strip().lower() in names
         if not dropping:
             kept.append(line)
     return kept
 
 
 def served_header(raw):
-    """A stored header block as clients get it: hidden headers removed, CRLF, one blank line at the end."""
-    return b"".join(line.rstrip(b"\r") + b"\r\n" for line in header_lines_without(raw, HIDDEN_HEADERS)) + b"\r\n"
+    """A stored header block as clients get it: hidden headers removed, CRLF, and its blank line if it has one.
+
+    RAW runs from the first header line to the body; it ends with the blank
+    line unless the message has none (its header runs into the next From_
+    line or the end of the file).
+    """
+    blank = raw == b"\n" or raw.endswith(b"\n\n")
+    lines = header_lines_without(raw, HIDDEN_HEADERS)
+    return b"".join(line.rstrip(b"\r") + b"\r\n" for line in lines) + (b"\r\n" if blank else b"")
 
 
 def served_body(data):
@@ -91,24 +126,33 @@ def served_body(data):
 
 
 def render_block(*, flags, keywords, uid, imapbase=None, pseudo=False, pad_to=0, padding=0):
-    """Our store headers, padded in X-Keywords: to pad_to bytes (or `padding` spare bytes)."""
+    """Our store headers, padded with spaces to pad_to bytes (or `padding` spare bytes).
+
+    The padding goes at the end of X-Keywords:, or, in the pseudo-message
+    (which has no keywords or UID of its own), at the end of X-IMAP:, so
+    that UIDLAST and the keyword list can grow in place.
+    """
     lines = []
     if imapbase is not None:
         uidvalidity, uidlast, base_keywords = imapbase
         name = "X-IMAP" if pseudo else "X-IMAPbase"
         lines.append(f"{name}: {uidvalidity} {uidlast:010d}" + "".join(" " + k for k in base_keywords))
+    padded = 0                      # the line that takes the padding
     status = "".join(c for c in STATUS_LETTERS if c in flags)
     xstatus = "".join(c for c in XSTATUS_LETTERS if c in flags)
     if status:
         lines.append(f"Status: {status}")
     if xstatus:
         lines.append(f"X-Status: {xstatus}")
-    keyword_line = "X-Keywords:" + "".join(" " + k for k in keywords)
-    tail = [f"X-UID: {uid}"] if uid else []
-    fixed = sum(len(l) + 1 for l in lines + tail) + len(keyword_line) + 1
+    if not pseudo:
+        padded = len(lines)
+        lines.append("X-Keywords:" + "".join(" " + k for k in keywords))
+        if uid:
+            lines.append(f"X-UID: {uid}")
+    fixed = sum(len(line) + 1 for line in lines)
     spare = max(pad_to - fixed, 0) if pad_to else padding
-    lines.append(keyword_line + " " * spare)
-    return ("\n".join(lines + tail) + "\n").encode("utf-8")
+    lines[padded] += " " * spare
+    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def valid_keyword(word):

@@ -7,13 +7,26 @@ waits again, so a program that takes them in the other order can never
 deadlock with us.
 
 The dotlock is created the NFS-safe way (a unique temporary file, link(),
-then a stat of the temporary file must show two links) and holds our PID.
-A dotlock whose PID is dead, or that is older than STALE_AFTER seconds and
-names no PID, is stale and removed.  Where the spool directory does not
+then a stat of the temporary file must show two links) and holds
+`PID@HOSTNAME`.  Staleness is judged as liblockfile judges it, with the
+host taken into account: a lock of this host whose process is gone, or
+that was made before this host last booted (its PID may since belong to
+someone else), is stale; a lock of another host, or without a PID, is stale
+once it is older than STALE_AFTER seconds by the file system's own clock
+(holders touch it during long rewrites).  Where the spool directory does not
 let us create files (Debian's 2775 root:mail /var/mail, an unprivileged
 user), a session holding the mail group in reserve enables it around the
 dotlock's creation and removal in the spool directory only (`mailgroup`),
 and anyone else has liblockfile's setgid `dotlockfile` helper make it.
+
+A full disk (ENOSPC, EDQUOT) leaves no room for a dotlock: the fcntl lock
+is then the only one taken (every program that shares the spool takes it
+too), so mail can still be read and flags changed in place; anything that
+needs new space fails on its own with a temporary error.
+
+Readers take only a shared fcntl lock (`read_lock`), as Dovecot does by
+default: no dotlock, so reading needs no disk space and readers never
+wait for one another, while every writer's fcntl lock keeps them out.
 """
 
 import errno
@@ -26,6 +39,7 @@ from ..core import fileio
 from . import mailgroup
 
 STALE_AFTER = 300          # seconds, as liblockfile and procmail
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # A delivery holds the locks for a few milliseconds (one fsync), so waiters
 # poll briefly, with jitter so that several of them do not wake in step.
 _FIRST_BACKOFF = 0.002
@@ -45,6 +59,7 @@ class Dotlock:
         self.in_spool = in_spool
         self.held = False
         self.via_helper = False
+        self.no_space = False       # the disk is full: no dotlock was made, the fcntl lock stands alone
 
     def _group(self):
         """The reserved mail group for a lock in the spool directory (see mailgroup); nothing elsewhere."""
@@ -52,13 +67,18 @@ class Dotlock:
 
     def acquire(self):
         try:
-            with self._group():
-                won = self._link_create()
-        except PermissionError:
-            if not (self.helper and os.access(self.helper, os.X_OK)):
+            try:
+                with self._group():
+                    won = self._link_create()
+            except PermissionError:
+                if not (self.helper and os.access(self.helper, os.X_OK)):
+                    raise
+                won = self._helper_create()
+                self.via_helper = won
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
                 raise
-            won = self._helper_create()
-            self.via_helper = won
+            won = self.no_space = True
         self.held = won
         return won
 
@@ -67,46 +87,45 @@ class Dotlock:
         unique = os.path.join(directory or ".", f".{name}.{os.uname().nodename}.{os.getpid()}.{time.monotonic_ns()}")
         fd = os.open(unique, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, f"{os.getpid()}\n".encode())
-            os.close(fd)
+            try:
+                fileio.pwrite_all(fd, f"{os.getpid()}@{os.uname().nodename}\n".encode(), 0)
+            finally:
+                os.close(fd)
             try:
                 os.link(unique, self.path)
             except FileExistsError:
                 pass
             # link() over NFS may succeed without saying so, or fail after succeeding: the link count decides.
-            won = os.stat(unique).st_nlink == 2
+            mine = os.stat(unique)
+            won = mine.st_nlink == 2
         finally:
             fileio.unlink_quietly(unique)
         if not won:
-            self._remove_if_stale()
+            self._remove_if_stale(now=mine.st_mtime)
         return won
 
     def _helper_create(self):
         import subprocess
         done = subprocess.run([self.helper, "-p", "-r", "0", self.path],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if done.returncode in (2, 3) and _disk_full(os.path.dirname(self.path)):
+            raise OSError(errno.ENOSPC, "no space left for a dotlock")      # L_TMPLOCK, L_TMPWRITE
         return done.returncode == 0
 
-    def _remove_if_stale(self):
+    def _remove_if_stale(self, now):
+        """Remove the lock if nobody can be holding it; NOW is the file system's clock."""
         try:
             st = os.stat(self.path)
             with open(self.path, "rb") as f:
-                content = f.read(64)
-        except FileNotFoundError:
-            return
+                content = f.read(256)
         except OSError:
             return
-        pid = _parse_pid(content)
-        if pid is not None:
-            stale = not _pid_alive(pid)
-        else:
-            stale = time.time() - st.st_mtime > STALE_AFTER
-        if stale:
+        if is_stale(content, st.st_mtime, now):
             fileio.unlink_quietly(self.path)
 
     def touch(self):
         """Keep a long-held lock fresh, so nobody takes it for stale."""
-        if self.held:
+        if self.held and not self.no_space:
             try:
                 os.utime(self.path)
             except OSError:
@@ -116,6 +135,9 @@ class Dotlock:
         if not self.held:
             return
         self.held = False
+        if self.no_space:
+            self.no_space = False
+            return
         if self.via_helper:
             import subprocess
             subprocess.run([self.helper, "-u", self.path], stdin=subprocess.DEVNULL,
@@ -125,12 +147,40 @@ class Dotlock:
                 fileio.unlink_quietly(self.path)
 
 
-def _parse_pid(content):
-    text = content.strip()
-    if not text.isdigit():
-        return None
-    pid = int(text)
-    return pid if pid > 0 else None
+def is_stale(content, mtime, now, hostname=None):
+    """Whether a dotlock holding CONTENT, last touched at MTIME, has no live holder (file system time NOW)."""
+    pid, host = parse_holder(content)
+    if pid is not None and host in (None, hostname or os.uname().nodename):
+        return not _pid_alive(pid) or mtime < _boot_time()
+    return now - mtime > STALE_AFTER
+
+
+def parse_holder(content):
+    """(pid, host) from `PID`, `PID@HOST` (ours) or `PID:HOST` (Dovecot's); None where missing."""
+    text = content.split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    pid, sep, host = text.replace(":", "@", 1).partition("@")
+    if not pid.isdigit() or int(pid) <= 0:
+        return None, None
+    return int(pid), (host if sep else None)
+
+
+def _disk_full(directory):
+    try:
+        st = os.statvfs(directory or ".")
+    except OSError:
+        return False
+    return st.f_bavail == 0 or st.f_favail == 0
+
+
+def _boot_time():
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"btime "):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def _pid_alive(pid):
@@ -192,6 +242,32 @@ class MailboxLock:
             self.dotlock.release()
         try:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
+        except OSError:
+            pass
+
+
+@contextmanager
+def read_lock(path, fd, cfg, *, timeout=None):
+    """A shared fcntl lock on the open mailbox `fd`, for reading; LockTimeout if a writer keeps it."""
+    timeout = cfg.mailsuite.lock_timeout if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    backoff = _FIRST_BACKOFF
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            break
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"{path}: still locked after {timeout:g}s")
+        time.sleep(backoff * (0.5 + time.monotonic_ns() % 1000 / 1000))
+        backoff = min(backoff * 2, _MAX_BACKOFF)
+    try:
+        yield
+    finally:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
         except OSError:
             pass
 

@@ -4,14 +4,31 @@ Every reader and writer in mailsuite goes through `Mailbox`:
 
 * opening refuses symlinks, hard links, non-regular and foreign-owned files;
 * `locked()` takes fcntl + dotlock (locking.py) and first finishes whatever
-  a killed process left half-done (journal.py);
+  a killed process left half-done (journal.py); `reading()` takes a shared
+  fcntl lock, which is all reading needs (and all a full disk allows);
 * `scan()` indexes the file (mbox_scan.py), reusing the index cache
-  (index.py) and reading only an appended tail when the file merely grew;
-* `append()` writes one message and fsyncs it, truncating back on error;
+  (index.py, keyed on device, inode, size, mtime and ctime) and reading
+  only an appended tail when the file merely grew; whatever it has to read,
+  it reads under a lock, so it never sees another program's rewrite
+  half-done;
+* `current()` finds a message again for a reader that let go of the lock
+  since its scan, checking its offset, From_ line, X-UID and extent;
+* `append()` is the one way anything is added to an mbox file: crash
+  record, the file extended to its final size, the message, fsync;
 * `sync()` assigns UIDs to new messages (they only ever ascend), applies
   flag changes and expunges: in place where the new store headers fit the
-  padding reserved for them, else by writing the new tail of the file to a
-  journal and copying it over, never by renaming a new file over the spool.
+  padding reserved for them (after checking that the bytes at the planned
+  offsets are what was indexed), else by writing the new tail of the file
+  to a journal and copying it over, never by renaming a new file over the
+  spool.  A mailbox emptied this way keeps its UID state in a
+  pseudo-message, as Dovecot and UW IMAP do.
+
+UIDVALIDITY and UIDLAST live in the first message's X-IMAPbase (or the
+pseudo-message's X-IMAP).  The index cache remembers them too, so they
+survive a mail reader deleting the first message or emptying the file:
+when the file holds no UID state but its X-UIDs fit the remembered one,
+the remembered one is used, and written back at the next sync.  New
+UIDVALIDITY values come from a per-user counter that never repeats.
 
 The format rules (From_ lines, quoting, the store's headers) are in
 mbox_format.py; this module re-exports the names servers use.
@@ -19,6 +36,7 @@ mbox_format.py; this module re-exports the names servers use.
 
 import errno
 import os
+import re
 import stat
 import time
 from contextlib import contextmanager
@@ -36,17 +54,33 @@ from .format import (
     render_block,
     served_body,
     served_header,
-    unquote_from_lines,
     valid_keyword,
 )
 from .index import IndexCache
-from .journal import Journal
-from .locking import mailbox_lock
-from .scan import HEADER_PARSE_LIMIT, Index, Message, flag_set, scan_range, validate_uids
+from .journal import AppendRecord, Journal, RecoveryPending
+from .locking import mailbox_lock, read_lock
+from .scan import FIRST_STORE_HEADERS, Index, Message, flag_set, scan_range, uids_fit, validate_uids
 
-__all__ = ["Mailbox", "MailboxError", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS", "HIDDEN_HEADERS",
-           "STRIP_ON_DELIVERY", "HEADER_PARSE_LIMIT", "from_line", "header_lines_without", "quote_from_lines",
-           "unquote_from_lines", "served_header", "served_body", "valid_keyword", "scan_range"]
+__all__ = ["Mailbox", "MailboxError", "RecoveryPending", "StaleOffsets", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS",
+           "HIDDEN_HEADERS", "STRIP_ON_DELIVERY", "from_line", "header_lines_without", "quote_from_lines",
+           "served_header", "served_body", "valid_keyword", "scan_range", "PSEUDO_SUBJECT"]
+
+PSEUDO_SUBJECT = "DON'T DELETE THIS MESSAGE -- FOLDER INTERNAL DATA"
+_PSEUDO_BODY = (b"This message holds the mail system's record of this folder (its UIDVALIDITY\n"
+                b"and the last UID given out), so that mail clients never see a message number\n"
+                b"used twice.  Mail programs hide it; please leave it where it is.\n")
+_BLOCK = re.compile(rb"(?:(?:status|x-status|x-keywords|x-uid|x-imapbase|x-imap)[ \t]*:[^\n]*\n"
+                    rb"(?:[ \t][^\n]*\n)*)+", re.I)
+_X_UID = re.compile(rb"^x-uid[ \t]*:[ \t]*(\d+)[ \t\r]*$", re.I | re.M)
+_NO_KEY = (-1, -1, -1, -1, -1)       # the cache key of a mailbox file that does not exist
+
+
+class _StaleIndex(Exception):
+    """The bytes at an indexed offset are not what the index says: scan again."""
+
+
+class StaleOffsets(MailboxError):
+    """A message to be read is not where the index says (the file changed unseen): forget it and scan again."""
 
 
 class Mailbox:
@@ -59,7 +93,9 @@ class Mailbox:
         self.fd = fd
         self._lock = None
         self._lock_depth = 0
+        self._read_depth = 0
         self._check_owner = check_owner
+        self._closed = False
         self.readonly = False
         self._memo = None
         self.journal = Journal(path, owner)
@@ -122,18 +158,25 @@ class Mailbox:
 
     @property
     def exists(self):
+        """Whether the file is there (looked for again if it was not: it may have been delivered to since)."""
+        if self.fd is None and not self._lock_depth and not self._closed:
+            self._open()
         return self.fd is not None
 
     def close(self):
-        if self.fd is not None and not self._lock_depth:
-            os.close(self.fd)
-            self.fd = None
+        if not self._lock_depth and not self._read_depth:
+            self._closed = True
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+    # --- locks -----------------------------------------------------------------
 
     @contextmanager
     def locked(self, timeout=None):
@@ -147,6 +190,8 @@ class Mailbox:
             finally:
                 self._lock_depth -= 1
             return
+        if self._read_depth:
+            raise RuntimeError("a read lock cannot become a write lock")
         with mailbox_lock(self.path, self.fd, self.cfg, timeout=timeout) as lock:
             self._lock = lock
             self._lock_depth = 1
@@ -158,9 +203,45 @@ class Mailbox:
                 self._lock_depth = 0
                 self._lock = None
 
+    @contextmanager
+    def reading(self, timeout=None):
+        """A consistent file to read: a shared fcntl lock (no dotlock: no disk space needed).
+
+        Whatever a killed writer left is finished first, under the write
+        lock; a reader who may not write cannot, and is told to come back.
+        """
+        if self.fd is None or self._lock_depth or self._read_depth:
+            self._read_depth += 1
+            try:
+                yield
+            finally:
+                self._read_depth -= 1
+            return
+        if self.journal.pending(self.fd):
+            if self.readonly:
+                raise RecoveryPending(f"{self.path}: an interrupted change waits for the mailbox's owner")
+            with self.locked(timeout):
+                yield
+            return
+        with read_lock(self.path, self.fd, self.cfg, timeout=timeout):
+            self._read_depth = 1
+            try:
+                self.verify()
+                yield
+            finally:
+                self._read_depth = 0
+
     def touch_lock(self):
         if self._lock is not None:
             self._lock.touch()
+
+    def _require_lock(self):
+        if not self._lock_depth:
+            raise RuntimeError("mailbox must be locked for writing")
+        if self.fd is None:
+            raise MailboxError(f"{self.path}: does not exist")
+
+    # --- the index ---------------------------------------------------------------
 
     def _open_cache(self):
         """The owner's index cache, used only by the owner's own processes.
@@ -172,58 +253,129 @@ class Mailbox:
             return None
         return IndexCache(self.cfg.expand_user_path(template, self.owner.home))
 
+    def key(self):
+        """What identifies the file's present state: device, inode, size, mtime and ctime (which nobody can set back)."""
+        if self.fd is None:
+            return _NO_KEY
+        return _key(os.fstat(self.fd))
+
     def scan(self):
-        """The index of the whole file; only the appended tail is parsed when the cache is current.
+        """The index of the whole file; only what changed is read, and that under a lock.
 
         The cache holds messages as parsed (X-UIDs not yet validated), and
         a scan is stored only if the file did not change while it ran; the
         cache itself keeps the newest state when two processes store at once.
         """
-        if self.fd is None:
-            return Index([], 0, 0, (), 0)
+        if not self.exists:
+            return self._index_of(self._remembered(_NO_KEY), 0, fresh=_NO_KEY)
         st = os.fstat(self.fd)
-        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        if self._memo is not None and self._memo[0] == key:
-            cached = self._memo                     # this object's own last scan: no cache read at all
-        else:
-            cached = self.cache.load(self.path) if self.cache else None
-        found = None
-        if cached and cached[0][:2] == key[:2]:
-            cached_key, tail_sig, (old_messages, old_base) = cached
-            if cached_key == key:
-                found, hit = (old_messages, old_base), True
-            elif st.st_size > cached_key[2] and old_messages and self._tail_signature(cached_key[2]) == tail_sig:
-                found, hit = self._scan_grown(old_messages, st.st_size), False
-        if found is None:
-            found, hit = scan_range(self.fd, 0, st.st_size), False
-        messages, imapbase = found
-        if not hit and os.fstat(self.fd).st_mtime_ns == st.st_mtime_ns:
-            self._remember(key, messages, imapbase)
-        uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
-        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
+        key = _key(st)
+        before = self._remembered(key)
+        if before is not None and before[0] == key:
+            return self._index_of(before, st.st_size)
+        with self.reading():
+            return self._scan_locked()
 
-    def _remember(self, key, messages, imapbase):
+    def _remembered(self, key):
+        """(key, tail, payload) of the last scan known: this object's if it is of KEY, else the index cache's."""
+        memo = self._memo
+        if memo is not None and memo[0] == key:
+            return memo
+        cached = self.cache.load(self.path) if self.cache else None
+        if cached is not None:
+            self._memo = cached
+        return cached or memo
+
+    def _scan_locked(self, *, trust_cache=True):
+        """Scan what changed since the newest scan remembered; caller holds a lock.
+
+        What is remembered is looked up under the lock: a state looked up
+        before it may predate another process's in-place change, which a
+        scan of the grown tail alone would never see.  Without TRUST_CACHE
+        (the layout proved stale) the whole file is read, and only the UID
+        state of what was remembered is used.
+        """
+        st = os.fstat(self.fd)
+        key = _key(st)
+        before = self._remembered(key) if trust_cache else self._memo
+        found = None
+        if trust_cache and before is not None:
+            if before[0] == key:
+                return self._index_of(before, st.st_size)
+            old_key, tail, (old_messages, _base, _in_file) = before
+            if (old_key[:2] == key[:2] and st.st_size > old_key[2] and old_messages
+                    and self._tail_signature(old_key[2]) == tail):
+                found = self._scan_grown(old_messages, st.st_size)
+        if found is None:
+            found = scan_range(self.fd, 0, st.st_size)
+        messages, imapbase = found
+        in_file = imapbase is not None
+        if not in_file and before is not None:
+            remembered = before[2][1]
+            if remembered is not None and uids_fit(messages, remembered[1]):
+                imapbase = remembered       # a mail reader took the first message, and X-IMAPbase with it
+        if imapbase is None and not messages:
+            imapbase = (self.new_uidvalidity(), 0, ())
+        entry = (key, self._tail_signature(key[2]), (messages, imapbase, in_file))
+        if _key(os.fstat(self.fd)) == key:
+            self._remember(entry)
+        return self._index_of(entry, st.st_size)
+
+    def _index_of(self, entry, size, fresh=None):
+        """The Index of a remembered scan; with FRESH (no file) only its UID state, one made up if none."""
+        if fresh is not None:
+            imapbase = entry[2][1] if entry is not None else None
+            if entry is None or imapbase is None or entry[0] != fresh:
+                entry = (fresh, b"", ([], imapbase or (self.new_uidvalidity(), 0, ()), False))
+                self._remember(entry)
+        messages, imapbase, in_file = entry[2]
+        uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
+        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, size,
+                     base_in_file=in_file)
+
+    def _remember(self, entry):
         """Keep a scan for this object's next scan, and in the index cache for other processes."""
-        tail = self._tail_signature(key[2])
-        self._memo = (key, tail, (messages, imapbase))
+        self._memo = entry
         if self.cache:
-            self.cache.store(self.path, key, tail, (messages, imapbase))
+            self.cache.store(self.path, *entry)
+
+    def forget(self):
+        """Drop what is remembered of the file's layout, here and in the index cache (the UID state is kept)."""
+        if self._memo is not None:
+            self._remember((_NO_KEY, b"", ([], self._memo[2][1], False)))
+
+    def new_uidvalidity(self):
+        """A UIDVALIDITY this user has never been given before (RFC 3501 2.3.1.1)."""
+        floor = int(time.time())
+        value = self.cache.next_uidvalidity(floor) if self.cache else None
+        return value or floor
 
     def _scan_grown(self, old_messages, size):
         """The file only grew: parse the new tail, and the first message again.
 
         The first message is re-read because its X-IMAPbase may have been
-        raised in place (an IMAP APPEND does so before it appends).
+        raised in place (an IMAP APPEND does so before it appends).  If the
+        old last message is not where it was, the file was rewritten as
+        well as grown: None, and the caller scans it all.
         """
         last = old_messages[-1]
-        tail, imapbase = scan_range(self.fd, last.start, size)
+        try:
+            tail, imapbase = scan_range(self.fd, last.start, size)
+        except MailboxError:
+            return None
+        if not tail or tail[0].from_line != last.from_line:
+            return None
         if last.start == 0:
             return tail, imapbase
         head, imapbase = scan_range(self.fd, 0, old_messages[1].start)
+        if len(head) != 1:
+            return None
         return head + old_messages[1:-1] + tail, imapbase
 
     def _tail_signature(self, size):
-        return os.pread(self.fd, 64, max(size - 64, 0)) if self.fd is not None else b""
+        return os.pread(self.fd, 64, max(size - 64, 0)) if self.fd is not None and size > 0 else b""
+
+    # --- reading -----------------------------------------------------------------
 
     def read(self, msg, start=None, end=None):
         """Bytes of a stored message (from its first header to its end), or a slice of them."""
@@ -237,14 +389,51 @@ class Mailbox:
         hi = msg.end if end is None else end
         return fileio.reader(self.fd, lo, hi)
 
+    def still_there(self, msg):
+        """Whether MSG is still at its offset: its From_ line, its X-UID and its extent are as indexed."""
+        if self.fd is None:
+            return False
+        return _placed(msg, os.fstat(self.fd).st_size, lambda lo, hi: fileio.pread_all(self.fd, hi - lo, lo))
+
+    def current(self, msg):
+        """MSG as it is in the file now (found again by its UID after a rewrite), or None if it is gone.
+
+        For readers that let go of the lock since their scan (POP3, `mail`,
+        IMAP between commands); call it under `reading()` and read the
+        message before letting go.
+        """
+        if self.still_there(msg):
+            return msg
+        if not msg.uid:
+            return None
+        found = self.scan().by_uid().get(msg.uid)
+        if found is not None and not self.still_there(found):    # an index the file's key could not tell stale
+            self.forget()
+            found = self.scan().by_uid().get(msg.uid)
+        if found is None or found.from_line != msg.from_line or found.end - found.body != msg.end - msg.body:
+            return None
+        return found
+
+    def copies(self, messages):
+        """The bytes of MESSAGES copied out (call under a lock), to be sent after letting go of it.
+
+        Each is checked to be where the index says (as `still_there`), from
+        the bytes read anyway; StaleOffsets if one is not.
+        """
+        return MessageCopies(self.fd, messages)
+
+    # --- appending ---------------------------------------------------------------
+
     def append(self, source, *, sender, date=None, flags=frozenset(), keywords=(), extra_headers=(),
                assign_uid=False):
         """Append one message; returns its UID (0 unless assign_uid).  Caller holds locked().
 
-        With assign_uid (IMAP APPEND, COPY) every earlier message gets its UID
-        first, so UIDs keep ascending, and UIDLAST is raised before the
-        message is written: a failed append leaves a harmless gap, never a
-        UID given twice.
+        SOURCE is a PreparedMessage (deliver.prepare: quoted for delivery,
+        or exact) or the raw bytes of a message to store exactly (IMAP
+        APPEND and COPY, `mail`'s saves).  With assign_uid every earlier
+        message gets its UID first, so UIDs keep ascending, and UIDLAST is
+        raised before the message is written: a failed append leaves a
+        harmless gap, never a UID given twice.
         """
         self._require_lock()
         index = self.sync() if assign_uid else None
@@ -254,33 +443,57 @@ class Mailbox:
             base_keywords = index.keywords + tuple(k for k in keywords if k not in index.keywords)
             self._rewrite(index, {}, (), (index.uidvalidity, uid, base_keywords))
         prepared = _prepared(source)
-        old_size = os.fstat(self.fd).st_size
-        prefix = _separator_needed(self.fd, old_size)
-        first_of_file = index is not None and not index.all
-        imapbase = (index.uidvalidity or _new_uidvalidity(), uid, keywords) if first_of_file else None
-        block = render_block(flags=flags, keywords=keywords, uid=uid, imapbase=imapbase,
-                             padding=self.cfg.delivery.header_padding)
-        head = b"".join([prefix, b"From ", from_line(sender, date).encode(), b"\n",
-                         *extra_headers, prepared.header_bytes, block, b"\n"])
-        writer = fileio.Writer(self.fd, old_size)
-        record = self.journal.record_append(self.fd, old_size, old_size + len(head) + prepared.body_size + 1)
         try:
+            old_size = os.fstat(self.fd).st_size
+            first_of_file = index is not None and not index.all
+            imapbase = (index.uidvalidity or self.new_uidvalidity(), uid, keywords) if first_of_file else None
+            block = render_block(flags=flags, keywords=keywords, uid=uid, imapbase=imapbase,
+                                 padding=self.cfg.delivery.header_padding)
+            length = b""
+            if prepared.exact:
+                length = b"Content-Length: %d\n" % (prepared.body_size + (not prepared.body_ends_line))
+            head = b"".join([_separator_needed(self.fd, old_size), b"From ", from_line(sender, date).encode(),
+                             b"\n", *extra_headers, prepared.header_bytes, block, length, b"\n"])
+            trailer = b"\n" if prepared.body_ends_line else b"\n\n"
+            self._write_appended(old_size, head, prepared, trailer)
+        finally:
+            if prepared is not source:
+                prepared.close()
+        return uid
+
+    def start_uid_state(self):
+        """Give an empty file its own UIDVALIDITY now, in a pseudo-message (a folder made by IMAP CREATE).
+
+        A new folder then has a UIDVALIDITY no earlier folder of that name
+        had (RFC 3501 2.3.1.1), which Dovecot reads too.  Caller holds locked().
+        """
+        self._require_lock()
+        if os.fstat(self.fd).st_size:
+            return
+        imapbase = (self.new_uidvalidity(), 0, ())
+        self._write_appended(0, _pseudo_message(imapbase, self.cfg.delivery.header_padding), _NoBody, b"\n")
+        self._memo = None
+
+    def _write_appended(self, old_size, head, prepared, trailer):
+        """The append itself: record, the file extended to its final size, the bytes, fsync; undone on error."""
+        after = old_size + len(head) + prepared.body_size + len(trailer)
+        record = self.journal.record_append(self.fd, AppendRecord(old_size, after, head, prepared.body_size,
+                                                                  prepared.body_crc, trailer))
+        try:
+            fileio.truncate(self.fd, after)
+            writer = fileio.Writer(self.fd, old_size)
             writer.write(head)
-            last = b"\n"
             for chunk in prepared.body_chunks():
-                if chunk:
-                    writer.write(chunk)
-                    last = chunk[-1:]
-            writer.write(b"\n" if last == b"\n" else b"\n\n")
+                writer.write(chunk)
+            writer.write(trailer)
             os.fsync(self.fd)
         except BaseException:
             _truncate_back(self.fd, old_size)
             raise
         finally:
-            fileio.unlink_quietly(record)
-            if prepared is not source:
-                prepared.close()
-        return uid
+            self.journal.appended(record)
+
+    # --- rewriting ---------------------------------------------------------------
 
     def sync(self, flags=None, expunge=(), keywords=None):
         """Assign missing UIDs, apply flag changes, drop expunged messages; returns the new index.
@@ -288,14 +501,22 @@ class Mailbox:
         `flags` maps uid -> (flags, keywords); `expunge` holds uids; `keywords`
         adds names to the mailbox's keyword list.  Caller holds locked().
         Messages appended by others since the caller's last scan are kept as
-        they are, and get their UIDs here.
+        they are, and get their UIDs here.  If the bytes at an offset to be
+        written are not what the index says (a program rewrote the file
+        without changing anything the index key sees), the file is scanned
+        afresh and the changes planned again.
         """
         self._require_lock()
         index = self.scan()
+        try:
+            return self._sync(index, flags or {}, set(expunge), keywords)
+        except _StaleIndex:
+            self.forget()
+            return self._sync(self._scan_locked(trust_cache=False), flags or {}, set(expunge), keywords)
+
+    def _sync(self, index, flags, expunge, keywords):
         if not index.all:
             return index
-        flags = flags or {}
-        expunge = set(expunge)
         next_uid = index.uidnext
         base_keywords = list(index.keywords)
         changes = {}
@@ -310,23 +531,34 @@ class Mailbox:
             if (uid, new_flags, new_keywords) != (m.uid, m.flags, m.keywords):
                 changes[m.start] = (new_flags, new_keywords, uid)
         base_keywords += [k for k in keywords or () if valid_keyword(k) and k not in base_keywords]
-        imapbase = (index.uidvalidity or _new_uidvalidity(), max(next_uid - 1, index.uidlast), tuple(base_keywords))
+        imapbase = (index.uidvalidity or self.new_uidvalidity(), max(next_uid - 1, index.uidlast),
+                    tuple(base_keywords))
         drop = {m.start for m in index.messages if m.uid and m.uid in expunge}
-        if not changes and not drop and (index.uidvalidity, index.uidlast, index.keywords) == imapbase:
+        if (not changes and not drop and index.base_in_file
+                and (index.uidvalidity, index.uidlast, index.keywords) == imapbase):
             return index
         return self._rewrite(index, changes, drop, imapbase)
 
-    def _require_lock(self):
-        if not self._lock_depth:
-            raise RuntimeError("mailbox must be locked for writing")
-        if self.fd is None:
-            raise MailboxError(f"{self.path}: does not exist")
+    def update_flags(self, updates):
+        """Change flags by UID, each from the flags in the file now; returns the new index.
+
+        `updates` maps uid -> function(flags, keywords) -> (flags, keywords),
+        called with what the file holds under the lock, so a change another
+        process made since the caller last looked is kept: IMAP's
+        +FLAGS/-FLAGS are deltas, never a write-back of a stale full set.
+        UIDs no longer in the file are left out.  Caller holds locked().
+        """
+        self._require_lock()
+        current = self.scan()
+        wanted = {m.uid: updates[m.uid](m.flags, m.keywords) for m in current.messages if m.uid in updates}
+        return self.sync(flags=wanted)
 
     def _rewrite(self, index, changes, expunge, imapbase):
         """Apply store-header changes: in place where they fit, else journal the rest of the file.
 
         `changes` maps a message's offset to (flags, keywords, uid); `expunge`
-        holds offsets to drop; the first surviving message carries imapbase.
+        holds offsets to drop; the first surviving message carries imapbase
+        (a pseudo-message is written to carry it when none survives).
         """
         survivors = [m for m in index.all if m.start not in expunge]
         wanted = {}
@@ -338,13 +570,12 @@ class Mailbox:
             new_flags, new_keywords, uid = change or (m.flags, m.keywords, m.uid)
             wanted[m.start] = (new_flags, new_keywords, uid, base)
         tail_from = min(expunge, default=None)
-        kept = []                   # the new index up to tail_from, built as we write: no re-read
+        in_place = []
         for m in survivors:
             if tail_from is not None and m.start >= tail_from:
                 break
             plan = wanted.get(m.start)
             if plan is None:
-                kept.append(m)
                 continue
             new_flags, new_keywords, uid, base = plan
             size = m.block[1] - m.block[0] if m.block else 0
@@ -353,65 +584,199 @@ class Mailbox:
             if len(block) != size or not size:
                 tail_from = m.start
                 break
+            in_place.append((m, block, plan))
+        for m, _block, _plan in in_place:
+            self._check_in_place(m)
+        kept = []                   # the new index up to tail_from, built as we write: no re-read
+        planned = {m.start: (block, plan) for m, block, plan in in_place}
+        for m in survivors:
+            if tail_from is not None and m.start >= tail_from:
+                break
+            if m.start not in planned:
+                kept.append(m)
+                continue
+            block, (new_flags, new_keywords, uid, _base) = planned[m.start]
             fileio.pwrite_all(self.fd, block, m.block[0])
             kept.append(Message(m.start, m.header, m.body, m.end, m.from_line, uid, flag_set(new_flags),
-                                tuple(new_keywords), m.block, m.pseudo, m.client_size, m.dot_lines))
+                                tuple(new_keywords), m.block, m.pseudo, m.client_size, m.pop3_extra))
         if tail_from is not None:
-            self._rewrite_tail(tail_from, survivors, wanted)
+            self._rewrite_tail(tail_from, survivors, wanted, imapbase)
         _mark_modified(self.fd)
         os.fsync(self.fd)
         st = os.fstat(self.fd)
         messages = kept + (scan_range(self.fd, tail_from, st.st_size)[0] if tail_from is not None else [])
-        if not messages:
-            imapbase = None
-        self._remember((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), messages, imapbase)
-        uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
-        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, st.st_size)
+        entry = (_key(st), self._tail_signature(st.st_size), (messages, imapbase, True))
+        self._remember(entry)
+        return self._index_of(entry, st.st_size)
 
-    def _rewrite_tail(self, tail_from, survivors, wanted):
+    def _check_in_place(self, m):
+        """Raise _StaleIndex unless M's From_ line and store-header block are where the index says."""
+        expected = b"From " + m.from_line.encode("utf-8", "surrogateescape")
+        lead = b"\n" if m.start else b""
+        if os.pread(self.fd, len(lead) + len(expected), m.start - len(lead)) != lead + expected:
+            raise _StaleIndex()
+        block = os.pread(self.fd, m.block[1] - m.block[0] + 1, m.block[0] - 1)
+        if block[:1] != b"\n" or not _BLOCK.fullmatch(block, 1):
+            raise _StaleIndex()
+
+    def _rewrite_tail(self, tail_from, survivors, wanted, imapbase):
         """Write the new tail of the file to a journal, then copy it over the file from tail_from on."""
-        path, jfd = self.journal.begin_tail()
-        writer = fileio.Writer(jfd, 0)
-        separator = b""
-        for m in survivors:
-            if m.start < tail_from:
-                continue
-            plan = wanted.get(m.start)
-            writer.write(separator)
-            fileio.copy_into(self.fd, m.start, m.header - m.start, writer)
-            if plan is None:
-                fileio.copy_into(self.fd, m.header, m.end - m.header, writer)
-            else:
-                new_flags, new_keywords, uid, base = plan
-                header = self.read(m, m.header, m.body)
-                writer.write(b"".join(line + b"\n" for line in header_lines_without(header, STORE_HEADERS)))
-                writer.write(render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
-                                          pseudo=m.pseudo, padding=self.cfg.delivery.header_padding))
+        path, jfd = self.journal.begin_tail(self.fd)
+        try:
+            writer = fileio.Writer(jfd, 0)
+            separator = b""
+            if not survivors and imapbase is not None:      # emptied: the UID state stays in a pseudo-message
+                writer.write(_pseudo_message(imapbase, self.cfg.delivery.header_padding))
+                separator = b"\n"
+            for m in survivors:
+                if m.start < tail_from:
+                    continue
+                plan = wanted.get(m.start)
+                writer.write(separator)
+                lead = fileio.pread_all(self.fd, m.header - m.start, m.start)
+                if not lead.startswith(b"From " + m.from_line.encode("utf-8", "surrogateescape")):
+                    raise _StaleIndex()
+                writer.write(lead)
+                if plan is None:
+                    fileio.copy_into(self.fd, m.header, m.end - m.header, writer)
+                else:
+                    new_flags, new_keywords, uid, base = plan
+                    header = self.read(m, m.header, m.body)
+                    names = FIRST_STORE_HEADERS if m is survivors[0] else STORE_HEADERS
+                    writer.write(b"".join(line + b"\n" for line in header_lines_without(header, names)))
+                    writer.write(render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
+                                              pseudo=m.pseudo, padding=self.cfg.delivery.header_padding))
+                    if header == b"\n" or header.endswith(b"\n\n"):
+                        writer.write(b"\n")
+                    fileio.copy_into(self.fd, m.body, m.end - m.body, writer)
+                separator = b"\n"
+                self.touch_lock()
+            if separator:
                 writer.write(b"\n")
-                fileio.copy_into(self.fd, m.body, m.end - m.body, writer)
-            separator = b"\n"
-            self.touch_lock()
-        if separator:
-            writer.write(b"\n")
+        except BaseException:
+            os.close(jfd)
+            self.journal.retire(path)
+            raise
         self.journal.commit_tail(path, jfd, self.fd, tail_from, writer.offset)
 
 
+class MessageCopies:
+    """Messages' bytes copied out of the mailbox under its lock, read like the mailbox itself.
+
+    Small messages are kept in memory; big ones in an anonymous temporary
+    file, so a session's memory does not grow with the message.
+    """
+
+    IN_MEMORY = 1 << 20
+
+    def __init__(self, fd, messages):
+        self._data = {}
+        self._spool = None
+        size = os.fstat(fd).st_size
+        for m in messages:
+            if m.start in self._data:
+                continue
+            if m.end - m.header <= self.IN_MEMORY:
+                lo, hi = max(m.start - 1, 0), min(m.end + 6, size)
+                raw = fileio.pread_all(fd, hi - lo, lo)
+                if not _placed(m, size, lambda a, b: raw[a - lo:b - lo]):
+                    raise StaleOffsets(f"message {m.uid} is not where the index says")
+                self._data[m.start] = (m.header, raw[m.header - lo:m.end - lo])
+                continue
+            if not _placed(m, size, lambda a, b: fileio.pread_all(fd, b - a, a)):
+                raise StaleOffsets(f"message {m.uid} is not where the index says")
+            if self._spool is None:
+                from .prepare import temporary_file
+                self._spool = temporary_file()
+            at = self._spool.seek(0, os.SEEK_END)
+            fileio.copy_into(fd, m.header, m.end - m.header, fileio.Writer(self._spool.fileno(), at))
+            self._data[m.start] = (m.header, at)
+
+    def read(self, msg, start=None, end=None):
+        lo = msg.header if start is None else start
+        hi = msg.end if end is None else end
+        base, data = self._data[msg.start]
+        if isinstance(data, bytes):
+            return data[lo - base:hi - base]
+        return fileio.pread_all(self._spool.fileno(), hi - lo, data + lo - base)
+
+    def open_range(self, msg, start=None, end=None):
+        import io
+        lo = msg.header if start is None else start
+        hi = msg.end if end is None else end
+        base, data = self._data[msg.start]
+        if isinstance(data, bytes):
+            return io.BytesIO(data[lo - base:hi - base])
+        return fileio.reader(self._spool.fileno(), data + lo - base, data + hi - base)
+
+    def close(self):
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+
+class _NoBody:
+    """The body of a message written whole as its head (the pseudo-message)."""
+
+    body_size = 0
+    body_crc = 0
+
+    @staticmethod
+    def body_chunks():
+        return ()
+
+
+def _placed(msg, size, read):
+    """Whether MSG is at its offset, READ(lo, hi) giving the file's bytes: From_ line, extent, X-UID."""
+    if msg.end > size:
+        return False
+    expected = b"From " + msg.from_line.encode("utf-8", "surrogateescape")
+    lead = b"\n" if msg.start else b""
+    if read(msg.start - len(lead), msg.start + len(expected)) != lead + expected:
+        return False
+    after = read(msg.end, min(msg.end + 6, size))
+    if not (after == b"" or after == b"\n" and msg.end + 1 == size or after == b"\nFrom "):
+        return False
+    if msg.uid:
+        lo, hi = msg.block or (msg.header, msg.body)
+        found = _X_UID.search(read(lo, hi))
+        if found is None or int(found.group(1)) != msg.uid:
+            return False
+    return True
+
+
+def _key(st):
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def _prepared(source):
-    """A PreparedMessage from one, or from the raw bytes of a message (IMAP APPEND)."""
+    """A PreparedMessage from one, or from the raw bytes of a message stored exactly (IMAP APPEND)."""
     if hasattr(source, "header_bytes"):
         return source
     from .prepare import prepare_bytes
-    return prepare_bytes(source)
+    return prepare_bytes(source, quote=False)
+
+
+def _pseudo_message(imapbase, padding):
+    """The first message of a mailbox that holds no other: it carries the UID state, and clients never see it."""
+    now = time.time()
+    stamp = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(now))
+    host = os.uname().nodename
+    return b"".join([
+        b"From MAILER-DAEMON ", from_line("", None).split(" ", 1)[1].encode(), b"\n",
+        b"Date: ", stamp.encode(), b"\n",
+        b"From: Mail System Internal Data <MAILER-DAEMON@", host.encode(), b">\n",
+        b"Subject: ", PSEUDO_SUBJECT.encode(), b"\n",
+        b"Message-ID: <", b"%d.%d@" % (int(now), os.getpid()), host.encode(), b">\n",
+        render_block(flags=frozenset("RO"), keywords=(), uid=0, imapbase=imapbase, pseudo=True, padding=padding),
+        b"\n", _PSEUDO_BODY])
 
 
 def _separator_needed(fd, size):
-    """What to write before a new From_ line so that a blank line precedes it."""
+    """What to write before a new From_ line: a newline unless the file ends with one (the separator's)."""
     if size == 0:
         return b""
-    tail = os.pread(fd, 2, max(size - 2, 0))
-    if tail == b"\n\n":
-        return b""
-    return b"\n" if tail.endswith(b"\n") else b"\n\n"
+    return b"" if os.pread(fd, 1, size - 1) == b"\n" else b"\n"
 
 
 def _mark_modified(fd):
@@ -420,13 +785,9 @@ def _mark_modified(fd):
     os.utime(fd, ns=(st.st_atime_ns, max(time.time_ns(), st.st_mtime_ns + 1)))
 
 
-def _new_uidvalidity():
-    return int(time.time())
-
-
 def _truncate_back(fd, size):
     """Undo a partial append: the spool never keeps half a message."""
-    os.ftruncate(fd, size)
+    fileio.truncate(fd, size)
     try:
         os.fsync(fd)
     except OSError:

@@ -3,13 +3,17 @@
 Line ends become LF, a leading envelope `From ` line is dropped, the
 headers the store owns (Status:, X-UID:, X-IMAPbase:, Content-Length:...)
 are stripped so that no sender can set flags or UIDs, and body `From `
-lines are quoted (mboxrd).  The header stays in memory and the body goes
-to an anonymous temporary file, so any number of spools get the same
-bytes without reading the message twice.
+lines are quoted (mboxrd); an IMAP APPEND keeps the message exactly
+instead (`quote=False`).  Header lines are kept whole whatever their
+length: nothing of a message is changed beyond what the mbox format needs.
+The header stays in memory and the body goes to an anonymous temporary
+file, so any number of spools get the same bytes without reading the
+message twice.
 """
 
 import os
 import re
+import zlib
 
 from .format import STRIP_ON_DELIVERY, quote_from_lines
 
@@ -28,12 +32,21 @@ class DeliveryError(Exception):
 
 
 class PreparedMessage:
-    """A message made ready for mbox: header bytes in memory, the quoted body in a temporary file."""
+    """A message made ready for mbox: header bytes in memory, the body in a temporary file.
 
-    def __init__(self, header_bytes, body_file, body_size):
+    `exact` is set for a message stored as given (IMAP APPEND, copies of
+    stored messages): its body was not quoted, so the store gives it a
+    Content-Length.  `body_crc` is the CRC-32 of the body, for the crash
+    record; `body_ends_line` whether it ends with a newline.
+    """
+
+    def __init__(self, header_bytes, body_file, body_size, *, exact=False, body_crc=0, body_ends_line=True):
         self.header_bytes = header_bytes
         self.body_file = body_file
         self.body_size = body_size
+        self.exact = exact
+        self.body_crc = body_crc
+        self.body_ends_line = body_ends_line
 
     @property
     def size(self):
@@ -53,18 +66,20 @@ def _is_header_line(line):
     return colon > 0 and _HEADER_NAME.fullmatch(line[:colon].rstrip(b" \t")) is not None
 
 
-def prepare(stream, max_size=0):
-    """Read a message from a binary stream into a PreparedMessage; EX_DATAERR if empty or too big."""
+def prepare(stream, max_size=0, *, quote=True):
+    """Read a message from a binary stream into a PreparedMessage; EX_DATAERR if empty or too big.
+
+    With `quote` (delivery) body lines matching ^>*From  get one more '>';
+    without, the message is kept exactly (`exact`).
+    """
     total = 0
     headers = []
     keep = False                    # whether the current (possibly folded) header is kept
     seen_header = False
     first = True
     body_start = b""
-    while line := stream.readline(_CHUNK):
+    while line := _whole_line(stream, max_size - total if max_size else 0, max_size):
         total += len(line)
-        if max_size and total > max_size:
-            raise DeliveryError(os.EX_DATAERR, f"message larger than {max_size} bytes")
         line = _lf(line)
         if first:
             first = False
@@ -87,6 +102,8 @@ def prepare(stream, max_size=0):
         raise DeliveryError(os.EX_DATAERR, "empty message")
     body = temporary_file()
     body_size = 0
+    crc = 0
+    last = b"\n"
     carry = body_start
     while True:
         chunk = stream.read(_CHUNK)
@@ -101,12 +118,31 @@ def prepare(stream, max_size=0):
         else:
             carry = b""
         if data:
-            out = quote_from_lines(data.replace(b"\r\n", b"\n"))
+            out = data.replace(b"\r\n", b"\n")
+            if quote:
+                out = quote_from_lines(out)
             body.write(out)
             body_size += len(out)
+            crc = zlib.crc32(out, crc)
+            last = out[-1:]
         if not chunk:
             break
-    return PreparedMessage(b"".join(headers), body, body_size)
+    return PreparedMessage(b"".join(headers), body, body_size, exact=not quote, body_crc=crc,
+                           body_ends_line=last == b"\n")
+
+
+def _whole_line(stream, room, limit):
+    """The next line however long (a header line is never cut), or b"" at the end; EX_DATAERR past ROOM bytes."""
+    parts = []
+    got = 0
+    while True:
+        piece = stream.readline(_CHUNK)
+        got += len(piece)
+        if room and got > room:
+            raise DeliveryError(os.EX_DATAERR, f"message larger than {limit} bytes")
+        parts.append(piece)
+        if not piece or piece.endswith(b"\n"):
+            return b"".join(parts)
 
 
 def temporary_file():
@@ -120,9 +156,9 @@ def temporary_file():
     return open(fd, "w+b")
 
 
-def prepare_bytes(data, max_size=0):
+def prepare_bytes(data, max_size=0, *, quote=True):
     import io
-    return prepare(io.BytesIO(data), max_size)
+    return prepare(io.BytesIO(data), max_size, quote=quote)
 
 
 def _lf(line):

@@ -1,20 +1,40 @@
 """Scanning an mbox into an index of messages, in bounded memory.
 
-The file is walked in chunks with bytes.find; only header blocks are
-parsed (one regex search per message for the store's headers), and the
-counts a server needs (its size on the wire, POP3's dot lines) are taken
-with bytes.count while the chunk is in memory.  A 1 GiB spool is never
-read into memory.
+Message boundaries are found the way Dovecot finds them, so that both
+servers see the same messages in the same file:
+
+* a message starts at a valid From_ line (`From SENDER DATE`, see
+  `mbox_format.is_from_line`) at the start of the file or right after a
+  newline; that newline belongs to the separator, not to the message
+  before, and so does the last newline of the file;
+* a `Content-Length:` header is trusted when the byte after the body it
+  announces is the newline of a valid From_ line or the file's last byte;
+  otherwise the body runs to the next valid From_ line.  Dovecot writes
+  body lines starting with "From " unescaped and relies on this.
+
+The file is walked in chunks with bytes.find; header blocks of any size are
+parsed a chunk at a time (one regex pass per chunk for the store's
+headers), and the counts a server needs (its size on the wire, what POP3
+adds) are taken with bytes.count while the chunk is in memory.  A 1 GiB
+spool, or a message with a 50 MB header, is never read into memory whole.
 """
 
 import os
 import re
 
-from .format import STATUS_LETTERS, STORE_HEADERS, XSTATUS_LETTERS, MailboxError, parse_from_date, valid_keyword
+from .format import (
+    FROM_LINE_MAX,
+    HIDDEN_LINE,
+    STATUS_LETTERS,
+    STORE_HEADERS,
+    XSTATUS_LETTERS,
+    MailboxError,
+    is_from_line,
+    parse_from_date,
+    valid_keyword,
+)
 
 CHUNK = 4 << 20
-HEADER_PARSE_LIMIT = 256 << 10      # store headers further down than this are not looked for
-
 
 _FLAG_SETS = {}
 
@@ -32,22 +52,22 @@ class Message:
     """One message's place in the file and its store metadata; immutable."""
 
     __slots__ = ("start", "header", "body", "end", "from_line", "uid", "flags", "keywords",
-                 "block", "pseudo", "client_size", "dot_lines")
+                 "block", "pseudo", "client_size", "pop3_extra")
 
     def __init__(self, start, header, body, end, from_line, uid, flags, keywords, block, pseudo=False,
-                 client_size=0, dot_lines=0):
+                 client_size=0, pop3_extra=0):
         self.start = start              # offset of the "From " line
         self.header = header            # offset of the first header line
-        self.body = body                # offset of the body (after the blank line)
-        self.end = end                  # end of content; the separating blank line follows
+        self.body = body                # offset of the body (after the blank line); == end without one
+        self.end = end                  # end of content; the separator's newline (or the end of the file) follows
         self.from_line = from_line      # "sender date", without "From " and the newline
         self.uid = uid                  # 0 until a reader assigns one
         self.flags = flags              # frozenset of SYSTEM_FLAGS letters
         self.keywords = keywords        # tuple of keyword names
         self.block = block              # (start, end) of our contiguous store-header block, or None
-        self.pseudo = pseudo            # UW IMAP's "FOLDER INTERNAL DATA" message: kept, never shown
+        self.pseudo = pseudo            # the "FOLDER INTERNAL DATA" message: kept, never shown
         self.client_size = client_size  # bytes a client is sent: served_header() + body with CRLF (RFC822.SIZE)
-        self.dot_lines = dot_lines      # lines starting with "." (POP3 adds one byte to each)
+        self.pop3_extra = pop3_extra    # what POP3 adds: a byte per line starting with ".", a CRLF if none ends it
 
     @property
     def size(self):
@@ -66,28 +86,41 @@ class Message:
     def as_tuple(self):
         return (self.start, self.header, self.body, self.end, self.from_line, self.uid,
                 "".join(sorted(self.flags)), self.keywords, self.block, self.pseudo,
-                self.client_size, self.dot_lines)
+                self.client_size, self.pop3_extra)
 
     @classmethod
     def from_tuple(cls, t):
-        start, header, body, end, from_line, uid, flags, keywords, block, pseudo, client_size, dot_lines = t
+        start, header, body, end, from_line, uid, flags, keywords, block, pseudo, client_size, pop3_extra = t
         return cls(start, header, body, end, from_line, uid, flag_set(flags), tuple(keywords),
-                   tuple(block) if block else None, pseudo, client_size, dot_lines)
+                   tuple(block) if block else None, pseudo, client_size, pop3_extra)
+
+    def moved(self, **changes):
+        """A copy with some fields changed."""
+        t = dict(zip(Message.__slots__, self.as_tuple()))
+        t.update(changes)
+        return Message.from_tuple(tuple(t[k] for k in Message.__slots__))
 
     def __repr__(self):
         return f"<Message uid={self.uid} at {self.start} size={self.size} flags={''.join(sorted(self.flags))}>"
 
 
 class Index:
-    """The result of a scan: messages in file order and the mailbox's UID state."""
+    """The result of a scan: messages in file order and the mailbox's UID state.
 
-    def __init__(self, all_messages, uidvalidity, uidlast, keywords, size):
+    `base_in_file` says whether the file itself holds the UID state
+    (X-IMAPbase or X-IMAP); when it does not, the state came from the
+    index cache (the first message was deleted by a mail reader) or is
+    not known yet, and the next sync writes it.
+    """
+
+    def __init__(self, all_messages, uidvalidity, uidlast, keywords, size, base_in_file=True):
         self.all = all_messages                                   # including a pseudo-message
         self.messages = [m for m in all_messages if not m.pseudo]
         self.uidvalidity = uidvalidity                            # 0: none assigned yet
         self.uidlast = uidlast
         self.keywords = keywords
         self.size = size
+        self.base_in_file = base_in_file
 
     @property
     def uidnext(self):
@@ -99,7 +132,7 @@ class Index:
 
 
 class _Window:
-    """A sliding window over a file descriptor, for bytes.find across chunks."""
+    """A sliding window over a file descriptor: bytes.find and slices across chunks, in bounded memory."""
 
     def __init__(self, fd, start, size):
         self.fd = fd
@@ -107,74 +140,72 @@ class _Window:
         self.base = start
         self.buf = b""
 
-    def _fill(self, upto, keep):
-        """Make the buffer reach `upto`; before reading, let go of what lies before `keep`.
-
-        Trimming only when a read is needed keeps both costs bounded: no
-        copy of the buffer per call, and no buffer that grows with the file.
-        """
+    def _cover(self, lo, hi):
+        """Make the buffer hold [lo, hi) (as far as the file goes), letting go of what lies before lo."""
+        hi = min(hi, self.size)
         end = self.base + len(self.buf)
-        if end < upto and end < self.size:
-            self.drop_before(keep)
-        while end < upto and end < self.size:
-            chunk = os.pread(self.fd, max(CHUNK, upto - end), end)
+        if lo < self.base or lo > end:
+            self.base, self.buf, end = lo, b"", lo
+        elif end < hi and lo > self.base:
+            self.buf = self.buf[lo - self.base:]
+            self.base = lo
+        while end < hi:
+            chunk = os.pread(self.fd, max(CHUNK, hi - end), end)
             if not chunk:
                 self.size = end
                 break
             self.buf += chunk
             end += len(chunk)
 
-    def drop_before(self, pos):
-        if pos > self.base:
-            self.buf = self.buf[pos - self.base:]
-            self.base = pos
-
-    def _rewind(self, pos):
-        """Data before the window was dropped: start the window again at pos."""
-        if pos < self.base:
-            self.buf = b""
-            self.base = pos
-
-    def find(self, pattern, pos):
-        """Absolute offset of pattern at or after pos, or -1."""
-        self._rewind(pos)
-        while True:
-            i = self.buf.find(pattern, max(pos - self.base, 0))
+    def find(self, pattern, lo, hi):
+        """Absolute offset of the first occurrence of pattern starting in [lo, hi), or -1."""
+        hi = min(hi, self.size)
+        width = len(pattern)
+        base, buf = self.base, self.buf
+        if lo >= base:                      # the common case: answered from the buffer as it is
+            stop = min(hi + width - 1, self.size) - base
+            if stop <= len(buf):
+                i = buf.find(pattern, lo - base, stop)
+                return base + i if i >= 0 else -1
+        while lo < hi:
+            self._cover(lo, min(lo + max(CHUNK, width), hi + width - 1))
+            end = self.base + len(self.buf)
+            i = self.buf.find(pattern, lo - self.base, min(end, hi + width - 1) - self.base)
             if i >= 0:
                 return self.base + i
-            end = self.base + len(self.buf)
-            if end >= self.size:
+            if end >= min(hi + width - 1, self.size):
                 return -1
-            self._fill(end + CHUNK, keep=max(pos, end - len(pattern) + 1))
+            lo = max(end - width + 1, lo + 1)
+        return -1
 
-    def get(self, start, end):
-        self._rewind(start)
-        self._fill(end, keep=start)
-        return self.buf[start - self.base:end - self.base]
+    def get(self, lo, hi):
+        if not (self.base <= lo and min(hi, self.size) <= self.base + len(self.buf)):
+            self._cover(lo, hi)
+        return self.buf[lo - self.base:hi - self.base]
 
-    def count(self, pattern, start, end, rare=None):
-        """Occurrences of a pattern of at most two bytes in [start, end).
+    def count(self, pattern, lo, hi, rare=None):
+        """Occurrences of a pattern of at most two bytes in [lo, hi).
 
         `rare`, a compiled regex for the same pattern, is searched first:
         a regex search runs on memchr and is several times faster than
         bytes.count when the pattern is usually absent (CRs, lines that
         start with a dot).
         """
-        if start >= end:
+        if lo >= hi:
             return 0
-        if start >= self.base and end <= self.base + len(self.buf):
-            if rare is not None and rare.search(self.buf, start - self.base, end - self.base) is None:
+        if lo >= self.base and hi <= self.base + len(self.buf):
+            if rare is not None and rare.search(self.buf, lo - self.base, hi - self.base) is None:
                 return 0
-            return self.buf.count(pattern, start - self.base, end - self.base)
+            return self.buf.count(pattern, lo - self.base, hi - self.base)
         total = 0
         overlap = len(pattern) - 1
-        pos = start
-        while pos < end:
-            piece = os.pread(self.fd, min(CHUNK, end - pos) + overlap, pos)[:end - pos]
+        pos = lo
+        while pos < hi:
+            piece = os.pread(self.fd, min(CHUNK, hi - pos) + overlap, pos)[:hi - pos]
             if not piece:
                 break
             total += piece.count(pattern)
-            if len(piece) <= overlap or pos + len(piece) >= end:
+            if len(piece) <= overlap or pos + len(piece) >= hi:
                 break
             pos += len(piece) - overlap
         return total
@@ -184,56 +215,124 @@ _CR = re.compile(rb"\r\n")
 _DOT_LINE = re.compile(rb"\n\.")
 
 
-def _served_header_size(block):
-    """len(served_header(block)) without building it: hidden lines gone, CRLF, a final blank line."""
-    visible = _HIDDEN_LINE.sub(b"", block).rstrip(b"\n")
-    if not visible:
-        return 2
-    lines = visible.count(b"\n") + 1
-    cr_ended = visible.count(b"\r\n") + visible.endswith(b"\r")
-    return len(visible) - (lines - 1) - cr_ended + 2 * lines + 2
+class _HeaderFacts:
+    """What the store needs from one header block, gathered a chunk at a time."""
+
+    def __init__(self, store_names):
+        self.store_names = store_names  # the headers of our block (X-IMAP too in a first message)
+        self.values = {}                # the first value of each hidden header, whitespace folded
+        self.block = None               # [start, end) of the contiguous store headers
+        self.contiguous = True          # and whether they are contiguous lines, each ending in a newline
+        self.served = 0                 # bytes of the served header so far
+        self.pieces = 0
+        self.from_inside = False        # a "\nFrom " in the header bytes (a separator may hide there)
+
+    def feed(self, data, base):
+        self.pieces += 1
+        self.from_inside = self.from_inside or b"\nFrom " in data
+        previous_end = self.block[1] if self.block else None
+        for m in HIDDEN_LINE.finditer(data):
+            name = m.group(1).lower()
+            self.values.setdefault(name, b" ".join(m.group(2).split()))
+            if name not in self.store_names:
+                continue
+            start, end = base + m.start(), base + m.end()
+            if (previous_end is not None and start != previous_end) or not m.group(0).endswith(b"\n"):
+                self.contiguous = False
+            if self.block is None:
+                self.block = [start, end]
+            self.block[1] = previous_end = end
+        visible = HIDDEN_LINE.sub(b"", data)
+        self.served += len(visible) + visible.count(b"\n") - visible.count(b"\r\n")
+
+    def finish(self, last_line_open, blank_line):
+        """Close the served size: a CRLF for an unterminated last line, one for the blank line."""
+        self.served += 2 * last_line_open + 2 * blank_line
+
+    def store_metadata(self):
+        values = self.values
+        status = values.get(b"status", b"").decode("latin-1")
+        xstatus = values.get(b"x-status", b"").decode("latin-1")
+        flags = flag_set("".join(c for c in status if c in STATUS_LETTERS)
+                         + "".join(c for c in xstatus if c in XSTATUS_LETTERS))
+        keywords = tuple(k for k in values.get(b"x-keywords", b"").decode("utf-8", "replace").split()
+                         if valid_keyword(k))
+        raw_uid = values.get(b"x-uid", b"")
+        uid = int(raw_uid) if raw_uid.isdigit() and len(raw_uid) < 11 else 0
+        block = tuple(self.block) if self.block and self.contiguous else None
+        return uid, flags, keywords, block
+
+    @property
+    def content_length(self):
+        raw = self.values.get(b"content-length")
+        return int(raw) if raw is not None and raw.isdigit() and len(raw) < 19 else None
 
 
-_HIDDEN_LINE = re.compile(rb"^(status|x-status|x-keywords|x-uid|x-imapbase|x-imap|content-length)[ \t]*:"
-                          rb"(.*(?:\n[ \t].*)*)\n?", re.I | re.M)
+def _field_boundary(piece):
+    """Where to cut a chunk of header lines: after a newline that starts a new field (not a fold), else
+    after any newline; 0 when the chunk holds no whole line."""
+    i = piece.rfind(b"\n", 0, len(piece) - 1)
+    while i >= 0 and piece[i + 1:i + 2] in (b" ", b"\t"):
+        i = piece.rfind(b"\n", 0, i)
+    if i < 0:
+        i = piece.rfind(b"\n")
+    return i + 1
 
 
-def _parse_headers(data, base):
-    """Store metadata from a header block: uid, flags, keywords, our block, X-IMAPbase, X-IMAP.
+FIRST_STORE_HEADERS = STORE_HEADERS | {b"x-imap"}
 
-    Only the store's own header lines are looked at (one regex search per
-    message), which is what keeps a scan close to the speed of a read.
-    """
-    values = {}
-    block = None
-    contiguous = True
-    previous_end = None
-    for m in _HIDDEN_LINE.finditer(data):
-        name = m.group(1).lower()
-        values.setdefault(name, b" ".join(m.group(2).split()))
-        if name not in STORE_HEADERS:
-            continue
-        if previous_end is not None and m.start() != previous_end:
-            contiguous = False
-        if block is None:
-            block = [m.start(), m.end()]
-        block[1] = previous_end = m.end()
-    status = values.get(b"status", b"").decode("latin-1")
-    xstatus = values.get(b"x-status", b"").decode("latin-1")
-    flags = flag_set("".join(c for c in status if c in STATUS_LETTERS) + "".join(c for c in xstatus if c in XSTATUS_LETTERS))
-    keywords = tuple(k for k in values.get(b"x-keywords", b"").decode("utf-8", "replace").split() if valid_keyword(k))
-    raw_uid = values.get(b"x-uid", b"")
-    uid = int(raw_uid) if raw_uid.isdigit() and len(raw_uid) < 11 else 0
-    if block is not None and (not contiguous or not data[block[1] - 1:block[1]] == b"\n"):
-        block = None
-    elif block is not None:
-        block = (base + block[0], base + block[1])
-    return uid, flags, keywords, block, values.get(b"x-imapbase"), values.get(b"x-imap")
+
+def _header_facts(window, lo, hi, first):
+    """The facts of the header [lo, hi), parsed a few megabytes at a time, cut between lines."""
+    facts = _HeaderFacts(FIRST_STORE_HEADERS if first else STORE_HEADERS)
+    pos = lo
+    while pos < hi:
+        want = CHUNK
+        while True:
+            piece = window.get(pos, min(hi, pos + want))
+            if pos + len(piece) >= hi:
+                break
+            cut = _field_boundary(piece)
+            if cut:
+                piece = piece[:cut]
+                break
+            want *= 2                   # one line longer than a chunk: read on to its end
+        facts.feed(piece, pos)
+        pos += len(piece)
+    return facts
+
+
+def _separator(window, lo, hi):
+    """Offset of the newline of the first valid "\\nFrom " line whose newline lies in [lo, hi), or -1."""
+    p = window.find(b"\nFrom ", lo, hi)
+    while p >= 0:
+        if is_from_line(window.get(p + 1, p + 1 + FROM_LINE_MAX)):
+            return p
+        p = window.find(b"\nFrom ", p + 1, hi)
+    return -1
+
+
+def _trusted_length(window, body, length, size):
+    """(end, next start) from a Content-Length that ends at a valid separator or the file's last byte."""
+    if length is None or body + length >= size:
+        return None
+    q = body + length
+    after = window.get(q, min(q + 1 + FROM_LINE_MAX, size))
+    if after == b"\n" and q + 1 == size:
+        return q, size
+    if after.startswith(b"\nFrom ") and is_from_line(after[1:]):
+        return q, q + 1
+    return None
+
+
+def _content_end(window, lo, size):
+    """The end of the last message: the file's final newline is the separator's, not the message's."""
+    return size - 1 if size - 1 >= lo and window.get(size - 1, size) == b"\n" else size
 
 
 def _parse_imapbase(value):
     parts = value.decode("utf-8", "replace").split()
-    if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+    if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit() and int(parts[0]) > 0:
         return int(parts[0]), int(parts[1]), tuple(k for k in parts[2:] if valid_keyword(k))
     return None
 
@@ -247,37 +346,48 @@ def scan_range(fd, start, size):
         raise MailboxError("not an mbox file: no 'From ' line where a message should start")
     pos = start
     while pos < size:
-        line_end = window.find(b"\n", pos)
+        line_end = window.find(b"\n", pos, size)
         line_end = size if line_end < 0 else line_end
-        from_text = window.get(pos + 5, min(line_end, pos + 1024)).decode("utf-8", "surrogateescape")
+        from_text = window.get(pos + 5, min(line_end, pos + FROM_LINE_MAX)).decode("utf-8", "surrogateescape")
         header = min(line_end + 1, size)
-        blank = window.find(b"\n\n", header - 1) if header < size else -1
-        header_block = window.get(header, min(size if blank < 0 else blank + 1, header + HEADER_PARSE_LIMIT))
-        nxt = window.find(b"\n\nFrom ", blank) if blank >= 0 else -1
-        if blank < 0:                       # headers run to the end of the file
-            body = end = next_start = size
-        elif nxt == blank:                  # the blank line after the headers is the separator
-            body = end = blank + 1
-            next_start = blank + 2
-        elif nxt < 0:                       # the last message: drop the final separating blank line
-            end = size - 1 if window.get(size - 2, size) == b"\n\n" else size
-            body = min(blank + 2, end)
-            next_start = size
-        else:
-            body, end, next_start = blank + 2, nxt + 1, nxt + 2
-        uid, flags, keywords, block, base_value, pseudo_value = _parse_headers(header_block, header)
-        if body - header > HEADER_PARSE_LIMIT:
-            header_block = window.get(header, body)
-        client_size = (_served_header_size(header_block) + (end - body)
-                       + window.count(b"\n", body, end) - window.count(b"\r\n", body, end, _CR))
-        dot_lines = window.count(b"\n.", body - 1, end, _DOT_LINE) if body > header else 0
+        blank = window.find(b"\n\n", header - 1, size) if header < size else -1
         is_first = not messages and start == 0
-        pseudo = is_first and pseudo_value is not None
+        facts = _header_facts(window, header, blank + 1, is_first) if blank >= 0 else None
+        found = _trusted_length(window, blank + 2, facts.content_length, size) if facts else None
+        if found:
+            sep = -1
+        elif facts is None or facts.from_inside or facts.pieces > 1:
+            sep = _separator(window, header, size if blank < 0 else blank + 2)
+        else:                               # only the blank line's own newline may start a separator
+            sep = blank + 1 if is_from_line(window.get(blank + 2, blank + 2 + FROM_LINE_MAX)) else -1
+        if sep >= 0 or blank < 0:           # no blank line: the header runs to the next message or the end
+            body = end = sep if sep >= 0 else _content_end(window, header, size)
+            next_start = sep + 1 if sep >= 0 else size
+            if facts is None or end != blank + 1:
+                facts = _header_facts(window, header, end, is_first)
+            blank_line = False
+        else:
+            body = blank + 2
+            if found is None:
+                sep = _separator(window, body, size)
+                found = (sep, sep + 1) if sep >= 0 else (_content_end(window, header, size), size)
+            end, next_start = found
+            blank_line = end >= body
+            if not blank_line:              # "headers\n\n" at the end of the file: the last newline is the trailer
+                body = end
+        open_line = end > header and window.get(end - 1, end) != b"\n"
+        facts.finish(open_line and not blank_line, blank_line)
+        uid, flags, keywords, block = facts.store_metadata()
+        body_open = open_line and end > body
+        client_size = (facts.served + (end - body)
+                       + window.count(b"\n", body, end) - window.count(b"\r\n", body, end, _CR))
+        pop3_extra = (window.count(b"\n.", body - 1, end, _DOT_LINE) if end > body else 0) + 2 * body_open
+        pseudo = is_first and b"x-imap" in facts.values
         if is_first:
-            raw = pseudo_value if pseudo else base_value
+            raw = facts.values.get(b"x-imap" if pseudo else b"x-imapbase")
             imapbase = _parse_imapbase(raw) if raw is not None else None
         messages.append(Message(pos, header, body, end, from_text, uid, flags, keywords, block, pseudo,
-                                client_size, dot_lines))
+                                client_size, pop3_extra))
         pos = next_start
     return messages, imapbase
 
@@ -285,7 +395,7 @@ def scan_range(fd, start, size):
 def validate_uids(messages, imapbase):
     """Keep X-UIDs only while they ascend and stay within UIDLAST; later ones get new UIDs."""
     if imapbase is None:
-        return [_with(m, uid=0) if m.uid else m for m in messages]
+        return [m.moved(uid=0) if m.uid else m for m in messages]
     uidlast = imapbase[1]
     out = []
     previous = 0
@@ -297,14 +407,20 @@ def validate_uids(messages, imapbase):
         if broken or not m.uid or m.uid <= previous or m.uid > uidlast:
             if m.uid:
                 broken = True
-            out.append(_with(m, uid=0))
+            out.append(m.moved(uid=0))
         else:
             previous = m.uid
             out.append(m)
     return out
 
 
-def _with(m, **changes):
-    t = dict(zip(Message.__slots__, m.as_tuple()))
-    t.update(changes)
-    return Message.from_tuple(tuple(t[k] for k in Message.__slots__))
+def uids_fit(messages, uidlast):
+    """Whether X-UIDs as found ascend and stay within UIDLAST (a remembered UID state still holds)."""
+    previous = 0
+    for m in messages:
+        if m.pseudo or not m.uid:
+            continue
+        if m.uid <= previous or m.uid > uidlast:
+            return False
+        previous = m.uid
+    return True

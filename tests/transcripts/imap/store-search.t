@@ -1,4 +1,5 @@
-# STORE in its forms, SEARCH, EXPUNGE and the untagged replies they cause.
+# STORE in its forms, SEARCH, EXPUNGE and the untagged replies they cause;
+# a new keyword is announced in * FLAGS before a FETCH shows it.
 C: b1 SELECT INBOX
 C: b2 STORE 1 +FLAGS (\Flagged $Todo)
 C: b3 STORE 2 FLAGS.SILENT (\Deleted)
@@ -18,9 +19,9 @@ S: * OK [UNSEEN 1] First unseen.
 S: * OK [UIDVALIDITY <ANY>] UIDs valid
 S: * OK [UIDNEXT 3] Predicted next UID
 S: b1 OK [READ-WRITE] SELECT completed
-S: * 1 FETCH (FLAGS (\Flagged $Todo \Recent))
 S: * FLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo)
 S: * OK [PERMANENTFLAGS (\Answered \Flagged \Deleted \Seen \Draft $Todo \*)] Flags permitted.
+S: * 1 FETCH (FLAGS (\Flagged $Todo \Recent))
 S: b2 OK STORE completed
 S: b3 OK STORE completed
 S: * 1 FETCH (UID 1 FLAGS ($Todo \Recent))
