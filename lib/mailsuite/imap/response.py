@@ -95,3 +95,8 @@ def untagged(*parts):
 
 def to_bytes(chunks):
     return b"".join(chunks)
+
+
+def mailbox_name(name):
+    """A mailbox name in a response: an atom when it is one, else quoted or a literal."""
+    return astring(name).decode("utf-8", "surrogateescape")
