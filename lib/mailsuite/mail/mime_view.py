@@ -49,8 +49,9 @@ _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 def decode_header(value):
     """Header text for people: RFC 2047 words decoded, raw 8-bit read as UTF-8 (else Latin-1).
 
-    A word whose encoding is broken is shown as [Invalid Base64 encoding]
-    (or quoted-printable), never silently dropped or turned into garbage.
+    A Base64 word that does not decode is shown as [Invalid Base64 encoding],
+    never silently dropped or turned into garbage; quoted-printable always
+    decodes (bad escapes and raw 8-bit bytes are kept as they are).
     """
     if value is None:
         return ""
@@ -72,13 +73,10 @@ def _decode_word(charset, encoding, encoded):
     if encoding in "bB":
         try:
             data = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
-        except binascii.Error:
+        except ValueError:                             # binascii.Error, or 8-bit bytes inside the word
             return "[Invalid Base64 encoding]"
-    else:
-        try:
-            data = binascii.a2b_qp(encoded.replace("_", " "), header=False)
-        except binascii.Error:
-            return "[Invalid Quoted-Printable encoding]"
+    else:                                              # raw 8-bit inside a Q word is taken as it is
+        data = binascii.a2b_qp(encoded.replace("_", " ").encode("utf-8", "surrogateescape"), header=False)
     return _text(data, charset)
 
 
