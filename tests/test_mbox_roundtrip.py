@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailsuite.lda.deliver import deliver, open_spool
-from mailsuite.store.prepare import prepare_bytes
 from mailsuite.store.mailbox import quote_from_lines
+from mailsuite.store.prepare import prepare_bytes
 
 header_names = st.sampled_from(["Subject", "From", "To", "X-Test", "Comments", "Received"])
 header_values = st.binary(min_size=0, max_size=80).map(

@@ -122,7 +122,7 @@ def test_sendmail_bd_detaches_with_a_pid_file(tmp_path):
     assert not pid_file.exists()
 
 
-def test_address_in_use_is_one_line_and_ex_oserr(tmp_path):
+def test_address_in_use_is_one_line_and_ex_unavailable(tmp_path):
     import socket
     holder = socket.create_server(("127.0.0.1", 0))
     port = holder.getsockname()[1]
@@ -133,7 +133,7 @@ def test_address_in_use_is_one_line_and_ex_oserr(tmp_path):
                                 env=env, capture_output=True, text=True, timeout=60)
     finally:
         holder.close()
-    assert result.returncode == os.EX_OSERR
+    assert result.returncode == os.EX_UNAVAILABLE
     assert result.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 

@@ -11,6 +11,7 @@ import os
 import socket
 import stat
 
+from ..core import hostport
 from ..core.users import UserDB
 
 MBOX_START = b"From "
@@ -139,25 +140,32 @@ def check_ports(cfg):
                     yield f"[{section}] {key} {address}: {problem}"
 
 
-def _port_problem(address):
-    host, sep, port = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        return "not HOST:PORT"
+def bind_error(host, port):
+    """The OSError a daemon binding HOST:PORT would meet now, or None (the probe socket is closed at once)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         with socket.socket(family) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, int(port)))
-        return None
+            probe.bind((host, port))
     except OSError as exc:
-        if exc.errno == errno.EACCES:
-            return "a port below 1024 needs root"
-        if exc.errno != errno.EADDRINUSE:
-            return exc.strerror
-    target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        return exc
+    return None
+
+
+def _port_problem(address):
     try:
-        socket.create_connection((target, int(port)), timeout=2).close()
+        host, port = hostport.listen_address(address)
+    except hostport.HostPortError:
+        return "not HOST:PORT"
+    exc = bind_error(host, port)
+    if exc is None:
+        return None
+    if exc.errno == errno.EACCES:
+        return "a port below 1024 needs root"
+    if exc.errno != errno.EADDRINUSE:
+        return exc.strerror
+    try:
+        socket.create_connection((hostport.LOOPBACK.get(host, host), port), timeout=2).close()
         return None                              # taken, but served: a daemon of ours, presumably
     except OSError:
         return "in use by something that does not answer"

@@ -18,9 +18,9 @@ import sys
 import time
 from types import SimpleNamespace
 
-from ..core import config
+from ..core import config, hostport
 from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
-from . import queue_cmd, sandbox
+from . import checks, queue_cmd, sandbox
 
 # The sandbox's daemons, in start order: program, arguments, what it
 # serves, and the config section whose `listen` addresses it binds.
@@ -50,17 +50,11 @@ def _program(name):
 
 def _taken_ports(cfg, conf):
     """One line for each address a daemon of the sandbox could not listen on, naming the key to change."""
-    import socket
     problems = []
     for _, _, _, section in DAEMONS:
         for address in getattr(cfg, section).listen:
-            host, _, port = address.rpartition(":")
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            try:
-                with socket.socket(family) as probe:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    probe.bind((host.strip("[]"), int(port)))
-            except OSError as exc:
+            exc = checks.bind_error(*hostport.listen_address(address, key=f"[{section}] listen"))
+            if exc:
                 problems.append(f"cannot listen on {address} ({exc.strerror}): change [{section}] listen "
                                 f"in {conf}, or run `mailsuite up --base-port N` (ports N+25, N+110, N+143, "
                                 f"N+80)")
@@ -73,7 +67,7 @@ def _add_webmail(conf):
     with open(conf, encoding="utf-8") as f:
         if any(line.strip() == "[webmail]" for line in f):
             return
-    ports = {section: int(getattr(cfg, section).listen[0].rpartition(":")[2]) for section in ("smtp", "pop3", "imap")}
+    ports = {section: hostport.parse(getattr(cfg, section).listen[0])[1] for section in ("smtp", "pop3", "imap")}
     ports["webmail"] = sandbox.ports_for()["webmail"]
     sandbox.set_ports(conf, ports)
 
@@ -151,11 +145,10 @@ def _wait_listening(cfg, children, timeout=30):
     for name, proc in children:
         section = next(s for n, _, _, s in DAEMONS if n == name)
         for address in getattr(cfg, section).listen:
-            host, _, port = address.rpartition(":")
-            host = {"0.0.0.0": "127.0.0.1", "[::]": "::1"}.get(host, host.strip("[]"))
+            host, port = hostport.connect_address(address)
             while True:
                 try:
-                    socket.create_connection((host, int(port)), timeout=1).close()
+                    socket.create_connection((host, port), timeout=1).close()
                     break
                 except OSError:
                     if proc.poll() is not None or time.monotonic() > deadline:
@@ -180,10 +173,9 @@ def _stop(children):
 
 def cmd_check(args):
     """One line per problem (see checks.py); exit 78 when there is any."""
-    from .checks import problems
     cfg = config.load(args.config)
     found = 0
-    for problem in problems(cfg):
+    for problem in checks.problems(cfg):
         print(f"mailsuite check: {problem}")
         found += 1
     if not found:

@@ -13,6 +13,7 @@ import sys
 
 from ..core import config, log
 from ..core.cli import CommandLine, Fatal
+from ..core.errors import ExitError
 
 ACTIONS = ("list", "show", "flush", "hold", "release", "delete")
 
@@ -25,13 +26,10 @@ def cmd_queue(args):
     args.action, args.ids = (args.operands[0], args.operands[1:]) if args.operands else ("list", [])
     if args.action not in ACTIONS:
         raise COMMAND_LINE.error(f"no action {args.action!r}; one of {', '.join(ACTIONS)}")
-    from ..mta.queue import Busy, NoPermission, Queue, QueueError
+    from ..mta.queue import Queue
     cfg = config.load(args.config)
     queue = Queue(cfg)
-    try:
-        queue.check_access(write=args.action not in ("list", "show"))
-    except NoPermission as exc:
-        raise Fatal(os.EX_NOPERM, str(exc)) from None
+    queue.check_access(write=args.action not in ("list", "show"))
     if args.action == "list":
         from ..mta.showq import show
         return show(cfg, sys.stdout)
@@ -45,12 +43,9 @@ def cmd_queue(args):
                 detail(queue, qid, sys.stdout)
                 continue
             getattr(queue, args.action)(qid)
-        except Busy as exc:
+        except ExitError as exc:                 # one message's problem: report it, go on with the others
             print(f"mailsuite: {exc}", file=sys.stderr)
-            status = os.EX_TEMPFAIL
-        except QueueError as exc:
-            print(f"mailsuite: {exc}", file=sys.stderr)
-            status = os.EX_NOINPUT
+            status = exc.status
         else:
             print(f"{qid}: {args.action}")
     if args.action == "flush":

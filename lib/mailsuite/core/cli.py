@@ -16,15 +16,7 @@ import os
 import stat
 import sys
 
-from .config import ConfigError
-
-
-class Fatal(Exception):
-    """Stop the program: `Fatal(os.EX_NOUSER, "no such user: bob")`."""
-
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
+from .errors import ExitError, Fatal
 
 
 class Option:
@@ -168,12 +160,9 @@ def run(main, argv=None):
         _silence_stderr()
     try:
         status = main(argv)
-    except Fatal as exc:
+    except ExitError as exc:
         _report(name, str(exc), serving_stdio)
         status = exc.status
-    except ConfigError as exc:
-        _report(name, str(exc), serving_stdio)
-        status = os.EX_CONFIG
     except KeyboardInterrupt:
         status = 130
     except BrokenPipeError:

@@ -14,12 +14,16 @@ import os
 import re
 from types import SimpleNamespace
 
+from .errors import ExitError
+
 DEFAULT_PATH = "/etc/mailsuite/mailsuite.conf"
 ENV_VAR = "MAILSUITE_CONFIG"
 
 
-class ConfigError(Exception):
+class ConfigError(ExitError):
     """A configuration problem; the message is one line naming file and key."""
+
+    status = os.EX_CONFIG
 
 
 # --- value types ---------------------------------------------------------

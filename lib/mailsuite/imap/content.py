@@ -3,7 +3,7 @@
 The store keeps messages with LF line ends and its own bookkeeping headers
 (Status, X-Status, X-Keywords, X-UID, X-IMAPbase, X-IMAP, Content-Length).
 Like Dovecot, clients never see those headers, every line ends in CRLF,
-and nothing else is changed (no From_ unquoting: see mbox_format.py), as
+and nothing else is changed (no From_ unquoting: see store/format.py), as
 `served_header` and `served_body` of the store define it for POP3 and
 `mail` too.  RFC822.SIZE is the size of exactly those bytes, so it always
 equals the length of the BODY[] literal and matches what Dovecot reports

@@ -28,16 +28,6 @@ COMMAND_LINE = CommandLine("imapd", [
     "IMAP4rev1 server on the mail spool and ~/mail.")
 
 
-def parse_listen(items, implicit_tls):
-    out = []
-    for item in items:
-        host, sep, port = item.rpartition(":")
-        if not sep or not port.isdigit():
-            raise Fatal(os.EX_CONFIG, f"bad listen address {item!r}; expected HOST:PORT")
-        out.append((host.strip("[]") or "0.0.0.0", int(port), implicit_tls))
-    return out
-
-
 def main(argv):
     options, operands = COMMAND_LINE.parse(argv[1:])
     if options.get("help"):
@@ -71,18 +61,9 @@ def main(argv):
         Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=context).run()
 
     if options.get("daemon"):
-        listeners = parse_listen(cfg.imap.listen, False) + parse_listen(cfg.imap.listen_tls, True)
-        if not listeners:
-            raise Fatal(os.EX_CONFIG, "[imap] listen and listen_tls are both empty")
-
-        def ready(addresses):
-            logger.info("listening on %s", ", ".join(f"{h}:{p}" for h, p in addresses))
-
-        listener.serve_forking(
-            handle, cfg, listeners=listeners, max_children=cfg.imap.max_sessions, logger=logger,
-            on_ready=ready, busy_reply=b"* BYE too many connections; try again later\r\n",
-            limits=limits,
-        )
+        listener.serve_forking(handle, cfg, listeners=listener.addresses(cfg, "imap"),
+                               max_children=cfg.imap.max_sessions, logger=logger, limits=limits,
+                               busy_reply=b"* BYE too many connections; try again later\r\n")
         return 0
     inetd.serve_inetd(handle, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
     return 0

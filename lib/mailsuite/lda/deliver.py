@@ -13,18 +13,15 @@ for anything that may pass (locks, ENOSPC, EDQUOT, I/O) after the spool
 was truncated back, so nothing half-written survives.
 """
 
-import errno
 import grp
 import os
 import time
 
 from ..core import log
+from ..core.errors import is_temporary
 from ..store.locking import LockTimeout
 from ..store.mailbox import Mailbox, MailboxError
 from ..store.prepare import DeliveryError
-
-_TEMPORARY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM, errno.EMFILE,
-                     errno.ENFILE, errno.ESTALE, errno.EINTR}
 
 
 def _mail_gid(cfg):
@@ -71,7 +68,7 @@ def deliver(cfg, user, prepared, *, sender, recipient=None, logger=None, queue_i
         _log(logger, "info", queue_id, recipient, started, "4.2.0", "deferred", str(exc))
         raise DeliveryError(os.EX_TEMPFAIL, str(exc)) from None
     except OSError as exc:
-        temporary = exc.errno in _TEMPORARY_ERRNOS or exc.errno is None
+        temporary = is_temporary(exc)
         reason = f"{user.spool}: {exc.strerror or exc}"
         _log(logger, "warning", queue_id, recipient, started, "4.3.0" if temporary else "5.2.0",
              "deferred" if temporary else "bounced", reason)

@@ -19,7 +19,6 @@ locked, the disk is full or the mailbox waits for an interrupted change to
 be finished).  1 means no mail (`-e`) or a letter abandoned at the terminal.
 """
 
-import errno
 import os
 import pwd
 import signal
@@ -27,6 +26,7 @@ import sys
 
 from ..core import config
 from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
+from ..core.errors import os_error_status
 from ..core.users import UserDB
 from ..store.locking import LockTimeout
 from ..store.mailbox import MailboxError
@@ -178,7 +178,7 @@ def read_mode(session, path, options):
     except LockTimeout as exc:
         raise Fatal(os.EX_TEMPFAIL, _with_path(path, exc)) from None
     except OSError as exc:
-        raise Fatal(os.EX_TEMPFAIL if exc.errno in TEMPORARY_ERRNOS else os.EX_IOERR, _with_path(path, exc)) from None
+        raise Fatal(os_error_status(exc, os.EX_IOERR), _with_path(path, exc)) from None
     if not folder.messages:
         folder.close()
         session.folder = None
@@ -189,10 +189,6 @@ def read_mode(session, path, options):
         display.print_page(session, session.current)
     prompt_loop(session, ignore_interrupts=bool(options.get("ignore_interrupts")))
     return 0
-
-
-# Failures of the mail storage that may pass: the user is told to try again, not that the file is bad.
-TEMPORARY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EAGAIN}
 
 
 def _with_path(path, exc):

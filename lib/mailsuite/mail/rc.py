@@ -10,6 +10,8 @@ so the stock Debian /etc/mail.rc reads without complaint.
 import os
 import shlex
 
+from ..store.format import HIDDEN_HEADERS
+
 
 class RcError(Exception):
     """A line of a start-up file or a command that could not be understood."""
@@ -29,8 +31,8 @@ DEFAULTS = {
 }
 
 
-# The store's own headers (flags, UIDs, padding) mean nothing to a reader; `P` still shows them.
-STORE_HEADERS = {"status", "x-status", "x-keywords", "x-uid", "x-imapbase", "content-length"}
+# The store's own headers (flags, UIDs, padding) mean nothing to a reader, as in POP3 and IMAP; `P` still shows them.
+STORE_HEADERS = {name.decode() for name in HIDDEN_HEADERS}
 
 
 class Options:

@@ -20,12 +20,13 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 
 from ..core.asuser import become
+from ..core.errors import os_error_status
 from ..core.log import excerpt
 from ..lda import deliver
+from ..store.format import from_line
 from ..store.prepare import DeliveryError, prepare
 
 SOFT_EXITS = {os.EX_TEMPFAIL, os.EX_OSERR, os.EX_IOERR}
@@ -43,12 +44,6 @@ class Result:
     dsn: str
     reply: str
     relay: str
-
-
-def from_line(sender, when=None):
-    """The mbox 'From ' line (RFC 4155) for SENDER."""
-    stamp = time.asctime(time.gmtime(when or time.time()))
-    return f"From {sender or 'MAILER-DAEMON'} {stamp}\n".encode("utf-8", "replace")
 
 
 def deliver_target(cfg, target, message, *, sender, recipient, queue_id, once=None):
@@ -106,7 +101,7 @@ def _file_child(cfg, target, prepared, *, sender, recipient):
             status = _append_mbox(cfg, target.value, prepared, sender, recipient, target.run_as)
         except OSError as exc:
             os.write(write_end, f"{target.value}: {exc.strerror}".encode()[:500])
-            status = os.EX_TEMPFAIL if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN) else os.EX_CANTCREAT
+            status = os_error_status(exc, os.EX_CANTCREAT)
         except BaseException as exc:                # noqa: BLE001 - report, then _exit
             os.write(write_end, f"{target.value}: {exc}".encode()[:500])
             status = os.EX_TEMPFAIL
@@ -154,7 +149,7 @@ def _command(cfg, target, message, *, sender, recipient, queue_id):
         "DOMAIN": domain, "QUEUE_ID": queue_id, "LANG": "C",
     }
     with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as output:
-        stdin.write(from_line(sender))
+        stdin.write(b"From " + from_line(sender).encode("utf-8", "replace") + b"\n")
         stdin.write(_delivery_headers(sender, recipient))
         _copy(message, stdin)
         stdin.seek(0)

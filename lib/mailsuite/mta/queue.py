@@ -59,9 +59,13 @@ def backoff(cfg, attempts):
 class Busy(QueueError):
     """The message is being delivered right now; try again in a moment."""
 
+    status = os.EX_TEMPFAIL
+
 
 class NoPermission(QueueError):
-    """This user may not read (or change) the queue, which is root's: EX_NOPERM."""
+    """This user may not read (or change) the queue, which is root's."""
+
+    status = os.EX_NOPERM
 
 
 class Queue:
@@ -228,13 +232,11 @@ class Queue:
         for state in states:
             path = self._path(state, qid)
             try:
-                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except (FileNotFoundError, OSError):
+                fd = _lock_file(path)
+            except (OSError, Busy):             # not in this state, or someone else has it
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                active = self._path("active", qid)
-                os.rename(path, active)
+                os.rename(path, self._path("active", qid))
             except OSError:
                 os.close(fd)
                 continue
@@ -249,13 +251,11 @@ class Queue:
         REASONS maps a queue id to how its worker ended, when the caller saw it."""
         moved = {}
         for _s, qid in self.ids(("active",)):
-            path = self._path("active", qid)
             try:
-                fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
-            except OSError:
+                fd = _lock_file(self._path("active", qid))
+            except (OSError, Busy):             # gone, or its worker is alive after all
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 moved[qid] = self._after_crash(qid, fd, (reasons or {}).get(qid, "its delivery worker died"))
             except OSError:
                 pass
@@ -298,13 +298,12 @@ class Queue:
         for name in names:
             path = os.path.join(directory, name)
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError:
+                fd = _lock_file(path, os.O_RDONLY | os.O_NONBLOCK)
+            except (OSError, Busy):             # a live writer holds it
                 continue
             try:
                 if time.time() - os.fstat(fd).st_mtime < min_age:
                     continue
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # a live writer holds it
                 os.unlink(path)
                 removed.append(name)
             except OSError:
@@ -319,12 +318,8 @@ class Queue:
         state, path = self.locate(qid)
         if state not in allowed:
             raise QueueError(f"{qid}: message is {state}")
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = _lock_file(path)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Busy(f"{qid}: being delivered right now; try again") from None
             if record:
                 append_record(fd, record)
             target = self._path(to_state, qid)
@@ -359,16 +354,29 @@ class Queue:
     def delete(self, qid):
         """Remove QID from the queue without any notification."""
         state, path = self.locate(qid)
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = _lock_file(path, os.O_RDONLY)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise Busy(f"{qid}: being delivered right now; try again") from None
             os.unlink(path)
             fileio.fsync_dir(os.path.dirname(path))
         finally:
             os.close(fd)
+
+
+def _lock_file(path, flags=os.O_RDWR | os.O_APPEND):
+    """An fd on PATH holding the flock every user of a queue file takes first.
+
+    Busy when another process holds it (a delivery worker, a writer not
+    done yet); OSError when the file is gone or cannot be opened."""
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise Busy(f"{os.path.basename(path)}: being delivered right now; try again") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class Claim:

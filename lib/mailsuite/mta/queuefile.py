@@ -14,19 +14,25 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from ..core.errors import ExitError
+
 CHUNK = 64 * 1024
 MAGIC = "mailsuite-queue"
 VERSION = 1
 
 
-class QueueError(Exception):
+class QueueError(ExitError):
     """A queue file is missing, unreadable or not ours."""
+
+    status = os.EX_NOINPUT
 
 
 class QueueFull(QueueError):
     """No room for the message (ENOSPC, EDQUOT, or less than min_free_space left).
 
     The SMTP side answers 452 4.3.1; sendmail exits EX_TEMPFAIL."""
+
+    status = os.EX_TEMPFAIL
 
 
 @dataclass

@@ -22,6 +22,7 @@ import time
 
 import pyinotify
 
+from ..core import children
 from . import runnerlock
 from .pickup import pickup_all
 from .queue import Queue, QueueError
@@ -52,35 +53,25 @@ class WorkerPool:
             self.reap(block=True)
         pid = os.fork()
         if pid == 0:
-            status = 0
-            try:
-                for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-                    signal.signal(signum, signal.SIG_DFL)
-                deliver_message(self.cfg, self.queue, qid, self.logger)
-            except BaseException:                # noqa: BLE001 - a worker must report, then _exit
-                self.logger.exception("%s: delivery worker failed", qid)
-                status = os.EX_SOFTWARE
-            finally:
-                os._exit(status)
+            children.run_child(lambda: deliver_message(self.cfg, self.queue, qid, self.logger), self.logger,
+                               f"{qid}: delivery worker")
         self.running[pid] = qid
 
     def reap(self, block=False):
-        while self.running:
-            try:
-                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                self.running.clear()
-                return
-            if pid == 0:
-                return
+        """Forget the workers that ended; a message whose worker failed goes back to the queue."""
+        if not self.running:
+            return
+        ended = children.reap(block)
+        if ended is None:
+            self.running.clear()
+            return
+        for pid, status in ended:
             qid = self.running.pop(pid, None)
             code = os.waitstatus_to_exitcode(status)
             if qid and code != 0:
                 how = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
                 self.logger.warning("%s: delivery worker %d %s", qid, pid, how)
                 recover(self.queue, self.logger, {qid: f"delivery worker {how}"})
-            if block:
-                return
 
     def wait_all(self):
         while self.running:

@@ -1,7 +1,7 @@
 """sendmail(8): the submission command, and the front door of the MTA.
 
 Local programs pipe mail to `sendmail`; it drops the message into the
-maildrop (maildrop.py) and exits 0 only once the drop file is fsynced.
+maildrop (dropdir.py) and exits 0 only once the drop file is fsynced.
 The flags are those real callers use, parsed the way Postfix's
 sendmail(1) does: historical flags and unknown -o options are accepted and
 ignored, -t takes recipients from the header and removes Bcc:, -i/-oi turn
@@ -269,11 +269,8 @@ def _interval(text):
 
 def _queue_access(cfg, *, write):
     """One line and EX_NOPERM for a user who may not see or run the queue."""
-    from .queue import NoPermission, Queue
-    try:
-        Queue(cfg).check_access(write=write)
-    except NoPermission as exc:
-        raise Fatal(os.EX_NOPERM, str(exc)) from None
+    from .queue import Queue
+    Queue(cfg).check_access(write=write)
 
 
 def _queue_run(cfg, opts):

@@ -8,13 +8,13 @@ Date, Message-ID, From, X-Authentication-Warning) is the pickup's job,
 because only the pickup can be trusted to do it.
 """
 
-import errno
 import os
 import sys
 
 from ..core import address as addr
 from ..core import users
 from ..core.cli import Fatal
+from ..core.errors import os_error_status
 from .dropdir import DropWriter
 
 CHUNK = 1 << 16
@@ -43,8 +43,7 @@ def submit(cfg, opts, recipients, stdin=None):
     try:
         drop = DropWriter(directory, request)
     except OSError as exc:
-        raise Fatal(os.EX_UNAVAILABLE if exc.errno != errno.ENOSPC else os.EX_TEMPFAIL,
-                    f"{directory}: {exc.strerror}") from None
+        raise Fatal(os_error_status(exc, os.EX_UNAVAILABLE), f"{directory}: {exc.strerror}") from None
     try:
         size = len(head)
         drop.write(head)
@@ -56,8 +55,7 @@ def submit(cfg, opts, recipients, stdin=None):
         name = drop.commit()
     except OSError as exc:
         drop.abort()
-        raise Fatal(os.EX_TEMPFAIL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else os.EX_IOERR,
-                    f"{directory}: {exc.strerror}") from None
+        raise Fatal(os_error_status(exc, os.EX_IOERR), f"{directory}: {exc.strerror}") from None
     except BaseException:
         drop.abort()
         raise

@@ -8,12 +8,10 @@ of `[pop3] listen` and `listen_tls`, forking a child per client up to
 has logged in, then as the user.
 """
 
-import errno
 import os
-import re
 
 from ..core import config, log
-from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
+from ..core.cli import CONFIG_OPTION, CommandLine, Option
 from ..server import connection, inetd, listener
 from . import session as pop3
 
@@ -33,17 +31,6 @@ def parse_args(argv):
     return options
 
 
-def parse_address(text):
-    """'HOST:PORT' or '[V6]:PORT' -> (host, port)."""
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\s]+):(\d+)", text)
-    if not m:
-        raise Fatal(os.EX_CONFIG, f"[pop3] listen: not HOST:PORT: {text!r}")
-    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-    if int(port) > 65535:
-        raise Fatal(os.EX_CONFIG, f"[pop3] listen: bad port in {text!r}")
-    return host, int(port)
-
-
 def main(argv):
     options = parse_args(argv)
     if options.get("help"):
@@ -59,16 +46,6 @@ def main(argv):
     if not options.get("daemon"):
         inetd.serve_inetd(session, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
         return os.EX_OK
-    listeners = [(*parse_address(a), False) for a in cfg.pop3.listen]
-    listeners += [(*parse_address(a), True) for a in cfg.pop3.listen_tls]
-    if not listeners:
-        raise Fatal(os.EX_CONFIG, "[pop3] listen and listen_tls are both empty")
-    try:
-        listener.serve_forking(session, cfg, listeners=listeners, max_children=cfg.pop3.max_sessions,
-                             logger=logger, busy_reply=BUSY, limits=limits,
-                             on_ready=lambda bound: logger.info(
-                                 "listening on %s", ", ".join(f"{h}:{p}" for h, p in bound)))
-    except OSError as exc:
-        status = os.EX_UNAVAILABLE if exc.errno == errno.EADDRINUSE else os.EX_OSERR
-        raise Fatal(status, f"cannot listen: {exc.strerror or exc}") from None
+    listener.serve_forking(session, cfg, listeners=listener.addresses(cfg, "pop3"),
+                           max_children=cfg.pop3.max_sessions, logger=logger, busy_reply=BUSY, limits=limits)
     return os.EX_OK

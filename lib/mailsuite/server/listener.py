@@ -6,13 +6,15 @@ listener caps its children, and those from one address; SIGTERM stops
 accepting, SIGHUP calls the daemon's reload, and the daemon's own children
 (the SMTP queue runner) are looked after through its supervisor."""
 
+import errno
 import os
 import select
 import signal
 import socket
-import sys
 
+from ..core import children, hostport
 from ..core.config import ConfigError
+from ..core.errors import Fatal
 from .connection import Connection, Limits, PeerGone, SessionLimit
 from .tls import tls_context
 
@@ -33,7 +35,7 @@ class _Listener:
             self.tls = tls_context(cfg)
             if self.tls is None:
                 raise ConfigError("implicit TLS listener configured but [tls] cert_file is not set")
-        self.sockets = [(_bind(host, port), implicit) for host, port, implicit in listeners]
+        self.sockets = [(bind(host, port), implicit) for host, port, implicit in listeners]
 
     def run(self, on_ready):
         self.wake = wake_r, wake_w = os.pipe()
@@ -44,8 +46,10 @@ class _Listener:
                     signal.SIGINT: self._on_signal, signal.SIGHUP: self._on_signal}
         previous = {sig: signal.signal(sig, h) for sig, h in handlers.items()}
         try:
+            bound = [sock.getsockname()[:2] for sock, _ in self.sockets]
+            self.logger.info("listening on %s", ", ".join(f"{host}:{port}" for host, port in bound))
             if on_ready:
-                on_ready([sock.getsockname()[:2] for sock, _ in self.sockets])
+                on_ready(bound)
             self._accept_loop(wake_r)
             for sock, _ in self.sockets:
                 sock.close()
@@ -108,54 +112,39 @@ class _Listener:
             _refuse(client, self.busy_reply)
             return
         if pid == 0:
-            self._child(client, implicit_tls)
+            children.run_child(lambda: self._session(client, implicit_tls), self.logger, "session")
         self.children[pid] = address[0]
         client.close()
 
-    def _child(self, client, implicit_tls):
-        """The session process: never returns."""
-        status = 0
+    def _session(self, client, implicit_tls):
+        """The session process, after the fork: nothing of the listener's is kept open."""
+        for sock, _ in self.sockets:
+            sock.close()
+        for fd in self.wake:
+            os.close(fd)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        conn = Connection(sock=client, timeout=self.limits.line_timeout)
+        conn.start_login_phase(self.limits)
         try:
-            signal.set_wakeup_fd(-1)
-            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)
-            for sock, _ in self.sockets:
-                sock.close()
-            for fd in self.wake:
-                os.close(fd)
-            client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            conn = Connection(sock=client, timeout=self.limits.line_timeout)
-            conn.start_login_phase(self.limits)
-            try:
-                if implicit_tls:
-                    conn.starttls(self.tls)
-                self.handler(conn)
-            except (PeerGone, SessionLimit):
-                pass
-            finally:
-                conn.close()
-        except BaseException:    # one broken session must not take a traceback into the parent's loop
-            self.logger.exception("session failed")
-            status = 1
+            if implicit_tls:
+                conn.starttls(self.tls)
+            self.handler(conn)
+        except (PeerGone, SessionLimit):
+            pass
         finally:
-            sys.stdout.flush()
-            os._exit(status)
+            conn.close()
 
     def _reap(self, block):
-        while self.children or (self.supervisor and not block):
-            try:
-                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                self.children.clear()
-                return
-            if pid == 0:
-                return
-            if pid in self.children:
-                self.children.pop(pid)
-            elif self.supervisor:
+        """Forget the sessions that ended; tell the supervisor of its own children."""
+        if not self.children and (block or not self.supervisor):
+            return                              # never block on the supervisor's long-lived child
+        ended = children.reap(block)
+        if ended is None:
+            self.children.clear()
+            return
+        for pid, status in ended:
+            if self.children.pop(pid, None) is None and self.supervisor:
                 self.supervisor.exited(pid, status)
-            if block:
-                return
 
 
 def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=None,
@@ -165,8 +154,9 @@ def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=Non
     Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
     client's address, a new client gets BUSY_REPLY and is closed.
     SIGTERM/SIGINT stop accepting; the call returns once the running
-    sessions have ended.  SIGHUP calls ON_HUP.  ON_READY receives the bound
-    (host, port) pairs, so port 0 may be asked for.
+    sessions have ended.  SIGHUP calls ON_HUP.  Once every address is bound
+    (an address that cannot be is Fatal, see `bind`) the listener logs them
+    and ON_READY receives the (host, port) pairs, so port 0 may be asked for.
 
     SUPERVISOR looks after the caller's own children (the SMTP daemon's
     queue runner), which the listener reaps with its sessions:
@@ -178,9 +168,25 @@ def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=Non
               supervisor).run(on_ready)
 
 
-def _bind(host, port):
+def addresses(cfg, section):
+    """(host, port, implicit TLS) for the `listen` and `listen_tls` addresses of [SECTION]."""
+    keys = getattr(cfg, section)
+    found = ([(*hostport.listen_address(a, key=f"[{section}] listen"), False) for a in keys.listen]
+             + [(*hostport.listen_address(a, key=f"[{section}] listen_tls"), True) for a in keys.listen_tls])
+    if not found:
+        raise ConfigError(f"[{section}] listen and listen_tls are both empty")
+    return found
+
+
+def bind(host, port):
+    """A listening socket on HOST:PORT, or Fatal with one line: 69 when the address is in use, else 71."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.create_server((host, port), family=family, backlog=128, reuse_port=False)
+    try:
+        sock = socket.create_server((host, port), family=family, backlog=128, reuse_port=False)
+    except OSError as exc:
+        status = os.EX_UNAVAILABLE if exc.errno == errno.EADDRINUSE else os.EX_OSERR
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        raise Fatal(status, f"cannot listen on {shown}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     return sock
 

@@ -6,7 +6,7 @@ Every reader and writer in mailsuite goes through `Mailbox`:
 * `locked()` takes fcntl + dotlock (locking.py) and first finishes whatever
   a killed process left half-done (journal.py); `reading()` takes a shared
   fcntl lock, which is all reading needs (and all a full disk allows);
-* `scan()` indexes the file (mbox_scan.py), reusing the index cache
+* `scan()` indexes the file (scan.py), reusing the index cache
   (index.py, keyed on device, inode, size, mtime and ctime) and reading
   only an appended tail when the file merely grew; whatever it has to read,
   it reads under a lock, so it never sees another program's rewrite
@@ -31,7 +31,7 @@ the remembered one is used, and written back at the next sync.  New
 UIDVALIDITY values come from a per-user counter that never repeats.
 
 The format rules (From_ lines, quoting, the store's headers) are in
-mbox_format.py; this module re-exports the names servers use.
+format.py; this module re-exports the names servers use.
 """
 
 import errno

@@ -15,16 +15,15 @@ import os
 import re
 import zlib
 
+from ..core.errors import Fatal
 from .format import STRIP_ON_DELIVERY, quote_from_lines
 
 _CHUNK = 1 << 20
 _HEADER_NAME = re.compile(rb"[!-9;-~]+")        # RFC 5322 ftext
 
 
-class DeliveryError(Exception):
-    def __init__(self, status, message):
-        super().__init__(message)
-        self.status = status
+class DeliveryError(Fatal):
+    """A message that cannot be delivered now (EX_TEMPFAIL) or at all (another sysexits status)."""
 
     @property
     def temporary(self):

@@ -4,7 +4,7 @@ Message boundaries are found the way Dovecot finds them, so that both
 servers see the same messages in the same file:
 
 * a message starts at a valid From_ line (`From SENDER DATE`, see
-  `mbox_format.is_from_line`) at the start of the file or right after a
+  `format.is_from_line`) at the start of the file or right after a
   newline; that newline belongs to the separator, not to the message
   before, and so does the last newline of the file;
 * a `Content-Length:` header is trusted when the byte after the body it

@@ -24,7 +24,7 @@ import traceback
 
 import jinja2
 
-from ..core import log
+from ..core import hostport, log
 from ..trace import hops as tracer
 from ..trace import render as trace_render
 from . import compose, connections, listing, message_view, sessions
@@ -38,13 +38,6 @@ COUNTS_MAX_AGE = 60                      # seconds before unread counts are refr
 INLINE_IMAGES = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 NOTICES = {"sent": "Message sent.", "moved": "Moved.", "deleted": "Deleted.", "updated": "Updated.",
            "loggedout": "You have logged out.", "expired": "Your session has ended; please log in again."}
-
-
-def host_port(text, default_port):
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        return text, default_port
-    return host.strip("[]"), int(port)
 
 
 class Application:
@@ -61,8 +54,8 @@ class Application:
         self.templates = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(HERE, "templates")),
                                             autoescape=True, trim_blocks=True, lstrip_blocks=True)
         self.templates.filters["size"] = _human_size
-        self.imap_address = host_port(self.settings.imap_server, 143)
-        self.smtp_address = host_port(self.settings.smtp_server, 587)
+        self.imap_address = hostport.parse(self.settings.imap_server, 143, key="[webmail] imap_server")
+        self.smtp_address = hostport.parse(self.settings.smtp_server, 587, key="[webmail] smtp_server")
 
     # --- WSGI ---
 

@@ -25,6 +25,7 @@ import ssl
 import time
 from dataclasses import dataclass, replace
 
+from ...core import hostport
 from . import mx
 
 CHUNK = 64 * 1024
@@ -108,7 +109,7 @@ def _by_domain(cfg, recipients):
 
 def _hosts(cfg, domain):
     """The hosts to try for DOMAIN ('' = the relayhost)."""
-    fixed = mx.parse_hostport(cfg.smtp.relayhost, cfg.smtp.remote_port) if not domain \
+    fixed = mx.parse_hostport(cfg.smtp.relayhost, cfg.smtp.remote_port, "[smtp] relayhost") if not domain \
         else mx.static_route(cfg, domain)
     if fixed:
         fixed.addresses = _system_addresses(fixed.name, fixed.port)
@@ -130,8 +131,11 @@ def _ourselves(cfg):
     """Names and addresses that mean this host, for MX loop detection."""
     names = {cfg.hostname.lower()}
     for item in cfg.smtp.listen:
-        host = mx.parse_hostport(item, cfg.smtp.remote_port).name
-        if host not in ("", "0.0.0.0", "::"):
+        try:
+            host, _ = hostport.listen_address(item, 25)
+        except hostport.HostPortError:
+            continue                    # the daemon refuses to start on it anyway
+        if host not in ("0.0.0.0", "::"):
             names.add(host.lower())
     return names
 

@@ -20,16 +20,14 @@ stdout for a local user, who may send anywhere, like the command line does.
 import gc
 import os
 import signal
-import socket
 import time
 
 import lockfile
 
-from ...core import config, log
+from ...core import config, hostport, log
 from ...core.cli import Fatal
 from ...server import auth, connection, listener, tls
 from .. import queue, runner
-from . import mx
 from .session import R_TOO_MANY_AUTH_FAILURES, Disconnect, Policy, Session
 
 RUNNER_RESTART_MIN = 1          # seconds before a runner that ended is started again...
@@ -37,16 +35,9 @@ RUNNER_RESTART_MAX = 60         # ...doubling while it keeps ending soon after i
 RUNNER_HEALTHY = 60             # and back to the minimum once one ran this long
 
 
-def parse_listen(items, default_port):
+def parse_listen(items, default_port, key):
     """('0.0.0.0:25', '[::1]:587', 'localhost') -> [(host, port), ...]."""
-    pairs = []
-    for item in items:
-        try:
-            host = mx.parse_hostport(item, default_port)
-        except ValueError:
-            raise config.ConfigError(f"[smtp] {item}: not HOST:PORT") from None
-        pairs.append((host.name or "0.0.0.0", host.port))
-    return pairs
+    return [hostport.listen_address(item, default_port, key=f"[smtp] {key}") for item in items]
 
 
 class Daemon:
@@ -64,13 +55,13 @@ class Daemon:
     def _prepare(self):
         """Everything derived from the configuration, rebuilt on SIGHUP."""
         self.tls = tls.tls_context_if_readable(self.cfg, "smtp", self.logger)
-        self.submission_ports = {port for _, port in parse_listen(self.cfg.smtp.listen_submission, 587)}
+        self.submission_ports = {port for _, port in parse_listen(self.cfg.smtp.listen_submission, 587, "listen_submission")}
         self.policies = {False: Policy.from_config(self.cfg, submission=False),
                          True: Policy.from_config(self.cfg, submission=True)}
 
     def listeners(self):
-        plain = parse_listen(self.cfg.smtp.listen, 25)
-        submission = parse_listen(self.cfg.smtp.listen_submission, 587)
+        plain = parse_listen(self.cfg.smtp.listen, 25, "listen")
+        submission = parse_listen(self.cfg.smtp.listen_submission, 587, "listen_submission")
         return [(host, port, False) for host, port in plain + submission]
 
     # --- sessions (in the forked child) -----------------------------------
@@ -194,20 +185,15 @@ def serve(cfg, *, foreground):
         raise Fatal(os.EX_CONFIG, f"[smtp]: {exc}") from None
     _check_listeners(daemon.listeners())
     if foreground:
-        return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
+        return daemon.run()
     return _detached(cfg, logger, daemon)
 
 
 def _check_listeners(listeners):
-    """Fail now, with one line, when an address cannot be bound (in use, not ours, no permission)."""
+    """Fail now, before detaching, with one line when an address cannot be bound (in use, no permission)."""
     for host, port, _ in listeners:
-        if port == 0:
-            continue
-        try:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            socket.create_server((host, port), family=family).close()
-        except OSError as exc:
-            raise Fatal(os.EX_OSERR, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        if port != 0:
+            listener.bind(host, port).close()
 
 
 def _detached(cfg, logger, daemon):
@@ -225,7 +211,7 @@ def _detached(cfg, logger, daemon):
     except lockfile.LockError:
         raise Fatal(os.EX_TEMPFAIL, f"already running (pid file {pid_path})") from None
     with context:
-        return daemon.run(on_ready=lambda bound: logger.info("listening on %s", _addresses(bound)))
+        return daemon.run()
 
 
 def _remove_stale_pid_file(path):
@@ -312,7 +298,3 @@ def authenticator(cfg, logger, conn):
 
 def _queue_errors():
     return {"queue_full": (queue.QueueFull,), "queue_errors": (queue.QueueError,)}
-
-
-def _addresses(bound):
-    return ", ".join(f"{host}:{port}" for host, port in bound)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import dns.exception
 import dns.resolver
 
+from ...core import hostport
+
 
 class RouteError(Exception):
     """No way to reach a domain; `permanent` says whether to bounce or defer."""
@@ -56,24 +58,16 @@ def static_route(cfg, domain):
     for item in cfg.smtp.static_routes:
         name, _, target = item.partition("=")
         if name.lower() == domain.lower():
-            return parse_hostport(target, cfg.smtp.remote_port)
+            return parse_hostport(target, cfg.smtp.remote_port, "[smtp] static_routes")
     return None
 
 
-def parse_hostport(text, default_port):
-    """'[mx.example]:587', 'host:2525', 'host' or '127.0.0.1' as a Host."""
-    text = text.strip()
-    port = default_port
-    if text.startswith("["):
-        name, _, rest = text[1:].partition("]")
-        if rest.startswith(":"):
-            port = int(rest[1:])
-    else:
-        name, sep, rest = text.rpartition(":")
-        if sep and rest.isdigit() and ":" not in name:
-            port = int(rest)
-        else:
-            name = text
+def parse_hostport(text, default_port, key):
+    """'[mx.example]:587', 'host:2525', 'host' or '127.0.0.1' as a Host; a bad one defers the mail."""
+    try:
+        name, port = hostport.parse(text, default_port, key=key)
+    except hostport.HostPortError as exc:
+        raise RouteError("4.3.5", str(exc), permanent=False) from None
     return Host(name=name, preference=0, port=port)
 
 

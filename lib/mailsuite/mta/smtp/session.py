@@ -12,7 +12,7 @@ Security stance, command by command:
   an unknown or malformed command counts as an error, and `max_errors`
   errors end the session with 421.  The Connection's limits (a deadline
   per line, one for everything before the first MAIL with a budget of
-  command lines, see server.py) end it with 421 too; `data_timeout` is
+  command lines, see server/connection.py) end it with 421 too; `data_timeout` is
   passed down as the deadline of every data line.
 - RCPT applies the relay policy: local domains are always accepted; other
   domains only from `relay_networks` or after AUTH; all else `554 5.7.1`.
