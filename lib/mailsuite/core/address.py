@@ -28,8 +28,12 @@ def check(address, *, what="address"):
     return address
 
 
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\x80-\U0010ffff-]+"
-_LABEL = r"[A-Za-z0-9\x80-\U0010ffff](?:[A-Za-z0-9\x80-\U0010ffff-]*[A-Za-z0-9\x80-\U0010ffff])?"
+# Written as negated ASCII classes: the same sets as "letters, digits, ... and \x80-\U0010ffff",
+# which the re module takes 17 ms to compile, at every start of every program.
+_ATOM = r'[^\x00-\x20\x7f"(),.:;<>@\[\\\]]+'              # atext (RFC 5322), and UTF-8 (RFC 6531)
+_LETTER_DIGIT = r"[^\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
+_LETTER_DIGIT_HYPHEN = r"[^\x00-\x2c\x2e\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]"
+_LABEL = rf"{_LETTER_DIGIT}(?:{_LETTER_DIGIT_HYPHEN}*{_LETTER_DIGIT})?"
 _ADDR_SPEC = re.compile(rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[^"\\\r\n]|\\.)*")'
                         rf"(?:@(?:{_LABEL}(?:\.{_LABEL})*|\[[^\[\]\\\s]+\]))?")
 
