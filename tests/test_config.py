@@ -117,7 +117,22 @@ def test_manual_page_documents_every_key():
     page = (REPO / "man" / "mailsuite.conf.5").read_text()
     begin = page.index(".\\\" BEGIN KEYS")
     generated = page[page.index("\n", begin) + 1:page.index(".\\\" END KEYS")]
-    assert generated == config.manual_keys() + "\n", "regenerate with: python -m mailsuite.core.config man"
+    assert generated == config.manual_keys() + "\n", "regenerate with: make config-docs"
+
+
+def test_make_config_docs_writes_what_the_tests_expect(tmp_path):
+    """`make config-docs` is how a contributor regenerates both files: its recipe must run."""
+    import shutil
+    import subprocess
+    import sys
+    shutil.copy(REPO / "man" / "mailsuite.conf.5", tmp_path / "page.5")
+    recipe = subprocess.run(["make", "-n", "-s", "config-docs", f"PYTHON={sys.executable}"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.strip()
+    recipe = recipe.replace("etc/mailsuite.conf", str(tmp_path / "example.conf"))
+    recipe = recipe.replace("man/mailsuite.conf.5", str(tmp_path / "page.5"))
+    subprocess.run(recipe, shell=True, cwd=REPO, check=True)
+    assert (tmp_path / "example.conf").read_text() == (REPO / "etc" / "mailsuite.conf").read_text()
+    assert (tmp_path / "page.5").read_text() == (REPO / "man" / "mailsuite.conf.5").read_text()
 
 
 def test_every_program_has_a_manual_page():

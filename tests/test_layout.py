@@ -8,6 +8,7 @@ which is where an import cycle shows as an error.
 """
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -73,6 +74,22 @@ def layer(module):
 
 def test_every_module_belongs_to_a_package():
     assert sorted(p.name for p in (LIB / "mailsuite").glob("*.py")) == ["__init__.py"]
+
+
+def test_the_readme_shows_these_layers():
+    """The README's architecture section is this table, and its package list names every package."""
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("<!-- layers: tests/test_layout.py -->"):].split("\n\n", 1)[0]
+    shown = {}
+    for line in block.splitlines()[1:]:
+        package, _, below = line.strip().partition("->")
+        shown[package.strip()] = set(below.split())
+    assert shown == LAYERS
+    listed = set(re.findall(r"^\| `([a-z0-9/]+)/`(?:, `([a-z0-9/]+)/`)?", readme, re.M))
+    listed = {name for pair in listed for name in pair if name}
+    on_disk = {str(p.parent.relative_to(LIB / "mailsuite")) for p in (LIB / "mailsuite").glob("*/__init__.py")}
+    on_disk |= {str(p.parent.relative_to(LIB / "mailsuite")) for p in (LIB / "mailsuite").glob("*/*/__init__.py")}
+    assert listed == on_disk - {"mail/commands"}
 
 
 def test_every_package_is_in_the_layer_table():

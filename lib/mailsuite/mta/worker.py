@@ -2,7 +2,7 @@
 
 The worker claims the message, resolves each recipient that is not final
 yet into targets (routing.py), delivers the local ones (agents.py) and
-hands the remote ones to `smtp_client.deliver_remote` in one call, and
+hands the remote ones to `smtp.client.deliver_remote` in one call, and
 writes a record for every result before doing anything else (a remote
 domain's as soon as that domain is done).  A target
 already delivered in an earlier attempt (or for another recipient of the
