@@ -284,3 +284,51 @@ def test_tilde_at_without_a_name_asks_for_files(mail_sandbox, tmp_path):
     assert part.get_filename() == "notes.txt"
     assert part["Content-Type"] == 'text/plain; charset="utf-8"'
     assert part.get_content() == "Notizen für München\n"
+
+
+def test_a_sent_reply_marks_the_original_answered(mail_sandbox):
+    """X-Status: A, as mailx and mutt write it (IMAP \\Answered); not for a reply that was not sent."""
+    sb = mail_sandbox
+    sb.mailrc("set hold\n")
+    for subject in ("Answered", "Abandoned", "Failed"):
+        sb.deliver(message(subject))
+    child = sb.spawn()
+    child.expect(r"\? ")
+    child.sendline("R 1")
+    child.sendline("Yes.")
+    child.sendline(".")
+    child.expect("EOT")
+    child.expect(r"\? ")
+    child.sendline("R 2")
+    child.sendline("~q")                                  # abandoned: kept in dead.letter, never sent
+    child.expect(r"\? ")
+    sb.make_sendmail_fail()
+    child.sendline("R 3")
+    child.sendline("No.")
+    child.sendline(".")
+    child.expect(r"\? ")
+    child.sendline("h")
+    child.expect(r"\? ")
+    summary = child.before
+    assert quit_cleanly(child) == 0
+    assert " A   1 " in summary or ">A   1 " in summary, summary
+    kept = {m["Subject"]: m for m in mailbox.mbox(sb.spool())}
+    assert "A" in kept["Answered"].get("X-Status", "")
+    assert "A" not in kept["Abandoned"].get("X-Status", "")
+    assert "A" not in kept["Failed"].get("X-Status", "")
+    assert "R" in kept["Abandoned"]["Status"]
+
+
+def test_answered_travels_to_mbox(mail_sandbox):
+    sb = mail_sandbox
+    sb.deliver(message("Question"))
+    child = sb.spawn()
+    child.expect(r"\? ")
+    child.sendline("R")
+    child.sendline("Answer.")
+    child.sendline(".")
+    child.expect("EOT")
+    child.expect(r"\? ")
+    assert quit_cleanly(child) == 0
+    [moved] = mailbox.mbox(str(sb.home() / "mbox"))
+    assert moved["Subject"] == "Question" and "A" in moved["X-Status"]

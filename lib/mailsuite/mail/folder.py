@@ -36,11 +36,17 @@ class MessageState:
     new: bool = False
     read: bool = False
     flagged: bool = False
+    answered: bool = False         # replied to (X-Status: A, IMAP \\Answered)
     deleted: bool = False
     preserved: bool = False        # `pre`/`ho`: stays in the spool whatever else
     saved: bool = False            # `s`/`w`: leaves the spool on quit unless keepsave
     to_mbox: bool = False          # `mb`: goes to ~/mbox on quit
     gone: bool = False             # removed by another program while we were open
+
+    def mark_read(self):
+        """Shown, piped, saved, answered...: read, and no longer new."""
+        self.read = True
+        self.new = False
 
     @property
     def uid(self):
@@ -91,6 +97,7 @@ class Folder:
         state.read = "R" in flags
         state.new = "R" not in flags and "O" not in flags
         state.flagged = "F" in flags
+        state.answered = "A" in flags
         return state
 
     def read(self, state):
@@ -179,10 +186,10 @@ class Folder:
             before = self.store.scan().messages
             found = self._find(before)
             fates = {n: self._fate(self.messages[n - 1], hold, keepsave) for n in found}
-            outgoing = [before[found[n]] for n, fate in fates.items() if fate == "mbox"]
+            outgoing = [(before[found[n]], self.messages[n - 1]) for n, fate in fates.items() if fate == "mbox"]
             if outgoing:
                 append_messages(mbox_path, self.cfg, mbox_owner,
-                                [(self.store.read(s), s, frozenset("RO")) for s in outgoing])
+                                [(self.store.read(s), s, frozenset("RO") | _answered(m)) for s, m in outgoing])
             after = self.store.sync().messages if any(not s.uid for s in before) else before
             if len(after) != len(before):
                 raise MailboxError(f"{self.path}: changed while being updated")
@@ -235,11 +242,15 @@ class Folder:
         return identities
 
     def _kept_flags(self, m):
-        letters = set(m.stored.flags) | {"O"}
+        letters = set(m.stored.flags) | {"O"} | _answered(m)
         letters.discard("R")
         if m.read:
             letters.add("R")
         return frozenset(letters), m.stored.keywords
+
+
+def _answered(m):
+    return {"A"} if m.answered else set()
 
 
 def append_messages(path, cfg, owner, items, *, sender="MAILER-DAEMON"):

@@ -29,6 +29,8 @@ def status_letter(m):
         return "N"
     if not m.read:
         return "U"
+    if m.answered:
+        return "A"
     return "R" if "R" not in m.stored.flags else " "
 
 

@@ -9,8 +9,7 @@ def show(session, m, *, all_headers=False):
     raw = session.folder.read(m)
     text = mime_view.render(raw, session.options.shows_header, all_headers=all_headers)
     session.page(f"Message {m.number}:\n{text}")
-    m.read = True
-    m.new = False
+    m.mark_read()
     session.set_current(m)
     session.shown_current = True
 

@@ -58,8 +58,7 @@ def save(session, arg):
     _append(session, chosen, path)
     for m in chosen:
         m.saved = True
-        m.read = True
-        m.new = False
+        m.mark_read()
     session.set_current(chosen[-1])
 
 
@@ -79,7 +78,7 @@ def save_by_sender(session, arg):
     _append(session, chosen, path)
     for m in chosen:
         m.saved = True
-        m.read = True
+        m.mark_read()
 
 
 def copy_by_sender(session, arg):
@@ -103,7 +102,7 @@ def write(session, arg):
             size += len(data)
     for m in chosen:
         m.saved = True
-        m.read = True
+        m.mark_read()
     session.write(f'"{path}" {size} bytes\n')
 
 

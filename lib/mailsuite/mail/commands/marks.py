@@ -61,5 +61,4 @@ def mbox(session, arg):
 
 def touch(session, arg):
     for m in session.select(msglist.split(arg)):
-        m.read = True
-        m.new = False
+        m.mark_read()

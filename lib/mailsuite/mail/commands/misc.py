@@ -72,7 +72,7 @@ def _pipe(session, arg, content):
         done = subprocess.run(["/bin/sh", "-c", command], input=content(session.folder.read(m)))
         if done.returncode != 0:
             session.warn(f"{command}: exit status {done.returncode}")
-        m.read = True
+        m.mark_read()
     session.set_current(chosen[-1])
 
 
@@ -84,7 +84,7 @@ def edit_message(session, arg):
             f.write(session.folder.read(m))
             f.flush()
             subprocess.run(shlex.split(editor) + [f.name])
-        m.read = True
+        m.mark_read()
 
 
 def chdir(session, arg):

@@ -51,8 +51,9 @@ def _reply(session, arg, *, everyone):
     draft = compose.Draft(to=to, cc=cc, subject=subject, in_reply_to=message_id, references=references)
     if session.options.on("quote"):
         draft.body = session.quoted(m, session.options.get("indentprefix", "> "))
-    m.read = True
-    compose_and_send(session, draft)
+    m.mark_read()
+    if compose_and_send(session, draft) == SENT:
+        m.answered = True                   # kept as X-Status: A, which IMAP clients see as \\Answered
 
 
 def _addresses(msg, field):
