@@ -20,6 +20,14 @@ def test_a_fresh_sandbox_is_ok(sandbox):
 def test_bytes_before_the_first_message_are_named_with_a_repair_that_works(sandbox):
     spool = sandbox.spool("alice")
     spool.write_bytes(b"garbage\nmore garbage\nFrom x@y Mon Nov 23 10:00:00 2026\nSubject: kept\n\nbody\n")
+    damaged = spool.read_bytes()
+    reading = sandbox.run("mail", "-u", "alice", "-H")
+    assert reading.returncode == 66
+    assert reading.stderr.decode() == (f"mail: {spool}: not an mbox file: 21 bytes before its first From_ line "
+                                       "(`mailsuite check` says how to remove them)\n")
+    delivery = sandbox.run("mail.local", "alice", input=b"Subject: new\n\nwaits\n")
+    assert delivery.returncode == 75                               # EX_TEMPFAIL: the MTA keeps it meanwhile
+    assert spool.read_bytes() == damaged
     status, [line] = check(sandbox)
     assert status == 78
     assert f"{spool}: 21 bytes before the first From_ line" in line

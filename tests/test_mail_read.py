@@ -281,6 +281,12 @@ def test_other_sandbox_user(mail_sandbox):
     assert b"for bob" not in sb.mail("-H").stdout
 
 
+def test_unknown_sandbox_user_is_named(mail_sandbox):
+    done = mail_sandbox.mail("-H", user="nosuch")
+    assert done.returncode == 67                                 # EX_NOUSER
+    assert done.stderr == b"mail: no such user in the sandbox: nosuch\n"
+
+
 def test_bad_folders_are_clear_errors(mail_sandbox, tmp_path):
     sb = mail_sandbox
     (tmp_path / "garbage").write_bytes(b"not\x00an mbox\n")

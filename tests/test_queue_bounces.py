@@ -5,6 +5,7 @@ import email.policy
 import os
 import time
 
+import pytest
 from mta_helpers import MESSAGE, queue_files, set_config, spool_messages
 
 from mailsuite.mta.queue import Queue
@@ -131,3 +132,29 @@ def test_operator_hold_release_delete(sandbox):
     assert spool_messages(sandbox.spool("bob")) == []
     assert sandbox.run("mailsuite", "queue", "delete", "0123456789ABCDEF").returncode == os.EX_NOINPUT
     assert b"Mail queue is empty" in sandbox.run("sendmail", "-bp").stdout
+
+
+@pytest.mark.parametrize("damage", ["directory", "garbage"])
+def test_an_unusable_spool_defers_until_an_operator_fixes_it(sandbox, damage):
+    """A spool that is a directory, or has bytes before its first From_ line: deferred (4.2.0), never
+    bounced, and the file is not touched; once it is repaired the retry delivers."""
+    spool = sandbox.spool("bob")
+    kept = b"From x@example.org Mon Nov 23 10:00:00 2026\nSubject: old\n\nbody\n\n"
+    spool.unlink()
+    if damage == "directory":
+        spool.mkdir()
+    else:
+        spool.write_bytes(b"stray bytes\n" + kept)
+    send(sandbox, "-f", "alice@localhost", "bob")
+    [qid] = queue_files(sandbox, "deferred")
+    shown = sandbox.run("mailsuite", "queue", "show", qid).stdout.decode()
+    assert "waiting" in shown and ("is a directory" in shown or "12 bytes before its first From_ line" in shown)
+    assert spool.is_dir() if damage == "directory" else spool.read_bytes() == b"stray bytes\n" + kept
+    assert queue_files(sandbox, "incoming") == [] and not any(
+        "Undelivered" in m.get("Subject", "") for m in spool_messages(sandbox.spool("alice")))
+    if damage == "directory":
+        spool.rmdir()
+    spool.write_bytes(kept)
+    assert sandbox.run("sendmail", "-q").returncode == 0
+    assert queue_files(sandbox, "deferred") == []
+    assert [m["Subject"] for m in spool_messages(spool)] == ["old", "hello"]

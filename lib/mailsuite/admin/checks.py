@@ -13,9 +13,9 @@ import stat
 
 from ..core import hostport
 from ..core.users import UserDB
+from ..store.scan import SEARCH_FOR_START
 
 MBOX_START = b"From "
-SCAN_FOR_START = 1 << 20         # how far into a damaged spool to look for its first message
 
 
 def problems(cfg):
@@ -74,7 +74,7 @@ def _mbox_start(path):
     """An mbox must start with its first From_ line: name the bytes before it and how to cut them."""
     try:
         with open(path, "rb") as f:
-            head = f.read(SCAN_FOR_START)
+            head = f.read(SEARCH_FOR_START)
     except OSError as exc:
         yield f"{path}: {exc.strerror}"
         return

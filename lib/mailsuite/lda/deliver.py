@@ -6,11 +6,15 @@ body `From ` lines quoted), then appended to each recipient's spool under
 the mailbox locks with `Return-Path:` and `Delivered-To:`.
 
 Security: the spool is opened with O_NOFOLLOW and must be a regular file
-with one link, owned by the recipient; anything else is refused and
-logged, never written.  As root a missing spool is created 0600 USER:mail.
-Every failure is a DeliveryError carrying a sysexits status: EX_TEMPFAIL
-for anything that may pass (locks, ENOSPC, EDQUOT, I/O) after the spool
-was truncated back, so nothing half-written survives.
+with one link, owned by the recipient, in mbox format; anything else (a
+directory, a symlink, someone else's file, garbage) is refused and logged,
+never written, and the delivery is deferred (4.2.0, EX_TEMPFAIL) so the
+mail waits in the queue while an operator fixes the file (`mailsuite
+check` names it), as it would for a locked mailbox.  As root a missing
+spool is created 0600 USER:mail.  Every failure is a DeliveryError
+carrying a sysexits status: EX_TEMPFAIL for anything that may pass
+(locks, ENOSPC, EDQUOT, I/O, an unusable spool) after the spool was
+truncated back, so nothing half-written survives.
 """
 
 import grp
@@ -61,9 +65,9 @@ def deliver(cfg, user, prepared, *, sender, recipient=None, logger=None, queue_i
             if once is not None:
                 once.appending(mailbox.fd)
             mailbox.append(prepared, sender=envelope, extra_headers=extra)
-    except MailboxError as exc:
-        _log(logger, "warning", queue_id, recipient, started, "5.2.0", "bounced", str(exc))
-        raise DeliveryError(os.EX_CANTCREAT, str(exc)) from None
+    except MailboxError as exc:                      # the operator's to fix: the mail waits meanwhile
+        _log(logger, "warning", queue_id, recipient, started, "4.2.0", "deferred", str(exc))
+        raise DeliveryError(os.EX_TEMPFAIL, str(exc)) from None
     except LockTimeout as exc:
         _log(logger, "info", queue_id, recipient, started, "4.2.0", "deferred", str(exc))
         raise DeliveryError(os.EX_TEMPFAIL, str(exc)) from None

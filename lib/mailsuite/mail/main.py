@@ -97,10 +97,12 @@ def resolve_user(cfg, name):
     """Who `mail` acts for: -u USER, else (sandbox) $USER, else the invoking uid's account."""
     userdb = UserDB(cfg)
     if cfg.mailsuite.sandbox:
-        name = name or os.environ.get("USER") or ""
-        user = userdb.lookup(name)
+        user = userdb.lookup(name or os.environ.get("USER") or "")
+        if user is None and name:
+            raise Fatal(os.EX_NOUSER, f"no such user in the sandbox: {name}")
         if user is None:
-            raise Fatal(os.EX_NOUSER, f"no sandbox user {name!r}: give -u USER")
+            raise Fatal(os.EX_NOUSER, f"{os.environ.get('USER') or 'you'}: not a user of the sandbox; "
+                                      "name one with -u USER")
         return user
     if name:
         user = userdb.lookup(name)

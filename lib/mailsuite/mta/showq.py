@@ -110,7 +110,8 @@ def detail(queue, qid, out):
         for line in f:
             if line in (b"\n", b"\r\n"):
                 break
-            print(quote(line.rstrip(b"\r\n").decode("utf-8", "replace")), file=out)
+            text = line.rstrip(b"\r\n").decode("utf-8", "replace").expandtabs()   # folded lines start with a tab
+            print(quote(text), file=out)
     return 0
 
 

@@ -59,7 +59,7 @@ from .format import (
 from .index import IndexCache
 from .journal import AppendRecord, Journal, RecoveryPending
 from .locking import mailbox_lock, read_lock
-from .scan import FIRST_STORE_HEADERS, Index, Message, flag_set, scan_range, uids_fit, validate_uids
+from .scan import FIRST_STORE_HEADERS, Index, Message, flag_set, not_mbox_reason, scan_range, uids_fit, validate_uids
 
 __all__ = ["Mailbox", "MailboxError", "RecoveryPending", "StaleOffsets", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS",
            "HIDDEN_HEADERS", "STRIP_ON_DELIVERY", "from_line", "header_lines_without", "quote_from_lines",
@@ -118,6 +118,8 @@ class Mailbox:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise MailboxError(f"{self.path}: is a symbolic link; refusing it") from None
+            if exc.errno == errno.EISDIR:
+                raise MailboxError(f"{self.path}: is a directory; refusing it") from None
             raise
         try:
             self.verify()
@@ -442,9 +444,11 @@ class Mailbox:
         if uid and index.all:
             base_keywords = index.keywords + tuple(k for k in keywords if k not in index.keywords)
             self._rewrite(index, {}, (), (index.uidvalidity, uid, base_keywords))
+        old_size = os.fstat(self.fd).st_size
+        if old_size and os.pread(self.fd, 5, 0) != b"From ":
+            raise MailboxError(f"{self.path}: {not_mbox_reason(self.fd, old_size)}; nothing is added to it")
         prepared = _prepared(source)
         try:
-            old_size = os.fstat(self.fd).st_size
             first_of_file = index is not None and not index.all
             imapbase = (index.uidvalidity or self.new_uidvalidity(), uid, keywords) if first_of_file else None
             block = render_block(flags=flags, keywords=keywords, uid=uid, imapbase=imapbase,

@@ -35,6 +35,7 @@ from .format import (
 )
 
 CHUNK = 4 << 20
+SEARCH_FOR_START = 1 << 20       # how far into a damaged file to look for its first From_ line
 
 _FLAG_SETS = {}
 
@@ -337,13 +338,24 @@ def _parse_imapbase(value):
     return None
 
 
+def not_mbox_reason(fd, size):
+    """Why a file that does not start with a From_ line is no mbox, and where to read how to repair it."""
+    head = os.pread(fd, min(size, SEARCH_FOR_START), 0)
+    first = head.find(b"\nFrom ")
+    if first < 0:
+        return f"not an mbox file: no From_ line in its first {len(head)} bytes"
+    return (f"not an mbox file: {first + 1} bytes before its first From_ line "
+            f"(`mailsuite check` says how to remove them)")
+
+
 def scan_range(fd, start, size):
     """Messages from offset `start` (a message start) to `size`, and the first message's X-IMAPbase."""
     window = _Window(fd, start, size)
     messages = []
     imapbase = None
     if size > start and window.get(start, start + 5) != b"From ":
-        raise MailboxError("not an mbox file: no 'From ' line where a message should start")
+        raise MailboxError(not_mbox_reason(fd, size) if start == 0 else
+                           f"not an mbox file: no 'From ' line at offset {start}, where a message should start")
     pos = start
     while pos < size:
         line_end = window.find(b"\n", pos, size)
