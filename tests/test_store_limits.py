@@ -197,3 +197,14 @@ def test_lmtp_keeps_a_line_over_a_mebibyte_whole(sandbox):
     with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
         [msg] = box.scan().messages
         assert long_line + b"\n" in box.read(msg, msg.header, msg.body)
+
+
+@pytest.mark.root
+def test_quit_on_a_full_disk_changes_nothing_and_says_which_file(sandbox, full_disk):
+    """Reading, deleting, then q with no room for the crash record: the spool is byte for byte as it was."""
+    spool = full_disk / "alice"
+    before = spool.read_bytes()
+    done = sandbox.run("mail", "-u", "alice", input=b"p 1\nd 2\nq\nx\n")
+    assert done.returncode == 0
+    assert f"mail: {spool}: No space left on device; nothing changed (quit again, or exit)\n" in done.stderr.decode()
+    assert spool.read_bytes() == before

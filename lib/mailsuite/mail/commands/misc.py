@@ -108,12 +108,13 @@ def folders(session, arg):
 
 
 def quit_(session, arg):
+    path = session.folder.path if session.folder else "mailbox"
     try:
         session.leave_folder(apply=True)
     except (LockTimeout, MailboxError) as exc:
         raise CommandError(f"{exc}; nothing changed (quit again, or exit)") from None
-    except OSError as exc:
-        raise CommandError(f"{exc.filename or 'mailbox'}: {exc.strerror}; nothing changed "
+    except OSError as exc:                      # ENOSPC for a crash record beside the spool names no file
+        raise CommandError(f"{exc.filename or path}: {exc.strerror}; nothing changed "
                            f"(quit again, or exit)") from None
     session.done = True
 
