@@ -140,3 +140,26 @@ def test_lmtp_with_pythons_client(sandbox, tmp_path):
     for user in ("alice", "bob"):
         [msg] = messages(sandbox.spool(user))
         assert msg["subject"] == "via smtplib" and msg.get_payload() == "hello\n.dot\n"
+
+
+@pytest.mark.parametrize("stall", [b"RCPT TO:<ali", b"DATA\r\nSubject: half\r\n\r\nstill coming"])
+def test_an_lmtp_client_that_stalls_gets_421_and_nothing_is_delivered(sandbox, stall):
+    """Every line, command or data, must come within [delivery] lmtp_timeout; a half message is never kept."""
+    from mta_helpers import set_config
+    set_config(sandbox, "delivery", "lmtp_timeout", "1s")
+    before = sandbox.spool("alice").read_bytes()
+    proc = subprocess.Popen([program("mail.local"), "-C", sandbox.conf, "-l"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"LHLO x\r\nMAIL FROM:<a@b>\r\n" + (b"RCPT TO:<alice@localhost>\r\n" if b"DATA" in stall
+                                                               else b"") + stall)
+        proc.stdin.flush()                                      # ...and nothing more, the pipe left open
+        proc.wait(timeout=60)
+        out = proc.stdout.read()
+    finally:
+        proc.stdin.close()
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0
+    assert out.rstrip(b"\r\n").splitlines()[-1] == b"421 4.4.2 timeout, closing the session"
+    assert sandbox.spool("alice").read_bytes() == before

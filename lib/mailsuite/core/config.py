@@ -108,6 +108,7 @@ SCHEMA = {
     "delivery": {
         "max_message_size": Key("size", "50M", "mail.local refuses larger messages (0 = no limit)"),
         "header_padding": Key("int", "64", "spare bytes reserved in each message's X-Keywords: header, so flag changes are one write"),
+        "lmtp_timeout": Key("duration", "5m", "mail.local -l: each LMTP command or data line must arrive whole within this, else 421 and the session ends"),
     },
     "mail": {
         "sendmail": Key("str", "/usr/sbin/sendmail", "program mail(1) hands messages to (run as: sendmail -oi [-f FROM] -- ADDRESS...)"),

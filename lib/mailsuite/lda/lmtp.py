@@ -7,27 +7,33 @@ reply per accepted RCPT, in RCPT order (RFC 2033 4.2), whatever happens:
 a message too big, one that cannot be prepared, or a local error gives
 each recipient its own reply, never one multi-line reply, so an LMTP
 client is never left waiting for the rest.
+
+The session runs over the servers' Connection (server/connection.py):
+every command line is bounded, and every line, command or data, must
+arrive within `[delivery] lmtp_timeout`; a client that stalls gets 421
+and the session ends, with nothing promised for a message not finished.
 """
 
 import re
 
 from ..core.address import user_part
+from ..server.connection import IdleTimeout, LineTooLong, PeerGone
 from ..store.prepare import DeliveryError, prepare, temporary_file
 from .deliver import deliver
 
 MAX_COMMAND = 2048
 MAX_RECIPIENTS = 1000
+DATA_PIECE = 1 << 20            # message lines are kept whole whatever their length, read this much at a time
 _PATH = re.compile(r"<([^<>\s]*)>(?:\s+(.*))?$")
 
 # states
 GREETED, READY, MAIL, RCPT = "greeted", "ready", "mail", "rcpt"
-_GONE = object()                # the client closed the connection in the middle of DATA
 
 
 class LMTPSession:
-    def __init__(self, cfg, userdb, logger, rfile, wfile):
+    def __init__(self, cfg, userdb, logger, conn):
         self.cfg, self.userdb, self.logger = cfg, userdb, logger
-        self.rfile, self.wfile = rfile, wfile
+        self.conn = conn
         self.state = GREETED
         self.sender = None
         self.recipients = []
@@ -44,18 +50,31 @@ class LMTPSession:
     def reply(self, *lines):
         for i, line in enumerate(lines):
             sep = "-" if i < len(lines) - 1 else " "
-            self.wfile.write(f"{line[:3]}{sep}{line[4:]}\r\n".encode())
-        self.wfile.flush()
+            self.conn.write(f"{line[:3]}{sep}{line[4:]}\r\n".encode())
+        self.conn.flush()
 
     def run(self):
-        self.reply(f"220 {self.cfg.hostname} LMTP mail.local ready")
+        """The session to its end: QUIT, the client gone, or a line that did not come in time."""
+        try:
+            self.reply(f"220 {self.cfg.hostname} LMTP mail.local ready")
+            self._commands()
+        except IdleTimeout:
+            self.logger.warning("LMTP client silent for %s s; session ended", self.cfg.delivery.lmtp_timeout)
+            try:
+                self.reply("421 4.4.2 timeout, closing the session")
+            except (PeerGone, IdleTimeout):
+                pass
+        except PeerGone:
+            pass
+        finally:
+            self.conn.close()
+        return 0
+
+    def _commands(self):
         while True:
-            line = self.rfile.readline(MAX_COMMAND + 1)
-            if not line:
-                return 0
-            if len(line) > MAX_COMMAND and not line.endswith(b"\n"):
-                while line and not line.endswith(b"\n"):
-                    line = self.rfile.readline(MAX_COMMAND)
+            try:
+                line = self.conn.readline(MAX_COMMAND)
+            except LineTooLong:
                 self.reply("500 5.5.2 line too long")
                 continue
             text = line.rstrip(b"\r\n").decode("utf-8", "replace")
@@ -63,7 +82,7 @@ class LMTPSession:
             verb = verb.upper()
             if verb == "QUIT":
                 self.reply("221 2.0.0 bye")
-                return 0
+                return
             entry = self.commands.get(verb)
             if entry is None:
                 self.reply("500 5.5.1 unknown command")
@@ -108,9 +127,7 @@ class LMTPSession:
     def data(self, _):
         self.reply("354 end data with <CR><LF>.<CR><LF>")
         with temporary_file() as spool:
-            failure = self._read_data(spool)
-            if failure is _GONE:
-                return                                  # peer went away: nothing was promised
+            failure = self._read_data(spool)           # PeerGone, IdleTimeout: nothing was promised
             replies = [failure.format(address) for address, _ in self.recipients] if failure \
                 else self._deliver_all(spool)
         for line in replies:                            # one reply each, never one multi-line reply
@@ -119,14 +136,12 @@ class LMTPSession:
 
     def _read_data(self, spool):
         """Copy the data, dot-unstuffed, to SPOOL up to the lone dot: None, or the
-        reply (a format taking the address) every recipient gets; _GONE at EOF."""
+        reply (a format taking the address) every recipient gets."""
         limit = self.cfg.delivery.max_message_size
         size, failure = 0, None
         line_start = True                               # a line longer than a read comes in pieces
         while True:
-            line = self.rfile.readline(1 << 20)
-            if not line:
-                return _GONE
+            line = self.conn.readline(DATA_PIECE, in_pieces=True)
             if line_start and line in (b".\r\n", b".\n"):
                 return failure
             if line_start and line.startswith(b"."):

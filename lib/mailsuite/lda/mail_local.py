@@ -47,8 +47,10 @@ def main(argv):
     logger = log.setup(cfg, "mail.local")
     userdb = UserDB(cfg)
     if options.get("lmtp"):
+        from ..server.connection import Connection
         from .lmtp import LMTPSession
-        return LMTPSession(cfg, userdb, logger, sys.stdin.buffer, sys.stdout.buffer).run()
+        conn = Connection.from_stdio(timeout=cfg.delivery.lmtp_timeout)
+        return LMTPSession(cfg, userdb, logger, conn).run()
     if not users:
         raise COMMAND_LINE.error("no USER to deliver to")
     return deliver_to_users(cfg, userdb, logger, sys.stdin.buffer, sender, users)

@@ -134,14 +134,16 @@ class Connection:
 
     # --- input -----------------------------------------------------------
 
-    def readline(self, limit, deadline=None):
+    def readline(self, limit, deadline=None, *, in_pieces=False):
         """One line including its end; at most LIMIT bytes, all of it before the deadline.
 
         The deadline is the line timeout from now, or the end of the login
         phase, or DEADLINE (a time.monotonic() value) when that is sooner:
         IdleTimeout when it passes, however many bytes came meanwhile.  A
         longer line is read to its end and dropped, then LineTooLong is
-        raised, so the next readline() starts at the next command.  Before
+        raised, so the next readline() starts at the next command; IN_PIECES
+        returns it instead LIMIT bytes at a time, the last piece with the
+        line end (message text, where no line is too long to keep).  Before
         login every call uses up one command line of the budget.
         """
         if self._login_commands is not None:
@@ -152,13 +154,17 @@ class Connection:
         scanned = 0
         while True:
             end = self._inbuf.find(b"\n", scanned)
-            if end >= 0:
-                if end + 1 > limit:
-                    del self._inbuf[:end + 1]
-                    raise LineTooLong()
+            if end >= 0 and end + 1 <= limit:
                 line = bytes(self._inbuf[:end + 1])
                 del self._inbuf[:end + 1]
                 return line
+            if len(self._inbuf) >= limit and in_pieces:
+                piece = bytes(self._inbuf[:limit])
+                del self._inbuf[:limit]
+                return piece
+            if end >= 0:
+                del self._inbuf[:end + 1]
+                raise LineTooLong()
             if len(self._inbuf) > limit:
                 self._discard_rest_of_line(max(limit * DISCARD_FACTOR, DISCARD_AT_LEAST), deadline)
                 raise LineTooLong()
