@@ -60,3 +60,21 @@ def test_read_header_without_blank_line():
     header, leftover = read_header(io.BytesIO(b"A: 1\nnot a header\nmore\n"))
     assert header.get_all("A") == ["1"]
     assert leftover == b"\nnot a header\n"
+
+
+def test_read_header_keeps_long_lines_whole_and_bounds_folded_ones():
+    long_line = b"X-Long: " + b"a" * 200_000 + b"\n"
+    header, leftover = read_header(io.BytesIO(long_line + b"Subject: s\n\nbody\n"))
+    assert [raw for _n, raw in header.fields] == [long_line, b"Subject: s\n"] and leftover == b""
+    endless = io.BytesIO(b"X-Fold: start\n" + b" more\n" * 100_000 + b"\nbody\n")
+    header, leftover = read_header(endless, limit=4096)
+    assert len(header.to_bytes()) <= 4096 and leftover == b"\n more\n"
+    assert endless.read().startswith(b" more\n")
+
+
+def test_a_submitted_header_line_of_200k_arrives_whole(sandbox):
+    recipients = ", ".join(f"user{i}@example.org" for i in range(10_000))     # one unfolded To: line
+    submit(sandbox, f"To: {recipients}\nSubject: many\n\nbody\n".encode(), "alice")
+    [msg] = spool_messages(sandbox.spool("alice"))
+    assert msg["Subject"] == "many" and msg["To"].count("@example.org") == 10_000
+    assert msg.get_payload() == "body\n"

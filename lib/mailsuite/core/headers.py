@@ -73,13 +73,15 @@ def _value(raw):
 def read_header(f, *, limit=MAX_HEADER_BYTES):
     """(Header, leftover) from binary file F, reading up to and including the blank line.
 
-    LEFTOVER is bytes already read that belong to the body: the first line
-    when the message has no header at all, or whatever passes LIMIT."""
+    Lines are kept whole, however long.  LEFTOVER is bytes already read that
+    belong to the body: the first line when the message has no header at
+    all, or whatever passes LIMIT (bytes of header, continuation lines
+    included, so memory stays bounded whatever the input)."""
     header = Header()
     current_name, current = None, []
     consumed = 0
     while True:
-        line = f.readline(65536)
+        line = f.readline(limit + 1)
         if not line:
             break
         if line.endswith(b"\r\n"):
@@ -87,20 +89,21 @@ def read_header(f, *, limit=MAX_HEADER_BYTES):
         consumed += len(line)
         if line == b"\n":
             break
-        if line[:1] in (b" ", b"\t") and current_name is not None:
+        continuation = line[:1] in (b" ", b"\t") and current_name is not None
+        match = None if continuation else _FIELD_NAME.match(line)
+        if consumed > limit or not (continuation or match):
+            # the header ends here: this line, and what follows, is body
+            if current_name is not None:
+                header.fields.append((current_name, b"".join(current)))
+            return header, (b"\n" if header.fields else b"") + line
+        if continuation:
             current.append(line)
         else:
-            match = _FIELD_NAME.match(line)
-            if not match or consumed > limit:
-                # not a header line: the header ends here and this is body
-                if current_name is not None:
-                    header.fields.append((current_name, b"".join(current)))
-                return header, (b"\n" if header.fields else b"") + line
             if current_name is not None:
                 header.fields.append((current_name, b"".join(current)))
             current_name, current = match.group(1).decode("ascii"), [line]
         if not line.endswith(b"\n"):
-            current.append(b"\n")
+            current.append(b"\n")                  # the last line of input without a line end
     if current_name is not None:
         header.fields.append((current_name, b"".join(current)))
     return header, b""
