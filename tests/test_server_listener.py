@@ -31,7 +31,7 @@ ECHO_SERVER = """
         print(json.dumps(addresses), flush=True)
 
     logging.basicConfig(stream=sys.stderr)
-    listener.serve_forking(echo, cfg, listeners=[("127.0.0.1", 0, False)], max_children=int(sys.argv[2]),
+    listener.serve_forking(echo, listeners=[("127.0.0.1", 0, False)], max_children=int(sys.argv[2]),
                            logger=logging.getLogger("test"), on_ready=ready, busy_reply=b"-ERR [SYS/TEMP] busy\\r\\n",
                            limits=connection.Limits(line_timeout=30))
     print("returned", flush=True)
@@ -148,7 +148,7 @@ INETD_SESSION = """
         conn.write(b"+OK peer=%s tls=%s\\r\\n" % (str(conn.peer).encode(), str(conn.is_tls).encode()))
         conn.write(b"GOT " + conn.readline(100))
 
-    inetd.serve_inetd(session, cfg)
+    inetd.serve_inetd(session)
 """
 
 

@@ -61,9 +61,9 @@ def main(argv):
         Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=context).run()
 
     if options.get("daemon"):
-        listener.serve_forking(handle, cfg, listeners=listener.addresses(cfg, "imap"),
+        listener.serve_forking(handle, listeners=listener.addresses(cfg, "imap"), tls=context,
                                max_children=cfg.imap.max_sessions, logger=logger, limits=limits,
                                busy_reply=b"* BYE too many connections; try again later\r\n")
         return 0
-    inetd.serve_inetd(handle, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
+    inetd.serve_inetd(handle, tls=context, implicit_tls=bool(options.get("tls")), limits=limits)
     return 0

@@ -12,7 +12,7 @@ import os
 
 from ..core import config, log
 from ..core.cli import CONFIG_OPTION, CommandLine, Option
-from ..server import connection, inetd, listener
+from ..server import connection, inetd, listener, tls
 from . import session as pop3
 
 BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
@@ -40,12 +40,14 @@ def main(argv):
     logger = log.setup(cfg, "pop3d")
     limits = connection.Limits.of(cfg.pop3, cfg.pop3.idle_timeout)
 
+    context = tls.tls_context(cfg, "pop3")          # loaded once, before any fork
+
     def session(conn):
-        pop3.serve(conn, cfg, logger)
+        pop3.serve(conn, cfg, logger, context)
 
     if not options.get("daemon"):
-        inetd.serve_inetd(session, cfg, implicit_tls=bool(options.get("tls")), limits=limits)
+        inetd.serve_inetd(session, tls=context, implicit_tls=bool(options.get("tls")), limits=limits)
         return os.EX_OK
-    listener.serve_forking(session, cfg, listeners=listener.addresses(cfg, "pop3"),
+    listener.serve_forking(session, listeners=listener.addresses(cfg, "pop3"), tls=context,
                            max_children=cfg.pop3.max_sessions, logger=logger, busy_reply=BUSY, limits=limits)
     return os.EX_OK

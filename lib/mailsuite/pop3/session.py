@@ -20,7 +20,6 @@ import time
 
 from ..server import auth
 from ..server.connection import IdleTimeout, LineTooLong, TooManyCommands
-from ..server.tls import tls_context
 from ..store.locking import LockTimeout
 from ..store.mailbox import MailboxError
 from .snapshot import Changed, Gone, InUse, Maildrop, take_session_lock
@@ -86,12 +85,12 @@ class Command:
 class Session:
     """One POP3 client from greeting to QUIT."""
 
-    def __init__(self, conn, cfg, logger):
+    def __init__(self, conn, cfg, logger, tls_context=None):
         self.conn = conn
         self.cfg = cfg
         self.logger = logger
         self.authenticator = auth.Authenticator(cfg, "pop3", logger)
-        self.tls = tls_context(cfg, "pop3") if not conn.is_tls else None
+        self.tls = tls_context if not conn.is_tls else None     # STLS; the daemon loaded the key once
         self.state = AUTHORIZATION
         self.user_name = None            # from USER, awaiting PASS
         self.user = None
@@ -379,6 +378,6 @@ COMMANDS = {
 }
 
 
-def serve(conn, cfg, logger):
-    """The handler given to the server harness."""
-    Session(conn, cfg, logger).run()
+def serve(conn, cfg, logger, tls_context=None):
+    """The handler given to the server harness; TLS_CONTEXT (or None) offers STLS."""
+    Session(conn, cfg, logger, tls_context).run()

@@ -5,19 +5,17 @@ when it is a pair of pipes the peer is local."""
 
 from ..core.config import ConfigError
 from .connection import Connection, Limits, PeerGone, SessionLimit
-from .tls import tls_context
 
 
-def serve_inetd(handler, cfg, *, implicit_tls=False, limits=Limits()):
-    """Run one session on stdin/stdout; returns when the handler does."""
+def serve_inetd(handler, *, tls=None, implicit_tls=False, limits=Limits()):
+    """Run one session on stdin/stdout; returns when the handler does.  TLS: the context for IMPLICIT_TLS."""
+    if implicit_tls and tls is None:
+        raise ConfigError("implicit TLS needs a certificate: set [tls] cert_file")
     conn = Connection.from_stdio(timeout=limits.line_timeout)
     conn.start_login_phase(limits)
     try:
         if implicit_tls:
-            context = tls_context(cfg)
-            if context is None:
-                raise ConfigError("implicit TLS requested but [tls] cert_file is not set")
-            conn.starttls(context)
+            conn.starttls(tls)
         handler(conn)
     except (PeerGone, SessionLimit):
         pass

@@ -16,25 +16,22 @@ from ..core import children, hostport
 from ..core.config import ConfigError
 from ..core.errors import Fatal
 from .connection import Connection, Limits, PeerGone, SessionLimit
-from .tls import tls_context
 
 
 class _Listener:
     """The parent: accepts, forks, counts and reaps children (by client address too), stops on SIGTERM."""
 
-    def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup,
+    def __init__(self, handler, listeners, max_children, logger, busy_reply, limits, on_hup, tls,
                  supervisor=None):
-        self.handler, self.cfg, self.logger = handler, cfg, logger
+        self.handler, self.logger = handler, logger
         self.max_children, self.busy_reply, self.limits = max_children, busy_reply, limits
         self.on_hup = on_hup
         self.supervisor = supervisor
         self.children = {}               # pid -> client address
         self.stopping = self.hangup = False
-        self.tls = None
-        if any(implicit for _, _, implicit in listeners):
-            self.tls = tls_context(cfg)
-            if self.tls is None:
-                raise ConfigError("implicit TLS listener configured but [tls] cert_file is not set")
+        self.tls = tls
+        if tls is None and any(implicit for _, _, implicit in listeners):
+            raise ConfigError("an implicit TLS listener needs a certificate: set [tls] cert_file")
         self.sockets = [(bind(host, port), implicit) for host, port, implicit in listeners]
 
     def run(self, on_ready):
@@ -147,11 +144,12 @@ class _Listener:
                 self.supervisor.exited(pid, status)
 
 
-def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=None,
+def serve_forking(handler, *, listeners, max_children, logger, tls=None, on_ready=None,
                   busy_reply=None, limits=Limits(), on_hup=None, supervisor=None):
     """Accept on every (host, port, implicit_tls) and run handler(conn) in a child per client.
 
-    Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
+    TLS is the context for the implicit TLS addresses, loaded once by the
+    daemon before any fork.  Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
     client's address, a new client gets BUSY_REPLY and is closed.
     SIGTERM/SIGINT stop accepting; the call returns once the running
     sessions have ended.  SIGHUP calls ON_HUP.  Once every address is bound
@@ -164,7 +162,7 @@ def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=Non
     `supervisor.tick()` is called at every wake-up and returns the seconds
     until it wants the next call (None: no need).
     """
-    _Listener(handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup,
+    _Listener(handler, listeners, max_children, logger, busy_reply, limits, on_hup, tls,
               supervisor).run(on_ready)
 
 

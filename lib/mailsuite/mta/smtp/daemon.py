@@ -155,7 +155,7 @@ class Daemon:
         gc.freeze()         # the master's objects stay shared with the session children, not copied
         try:
             busy = f"421 4.7.0 {self.cfg.hostname} Too many connections, try again later\r\n".encode()
-            listener.serve_forking(self.session, self.cfg, listeners=self.listeners(),
+            listener.serve_forking(self.session, listeners=self.listeners(),
                                  max_children=self.cfg.smtp.max_children, logger=self.logger,
                                  on_ready=on_ready, busy_reply=busy,
                                  limits=connection.Limits.of(self.cfg.smtp, self.cfg.smtp.command_timeout),
