@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailsuite.core import mutf7
 from mailsuite.imap import parser
-from mailsuite.imap.mailboxes import mutf7_decode, mutf7_encode, pattern_regex
+from mailsuite.imap.mailboxes import pattern_regex
 from mailsuite.imap.parser import BadCharset, ParseError, Section, SequenceSet, parse_command
 from mailsuite.imap.response import Run, serialise, to_bytes
 
@@ -86,11 +87,13 @@ def test_errors_carry_the_tag():
 
 def test_modified_utf7():
     for text in ("Entwürfe", "日本語", "a&b", "Été/Brouillons", "plain"):
-        assert mutf7_decode(mutf7_encode(text)) == text
-    assert mutf7_encode("Entwürfe") == "Entw&APw-rfe"
+        assert mutf7.decode(mutf7.encode(text)) == text
+    assert mutf7.encode("Entwürfe") == "Entw&APw-rfe"
     for bad in ("&", "&Jjo", "&AGE-", "caf\u00e9"):
         with pytest.raises(ValueError):
-            mutf7_decode(bad)
+            mutf7.decode(bad)
+        assert mutf7.for_display(bad) == bad             # what a client shows of a name it cannot decode
+    assert mutf7.for_display("Entw&APw-rfe") == "Entwürfe"
 
 
 def test_list_wildcards():

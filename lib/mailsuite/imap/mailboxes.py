@@ -17,12 +17,12 @@ same form, as Dovecot does.  Subscriptions live in `~/mail/.subscriptions`,
 the file Dovecot uses for mbox.
 """
 
-import base64
 import errno
 import os
 import re
 import stat
 
+from ..core import mutf7
 from ..store import mailbox as mbox
 
 SEPARATOR = "/"
@@ -38,61 +38,6 @@ class MailboxNameError(Exception):
 
 class NoSuchMailbox(Exception):
     pass
-
-
-# --- modified UTF-7 -------------------------------------------------------------
-
-
-def mutf7_decode(name):
-    """Modified UTF-7 to text; raises ValueError when the name is not valid mUTF-7."""
-    out, i = [], 0
-    while i < len(name):
-        c = name[i]
-        if c != "&":
-            if not 0x20 <= ord(c) <= 0x7E:
-                raise ValueError("8-bit or control characters must be modified UTF-7 encoded")
-            out.append(c)
-            i += 1
-            continue
-        end = name.find("-", i)
-        if end < 0:
-            raise ValueError("unterminated '&' sequence")
-        chunk = name[i + 1 : end]
-        if not chunk:
-            out.append("&")
-        else:
-            if not re.fullmatch(r"[A-Za-z0-9+,]+", chunk):
-                raise ValueError("bad '&' sequence")
-            raw = chunk.replace(",", "/")
-            raw += "=" * (-len(raw) % 4)
-            try:
-                text = base64.b64decode(raw).decode("utf-16-be")
-            except (ValueError, UnicodeDecodeError):
-                raise ValueError("bad '&' sequence") from None
-            if any(0x20 <= ord(ch) <= 0x7E for ch in text):
-                raise ValueError("printable ASCII must not be encoded")
-            out.append(text)
-        i = end + 1
-    return "".join(out)
-
-
-def mutf7_encode(text):
-    out, pending = [], []
-
-    def flush():
-        if pending:
-            data = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(data).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-
-    for ch in text:
-        if 0x20 <= ord(ch) <= 0x7E:
-            flush()
-            out.append("&-" if ch == "&" else ch)
-        else:
-            pending.append(ch)
-    flush()
-    return "".join(out)
 
 
 # --- the namespace --------------------------------------------------------------
@@ -123,7 +68,7 @@ class MailStore:
         if not name or len(name) > MAX_NAME:
             raise MailboxNameError("mailbox name is empty or too long")
         try:
-            mutf7_decode(name)
+            mutf7.decode(name)
         except ValueError as exc:
             raise MailboxNameError(f"bad mailbox name: {exc}") from None
         parts = name.rstrip(SEPARATOR).split(SEPARATOR)
@@ -289,7 +234,7 @@ class MailStore:
                 if name.startswith(".") or name.endswith(".lock") or name.endswith(".journal"):
                     continue
                 try:
-                    mutf7_decode(name)
+                    mutf7.decode(name)
                 except ValueError:
                     continue
                 full = prefix + name

@@ -24,12 +24,12 @@ import traceback
 
 import jinja2
 
-from ..core import hostport, log
+from ..core import hostport, log, mutf7
 from ..trace import hops as tracer
 from ..trace import render as trace_render
 from . import compose, connections, listing, message_view, sessions
 from .http import BadRequest, Request, Response, attachment_disposition, safe_filename
-from .imap_client import ImapError, LoginFailed, MailClient, decode_mailbox
+from .imap_client import ImapError, LoginFailed, MailClient
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SESSION_COOKIE = "webmail_session"
@@ -249,7 +249,7 @@ class Application:
                                         number=number, size=size, query=query, field=field, cache=self.orders)
         pages = max(1, (total + size - 1) // size)
         response = self.page(request, "mailbox.html", session=session, folders=folders, folder=folder,
-                             shown=decode_mailbox(folder), items=items, total=total, number=number, pages=pages,
+                             shown=mutf7.for_display(folder), items=items, total=total, number=number, pages=pages,
                              sort=sort, order="desc" if descending else "asc", query=query, field=field,
                              page_size=size)
         response.after = after
@@ -287,7 +287,7 @@ class Application:
         view = message_view.view(raw, images=images, part_url=part_url)
         trace = tracer.trace_message(raw)
         response = self.page(request, "message.html", session=session, folders=folders, folder=folder,
-                             shown=decode_mailbox(folder), uid=uid, view=view, images=images, trace=trace,
+                             shown=mutf7.for_display(folder), uid=uid, view=view, images=images, trace=trace,
                              bars=trace_render.bars(trace), summary=trace_render.summary_lines(trace),
                              duration=trace_render.duration)
         response.remote_images = images

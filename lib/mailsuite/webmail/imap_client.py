@@ -9,7 +9,6 @@ Mailbox names travel in modified UTF-7 (RFC 3501 5.1.3) and are shown
 decoded.
 """
 
-import base64
 import email
 import email.policy
 import email.utils
@@ -18,6 +17,8 @@ import re
 import socket
 import ssl
 from dataclasses import dataclass
+
+from ..core import mutf7
 
 HEADER_FIELDS = "FROM TO CC SUBJECT DATE"
 
@@ -64,36 +65,6 @@ class Selected:
 
 def quote(text):
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-# --- modified UTF-7 (RFC 3501 5.1.3) ---
-
-def decode_mailbox(name):
-    def repl(m):
-        chunk = m.group(1)
-        if not chunk:
-            return "&"
-        data = base64.b64decode(chunk.replace(",", "/") + "=" * (-len(chunk) % 4))
-        return data.decode("utf-16-be", "replace")
-    return re.sub(r"&([A-Za-z0-9+,]*)-", repl, name)
-
-
-def encode_mailbox(name):
-    out, pending = [], []
-
-    def flush():
-        if pending:
-            data = "".join(pending).encode("utf-16-be")
-            out.append("&" + base64.b64encode(data).decode().rstrip("=").replace("/", ",") + "-")
-            pending.clear()
-    for c in name:
-        if 0x20 <= ord(c) <= 0x7e:
-            flush()
-            out.append("&-" if c == "&" else c)
-        else:
-            pending.append(c)
-    flush()
-    return "".join(out)
 
 
 # --- responses ---
@@ -223,7 +194,7 @@ class MailClient:
                 name = re.sub(r'\\(.)', r'\1', name[1:-1])
             if "\\Noselect" in flags or "\\NonExistent" in flags:
                 continue
-            out.append((name, decode_mailbox(name), flags))
+            out.append((name, mutf7.for_display(name), flags))
         out.sort(key=lambda f: (f[0].upper() != "INBOX", f[1].lower()))
         return out
 
