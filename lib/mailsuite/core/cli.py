@@ -60,6 +60,17 @@ class CommandLine:
     def error(self, message):
         return Fatal(os.EX_USAGE, f"{message} (see {self.program} --help)")
 
+    def options_only(self, args):
+        """The options of a program that takes no operands: `--help` prints the usage and exits 0,
+        an operand is a usage error."""
+        values, operands = self.parse(args)
+        if values.get("help"):
+            sys.stdout.write(self.help())
+            raise SystemExit(0)
+        if operands:
+            raise self.error(f"unexpected argument {operands[0]!r}")
+        return values
+
     def parse(self, args, *, intermix=False):
         """({option name: value, True or [values]}, operands); `--help` gives {"help": True}.
 

@@ -29,12 +29,7 @@ COMMAND_LINE = CommandLine("imapd", [
 
 
 def main(argv):
-    options, operands = COMMAND_LINE.parse(argv[1:])
-    if options.get("help"):
-        print(COMMAND_LINE.help(), end="")
-        return 0
-    if operands:
-        raise COMMAND_LINE.error(f"unexpected argument {operands[0]!r}")
+    options = COMMAND_LINE.options_only(argv[1:])
     if options.get("daemon") and options.get("preauth"):
         raise COMMAND_LINE.error("-d and --preauth exclude each other")
     cfg = config.load(options.get("config"))

@@ -24,18 +24,8 @@ COMMAND_LINE = CommandLine("pop3d", [
     "POP3 server for the mbox spools: one session on stdin/stdout (inetd), or -d for a standalone listener.")
 
 
-def parse_args(argv):
-    options, operands = COMMAND_LINE.parse(argv[1:])
-    if operands:
-        raise COMMAND_LINE.error(f"unexpected argument {operands[0]!r}")
-    return options
-
-
 def main(argv):
-    options = parse_args(argv)
-    if options.get("help"):
-        print(COMMAND_LINE.help(), end="")
-        return 0
+    options = COMMAND_LINE.options_only(argv[1:])
     cfg = config.load(options.get("config"))
     logger = log.setup(cfg, "pop3d")
     limits = connection.Limits.of(cfg.pop3, cfg.pop3.idle_timeout)

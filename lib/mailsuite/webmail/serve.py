@@ -23,12 +23,7 @@ COMMAND_LINE = CommandLine("webmail", [CONFIG_OPTION], ["[-C FILE]"],
 
 
 def main(argv):
-    options, operands = COMMAND_LINE.parse(argv[1:])
-    if options.get("help"):
-        print(COMMAND_LINE.help(), end="")
-        return 0
-    if operands:
-        raise COMMAND_LINE.error(f"unexpected argument {operands[0]!r}")
+    options = COMMAND_LINE.options_only(argv[1:])
     cfg = config.load(options.get("config"))
     logger = log.setup(cfg, "webmail")
     import waitress
