@@ -56,10 +56,15 @@ def _append(session, chosen, path):
 def save(session, arg):
     chosen, path = _list_and_file(session, arg)
     _append(session, chosen, path)
+    _mark_saved(chosen)
+    session.set_current(chosen[-1])
+
+
+def _mark_saved(chosen):
+    """Saved messages leave the spool at quit (unless `keepsave`), and count as read."""
     for m in chosen:
         m.saved = True
         m.mark_read()
-    session.set_current(chosen[-1])
 
 
 def copy(session, arg):
@@ -76,9 +81,7 @@ def _by_sender(session, arg):
 def save_by_sender(session, arg):
     chosen, path = _by_sender(session, arg)
     _append(session, chosen, path)
-    for m in chosen:
-        m.saved = True
-        m.mark_read()
+    _mark_saved(chosen)
 
 
 def copy_by_sender(session, arg):
@@ -100,9 +103,7 @@ def write(session, arg):
             data = (text if text.endswith("\n") or not text else text + "\n").encode("utf-8")
             f.write(data)
             size += len(data)
-    for m in chosen:
-        m.saved = True
-        m.mark_read()
+    _mark_saved(chosen)
     session.write(f'"{path}" {size} bytes\n')
 
 
