@@ -34,6 +34,14 @@ prepared = prepare_bytes(b"Subject: new\\n\\n" + body)
 deliver(cfg, user, prepared, sender="s@example.org")
 """
 
+DELIVER_ALL = """
+from mailsuite.lda.deliver import Delivery, deliver_all
+bodies = [b"".join(b"line %d of new message %d\\n" % (i, n) for i in range(200)) for n in (1, 2, 3)]
+jobs = [Delivery(prepare_bytes(b"Subject: new%d\\n\\n" % n + body), sender="s@example.org")
+        for n, body in zip((1, 2, 3), bodies)]
+assert deliver_all(cfg, user, jobs) == [None, None, None]
+"""
+
 IMAP_APPEND = """
 body = b"".join(b"From line %d, not quoted\\n" % i for i in range(150))
 with open_spool(cfg, user) as box, box.locked():
@@ -71,6 +79,7 @@ with open_spool(cfg, user) as box, box.locked():
 SIX = [f"m{i}" for i in range(1, 7)]
 CASES = {
     "deliver": (DELIVER, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
+    "deliver-all": (DELIVER_ALL, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new1", "new2", "new3"]),
     "imap-append": (IMAP_APPEND, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
     "file-target": (FILE_TARGET, ["m1", "m2", "m3"], ["m1", "m2", "m3", "new"]),
     "expunge": (EXPUNGE, SIX, ["m1", "m3", "m4", "m6"]),
@@ -187,7 +196,7 @@ def kill_everywhere(harness, case, foreign=None, tmp_path=None):
             with open_spool(harness.sandbox.cfg, harness.sandbox.user("alice")) as box:
                 msg = messages["foreign"]
                 assert box.read(msg, msg.body, msg.end) == foreign_body, kill_at
-        elif got == before and case in ("deliver", "file-target"):
+        elif got == before and case in ("deliver", "deliver-all", "file-target"):
             assert harness.sandbox.spool("alice").read_bytes() == original, kill_at
         assert harness.leftovers() == [], (kill_at, harness.leftovers())
         outcomes.add(tuple(got))
@@ -210,7 +219,7 @@ def test_sigkill_at_every_change(harness, case):
     kill_everywhere(harness, case)
 
 
-@pytest.mark.parametrize("case", ["deliver", "imap-append", "expunge"])
+@pytest.mark.parametrize("case", ["deliver", "deliver-all", "imap-append", "expunge"])
 def test_procmail_appends_between_the_crash_and_the_recovery(harness, tmp_path, case):
     kill_everywhere(harness, case, procmail_appends, tmp_path)
 

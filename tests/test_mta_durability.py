@@ -86,11 +86,11 @@ import os, signal, sys
 from mailsuite.core import cli
 from mailsuite.store import mailbox as mbox
 from mailsuite.mta import sendmail
-real = mbox.Mailbox.append
-def append(self, *args, **kwargs):
-    uid = real(self, *args, **kwargs)
+real = mbox.Mailbox.append_deliveries
+def append_deliveries(self, *args, **kwargs):
+    real(self, *args, **kwargs)
     os.kill(os.getpid(), signal.SIGKILL)        # the message is in the mailbox, its record is not
-mbox.Mailbox.append = append
+mbox.Mailbox.append_deliveries = append_deliveries
 cli.run(sendmail.main, ["sendmail"] + sys.argv[1:])
 """
 

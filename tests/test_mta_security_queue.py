@@ -114,12 +114,12 @@ def test_a_message_that_crashes_its_worker_is_held_after_a_few_crashes(system_mt
     a, b, c = real_users.add("secA"), real_users.add("secB"), real_users.add("secC")
     crashing = ("import os, signal, sys\n"
                 "from mailsuite.core import cli\nfrom mailsuite.mta import agents, sendmail\n"
-                "real = agents.deliver_target\n"
-                "def deliver_target(cfg, target, *args, **kwargs):\n"
-                f"    if target.kind == 'mailbox' and target.value == {b.name!r}:\n"
+                "real = agents.MailboxDeliveries.add\n"
+                "def add(self, owner, user, *args, **kwargs):\n"
+                f"    if user.name == {b.name!r}:\n"
                 "        os.kill(os.getpid(), signal.SIGSEGV)\n"
-                "    return real(cfg, target, *args, **kwargs)\n"
-                "agents.deliver_target = deliver_target\n"
+                "    return real(self, owner, user, *args, **kwargs)\n"
+                "agents.MailboxDeliveries.add = add\n"
                 "cli.run(sendmail.main, ['sendmail'] + sys.argv[1:])\n")
     mta.start_daemon(argv=[sys.executable, "-c", crashing, "-C", str(mta.conf), "-bD"])
     assert mta.sendmail(a, b.name, input=b"Subject: poison\n\nx\n").returncode == 0

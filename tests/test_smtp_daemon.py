@@ -1,6 +1,8 @@
 """The daemon master: signals, reload, submission port, a full queue, sendmail -bd detaching."""
 
+import base64
 import os
+import re
 import signal
 import smtplib
 import subprocess
@@ -87,6 +89,66 @@ def test_submission_port_requires_auth(tmp_path):
             assert client.sendmail("alice@example.test", ["anyone@elsewhere.test"], MESSAGE) == {}
         with smtplib.SMTP("127.0.0.1", host.port) as client:           # port 25 needs no AUTH for local mail
             assert client.sendmail("x@elsewhere.test", ["bob@example.test"], MESSAGE) == {}
+    finally:
+        host.stop()
+
+
+def _session_pids(host):
+    """The pids of the processes that served each session so far, from the log, in order."""
+    return [int(pid) for pid in re.findall(r"smtpd\[(\d+)\]: connect from", host.log_text())]
+
+
+def _idle_again(host, sessions):
+    """Wait until SESSIONS sessions have ended and their process told the listener it is free.
+
+    That message follows the client's last reply, so a client that
+    reconnects at once may rightly get a new process."""
+    wait_for(lambda: host.log_text().count("disconnect from") >= sessions)
+    time.sleep(0.3)
+
+
+def test_session_processes_serve_one_connection_after_another(tmp_path):
+    """No fork per connection: a session process serves the next client once it is done (max_use)."""
+    host = Instance(tmp_path / "h", smtp={"max_use": "3"}).start()
+    try:
+        for n in range(4):
+            with smtplib.SMTP("127.0.0.1", host.port) as client:
+                assert client.sendmail("x@elsewhere.test", ["bob@example.test"], MESSAGE) == {}
+            _idle_again(host, n + 1)
+        wait_for(lambda: len(_session_pids(host)) == 4)
+        pids = _session_pids(host)
+        assert pids[0] == pids[1] == pids[2] != pids[3] and host.process.pid not in pids
+        assert len(host.queued()) == 4
+    finally:
+        host.stop()
+
+
+def _auth_plain(client, password):
+    """One AUTH PLAIN attempt as alice: the reply code."""
+    token = base64.b64encode(b"\0alice\0" + password.encode()).decode()
+    return client.docmd("AUTH", "PLAIN " + token)[0]
+
+
+def test_a_reused_session_process_keeps_nothing_of_the_previous_client(tmp_path):
+    """The next client on the same process is not logged in, and has its whole AUTH failure budget."""
+    port = free_port("127.0.0.1")
+    host = Instance(tmp_path / "h", smtp={"listen_submission": f"127.0.0.1:{port}"},
+                    auth={"failure_delay": "0", "max_login_failures": "2"}).start()
+    try:
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.ehlo("client.example")
+            assert _auth_plain(client, "wrong") == 535
+            assert _auth_plain(client, "alice") == 235
+            assert client.sendmail("alice@example.test", ["anyone@elsewhere.test"], MESSAGE) == {}
+        with smtplib.SMTP("127.0.0.1", port) as client:
+            client.ehlo("client.example")
+            code, reply = client.mail("alice@example.test")
+            assert code == 530 and b"5.7.0" in reply            # the last client's login is not ours
+            client.rset()
+            assert _auth_plain(client, "wrong") == 535         # one failure of a fresh budget of two...
+            assert _auth_plain(client, "alice") == 235         # ...so this one is still allowed
+        pids = _session_pids(host)
+        assert len(pids) == 2 and pids[0] == pids[1]           # it was the same process
     finally:
         host.stop()
 

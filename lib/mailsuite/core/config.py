@@ -119,6 +119,7 @@ SCHEMA = {
         "listen": Key("list", "0.0.0.0:25", "sendmail -bd: addresses to listen on for SMTP, HOST:PORT ([::]:25 for IPv6)"),
         "listen_submission": Key("list", "", "sendmail -bd: addresses for message submission (RFC 6409), e.g. 0.0.0.0:587: AUTH required to send"),
         "max_children": Key("int", "50", "concurrent SMTP sessions; beyond it new connections get 421 4.7.0"),
+        "max_use": Key("int", "100", "sendmail -bd: connections one SMTP session process serves, one after another, before it exits (Postfix's max_use); 1 = a new process for every connection"),
         "max_recipients": Key("int", "100", "recipients per message; more get 452 4.5.3"),
         "max_message_size": Key("size", "50M", "largest message accepted (SIZE); larger ones get 552 5.3.4"),
         "max_line_length": Key("int", "1000", "longest command or text line, CRLF included (RFC 5321 says 1000)"),

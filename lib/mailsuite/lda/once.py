@@ -46,7 +46,7 @@ class AppendOnce:
         return data.startswith(b"From ") and end_of_from_line > 0 \
             and data[end_of_from_line + 1:].startswith(head)
 
-    def appending(self, fd):
-        """Record, durably, where the message is about to be appended."""
+    def appending(self, fd, offset=None):
+        """Record where the message is about to be appended: at OFFSET, by default the end of the file."""
         st = os.fstat(fd)
-        self.record(s="appending", dev=st.st_dev, ino=st.st_ino, offset=st.st_size)
+        self.record(s="appending", dev=st.st_dev, ino=st.st_ino, offset=st.st_size if offset is None else offset)

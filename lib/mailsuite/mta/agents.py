@@ -1,9 +1,11 @@
 """The local delivery agents: a user's mailbox, a file, a command.
 
-The mailbox goes through `deliver.deliver` (the same code as mail.local),
-waiting at most `[queue] mailbox_lock_wait` for a mailbox someone holds
-locked: its recipient is deferred, and the worker moves on to mail for
-others, rather than every worker waiting on one user's lock.
+The mailbox goes through `deliver.deliver_all` (the same code as
+mail.local): a worker gathers every message of its batch for one mailbox
+(`MailboxDeliveries`) and appends them at once, under one lock with one
+fsync.  It waits at most `[queue] mailbox_lock_wait` for a mailbox someone
+holds locked: those recipients are deferred, and the worker moves on to
+mail for others, rather than every worker waiting on one user's lock.
 Files and commands come only from aliases and .forward files (see
 routing.py); each runs in a child process with the identity the router
 chose, never as root, with the message on stdin or appended under the
@@ -20,6 +22,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 
 from ..core.asuser import become
@@ -52,26 +55,82 @@ def deliver_target(cfg, target, message, *, sender, recipient, queue_id, once=No
     ONCE (once.AppendOnce) makes a mailbox delivery exact across crashes."""
     message.seek(0)
     if target.kind == "mailbox":
-        return _mailbox(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id, once=once)
+        results = []
+        mailboxes = MailboxDeliveries(cfg)
+        mailboxes.add(None, target.user, message, sender=sender, recipient=recipient, queue_id=queue_id,
+                      once=once, delivered=lambda result, _seconds: results.append(result))
+        mailboxes.flush()
+        return results[0]
     handler = {"file": _file, "command": _command}[target.kind]
     return handler(cfg, target, message, sender=sender, recipient=recipient, queue_id=queue_id)
 
 
-def _mailbox(cfg, target, message, *, sender, recipient, queue_id, once):
-    try:
-        prepared = prepare(message, max_size=cfg.delivery.max_message_size)
+class MailboxDeliveries:
+    """The mailbox deliveries of a batch, appended mailbox by mailbox, each mailbox's at once.
+
+    `add()` prepares the message at once (the caller's file may be gone by
+    `flush()`); `flush()` appends and calls each delivery's
+    `delivered(Result, seconds)`.  A delivery belongs to an OWNER (the
+    worker's Attempt): `forget(owner)` drops those of an attempt that
+    failed, and an unexpected error while appending to one mailbox marks
+    the owners of its deliveries failed (their messages go back to the
+    runner, as after a crash) without touching the other mailboxes."""
+
+    def __init__(self, cfg, logger=None):
+        self.cfg = cfg
+        self.logger = logger
+        self.waiting = {}                # user name -> (User, [(owner, Delivery, delivered)])
+
+    def add(self, owner, user, message, *, sender, recipient, queue_id, once, delivered):
+        message.seek(0)
         try:
-            deliver.deliver(cfg, target.user, prepared, sender=sender, recipient=recipient,
-                            queue_id=queue_id, lock_timeout=cfg.queue.mailbox_lock_wait, once=once)
-        finally:
-            prepared.close()
-    except DeliveryError as exc:
-        if exc.temporary or exc.status in SOFT_EXITS:
-            return Result("deferred", "4.2.0", str(exc), "local")
-        return Result("bounced", EXIT_DSN.get(exc.status, "5.2.0"), str(exc), "local")
-    except OSError as exc:
-        return Result("deferred", "4.3.0", f"mailbox: {exc.strerror}", "local")
-    return Result("sent", "2.0.0", f"delivered to mailbox {target.user.spool}", "local")
+            prepared = prepare(message, max_size=self.cfg.delivery.max_message_size)
+        except DeliveryError as exc:
+            return delivered(_failure(exc), 0.0)
+        except OSError as exc:
+            return delivered(Result("deferred", "4.3.0", f"mailbox: {exc.strerror}", "local"), 0.0)
+        job = deliver.Delivery(prepared, sender=sender, recipient=recipient, queue_id=queue_id, once=once)
+        self.waiting.setdefault(user.name, (user, []))[1].append((owner, job, delivered))
+        return None
+
+    def forget(self, owner):
+        for _user, jobs in self.waiting.values():
+            for job in [j for j in jobs if j[0] is owner]:
+                jobs.remove(job)
+                job[1].prepared.close()
+
+    def flush(self):
+        waiting, self.waiting = self.waiting, {}
+        for user, jobs in waiting.values():
+            try:
+                self._append(user, jobs)
+            except Exception as exc:     # noqa: BLE001 - this mailbox's messages go back to the runner
+                if any(owner is None for owner, _job, _delivered in jobs):
+                    raise
+                if self.logger is not None:
+                    self.logger.exception("%s: delivering to the mailbox failed", user.spool)
+                for owner, _job, _delivered in jobs:
+                    owner.outcome.error = exc
+            finally:
+                for _owner, job, _delivered in jobs:
+                    job.prepared.close()
+
+    def _append(self, user, jobs):
+        if not jobs:
+            return
+        started = time.time()
+        errors = deliver.deliver_all(self.cfg, user, [job for _owner, job, _delivered in jobs],
+                                     lock_timeout=self.cfg.queue.mailbox_lock_wait)
+        seconds = time.time() - started
+        for (_owner, _job, delivered), error in zip(jobs, errors):
+            delivered(Result("sent", "2.0.0", f"delivered to mailbox {user.spool}", "local") if error is None
+                      else _failure(error), seconds)
+
+
+def _failure(exc):
+    if exc.temporary or exc.status in SOFT_EXITS:
+        return Result("deferred", "4.2.0", str(exc), "local")
+    return Result("bounced", EXIT_DSN.get(exc.status, "5.2.0"), str(exc), "local")
 
 
 def _delivery_headers(sender, recipient):

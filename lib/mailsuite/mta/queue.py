@@ -48,6 +48,7 @@ from .queueid import new_id, valid_id  # noqa: F401 - part of this module's inte
 
 STATES = ("incoming", "active", "deferred", "hold")
 TMP_GRACE = 10          # seconds: an unlocked file in tmp/ younger than this may be about to be renamed
+_PRESENT = set()        # queue directories this process made sure of
 
 
 def backoff(cfg, attempts):
@@ -90,6 +91,7 @@ class Queue:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         for name in ("tmp",) + STATES:
             os.makedirs(os.path.join(self.dir, name), mode=0o700, exist_ok=True)
+        _PRESENT.add(self.dir)
 
     def _path(self, state, qid):
         return os.path.join(self.dir, state, qid)
@@ -122,12 +124,18 @@ class Queue:
         Raises QueueFull when the disk is full; nothing is left behind."""
         if not recipients:
             raise ValueError("a message needs at least one recipient")
-        self.ensure_dirs()
+        if self.dir not in _PRESENT:             # once per process (a session process enqueues many)
+            self.ensure_dirs()
         self._check_space()
         qid = qid or new_id()
         tmp = os.path.join(self.dir, "tmp", f"{qid}.{os.getpid()}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileNotFoundError:           # the directories went away since: make them again
+                self.ensure_dirs()
+                fd = os.open(tmp, flags, 0o600)
         except OSError as exc:
             raise _full_or(exc) from None
         try:
@@ -241,14 +249,16 @@ class Queue:
                 os.close(fd)
                 continue
             claim = Claim(self, qid, fd)
-            claim.record(attempt=round(time.time(), 3), pid=os.getpid())   # counted even if we die
+            claim.record(attempt=round(time.time(), 3), pid=os.getpid())   # counted even if we are killed
             return claim
         return None
 
-    def recover(self, reasons=None):
+    def recover(self, reasons=None, retry_now=()):
         """Take back the messages of workers that died: {id: where it went}.
 
-        REASONS maps a queue id to how its worker ended, when the caller saw it."""
+        REASONS maps a queue id to how its worker ended, when the caller saw
+        it; the ids in RETRY_NOW (the others of a dead worker's batch) are
+        due again at once instead of after the back-off."""
         moved = {}
         for _s, qid in self.ids(("active",)):
             try:
@@ -256,7 +266,8 @@ class Queue:
             except (OSError, Busy):             # gone, or its worker is alive after all
                 continue
             try:
-                moved[qid] = self._after_crash(qid, fd, (reasons or {}).get(qid, "its delivery worker died"))
+                moved[qid] = self._after_crash(qid, fd, (reasons or {}).get(qid, "its delivery worker died"),
+                                               qid in retry_now)
             except OSError:
                 pass
             finally:
@@ -265,7 +276,7 @@ class Queue:
             fileio.fsync_dir(os.path.join(self.dir, state))
         return moved
 
-    def _after_crash(self, qid, fd, reason):
+    def _after_crash(self, qid, fd, reason, retry_now=False):
         """Record the crash of QID's worker; to deferred/ with back-off, or hold/ after a few."""
         path = self._path("active", qid)
         try:
@@ -282,7 +293,7 @@ class Queue:
                          "reason": f"held after {crashes} crashes of its delivery worker (last: {reason})"})
             os.rename(path, self._path("hold", qid))
             return "hold"
-        retry = time.time() + backoff(self.cfg, envelope.attempts)
+        retry = time.time() + (0 if retry_now else backoff(self.cfg, envelope.attempts))
         os.utime(fd, (retry, retry))
         os.rename(path, self._path("deferred", qid))
         return "deferred"
@@ -397,26 +408,29 @@ class Claim:
         return io.BufferedReader(Section(self.fd, env.offset, env.size), CHUNK)
 
     def record(self, **fields):
-        """Append one delivery record and fsync it, and fold it into the envelope."""
+        """Append one delivery record (not synced: see worker.py) and fold it into the envelope."""
         fields.setdefault("at", round(time.time(), 3))
-        append_record(self.fd, fields, self.id)
+        append_record(self.fd, fields, self.id, sync=False)
         fold_record(self.envelope, fields)
 
-    def done(self):
-        """Every recipient is final: remove the message."""
+    def done(self, *, sync=True):
+        """Every recipient is final: remove the message.  Without SYNC the caller fsyncs active/."""
         os.unlink(self.path)
-        fileio.fsync_dir(os.path.dirname(self.path))
-        self._release()
+        if sync:
+            fileio.fsync_dir(os.path.dirname(self.path))
+        self.release()
 
     def defer(self, next_attempt):
-        """Back to deferred/, due at NEXT_ATTEMPT (epoch seconds)."""
+        """Back to deferred/, due at NEXT_ATTEMPT (epoch seconds), its records synced first."""
+        os.fsync(self.fd)
         os.utime(self.fd, (next_attempt, next_attempt))
         target = self.queue._path("deferred", self.id)
         os.rename(self.path, target)
         fileio.fsync_dir(os.path.dirname(target))
-        self._release()
+        self.release()
 
-    def _release(self):
+    def release(self):
+        """Let go of the message; one still in active/ is then an orphan for recover()."""
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -426,7 +440,7 @@ class Claim:
 
     def __exit__(self, *exc):
         # a worker that dies here leaves the file in active/ for recover()
-        self._release()
+        self.release()
         return False
 
 

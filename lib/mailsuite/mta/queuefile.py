@@ -5,8 +5,8 @@ version, message size), the envelope (one JSON line), the message
 itself (LF line ends), and then an append-only log of delivery records, one
 JSON line each (a recipient was sent, deferred or bounced; an attempt was
 made; bounces were sent).  The message is never rewritten; progress is a
-record appended with O_APPEND and fsynced, so a crash at any point leaves
-a file that loads: a torn last record is ignored.
+record appended with O_APPEND, so a crash at any point leaves a file that
+loads: a torn last record is ignored.
 """
 
 import io
@@ -67,12 +67,16 @@ def record_line(obj):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode("ascii") + b"\n"
 
 
-def append_record(fd, record, qid=""):
-    """One record at the end of a queue file opened with O_APPEND, fsynced."""
+def append_record(fd, record, qid="", *, sync=True):
+    """One record at the end of a queue file opened with O_APPEND; fsynced unless SYNC is false.
+
+    An unsynced record is seen by every later reader even if this process
+    is killed; only a power cut can lose it (see worker.py for who syncs)."""
     data = record_line(record)
     if os.write(fd, data) != len(data):
         raise QueueFull(f"{qid}: short write of a delivery record")
-    os.fsync(fd)
+    if sync:
+        os.fsync(fd)
 
 
 def preamble(size):

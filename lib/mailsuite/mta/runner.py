@@ -3,79 +3,37 @@
 `run_once()` is `sendmail -q` when no daemon runs: pick up the maildrop,
 then one attempt for every message that is due (or only the ones asked
 for), and return when the workers are done.  `run_forever()` is the
-daemon's runner: pyinotify wakes it when a drop file or a new queue file
-appears or someone calls `runnerlock.wake()`, a timer rescans
-deferred/ for retries, and it never runs more than `queue.max_workers`
-workers at once.  Each worker is a forked process handling one message
-(worker.py), so a crash or a SIGKILL costs one attempt of one message:
-its file stays in active/ and `Queue.recover()` takes it back, deferred
-like a failed attempt, held after a few crashes.  Nothing that goes wrong
-with one message or one drop file stops the runner.
+daemon's runner: inotify tells it of each new queue file (by name, so a
+big queue is never listed for one message), of new drop files, and of
+`runnerlock.wake()`; a full scan of the queue (taking back the messages of
+dead workers, finding what is due in deferred/) runs every `run_interval`
+and when the earliest deferred message comes due.  The work goes to at
+most `queue.max_workers` long-lived worker processes, a batch at a time
+(workerpool.py), so a crash or a SIGKILL costs one attempt of the messages
+being delivered: their files stay in active/ and `Queue.recover()` takes
+them back, deferred like a failed attempt, held after a few crashes.
+Nothing that goes wrong with one message or one drop file stops the runner.
 
 While a runner lives it holds the runner lock (runnerlock.py), which tells
 `sendmail` that mail dropped now will be picked up without its help.
 """
 
 import os
+import selectors
 import signal
 import time
+from collections import OrderedDict
 
 import pyinotify
 
-from ..core import children
 from . import runnerlock
 from .pickup import pickup_all
-from .queue import Queue, QueueError
-from .worker import deliver_message
+from .queue import Queue, QueueError, valid_id
+from .workerpool import WorkerPool
 
-BUSY_POLL = 0.5                 # a backstop only: SIGCHLD wakes the runner when a worker ends
 MIN_SLEEP = 0.05
+MAX_SLEEP = 60.0
 ERROR_PAUSE = 5                 # after an unexpected error, the next full scan comes this soon
-
-
-class WorkerPool:
-    """Forked delivery workers, one message each, at most `size` at once."""
-
-    def __init__(self, cfg, queue, logger, size=None):
-        self.cfg, self.queue, self.logger = cfg, queue, logger
-        self.size = max(1, size or cfg.queue.max_workers)
-        self.running = {}                       # pid -> queue id
-
-    def busy(self, qid):
-        return qid in self.running.values()
-
-    def full(self):
-        return len(self.running) >= self.size
-
-    def start(self, qid):
-        """Fork a worker for QID, first waiting for a free slot."""
-        while self.full():
-            self.reap(block=True)
-        pid = os.fork()
-        if pid == 0:
-            children.run_child(lambda: deliver_message(self.cfg, self.queue, qid, self.logger), self.logger,
-                               f"{qid}: delivery worker")
-        self.running[pid] = qid
-
-    def reap(self, block=False):
-        """Forget the workers that ended; a message whose worker failed goes back to the queue."""
-        if not self.running:
-            return
-        ended = children.reap(block)
-        if ended is None:
-            self.running.clear()
-            return
-        for pid, status in ended:
-            qid = self.running.pop(pid, None)
-            code = os.waitstatus_to_exitcode(status)
-            if qid and code != 0:
-                how = f"exited with status {code}" if code > 0 else f"killed by signal {-code}"
-                self.logger.warning("%s: delivery worker %d %s", qid, pid, how)
-                recover(self.queue, self.logger, {qid: f"delivery worker {how}"})
-
-    def wait_all(self):
-        while self.running:
-            self.reap(block=True)
 
 
 def run_once(cfg, logger, *, ids=None):
@@ -88,15 +46,26 @@ def run_once(cfg, logger, *, ids=None):
     queue.ensure_dirs()
     recover(queue, logger)
     pickup_all(cfg, queue, logger)
-    pool = WorkerPool(cfg, queue, logger)
-    seen = {qid for _state, qid in queue.ids(("incoming",))}
-    todo = queue.due() if ids is None else list(ids)
-    for _generation in range(3):                # the mail, its bounces, double bounces
-        for qid in todo:
-            pool.start(qid)
-        pool.wait_all()
-        todo = [qid for _state, qid in queue.ids(("incoming",)) if qid not in seen]
-        seen.update(todo)
+    pending = OrderedDict()
+
+    def take_back(reasons, retry_now):
+        recover(queue, logger, reasons, retry_now)
+        pending.update(OrderedDict.fromkeys(retry_now))     # a dead worker's batch: again, one at a time
+
+    with selectors.DefaultSelector() as selector:
+        pool = WorkerPool(cfg, queue, logger, selector, recover=take_back)
+        try:
+            seen = {qid for _state, qid in queue.ids(("incoming",))}
+            todo = queue.due() if ids is None else list(ids)
+            for _generation in range(3):            # the mail, its bounces, double bounces
+                pending.update(OrderedDict.fromkeys(todo))
+                while pending or pool.working():
+                    pool.dispatch(pending)
+                    pool.wait()
+                todo = [qid for _state, qid in queue.ids(("incoming",)) if qid not in seen]
+                seen.update(todo)
+        finally:
+            pool.stop()
     return 0
 
 
@@ -123,71 +92,134 @@ def kick(cfg, logger, ids=None):
 
 def run_forever(cfg, logger, *, interval=None):
     """The daemon's runner; returns after SIGTERM once its workers have finished."""
-    interval = interval or cfg.queue.run_interval
-    queue = Queue(cfg)
-    queue.ensure_dirs()
-    lock = runnerlock.hold(queue.dir)
-    stopping = []
-    waiting = []
-
-    def stop(_signum, _frame):
-        stopping.append(True)
-        if waiting:                      # blocked in poll(): interrupt it
-            raise _Stop()
-
-    def worker_done(_signum, _frame):
-        if waiting:                      # a slot is free: start the next message now
-            raise _Wake()
-
-    signal.signal(signal.SIGCHLD, worker_done)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # routing rereads aliases for every message
-
-    watches = pyinotify.WatchManager()
-    mask = pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE | pyinotify.IN_CREATE
-    for directory in (cfg.mailsuite.maildrop_dir, os.path.join(queue.dir, "incoming"), queue.dir):
-        if os.path.isdir(directory):              # the queue itself for runnerlock.wake()
-            watches.add_watch(directory, mask, quiet=True)
-    notifier = pyinotify.Notifier(watches, default_proc_fun=lambda _event: None, timeout=0)
-    pool = WorkerPool(cfg, queue, logger)
-    logger.info("queue runner started (%d workers, scan every %ds)", pool.size, interval)
-    next_scan = 0.0
+    runner = _Runner(cfg, logger, interval or cfg.queue.run_interval)
     try:
-        while not stopping:
-            try:
-                if time.time() >= next_scan:
-                    next_scan = time.time() + interval
-                    recover(queue, logger)
-                _dispatch(cfg, queue, pool, logger)
-            except Exception:                   # noqa: BLE001 - the runner outlives any one problem
-                logger.exception("queue runner: unexpected error; going on")
-                next_scan = min(next_scan, time.time() + ERROR_PAUSE)
-            try:
-                waiting.append(True)
-                if stopping:
-                    break
-                # woken by a new file, a free worker slot, the next retry or the next scan
-                ready = notifier.check_events(timeout=int(_sleep_time(queue, pool, next_scan) * 1000))
-            except _Stop:
-                break
-            except _Wake:
-                ready = False
-            finally:
-                waiting.clear()
-            if ready:
-                notifier.read_events()
-                notifier.process_events()
+        runner.loop()
     finally:
-        pool.wait_all()
-        notifier.stop()
-        os.close(lock)
-        logger.info("queue runner stopped")
+        runner.close()
 
 
-def recover(queue, logger, reasons=None):
+class _Runner:
+    """The daemon's runner: what it watches, what is waiting for a worker, when it scans next."""
+
+    def __init__(self, cfg, logger, interval):
+        self.cfg, self.logger, self.interval = cfg, logger, interval
+        self.queue = Queue(cfg)
+        self.queue.ensure_dirs()
+        self.lock = runnerlock.hold(self.queue.dir)
+        self.incoming = os.path.join(self.queue.dir, "incoming")
+        self.maildrop = cfg.mailsuite.maildrop_dir
+        self.pending = OrderedDict()     # due queue ids waiting for a worker, oldest first
+        self.next_scan = 0.0             # the next full scan...
+        self.next_due = None             # ...or sooner, when the earliest deferred message comes due
+        self.scan_now = self.pickup_now = self.stopping = self.children = False
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, self._signal)
+        signal.signal(signal.SIGTERM, self._signal)
+        signal.signal(signal.SIGINT, self._signal)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)     # workers read the aliases for every batch
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "signal")
+        self.watches = pyinotify.WatchManager()
+        mask = pyinotify.IN_MOVED_TO | pyinotify.IN_CLOSE_WRITE | pyinotify.IN_CREATE
+        for directory in (self.maildrop, self.incoming, self.queue.dir):
+            if os.path.isdir(directory):             # the queue itself for runnerlock.wake()
+                self.watches.add_watch(directory, mask, quiet=True)
+        self.notifier = pyinotify.Notifier(self.watches, default_proc_fun=self._event, timeout=0)
+        self.selector.register(self.watches.get_fd(), selectors.EVENT_READ, "inotify")
+        self.pool = WorkerPool(cfg, self.queue, logger, self.selector, recover=self._recover)
+        logger.info("queue runner started (%d workers, scan every %ds)", self.pool.size, interval)
+
+    def _signal(self, signum, _frame):
+        if signum == signal.SIGCHLD:
+            self.children = True
+        else:
+            self.stopping = True
+
+    def _event(self, event):
+        """An inotify event: a new queue file is pending by its name; anything else asks for a look."""
+        if event.path == self.incoming:
+            if valid_id(event.name):
+                self.pending[event.name] = None
+        elif event.path == self.maildrop:
+            self.pickup_now = True
+        elif event.name == runnerlock.WAKE:
+            self.scan_now = True
+
+    def _recover(self, reasons, retry_now):
+        recover(self.queue, self.logger, reasons, retry_now)
+        self.scan_now = True
+
+    def loop(self):
+        while not self.stopping:
+            try:
+                self._work()
+            except Exception:                   # noqa: BLE001 - the runner outlives any one problem
+                self.logger.exception("queue runner: unexpected error; going on")
+                self.next_scan = min(self.next_scan, time.time() + ERROR_PAUSE)
+            if self.stopping:
+                break
+            for key, _ in self.selector.select(self._sleep_time()):
+                if key.data == "signal":
+                    _drain(self.wake_r)
+                elif key.data == "inotify":
+                    self.notifier.read_events()
+                    self.notifier.process_events()
+                elif key.data.channel is not None:
+                    self._heard(key.data)
+
+    def _work(self):
+        """Reap, scan or pick up as needed, then hand what is due to free workers."""
+        if self.children:
+            self.children = False
+            self.pool.reap()
+        now = time.time()
+        if self.scan_now or now >= self.next_scan or (self.next_due is not None and now >= self.next_due):
+            if now >= self.next_scan:
+                self.next_scan = now + self.interval
+                recover(self.queue, self.logger)
+            self.scan_now, self.pickup_now = False, True
+            self.pending.update(OrderedDict.fromkeys(self.queue.due(now)))
+            self.next_due = self.queue.next_due()
+        if self.pickup_now:
+            self.pickup_now = False
+            for qid in pickup_all(self.cfg, self.queue, self.logger):
+                self.pending[qid] = None
+        self.pool.dispatch(self.pending)
+
+    def _heard(self, worker):
+        for _qid, kind, when in self.pool.heard(worker):
+            if kind == "d" and when is not None:
+                self.next_due = when if self.next_due is None else min(self.next_due, when)
+
+    def _sleep_time(self):
+        """Seconds until the runner has something to do, if nothing wakes it first."""
+        if self.scan_now or self.pickup_now or self.children:
+            return 0
+        wake_at = self.next_scan if self.next_due is None else min(self.next_scan, self.next_due)
+        return min(max(MIN_SLEEP, wake_at - time.time()), MAX_SLEEP)
+
+    def close(self):
+        self.selector.unregister(self.wake_r)              # from now on only the workers are heard
+        self.selector.unregister(self.watches.get_fd())
+        try:
+            self.pool.stop()
+        finally:
+            self.notifier.stop()
+            signal.set_wakeup_fd(-1)
+            self.selector.close()
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            os.close(self.lock)
+            self.logger.info("queue runner stopped")
+
+
+def recover(queue, logger, reasons=None, retry_now=()):
     """Take back the messages of dead workers and clean what dead writers left in tmp/."""
-    for qid, state in queue.recover(reasons).items():
+    for qid, state in queue.recover(reasons, retry_now).items():
         if state == "corrupt":
             logger.error("%s: damaged queue file; moved to the corrupt directory", qid)
         elif state == "hold":
@@ -200,32 +232,9 @@ def recover(queue, logger, reasons=None):
         logger.info("queue: removed %d file(s) left in tmp/ by writers that died", len(removed))
 
 
-def _dispatch(cfg, queue, pool, logger):
-    """Reap finished workers, take in the maildrop, start a worker for each due message."""
-    pool.reap()
-    pickup_all(cfg, queue, logger)
-    for qid in queue.due():
-        if pool.full():
-            break
-        if not pool.busy(qid):
-            pool.start(qid)
-
-
-class _Stop(Exception):
-    """SIGTERM while the runner sleeps."""
-
-
-class _Wake(Exception):
-    """A worker finished while the runner slept."""
-
-
-def _sleep_time(queue, pool, next_scan):
-    """Seconds until the runner has something to do, if no file arrives first."""
-    if pool.full():
-        return BUSY_POLL
-    wake_at = next_scan
-    due = queue.next_due()
-    if due is not None:
-        wake_at = min(wake_at, due)
-    wait = min(max(MIN_SLEEP, wake_at - time.time()), 60.0)
-    return min(wait, BUSY_POLL) if pool.running else wait
+def _drain(fd):
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass

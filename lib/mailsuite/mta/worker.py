@@ -1,25 +1,38 @@
-"""One delivery attempt of one queued message, start to finish.
+"""Delivery attempts of queued messages, a batch at a time, start to finish.
 
-The worker claims the message, resolves each recipient that is not final
-yet into targets (routing.py), delivers the local ones (agents.py) and
-hands the remote ones to `smtp.client.deliver_remote` in one call, and
-writes a record for every result before doing anything else (a remote
-domain's as soon as that domain is done).  A target
-already delivered in an earlier attempt (or for another recipient of the
-same message) is never delivered twice, so a worker killed half-way
-leaves a message that the next attempt finishes without duplicates; a
-mailbox append it was killed in the middle of recording is found in the
-mailbox, not made again (once.py).
+For each message of a batch, the worker claims it, resolves each
+recipient that is not final yet into targets (routing.py) and gathers its
+mailbox deliveries; then it appends, for each mailbox, every message of
+the batch at once (one lock, one crash record, one fsync: group commit);
+then, message by message, it delivers to files and commands (agents.py)
+and hands the remote recipients to `smtp.client.deliver_remote` in one
+call, and writes a record for every result before doing anything else (a
+remote domain's as soon as that domain is done).  A target already delivered in
+an earlier attempt (or for another recipient of the same message) is
+never delivered twice, so a worker killed half-way leaves messages that
+the next attempt finishes without duplicates; a mailbox append it was
+killed in the middle of recording is found in the mailbox, not made again
+(once.py).
 
-Then: bounces (dsn.py) for recipients that failed for good, or that are
-still failing when the message is older than `max_lifetime`; success
-notices when the sender asked (NOTIFY=SUCCESS); and the message is either
-removed (every recipient final) or deferred with a growing back-off.
+Then, per message: bounces (dsn.py) for recipients that failed for good,
+or that are still failing when the message is older than `max_lifetime`;
+success notices when the sender asked (NOTIFY=SUCCESS); and the message is
+either removed (every recipient final) or deferred with a growing
+back-off.  The records are plain writes, seen by whoever reads the file
+next even if this process is killed; what makes them durable is the fsync
+of the mailbox they report on, of the file before a deferral, and of the
+queue directory after the removals, once per batch.  A power cut can
+therefore cost a duplicate, never a message.
+
+A message whose attempt fails in an unexpected way (a bug) is left in
+active/ as a crashed worker's would be: the runner takes it back
+(`Queue.recover`), and the rest of the batch goes on.
 """
 
+import os
 import time
 
-from ..core import log
+from ..core import fileio, log
 from ..core.address import origin_domain, qualify
 from ..lda.once import AppendOnce
 from . import agents, dsn
@@ -30,25 +43,73 @@ BOUNCE = "mailsuite:bounce"
 DOUBLE_BOUNCE = "mailsuite:double-bounce"
 
 
+class Outcome:
+    """How one message's attempt ended: removed, deferred until `retry`, or failed (`error`)."""
+
+    __slots__ = ("notifications", "retry", "error")
+
+    def __init__(self):
+        self.notifications = []
+        self.retry = None
+        self.error = None
+
+
 def deliver_message(cfg, queue, qid, logger, *, states=("incoming", "deferred"), router=None):
     """Claim QID and make one attempt: the ids of the notifications it queued,
     or None when someone else has the message or it is gone."""
-    claim = queue.claim(qid, states)
-    if claim is None:
+    outcome = deliver_batch(cfg, queue, [qid], logger, states=states, router=router).get(qid)
+    if outcome is None:
         return None
-    with claim:
-        attempt = Attempt(cfg, queue, claim, logger, router or Router(cfg, logger=logger))
-        attempt.run()
-    return attempt.notifications
+    if outcome.error is not None:
+        raise outcome.error
+    return outcome.notifications
+
+
+def deliver_batch(cfg, queue, qids, logger, *, states=("incoming", "deferred"), router=None):
+    """Claim each of QIDS and make one attempt of each: {qid: Outcome} of those claimed."""
+    router = router or Router(cfg, logger=logger)
+    mailboxes = agents.MailboxDeliveries(cfg, logger)
+    attempts = []
+    try:
+        for qid in qids:
+            claim = queue.claim(qid, states)
+            if claim is not None:
+                attempt = Attempt(cfg, queue, claim, logger, router, mailboxes)
+                attempts.append(attempt)
+                attempt.step(attempt.begin)
+        mailboxes.flush()
+        for attempt in attempts:
+            attempt.step(attempt.finish)
+        if any(attempt.removed for attempt in attempts):
+            fileio.fsync_dir(os.path.join(queue.dir, "active"))
+    finally:
+        for attempt in attempts:
+            attempt.claim.release()
+    return {attempt.id: attempt.outcome for attempt in attempts}
 
 
 class Attempt:
-    def __init__(self, cfg, queue, claim, logger, router):
+    def __init__(self, cfg, queue, claim, logger, router, mailboxes):
         self.cfg, self.queue, self.claim, self.logger, self.router = cfg, queue, claim, logger, router
+        self.mailboxes = mailboxes
         self.env = claim.envelope
         self.id = claim.id
-        self.notifications = []
+        self.outcome = Outcome()
+        self.notifications = self.outcome.notifications
+        self.removed = False
         self.sent_keys = {t for (_r, t), rec in self.env.results.items() if t and rec.get("s") == "sent"}
+        self.pending, self.targets, self.remote, self.others = [], {}, {}, []
+
+    def step(self, work):
+        """Run one part of the attempt; an unexpected error ends it, leaving the message to the runner."""
+        if self.outcome.error is not None:
+            return
+        try:
+            work()
+        except Exception as exc:        # noqa: BLE001 - the other messages of the batch go on
+            self.logger.exception("%s: delivery attempt failed", self.id)
+            self.outcome.error = exc
+            self.mailboxes.forget(self)
 
     # --- records -------------------------------------------------------
 
@@ -88,40 +149,55 @@ class Attempt:
 
     # --- the attempt ---------------------------------------------------
 
-    def run(self):
-        env = self.env
-        pending = [r for r in env.recipients if not self._final(r)]
-        targets, remote = {}, {}
-        for rcpt in pending:
+    def begin(self):
+        """Route every recipient not final yet; hand the mailbox deliveries over to the batch."""
+        self.pending = [r for r in self.env.recipients if not self._final(r)]
+        for rcpt in self.pending:
             try:
-                targets[rcpt] = self.router.resolve(rcpt)
+                self.targets[rcpt] = self.router.resolve(rcpt)
             except RouteError as exc:
                 self._record(rcpt, "route", agents.Result("deferred", exc.dsn, exc.reason, "none"), to=rcpt)
-                targets[rcpt] = None
+                self.targets[rcpt] = None
                 continue
-            for target in targets[rcpt]:
-                self._deliver_local(rcpt, target, remote)
-        if remote:
-            self._deliver_remote(remote)
-        self._conclude(pending, targets)
+            for target in self.targets[rcpt]:
+                self._sort(rcpt, target)
 
-    def _deliver_local(self, rcpt, target, remote):
+    def finish(self):
+        """After the mailbox appends: files and commands, the remote recipients, then the outcome."""
+        for rcpt, target in self.others:
+            started = time.time()
+            with self.claim.message() as message:
+                result = agents.deliver_target(self.cfg, target, message, sender=self.env.sender,
+                                               recipient=rcpt, queue_id=self.id)
+            self._record(rcpt, target.key, result, to=_describe(self.cfg, target), transfer=time.time() - started)
+        if self.remote:
+            self._deliver_remote(self.remote)
+        self._conclude(self.pending, self.targets)
+
+    def _sort(self, rcpt, target):
+        """Each target to its turn: errors now, mailboxes with the batch, files and commands after, remote last."""
         status = self._status(rcpt, target.key)
         if status in ("sent", "bounced"):
             return
         if target.kind == "error":
             self._record(rcpt, target.key, agents.Result("bounced", target.dsn, target.value, "none"), to=rcpt)
         elif target.kind == "remote":
-            remote.setdefault(target.value, []).append(rcpt)
+            self.remote.setdefault(target.value, []).append(rcpt)
+        elif target.kind == "mailbox":
+            self._deliver_mailbox(rcpt, target, status)
         else:
-            previous = self.env.result(rcpt, target.key)
-            once = AppendOnce(lambda **fields: self.claim.record(r=rcpt, t=target.key, **fields),
-                              previous if status == "appending" else None)
-            started = time.time()
-            with self.claim.message() as message:
-                result = agents.deliver_target(self.cfg, target, message, sender=self.env.sender,
-                                               recipient=rcpt, queue_id=self.id, once=once)
-            self._record(rcpt, target.key, result, to=_describe(self.cfg, target), transfer=time.time() - started)
+            self.others.append((rcpt, target))
+
+    def _deliver_mailbox(self, rcpt, target, status):
+        previous = self.env.result(rcpt, target.key)
+        once = AppendOnce(lambda **fields: self.claim.record(r=rcpt, t=target.key, **fields),
+                          previous if status == "appending" else None)
+
+        def delivered(result, seconds):
+            self._record(rcpt, target.key, result, to=_describe(self.cfg, target), transfer=seconds)
+        with self.claim.message() as message:
+            self.mailboxes.add(self, target.user, message, sender=self.env.sender, recipient=rcpt,
+                               queue_id=self.id, once=once, delivered=delivered)
 
     def _deliver_remote(self, remote):
         """Every domain's results are recorded as soon as it is done: a worker killed
@@ -161,11 +237,13 @@ class Attempt:
             reason = self._reason(waiting, targets)
             self.claim.record(deferred=round(time.time(), 3), reason=reason)
             delay = backoff(self.cfg, env.attempts)
-            self.claim.defer(time.time() + delay)
+            self.outcome.retry = time.time() + delay
+            self.claim.defer(self.outcome.retry)
             self.logger.info("%s: deferred %d recipient(s), next attempt in %ds (%s)",
                              self.id, len(waiting), delay, reason)
         else:
-            self.claim.done()
+            self.claim.done(sync=False)         # the batch fsyncs active/ once for all its removals
+            self.removed = True
             self.logger.info("%s: removed", self.id)
 
     def _expire(self, rcpt, keys):

@@ -13,7 +13,9 @@ inetd, xinetd and systemd `Accept=yes` hand us; when stdin is a socket the
 peer address comes from it and STARTTLS works, when it is a pair of pipes
 the peer is local.  Standalone mode (`serve_forking`) forks one child per
 connection, like UW ipop3d under inetd, so a crash or a hostile client
-affects one session only and each child can drop to its user after login.
+affects one session only and each child can drop to its user after login;
+SMTP, whose sessions never change identity, reuses its session processes
+for one connection after another (pool.py).
 
 Security stance: what one client may cost is bounded here, once, for SMTP,
 POP3 and IMAP alike (`Limits`, from each protocol's configuration section):

@@ -1,20 +1,26 @@
-"""The standalone forking listener: one child process per client connection.
+"""The standalone listener: one child process per client connection, or session processes reused.
 
 Like UW ipop3d under inetd, a crash or a hostile client affects one
 session only, and each child can drop to its user after login.  The
-listener caps its children, and those from one address; SIGTERM stops
+listener caps its sessions, and those from one address; SIGTERM stops
 accepting, SIGHUP calls the daemon's reload, and the daemon's own children
-(the SMTP queue runner) are looked after through its supervisor."""
+(the SMTP queue runner) are looked after through its supervisor.
+
+With `max_use` above 1 (SMTP, whose sessions never change identity), a
+session process serves up to that many connections one after another
+(pool.py), as Postfix's smtpd does, instead of a fork per connection; the
+accepting and every limit stay here."""
 
 import errno
 import os
-import select
+import selectors
 import signal
 import socket
 
 from ..core import children, hostport
 from ..core.config import ConfigError
 from ..core.errors import Fatal
+from . import pool
 from .connection import Connection, Limits, PeerGone, SessionLimit
 
 
@@ -22,12 +28,15 @@ class _Listener:
     """The parent: accepts, forks, counts and reaps children (by client address too), stops on SIGTERM."""
 
     def __init__(self, handler, listeners, max_children, logger, busy_reply, limits, on_hup, tls,
-                 supervisor=None):
+                 supervisor=None, max_use=1):
         self.handler, self.logger = handler, logger
         self.max_children, self.busy_reply, self.limits = max_children, busy_reply, limits
         self.on_hup = on_hup
         self.supervisor = supervisor
-        self.children = {}               # pid -> client address
+        self.max_use = max_use
+        self.children = {}               # pid -> client address (a process per session)
+        self.selector = selectors.DefaultSelector()
+        self.pool = pool.SessionPool(self._spawn, self.selector) if max_use > 1 else None
         self.stopping = self.hangup = False
         self.tls = tls
         if tls is None and any(implicit for _, _, implicit in listeners):
@@ -49,16 +58,31 @@ class _Listener:
                 on_ready(bound)
             self._accept_loop(wake_r)
             for sock, _ in self.sockets:
+                self.selector.unregister(sock)
                 sock.close()
-            self.logger.info("stopped accepting; waiting for %d session(s)", len(self.children))
-            while self.children:
+            if self.pool:
+                self.pool.retire_all()
+            self.logger.info("stopped accepting; waiting for %d session(s)", self._sessions())
+            while self._processes():
                 self._reap(block=True)
         finally:
             signal.set_wakeup_fd(old_wakeup)
             for sig, h in previous.items():
                 signal.signal(sig, h)
+            self.selector.close()
             os.close(wake_r)
             os.close(wake_w)
+
+    def _sessions(self):
+        return self.pool.serving() if self.pool else len(self.children)
+
+    def _sessions_from(self, address):
+        if self.pool:
+            return self.pool.serving_from(address)
+        return sum(1 for other in self.children.values() if other == address)
+
+    def _processes(self):
+        return len(self.pool.workers) if self.pool else len(self.children)
 
     def _on_signal(self, signum, frame):
         if signum in (signal.SIGTERM, signal.SIGINT):
@@ -67,22 +91,37 @@ class _Listener:
             self.hangup = True
 
     def _accept_loop(self, wake_r):
-        by_fd = {sock.fileno(): (sock, implicit) for sock, implicit in self.sockets}
+        self.selector.register(wake_r, selectors.EVENT_READ, "wake")
+        for sock, implicit in self.sockets:
+            self.selector.register(sock, selectors.EVENT_READ, ("listen", sock, implicit))
         while not self.stopping:
-            timeout = self.supervisor.tick() if self.supervisor else None
-            ready, _, _ = select.select([wake_r, *by_fd], [], [], timeout)
-            if wake_r in ready:
-                _drain(wake_r)
+            ready = self.selector.select(self._timeout())
+            if any(key.data == "wake" for key, _ in ready):
+                _drain(wake_r)           # first: a signal arriving from now on wakes the next select
             self._reap(block=False)
             if self.hangup:
                 self.hangup = False
                 if self.on_hup:
                     self.on_hup()
+                if self.pool:            # new sessions run with the new configuration
+                    self.pool.retire_all()
             if self.stopping:
                 break
-            for fd in ready:
-                if fd in by_fd:
-                    self._accept(*by_fd[fd])
+            for key, _ in ready:
+                if isinstance(key.data, pool.Worker):
+                    if key.data.channel is not None:
+                        self.pool.heard(key.data)
+            for key, _ in ready:
+                if isinstance(key.data, tuple):
+                    self._accept(*key.data[1:])
+        self.selector.unregister(wake_r)
+
+    def _timeout(self):
+        """Seconds until the supervisor or the pool wants a call, None for never."""
+        waits = [self.supervisor.tick() if self.supervisor else None,
+                 self.pool.retire_idle() if self.pool else None]
+        waits = [w for w in waits if w is not None]
+        return max(0.0, min(waits)) if waits else None
 
     def _accept(self, listener, implicit_tls):
         try:
@@ -92,16 +131,23 @@ class _Listener:
         except OSError as exc:       # EMFILE and friends: keep serving the others
             self.logger.warning("accept: %s", exc)
             return
-        if len(self.children) >= self.max_children:
-            self.logger.warning("too many sessions (%d); refused %s", len(self.children), address[0])
+        if self._sessions() >= self.max_children:
+            self.logger.warning("too many sessions (%d); refused %s", self._sessions(), address[0])
             _refuse(client, self.busy_reply)
             return
         if self.limits.per_address:
-            from_there = sum(1 for other in self.children.values() if other == address[0])
+            from_there = self._sessions_from(address[0])
             if from_there >= self.limits.per_address:
                 self.logger.warning("too many sessions from %s (%d); refused", address[0], from_there)
                 _refuse(client, self.busy_reply)
                 return
+        if self.pool:
+            if not self.pool.hand_over(client, address[0], implicit_tls):
+                self.logger.error("no session process could take %s", address[0])
+                _refuse(client, self.busy_reply)
+                return
+            client.close()
+            return
         try:
             pid = os.fork()
         except OSError as exc:
@@ -109,16 +155,39 @@ class _Listener:
             _refuse(client, self.busy_reply)
             return
         if pid == 0:
-            children.run_child(lambda: self._session(client, implicit_tls), self.logger, "session")
+            children.run_child(lambda: self._one_session(client, implicit_tls), self.logger, "session")
         self.children[pid] = address[0]
         client.close()
 
+    def _one_session(self, client, implicit_tls):
+        """The process of one connection, after the fork."""
+        self._leave_the_listener()
+        self._session(client, implicit_tls)
+
+    def _spawn(self, channel, inherited):
+        """Fork a session process serving the connections sent on CHANNEL (pool.py); its pid."""
+        pid = os.fork()
+        if pid == 0:
+            children.run_child(lambda: self._serve_pooled(channel, inherited), self.logger, "session process")
+        return pid
+
+    def _serve_pooled(self, channel, inherited):
+        self._leave_the_listener(inherited + self.pool.channels())
+        pool.serve_connections(channel, self._pooled_session, self.max_use)
+
+    def _pooled_session(self, client, implicit_tls):
+        try:
+            self._session(client, implicit_tls)
+        except Exception:        # noqa: BLE001 - this session is over; the process serves the next
+            self.logger.exception("session failed")
+
+    def _leave_the_listener(self, inherited=()):
+        """In a new child (whose signal handling run_child undid): none of the listener's descriptors."""
+        self.selector.close()
+        pool.close_all([sock for sock, _ in self.sockets] + list(self.wake) + list(inherited))
+
     def _session(self, client, implicit_tls):
-        """The session process, after the fork: nothing of the listener's is kept open."""
-        for sock, _ in self.sockets:
-            sock.close()
-        for fd in self.wake:
-            os.close(fd)
+        """One client's session, start to end, in the process serving it."""
         client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         conn = Connection(sock=client, timeout=self.limits.line_timeout)
         conn.start_login_phase(self.limits)
@@ -132,24 +201,33 @@ class _Listener:
             conn.close()
 
     def _reap(self, block):
-        """Forget the sessions that ended; tell the supervisor of its own children."""
-        if not self.children and (block or not self.supervisor):
+        """Forget the session processes that ended; tell the supervisor of its own children."""
+        if not self._processes() and (block or not self.supervisor):
             return                              # never block on the supervisor's long-lived child
         ended = children.reap(block)
         if ended is None:
             self.children.clear()
+            for pid in list(self.pool.workers) if self.pool else ():
+                self.pool.reaped(pid)
             return
         for pid, status in ended:
-            if self.children.pop(pid, None) is None and self.supervisor:
+            if self.children.pop(pid, None) is not None or (self.pool and self.pool.reaped(pid)):
+                continue
+            if self.supervisor:
                 self.supervisor.exited(pid, status)
 
 
 def serve_forking(handler, *, listeners, max_children, logger, tls=None, on_ready=None,
-                  busy_reply=None, limits=Limits(), on_hup=None, supervisor=None):
+                  busy_reply=None, limits=Limits(), on_hup=None, supervisor=None, max_use=1):
     """Accept on every (host, port, implicit_tls) and run handler(conn) in a child per client.
 
     TLS is the context for the implicit TLS addresses, loaded once by the
-    daemon before any fork.  Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
+    daemon before any fork.  With MAX_USE above 1 a session process serves
+    up to that many clients, one after another (pool.py); HANDLER must then
+    leave nothing of one session to the next, and never change the
+    process's identity.
+
+    Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
     client's address, a new client gets BUSY_REPLY and is closed.
     SIGTERM/SIGINT stop accepting; the call returns once the running
     sessions have ended.  SIGHUP calls ON_HUP.  Once every address is bound
@@ -163,7 +241,7 @@ def serve_forking(handler, *, listeners, max_children, logger, tls=None, on_read
     until it wants the next call (None: no need).
     """
     _Listener(handler, listeners, max_children, logger, busy_reply, limits, on_hup, tls,
-              supervisor).run(on_ready)
+              supervisor, max_use).run(on_ready)
 
 
 def addresses(cfg, section):

@@ -15,6 +15,8 @@ Every reader and writer in mailsuite goes through `Mailbox`:
   since its scan, checking its offset, From_ line, X-UID and extent;
 * `append()` is the one way anything is added to an mbox file: crash
   record, the file extended to its final size, the message, fsync;
+  `append_deliveries()` does the same for several messages at once
+  (one record, one fsync: the MTA's group commit);
 * `sync()` assigns UIDs to new messages (they only ever ascend), applies
   flag changes and expunges: in place where the new store headers fit the
   padding reserved for them (after checking that the bytes at the planned
@@ -39,6 +41,7 @@ import os
 import re
 import stat
 import time
+import zlib
 from contextlib import contextmanager
 
 from ..core import fileio
@@ -451,19 +454,49 @@ class Mailbox:
         try:
             first_of_file = index is not None and not index.all
             imapbase = (index.uidvalidity or self.new_uidvalidity(), uid, keywords) if first_of_file else None
-            block = render_block(flags=flags, keywords=keywords, uid=uid, imapbase=imapbase,
-                                 padding=self.cfg.delivery.header_padding)
-            length = b""
-            if prepared.exact:
-                length = b"Content-Length: %d\n" % (prepared.body_size + (not prepared.body_ends_line))
-            head = b"".join([_separator_needed(self.fd, old_size), b"From ", from_line(sender, date).encode(),
-                             b"\n", *extra_headers, prepared.header_bytes, block, length, b"\n"])
-            trailer = b"\n" if prepared.body_ends_line else b"\n\n"
-            self._write_appended(old_size, head, prepared, trailer)
+            head = self._head(_separator_needed(self.fd, old_size), sender, date, extra_headers, prepared,
+                              flags=flags, keywords=keywords, uid=uid, imapbase=imapbase)
+            self._write_appended(old_size, [(head, prepared, _trailer(prepared))])
         finally:
             if prepared is not source:
                 prepared.close()
         return uid
+
+    def append_deliveries(self, deliveries, *, announce=None):
+        """Append several delivered messages at once (group commit); their offsets.  Caller holds locked().
+
+        DELIVERIES is a list of (PreparedMessage, sender, extra_headers).
+        They are written as one append: one crash record for all of them,
+        the file extended once, one fsync; whole, or (on an error, or after
+        a crash) not at all.  ANNOUNCE(offsets), when given, is told where
+        each message will begin before anything is written (the MTA
+        records it, so that a retry after a crash finds what was delivered).
+        """
+        self._require_lock()
+        old_size = os.fstat(self.fd).st_size
+        separator = _separator_needed(self.fd, old_size)
+        pieces, offsets, at = [], [], old_size
+        for prepared, sender, extra_headers in deliveries:
+            head = self._head(separator, sender, None, extra_headers, prepared)
+            pieces.append((head, prepared, _trailer(prepared)))
+            offsets.append(at)
+            at += len(head) + prepared.body_size + len(pieces[-1][2])
+            separator = b""             # each trailer leaves the blank line before the next From_ line
+        if announce is not None:
+            announce(offsets)
+        self._write_appended(old_size, pieces)
+        return offsets
+
+    def _head(self, separator, sender, date, extra_headers, prepared, *, flags=frozenset(), keywords=(), uid=0,
+              imapbase=None):
+        """What precedes a message's body in the file: separator, From_ line, our lines, its header, the store's."""
+        block = render_block(flags=flags, keywords=keywords, uid=uid, imapbase=imapbase,
+                             padding=self.cfg.delivery.header_padding)
+        length = b""
+        if prepared.exact:
+            length = b"Content-Length: %d\n" % (prepared.body_size + (not prepared.body_ends_line))
+        return b"".join([separator, b"From ", from_line(sender, date).encode(), b"\n", *extra_headers,
+                         prepared.header_bytes, block, length, b"\n"])
 
     def start_uid_state(self):
         """Give an empty file its own UIDVALIDITY now, in a pseudo-message (a folder made by IMAP CREATE).
@@ -475,21 +508,40 @@ class Mailbox:
         if os.fstat(self.fd).st_size:
             return
         imapbase = (self.new_uidvalidity(), 0, ())
-        self._write_appended(0, _pseudo_message(imapbase, self.cfg.delivery.header_padding), _NoBody, b"\n")
+        self._write_appended(0, [(_pseudo_message(imapbase, self.cfg.delivery.header_padding), _NoBody, b"\n")])
         self._memo = None
 
-    def _write_appended(self, old_size, head, prepared, trailer):
-        """The append itself: record, the file extended to its final size, the bytes, fsync; undone on error."""
-        after = old_size + len(head) + prepared.body_size + len(trailer)
-        record = self.journal.record_append(self.fd, AppendRecord(old_size, after, head, prepared.body_size,
-                                                                  prepared.body_crc, trailer))
+    def _write_appended(self, old_size, pieces):
+        """The append itself: record, the file extended to its final size, the bytes, fsync; undone on error.
+
+        PIECES are (head, prepared, trailer) of each message.  The crash
+        record sees them as one message: the first head, then everything
+        up to the last trailer as its body (checksummed in the order
+        written), so a crash keeps all of them or none.
+        """
+        first_head, last_trailer = pieces[0][0], pieces[-1][2]
+        total = sum(len(head) + prepared.body_size + len(trailer) for head, prepared, trailer in pieces)
+        crc = pieces[0][1].body_crc
+        for (_, _, previous_trailer), (head, prepared, _) in zip(pieces, pieces[1:]):
+            crc = zlib.crc32(head, zlib.crc32(previous_trailer, crc))
+            for chunk in prepared.body_chunks():
+                crc = zlib.crc32(chunk, crc)
+        after = old_size + total
+        record = self.journal.record_append(self.fd, AppendRecord(old_size, after, first_head,
+                                                                  total - len(first_head) - len(last_trailer),
+                                                                  crc, last_trailer))
         try:
             fileio.truncate(self.fd, after)
             writer = fileio.Writer(self.fd, old_size)
-            writer.write(head)
-            for chunk in prepared.body_chunks():
-                writer.write(chunk)
-            writer.write(trailer)
+            for head, prepared, trailer in pieces:
+                body = prepared.body_bytes()
+                if body is not None:            # small: one write
+                    writer.write(b"".join((head, body, trailer)))
+                    continue
+                writer.write(head)
+                for chunk in prepared.body_chunks():
+                    writer.write(chunk)
+                writer.write(trailer)
             os.fsync(self.fd)
         except BaseException:
             _truncate_back(self.fd, old_size)
@@ -728,6 +780,15 @@ class _NoBody:
     @staticmethod
     def body_chunks():
         return ()
+
+    @staticmethod
+    def body_bytes():
+        return b""
+
+
+def _trailer(prepared):
+    """What follows a message's body: the blank line before the next From_ line (and the body's last newline)."""
+    return b"\n" if prepared.body_ends_line else b"\n\n"
 
 
 def _placed(msg, size, read):

@@ -6,11 +6,12 @@ are stripped so that no sender can set flags or UIDs, and body `From `
 lines are quoted (mboxrd); an IMAP APPEND keeps the message exactly
 instead (`quote=False`).  Header lines are kept whole whatever their
 length: nothing of a message is changed beyond what the mbox format needs.
-The header stays in memory and the body goes to an anonymous temporary
-file, so any number of spools get the same bytes without reading the
-message twice.
+The header stays in memory and the body too while it is small (up to
+IN_MEMORY), else it goes to an anonymous temporary file, so any number of
+spools get the same bytes without reading the message twice.
 """
 
+import io
 import os
 import re
 import zlib
@@ -19,6 +20,7 @@ from ..core.errors import Fatal
 from .format import STRIP_ON_DELIVERY, quote_from_lines
 
 _CHUNK = 1 << 20
+IN_MEMORY = 1 << 20             # a body up to this size is kept in memory, a bigger one in a temporary file
 _HEADER_NAME = re.compile(rb"[!-9;-~]+")        # RFC 5322 ftext
 
 
@@ -31,7 +33,7 @@ class DeliveryError(Fatal):
 
 
 class PreparedMessage:
-    """A message made ready for mbox: header bytes in memory, the body in a temporary file.
+    """A message made ready for mbox: header bytes in memory, the body in memory or a temporary file.
 
     `exact` is set for a message stored as given (IMAP APPEND, copies of
     stored messages): its body was not quoted, so the store gives it a
@@ -55,6 +57,12 @@ class PreparedMessage:
         self.body_file.seek(0)
         while chunk := self.body_file.read(_CHUNK):
             yield chunk
+
+    def body_bytes(self):
+        """The whole body, when it is small enough to be kept in memory; else None."""
+        if isinstance(self.body_file, io.BytesIO):
+            return self.body_file.getvalue()
+        return None
 
     def close(self):
         self.body_file.close()
@@ -99,7 +107,7 @@ def prepare(stream, max_size=0, *, quote=True):
             headers.append(line if line.endswith(b"\n") else line + b"\n")
     if total == 0:
         raise DeliveryError(os.EX_DATAERR, "empty message")
-    body = temporary_file()
+    body = io.BytesIO()
     body_size = 0
     crc = 0
     last = b"\n"
@@ -120,6 +128,8 @@ def prepare(stream, max_size=0, *, quote=True):
             out = data.replace(b"\r\n", b"\n")
             if quote:
                 out = quote_from_lines(out)
+            if body_size + len(out) > IN_MEMORY and isinstance(body, io.BytesIO):
+                body = _to_file(body)
             body.write(out)
             body_size += len(out)
             crc = zlib.crc32(out, crc)
@@ -142,6 +152,13 @@ def _whole_line(stream, room, limit):
         parts.append(piece)
         if not piece or piece.endswith(b"\n"):
             return b"".join(parts)
+
+
+def _to_file(memory):
+    """The body so far moved from memory into a temporary file, positioned at its end."""
+    spool = temporary_file()
+    spool.write(memory.getbuffer())
+    return spool
 
 
 def temporary_file():

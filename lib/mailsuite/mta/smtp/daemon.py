@@ -2,8 +2,10 @@
 
 The daemon's master process does three things and nothing else: it listens
 on the `[smtp] listen` (and `listen_submission`) addresses through the
-shared forking harness, one child per session up to `max_children`
-(beyond that `421 4.7.0`); it keeps one queue runner child alive, starting
+shared harness, up to `max_children` sessions at once (beyond that
+`421 4.7.0`), each in a session process that serves up to `max_use`
+connections one after another, as Postfix's smtpd processes do (no fork per
+connection; SIGHUP retires them all after their current session); it keeps one queue runner child alive, starting
 it again, with a back-off from 1 s doubling to a minute, whenever it ends
 for any reason (the runner, in turn, ends with the master); and it
 answers signals: SIGTERM stops accepting, lets running sessions finish,
@@ -159,7 +161,8 @@ class Daemon:
                                  max_children=self.cfg.smtp.max_children, logger=self.logger,
                                  on_ready=on_ready, busy_reply=busy,
                                  limits=connection.Limits.of(self.cfg.smtp, self.cfg.smtp.command_timeout),
-                                 on_hup=self.reload, supervisor=self if with_runner else None)
+                                 on_hup=self.reload, supervisor=self if with_runner else None,
+                                 max_use=max(1, self.cfg.smtp.max_use))
         finally:
             self.stop_runner(wait=True)
         self.logger.info("stopped")
