@@ -30,106 +30,11 @@ from .format import (
     XSTATUS_LETTERS,
     MailboxError,
     is_from_line,
-    parse_from_date,
     valid_keyword,
 )
+from .table import FLAG_BITS, PSEUDO, Index, Message, TableBuilder  # noqa: F401  (Index, Message: the store's names)
 
 CHUNK = 4 << 20
-
-_FLAG_SETS = {}
-
-
-def flag_set(letters):
-    """The one shared frozenset for these flag letters: 100,000 messages share a handful of sets."""
-    key = "".join(sorted(set(letters)))
-    found = _FLAG_SETS.get(key)
-    if found is None:
-        found = _FLAG_SETS[key] = frozenset(key)
-    return found
-
-
-class Message:
-    """One message's place in the file and its store metadata; immutable."""
-
-    __slots__ = ("start", "header", "body", "end", "from_line", "uid", "flags", "keywords",
-                 "block", "pseudo", "client_size", "pop3_extra")
-
-    def __init__(self, start, header, body, end, from_line, uid, flags, keywords, block, pseudo=False,
-                 client_size=0, pop3_extra=0):
-        self.start = start              # offset of the "From " line
-        self.header = header            # offset of the first header line
-        self.body = body                # offset of the body (after the blank line); == end without one
-        self.end = end                  # end of content; the separator's newline (or the end of the file) follows
-        self.from_line = from_line      # "sender date", without "From " and the newline
-        self.uid = uid                  # 0 until a reader assigns one
-        self.flags = flags              # frozenset of SYSTEM_FLAGS letters
-        self.keywords = keywords        # tuple of keyword names
-        self.block = block              # (start, end) of our contiguous store-header block, or None
-        self.pseudo = pseudo            # the "FOLDER INTERNAL DATA" message: kept, never shown
-        self.client_size = client_size  # bytes a client is sent: served_header() + body with CRLF (RFC822.SIZE)
-        self.pop3_extra = pop3_extra    # what POP3 adds: a byte per line starting with ".", a CRLF if none ends it
-
-    @property
-    def size(self):
-        """Bytes of the stored message, headers and body, LF line ends."""
-        return self.end - self.header
-
-    @property
-    def sender(self):
-        return self.from_line.split(" ", 1)[0]
-
-    @property
-    def date(self):
-        """INTERNALDATE: the From_ line's date, else the epoch."""
-        return parse_from_date(self.from_line)
-
-    def as_tuple(self):
-        return (self.start, self.header, self.body, self.end, self.from_line, self.uid,
-                "".join(sorted(self.flags)), self.keywords, self.block, self.pseudo,
-                self.client_size, self.pop3_extra)
-
-    @classmethod
-    def from_tuple(cls, t):
-        start, header, body, end, from_line, uid, flags, keywords, block, pseudo, client_size, pop3_extra = t
-        return cls(start, header, body, end, from_line, uid, flag_set(flags), tuple(keywords),
-                   tuple(block) if block else None, pseudo, client_size, pop3_extra)
-
-    def moved(self, **changes):
-        """A copy with some fields changed."""
-        t = dict(zip(Message.__slots__, self.as_tuple()))
-        t.update(changes)
-        return Message.from_tuple(tuple(t[k] for k in Message.__slots__))
-
-    def __repr__(self):
-        return f"<Message uid={self.uid} at {self.start} size={self.size} flags={''.join(sorted(self.flags))}>"
-
-
-class Index:
-    """The result of a scan: messages in file order and the mailbox's UID state.
-
-    `base_in_file` says whether the file itself holds the UID state
-    (X-IMAPbase or X-IMAP); when it does not, the state came from the
-    index cache (the first message was deleted by a mail reader) or is
-    not known yet, and the next sync writes it.
-    """
-
-    def __init__(self, all_messages, uidvalidity, uidlast, keywords, size, base_in_file=True):
-        self.all = all_messages                                   # including a pseudo-message
-        self.messages = [m for m in all_messages if not m.pseudo]
-        self.uidvalidity = uidvalidity                            # 0: none assigned yet
-        self.uidlast = uidlast
-        self.keywords = keywords
-        self.size = size
-        self.base_in_file = base_in_file
-
-    @property
-    def uidnext(self):
-        last = max((m.uid for m in self.messages), default=0)
-        return max(self.uidlast, last) + 1
-
-    def by_uid(self):
-        return {m.uid: m for m in self.messages if m.uid}
-
 
 class _Window:
     """A sliding window over a file descriptor: bytes.find and slices across chunks, in bounded memory."""
@@ -253,14 +158,19 @@ class _HeaderFacts:
         values = self.values
         status = values.get(b"status", b"").decode("latin-1")
         xstatus = values.get(b"x-status", b"").decode("latin-1")
-        flags = flag_set("".join(c for c in status if c in STATUS_LETTERS)
-                         + "".join(c for c in xstatus if c in XSTATUS_LETTERS))
+        mask = 0
+        for c in status:
+            if c in STATUS_LETTERS:
+                mask |= FLAG_BITS[c]
+        for c in xstatus:
+            if c in XSTATUS_LETTERS:
+                mask |= FLAG_BITS[c]
         keywords = tuple(k for k in values.get(b"x-keywords", b"").decode("utf-8", "replace").split()
                          if valid_keyword(k))
         raw_uid = values.get(b"x-uid", b"")
         uid = int(raw_uid) if raw_uid.isdigit() and len(raw_uid) < 11 else 0
         block = tuple(self.block) if self.block and self.contiguous else None
-        return uid, flags, keywords, block
+        return uid, mask, keywords, block
 
     @property
     def content_length(self):
@@ -338,9 +248,10 @@ def _parse_imapbase(value):
 
 
 def scan_range(fd, start, size):
-    """Messages from offset `start` (a message start) to `size`, and the first message's X-IMAPbase."""
+    """A Table of the messages from offset `start` (a message start) to `size`, and the first message's X-IMAPbase."""
     window = _Window(fd, start, size)
-    messages = []
+    messages = TableBuilder()
+    count = 0
     imapbase = None
     if size > start and window.get(start, start + 5) != b"From ":
         raise MailboxError("not an mbox file: no 'From ' line where a message should start")
@@ -348,10 +259,10 @@ def scan_range(fd, start, size):
     while pos < size:
         line_end = window.find(b"\n", pos, size)
         line_end = size if line_end < 0 else line_end
-        from_text = window.get(pos + 5, min(line_end, pos + FROM_LINE_MAX)).decode("utf-8", "surrogateescape")
+        from_bytes = window.get(pos + 5, min(line_end, pos + FROM_LINE_MAX))
         header = min(line_end + 1, size)
         blank = window.find(b"\n\n", header - 1, size) if header < size else -1
-        is_first = not messages and start == 0
+        is_first = not count and start == 0
         facts = _header_facts(window, header, blank + 1, is_first) if blank >= 0 else None
         found = _trusted_length(window, blank + 2, facts.content_length, size) if facts else None
         if found:
@@ -377,7 +288,7 @@ def scan_range(fd, start, size):
                 body = end
         open_line = end > header and window.get(end - 1, end) != b"\n"
         facts.finish(open_line and not blank_line, blank_line)
-        uid, flags, keywords, block = facts.store_metadata()
+        uid, mask, keywords, block = facts.store_metadata()
         body_open = open_line and end > body
         client_size = (facts.served + (end - body)
                        + window.count(b"\n", body, end) - window.count(b"\r\n", body, end, _CR))
@@ -386,41 +297,21 @@ def scan_range(fd, start, size):
         if is_first:
             raw = facts.values.get(b"x-imap" if pseudo else b"x-imapbase")
             imapbase = _parse_imapbase(raw) if raw is not None else None
-        messages.append(Message(pos, header, body, end, from_text, uid, flags, keywords, block, pseudo,
-                                client_size, pop3_extra))
+        messages.add(pos, header, body, end, from_bytes, uid, mask | (PSEUDO if pseudo else 0), keywords, block,
+                     client_size, pop3_extra)
+        count += 1
         pos = next_start
-    return messages, imapbase
+    return messages.table(), imapbase
 
 
-def validate_uids(messages, imapbase):
-    """Keep X-UIDs only while they ascend and stay within UIDLAST; later ones get new UIDs."""
-    if imapbase is None:
-        return [m.moved(uid=0) if m.uid else m for m in messages]
-    uidlast = imapbase[1]
-    out = []
-    previous = 0
-    broken = False
-    for m in messages:
-        if m.pseudo:
-            out.append(m)
-            continue
-        if broken or not m.uid or m.uid <= previous or m.uid > uidlast:
-            if m.uid:
-                broken = True
-            out.append(m.moved(uid=0))
-        else:
-            previous = m.uid
-            out.append(m)
-    return out
-
-
-def uids_fit(messages, uidlast):
+def uids_fit(table, uidlast):
     """Whether X-UIDs as found ascend and stay within UIDLAST (a remembered UID state still holds)."""
     previous = 0
-    for m in messages:
-        if m.pseudo or not m.uid:
+    for i in range(len(table)):
+        uid = table.uid[i]
+        if not uid or table.flags[i] & PSEUDO:
             continue
-        if m.uid <= previous or m.uid > uidlast:
+        if uid <= previous or uid > uidlast:
             return False
-        previous = m.uid
+        previous = uid
     return True
