@@ -114,10 +114,9 @@ class MailboxCommands:
         self.send("OK", "[PERMANENTFLAGS", "(" + " ".join(permanent) + ")]", "Flags permitted.")
         self.send(str(selected.exists), "EXISTS")
         self.send(str(len(selected.recent)), "RECENT")
-        for seq, uid in enumerate(selected.uids, 1):
-            if "R" not in selected.flags_of(uid)[0]:
-                self.send("OK", f"[UNSEEN {seq}]", "First unseen.")
-                break
+        unseen = selected.first_unseen()
+        if unseen:
+            self.send("OK", f"[UNSEEN {unseen}]", "First unseen.")
         self.send("OK", f"[UIDVALIDITY {selected.uidvalidity}]", "UIDs valid")
         self.send("OK", f"[UIDNEXT {selected.uidnext}]", "Predicted next UID")
         mode = "READ-ONLY" if readonly else "READ-WRITE"
@@ -198,11 +197,11 @@ class MailboxCommands:
         try:
             index = scan_with_uids(box)
             values = {
-                "MESSAGES": len(index.messages),
-                "RECENT": sum(1 for m in index.messages if "O" not in m.flags),
+                "MESSAGES": index.count,
+                "RECENT": index.count_without("O"),
                 "UIDNEXT": index.uidnext,
                 "UIDVALIDITY": index.uidvalidity,
-                "UNSEEN": sum(1 for m in index.messages if "R" not in m.flags),
+                "UNSEEN": index.count_without("R"),
             }
         finally:
             box.close()

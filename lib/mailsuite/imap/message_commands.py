@@ -95,7 +95,7 @@ class MessageCommands:
                 selected.refresh_positions()
                 size, end, messages = 0, start, []
                 while end < len(targets) and (end == start or size < LOCK_BATCH_BYTES):
-                    msg = selected.messages.get(targets[end][1])
+                    msg = selected.message(targets[end][1])
                     if msg is not None:
                         size += msg.size
                         messages.append(msg)
@@ -142,7 +142,7 @@ class MessageCommands:
         selected = self.selected
         gone = False
         for seq, uid in targets:
-            msg = selected.messages.get(uid)
+            msg = selected.message(uid)
             if msg is None:
                 gone = True
                 self._fetch_expunged(seq, uid, wanted)
@@ -222,7 +222,7 @@ class MessageCommands:
 
         def run(batch, source):
             for seq, uid in batch:
-                msg = selected.messages.get(uid)
+                msg = selected.message(uid)
                 if msg is None:
                     continue
                 letters, keywords = selected.flags_of(uid)
@@ -245,7 +245,7 @@ class MessageCommands:
     def cmd_copy(self, command, move=False):
         sequence, target_name = command.args
         selected = self.selected
-        targets = [(seq, uid) for seq, uid in self.targets(command, sequence) if uid in selected.messages]
+        targets = [(seq, uid) for seq, uid in self.targets(command, sequence) if selected.present(uid)]
         if move and selected.readonly:
             raise No("[READ-ONLY] mailbox is read-only")
         try:
@@ -264,7 +264,7 @@ class MessageCommands:
             with first.locked(), second.locked():
                 selected.refresh_positions()
                 for _, uid in targets:
-                    msg = selected.messages.get(uid)
+                    msg = selected.message(uid)
                     if msg is None:
                         continue
                     data = selected.box.read(msg)

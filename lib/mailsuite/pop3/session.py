@@ -353,7 +353,7 @@ class Session:
             self.reply(ERRORS["syntax"] if not text.isdigit() else ERRORS["no_message"])
             return 0
         number = int(text)
-        if self.maildrop.message(number) is None:
+        if not self.maildrop.exists(number):
             self.reply(ERRORS["deleted"] if number in self.maildrop.deleted else ERRORS["no_message"])
             return 0
         return number
