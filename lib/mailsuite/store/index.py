@@ -139,7 +139,10 @@ class IndexCache:
         path = os.path.join(self.directory, _LEGACY)
         if not os.path.exists(path):
             return 0
-        import sqlite3
+        try:
+            import sqlite3
+        except ImportError:             # the interpreter's library unreadable after a privilege drop
+            return 0
         try:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:

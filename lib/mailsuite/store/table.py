@@ -207,23 +207,28 @@ class TableBuilder:
         self.blob = bytearray()
         self.sets = [()]
         self._numbers = {(): 0}
+        c = self.columns
+        self._appenders = tuple(c[name].append for name in ("start", "header", "body", "end", "uid", "block_lo",
+                                                              "block_hi", "client_size", "pop3_extra", "from_at",
+                                                              "from_len", "flags", "kw"))
 
     def add(self, start, header, body, end, from_bytes, uid, mask, keywords, block, client_size, pop3_extra):
-        c = self.columns
-        c["start"].append(start)
-        c["header"].append(header)
-        c["body"].append(body)
-        c["end"].append(end)
-        c["uid"].append(uid)
-        c["block_lo"].append(block[0] if block else -1)
-        c["block_hi"].append(block[1] if block else -1)
-        c["client_size"].append(client_size)
-        c["pop3_extra"].append(pop3_extra)
-        c["from_at"].append(len(self.blob))
-        c["from_len"].append(len(from_bytes))
+        (a_start, a_header, a_body, a_end, a_uid, a_lo, a_hi, a_size, a_extra, a_at, a_len, a_flags,
+         a_kw) = self._appenders
+        a_start(start)
+        a_header(header)
+        a_body(body)
+        a_end(end)
+        a_uid(uid)
+        a_lo(block[0] if block else -1)
+        a_hi(block[1] if block else -1)
+        a_size(client_size)
+        a_extra(pop3_extra)
+        a_at(len(self.blob))
+        a_len(len(from_bytes))
         self.blob += from_bytes
-        c["flags"].append(mask)
-        c["kw"].append(self.keyword_set(keywords))
+        a_flags(mask)
+        a_kw(self._numbers[keywords] if keywords in self._numbers else self.keyword_set(keywords))
 
     def keyword_set(self, keywords):
         n = self._numbers.get(keywords)
