@@ -9,9 +9,7 @@ written as changes to what the file holds (selected.py).
 
 from ..store import mailbox as mbox
 from . import parser
-from .fetch import MessageFetcher
 from .mailboxes import MailboxNameError, NoSuchMailbox
-from .search import SearchContext, compile_search
 from .selected import SEEN, SYSTEM_FLAG_NAMES, FlagChange, flag_names, split_flags
 from .states import EXPUNGE_ISSUED, Bad, No
 
@@ -121,7 +119,7 @@ class MessageCommands:
         texts = {}
         lines = []
         for seq, uid in targets:  # a message expunged elsewhere, not yet announced, keeps its flags
-            letters, keywords = selected.flags_of(uid)
+            letters, keywords = selected.flags_at(seq, uid)
             key = (letters, keywords, uid in selected.recent)
             flags = texts.get(key)
             if flags is None:
@@ -139,6 +137,7 @@ class MessageCommands:
 
     def _fetch_each(self, targets, wanted, sets_seen, source):
         """FETCH responses for the targets; True when one was expunged by another session meanwhile."""
+        from .fetch import MessageFetcher
         selected = self.selected
         gone = False
         for seq, uid in targets:
@@ -213,6 +212,8 @@ class MessageCommands:
             return EXPUNGE_ISSUED
 
     def cmd_search(self, command):
+        from .fetch import MessageFetcher
+        from .search import SearchContext, compile_search
         charset, key = command.args
         selected = self.selected
         predicate = compile_search(key)

@@ -250,17 +250,23 @@ class SelectedMailbox:
         """[(seq, uid)] for a sequence set of message numbers or UIDs, in order."""
         if not self.uids:
             return []
+        spans = []  # [lo, hi) positions in the view
         if uid_mode:  # UIDs ascend with message numbers: each range is a slice
-            indexes = set()
             for lo, hi in sequence.resolve(self.uids[-1]):
-                indexes.update(range(bisect.bisect_left(self.uids, lo), bisect.bisect_right(self.uids, hi)))
-            return [(i + 1, self.uids[i]) for i in sorted(indexes)]
-        numbers = set()
-        for lo, hi in sequence.resolve(len(self.uids)):
-            if lo < 1 or hi > len(self.uids):
-                raise IndexError("no such message")
-            numbers.update(range(lo, hi + 1))
-        return [(n, self.uids[n - 1]) for n in sorted(numbers)]
+                spans.append((bisect.bisect_left(self.uids, lo), bisect.bisect_right(self.uids, hi)))
+        else:
+            for lo, hi in sequence.resolve(len(self.uids)):
+                if lo < 1 or hi > len(self.uids):
+                    raise IndexError("no such message")
+                spans.append((lo - 1, hi))
+        out = []
+        done = 0
+        for lo, hi in sorted(spans):  # overlapping ranges name a message once
+            lo = max(lo, done)
+            if lo < hi:
+                out += zip(range(lo + 1, hi + 1), self.uids[lo:hi])
+                done = hi
+        return out
 
     def message(self, uid):
         """The store's Message for UID as of the latest scan, or None if it is gone from the file."""
@@ -279,6 +285,13 @@ class SelectedMailbox:
         if i >= 0:
             self.told[i] = mask_of(letters)
             self.told_kw[i] = self._keyword_set(tuple(keywords))
+
+    def flags_at(self, seq, uid):
+        """flags_of(uid) for a message known to be number SEQ of the view: no lookup."""
+        changes = self.pending.get(uid)
+        i = seq - 1
+        told = LETTERS[self.told[i] & _FLAG_MASK], self.keyword_sets[self.told_kw[i]]
+        return applied(changes, *told) if changes else told
 
     def flags_of(self, uid):
         """(letters, keywords) of a message in this session's view, its own unwritten changes included."""

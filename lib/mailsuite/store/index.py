@@ -27,7 +27,6 @@ as a failure of the mailbox.
 
 import array
 import fcntl
-import hashlib
 import mmap
 import os
 import struct
@@ -65,7 +64,8 @@ class IndexCache:
         self.directory = directory
 
     def _path(self, mailbox_path):
-        name = hashlib.sha256(mailbox_path.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        raw = mailbox_path.encode("utf-8", "surrogateescape")
+        name = f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}"      # the file holds the path, checked on load
         return os.path.join(self.directory, name + ".idx")
 
     def load(self, mailbox_path):
