@@ -14,7 +14,7 @@ import re
 
 from ..core import config, log
 from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
-from ..server import connection, inetd, listener
+from ..server import connection, inetd, listener, tls
 from . import session as pop3
 
 BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
@@ -53,8 +53,13 @@ def main(argv):
     logger = log.setup(cfg, "pop3d")
     limits = connection.Limits.of(cfg.pop3, cfg.pop3.idle_timeout)
 
+    shared = tls.tls_context(cfg, "pop3") if options.get("daemon") else None   # made once, before forking
+
     def session(conn):
-        pop3.serve(conn, cfg, logger)
+        context = shared
+        if context is None and conn.can_starttls:   # inetd on a socket; on pipes STLS cannot work anyway
+            context = tls.tls_context(cfg, "pop3")
+        pop3.serve(conn, cfg, logger, context)
 
     if not options.get("daemon"):
         inetd.serve_inetd(session, cfg, implicit_tls=bool(options.get("tls")), limits=limits)

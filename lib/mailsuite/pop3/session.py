@@ -20,7 +20,6 @@ import time
 
 from ..server import auth
 from ..server.connection import IdleTimeout, LineTooLong, TooManyCommands
-from ..server.tls import tls_context
 from ..store.locking import LockTimeout
 from ..store.mailbox import MailboxError
 from .snapshot import Changed, Gone, InUse, Maildrop, take_session_lock
@@ -89,12 +88,12 @@ class Command:
 class Session:
     """One POP3 client from greeting to QUIT."""
 
-    def __init__(self, conn, cfg, logger):
+    def __init__(self, conn, cfg, logger, tls=None):
         self.conn = conn
         self.cfg = cfg
         self.logger = logger
         self.authenticator = auth.Authenticator(cfg, "pop3", logger)
-        self.tls = tls_context(cfg, "pop3") if not conn.is_tls else None
+        self.tls = tls if not conn.is_tls else None     # the context for STLS, if configured
         self.state = AUTHORIZATION
         self.user_name = None            # from USER, awaiting PASS
         self.user = None
@@ -382,6 +381,6 @@ COMMANDS = {
 }
 
 
-def serve(conn, cfg, logger):
-    """The handler given to the server harness."""
-    Session(conn, cfg, logger).run()
+def serve(conn, cfg, logger, tls=None):
+    """The handler given to the server harness; TLS is the context STLS uses (None: not offered)."""
+    Session(conn, cfg, logger, tls).run()
