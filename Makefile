@@ -80,8 +80,8 @@ install:
 		[ -e /etc/aliases ] || install -m 0644 etc/aliases /etc/aliases; \
 	fi
 
-config-docs:                     # after adding a key to lib/mailsuite/config.py
-	PYTHONPATH=lib $(PYTHON) -m mailsuite.config etc/mailsuite.conf man/mailsuite.conf.5
+config-docs:                     # after adding a key to lib/mailsuite/core/config.py
+	PYTHONPATH=lib $(PYTHON) -m mailsuite.core.config etc/mailsuite.conf man/mailsuite.conf.5
 
 clean:
 	rm -rf $(VENV) build lib/*.egg-info .pytest_cache

@@ -260,3 +260,14 @@ def test_drop_privileges_refuses_root(tmp_path):
 def test_unknown_user_names_are_logged_printable(authenticator, caplog):
     authenticator.authenticate("evil\rname\x1b[2J", "x", PEER)
     assert any("user=evil?name?[2J," in line for line in caplog.messages)
+
+
+def test_the_cost_of_new_hashes_is_a_setting_and_any_stored_cost_is_checked():
+    """New hashes take [auth] scrypt_cost; a stored hash is checked at the cost it was made with."""
+    cheap, dear = passwords.hash_password("pw", 11), passwords.hash_password("pw", 15)
+    assert cheap.startswith("$scrypt$ln=11,r=8,p=1$") and dear.startswith("$scrypt$ln=15,r=8,p=1$")
+    assert passwords.verify_password("pw", cheap) and passwords.verify_password("pw", dear)
+    assert not passwords.verify_password("pw!", dear)
+    assert passwords.work_of(dear) == 15 and passwords.work_of("$scrypt$ln=14,r=16,p=2$AAAA$AAAA") == 16
+    with pytest.raises(ValueError):
+        passwords.hash_password("pw", 4)

@@ -17,6 +17,7 @@ from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
 from ..core.users import UserDB
 from ..server import connection, inetd, listener, tls
 from ..server.auth import Authenticator
+from .mailbox_commands import LOADED_LATER
 from .session import Session
 
 COMMAND_LINE = CommandLine("imapd", [
@@ -81,7 +82,7 @@ def main(argv):
         listener.serve_forking(
             handle, cfg, listeners=listeners, max_children=cfg.imap.max_sessions, logger=logger,
             on_ready=ready, busy_reply=b"* BYE too many connections; try again later\r\n",
-            limits=limits,
+            limits=limits, preload=("mailsuite.server.passwords", *LOADED_LATER),
         )
         return 0
     inetd.serve_inetd(handle, cfg, implicit_tls=bool(options.get("tls")), limits=limits)

@@ -71,6 +71,7 @@ def main(argv):
     try:
         listener.serve_forking(session, cfg, listeners=listeners, max_children=cfg.pop3.max_sessions,
                              logger=logger, busy_reply=BUSY, limits=limits,
+                             preload=("mailsuite.server.passwords", *pop3.LOADED_LATER),
                              on_ready=lambda bound: logger.info(
                                  "listening on %s", ", ".join(f"{h}:{p}" for h, p in bound)))
     except OSError as exc:

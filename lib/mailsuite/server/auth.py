@@ -37,10 +37,10 @@ from ..core.users import UserDB
 
 
 @functools.cache
-def _dummy_hash():
+def _dummy_hash(cost):
     """A hash of a random password: unknown users cost the same scrypt work as known ones."""
     from . import passwords
-    return passwords.hash_password(os.urandom(16).hex())
+    return passwords.hash_password(os.urandom(16).hex(), cost)
 
 
 class Authenticator:
@@ -98,7 +98,7 @@ class Authenticator:
             if not ok and reason:
                 self.logger.debug("pam: user=%s: %s", user.name, reason)
             return ok, "pam"
-        self.passwords.verify_password(password, _dummy_hash())
+        self.passwords.verify_password(password, _dummy_hash(self.cfg.auth.scrypt_cost))
         return False, "none"
 
     def _uid_allowed(self, user):

@@ -6,6 +6,8 @@ listener caps its children, and those from one address; SIGTERM stops
 accepting, SIGHUP calls the daemon's reload, and the daemon's own children
 (the SMTP queue runner) are looked after through its supervisor."""
 
+import gc
+import importlib
 import os
 import select
 import signal
@@ -21,8 +23,9 @@ class _Listener:
     """The parent: accepts, forks, counts and reaps children (by client address too), stops on SIGTERM."""
 
     def __init__(self, handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup,
-                 supervisor=None):
+                 supervisor=None, preload=()):
         self.handler, self.cfg, self.logger = handler, cfg, logger
+        self.preload = preload
         self.max_children, self.busy_reply, self.limits = max_children, busy_reply, limits
         self.on_hup = on_hup
         self.supervisor = supervisor
@@ -46,6 +49,7 @@ class _Listener:
         try:
             if on_ready:
                 on_ready([sock.getsockname()[:2] for sock, _ in self.sockets])
+            _share_with_children(self.preload)
             self._accept_loop(wake_r)
             for sock, _ in self.sockets:
                 sock.close()
@@ -159,7 +163,7 @@ class _Listener:
 
 
 def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=None,
-                  busy_reply=None, limits=Limits(), on_hup=None, supervisor=None):
+                  busy_reply=None, limits=Limits(), on_hup=None, supervisor=None, preload=()):
     """Accept on every (host, port, implicit_tls) and run handler(conn) in a child per client.
 
     Beyond MAX_CHILDREN live sessions, or `limits.per_address` from the
@@ -173,9 +177,28 @@ def serve_forking(handler, cfg, *, listeners, max_children, logger, on_ready=Non
     `supervisor.exited(pid, status)` hears of each that ends, and
     `supervisor.tick()` is called at every wake-up and returns the seconds
     until it wants the next call (None: no need).
+
+    PRELOAD names modules the sessions import only when they need them:
+    the listener imports them once, so that every child shares them (see
+    _share_with_children).
     """
     _Listener(handler, cfg, listeners, max_children, logger, busy_reply, limits, on_hup,
-              supervisor).run(on_ready)
+              supervisor, preload).run(on_ready)
+
+
+def _share_with_children(preload):
+    """Import what sessions will use, then freeze the objects made so far, before the first fork.
+
+    A forked child shares the listener's memory until it writes to it, and
+    the cyclic collector writes to every object it examines: frozen objects
+    are never examined, so their pages stay shared (and a login imports
+    nothing).  This is done once, at start-up: objects the listener makes
+    later stay collectable.
+    """
+    for module in preload:
+        importlib.import_module(module)
+    gc.collect()
+    gc.freeze()
 
 
 def _bind(host, port):
