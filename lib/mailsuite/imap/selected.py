@@ -35,20 +35,33 @@ import array
 import bisect
 from typing import NamedTuple
 
+from ..store.locking import LockTimeout
 from ..store.table import LETTERS, WITH, WITHOUT, mask_of
 
 LETTER_FLAGS = {"R": "\\Seen", "A": "\\Answered", "F": "\\Flagged", "T": "\\Draft", "D": "\\Deleted"}
 FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
 SYSTEM_FLAG_NAMES = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _FLAG_MASK = 63
+_UID_ATTEMPTS = 3  # times a session finds the lock taken and looks again before it waits for the lock
 
 
 def scan_with_uids(box):
-    """The current index, new messages given their UIDs (and the file its UID state) first, under the lock."""
+    """The current index, new messages given their UIDs (and the file its UID state) first, under the lock.
+
+    When many sessions see the same delivery, the first to get the lock
+    gives the UIDs out: the others, finding the lock taken, wait for it to
+    be let go and look again before they try to take it themselves.
+    """
     index = box.scan()
-    if box.exists and index.count and (not index.base_in_file or not index.all_have_uids):
-        with box.locked():
-            index = box.sync()
+    for attempt in range(_UID_ATTEMPTS):
+        if not (box.exists and index.count and (not index.base_in_file or not index.all_have_uids)):
+            return index
+        try:
+            with box.locked(timeout=None if attempt == _UID_ATTEMPTS - 1 else 0):
+                return box.sync()
+        except LockTimeout:
+            with box.reading():
+                index = box.scan()
     return index
 
 
