@@ -66,12 +66,20 @@ NEW_MESSAGE_ITEMS = "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
 
 @dataclass
 class Target:
-    """A server under test: how to start one session, and how to deliver a message to INBOX."""
+    """A server under test: how to start one session, and how to deliver a message to INBOX.
+
+    A session is a process on pipes (ARGV, ENV), or, with CONNECT, what
+    that callable returns (an imap_wire.SocketSession to a listener).
+    """
 
     name: str
     argv: list
     env: dict
     deliver: object  # callable(bytes); raises on failure
+    connect: object = None
+
+    def session(self):
+        return self.connect() if self.connect else Session(self.argv, self.env)
 
 
 @dataclass
@@ -85,6 +93,7 @@ class Report:
     violations: list = field(default_factory=list)
     deliveries: int = 0
     rss_kib: dict = field(default_factory=dict)  # pid -> (largest VmRSS seen, VmHWM at the end)
+    total_kib: tuple = (0, 0)  # the largest sum over all sessions at once of (RSS, PSS) sampled
     latencies: list = field(default_factory=list)  # seconds per command, IDLE left out
 
     def latency_ms(self, quantile):
@@ -246,7 +255,7 @@ class Client(threading.Thread):
     def run(self):
         report = self.world.report
         try:
-            self.session = Session(self.target.argv, self.target.env)
+            self.session = self.target.session()
             self.select(self.rng.choice(MAILBOXES))
             while time.monotonic() < self.deadline:
                 operation = self.choose()
@@ -874,7 +883,7 @@ def run(target, *, seed, sessions, seconds, exclude=(), deliver_every=0.3):
     weights = {name: weight for name, weight in WEIGHTS.items() if name not in exclude}
     keywords = [f"$S{i}{x}" for i in range(sessions) for x in "ab"]
     world = World(report, keywords)
-    setup = Session(target.argv, target.env)
+    setup = target.session()
     for mailbox in MAILBOXES:
         if mailbox != "INBOX":
             setup.command(f"CREATE {mailbox}")
@@ -888,7 +897,7 @@ def run(target, *, seed, sessions, seconds, exclude=(), deliver_every=0.3):
     clients = [Client(i, target, world, seed, deadline, weights) for i in range(sessions)]
     stop = threading.Event()
     delivery = threading.Thread(target=_deliver, args=(target, world, seed, stop, deliver_every), daemon=True)
-    sampler = threading.Thread(target=_sample_rss, args=(clients, stop), daemon=True)
+    sampler = threading.Thread(target=_sample_rss, args=(clients, stop, report), daemon=True)
     for thread in (*clients, delivery, sampler):
         thread.start()
     for client in clients:
@@ -911,7 +920,7 @@ def final_check(target, world):
     expunged, each UID still naming its message.
     """
     who = f"{target.name} seed {world.report.seed} final check"
-    session = Session(target.argv, target.env)
+    session = target.session()
     try:
         for mailbox in MAILBOXES:
             reply = session.command(f"EXAMINE {mailbox}")
@@ -961,8 +970,27 @@ def _deliver(target, world, seed, stop, every):
             world.report.deliveries += 1
 
 
-def _sample_rss(clients, stop):
+def _sample_rss(clients, stop, report):
     while not stop.wait(0.5):
+        rss_sum = pss_sum = 0
         for client in clients:
-            if client.session is not None:
+            if client.session is not None and client.session.pid:
                 client.rss_seen = max(client.rss_seen, _status_kib(client.session.pid, "VmRSS"))
+                rss, pss = memory_kib(client.session.pid)
+                rss_sum, pss_sum = rss_sum + rss, pss_sum + pss
+        report.total_kib = max(report.total_kib, (rss_sum, pss_sum))
+
+
+def memory_kib(pid):
+    """(RSS, PSS) of a process in KiB, from smaps_rollup; (0, 0) when it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss, pss
