@@ -40,6 +40,7 @@ _MAGIC = b"MSIDX\x00\x02\x00"
 _HEADER = struct.Struct("<8s5qqqqqIIIIIqI")
 _HAS_BASE, _IN_FILE = 1, 2
 _COUNTER = "uidvalidity"
+_CHECK_WINDOW = 1 << 20          # bytes of a snapshot checked at a time (a multiple of the page size)
 _LEGACY = "index.sqlite"          # the cache's former home; its UIDVALIDITY counter is carried over
 
 
@@ -84,6 +85,8 @@ class IndexCache:
         finally:
             os.close(fd)
         try:
+            if not _whole(data):
+                return None
             return _decode(memoryview(data), mailbox_path)
         except (ValueError, TypeError, struct.error, UnicodeDecodeError):
             return None
@@ -200,6 +203,28 @@ def _alive(pid):
     return True
 
 
+def _whole(data):
+    """Whether the mapped snapshot DATA matches its checksum.
+
+    The checksum is taken a window at a time, each window's pages let go of
+    afterwards: the check must not leave the whole file resident (a session
+    then touches only the columns it reads, a few bytes a message).
+    """
+    try:
+        checksum = _HEADER.unpack_from(data)[-1]
+    except struct.error:
+        return False
+    crc = 0
+    at = _HEADER.size
+    for window in range(0, len(data), _CHECK_WINDOW):
+        end = min(window + _CHECK_WINDOW, len(data))
+        with memoryview(data)[at:end] as piece:
+            crc = zlib.crc32(piece, crc)
+        data.madvise(mmap.MADV_DONTNEED, window, end - window)
+        at = end
+    return crc == checksum
+
+
 def _newer_stored(path, key):
     """Whether the stored snapshot is of the same file in a later state than KEY (by ctime)."""
     try:
@@ -246,8 +271,6 @@ def _decode(data, mailbox_path):
     if magic != _MAGIC or not 0 <= valid <= rows:
         return None
     at = _HEADER.size
-    if zlib.crc32(data[at:]) != checksum:
-        return None
     texts = []
     for length in (path_len, tail_len, keywords_len, sets_len):
         texts.append(bytes(data[at:at + length]))
