@@ -247,7 +247,8 @@ def test_a_tail_scan_sees_uidlast_raised_in_place_by_another_process(sandbox):
 def test_the_cache_keeps_the_newest_state(sandbox):
     put(sandbox, "alice", "a")
     with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
-        box.scan()
+        with box.locked():
+            box.sync()
         stored = box.cache.load(box.path)
         key = stored.key
         stored.key = (key[0], key[1], key[2], key[3], key[4] - 1)

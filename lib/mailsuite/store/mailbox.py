@@ -326,7 +326,8 @@ class Mailbox:
         snapshot = Snapshot(key, self._tail_signature(key[2]), table, imapbase, in_file,
                             valid_rows(table, imapbase, known))
         if _key(os.fstat(self.fd)) == key:
-            self._remember(snapshot)
+            # messages without UIDs are given them by the sync that follows: that state is the one to keep
+            self._remember(snapshot, share=snapshot.valid == len(table))
         return self._index_of(snapshot, st.st_size)
 
     def _index_of(self, snapshot, size, fresh=None):
@@ -340,10 +341,10 @@ class Mailbox:
         return Index(snapshot.table, uidvalidity, uidlast, keywords, size, base_in_file=snapshot.in_file,
                      valid=snapshot.valid)
 
-    def _remember(self, snapshot):
-        """Keep a scan for this object's next scan, and in the index cache for other processes."""
+    def _remember(self, snapshot, share=True):
+        """Keep a scan for this object's next scan, and (with SHARE) in the index cache for other processes."""
         self._memo = snapshot
-        if self.cache:
+        if self.cache and share:
             self.cache.store(self.path, snapshot)
 
     def forget(self):
