@@ -379,8 +379,9 @@ class Mailbox:
         if len(head) != 1 or head.uid[0] != old.uid[0]:
             return None
         builder = TableBuilder()
-        for part in (head, old.rows(1, last), tail):
-            builder.extend(part)
+        builder.extend(head)
+        builder.extend(old, 1, last)
+        builder.extend(tail)
         return builder.table(), imapbase
 
     def _tail_signature(self, size):
@@ -608,12 +609,14 @@ class Mailbox:
         kept = table.changed({i: wanted[i][:3] for i, _, _ in in_place}) if in_place else table
         if tail_from is not None:
             self._rewrite_tail(table, tail_from, drop, first, wanted, imapbase)
-            kept = kept.rows(0, tail_from)
         _mark_modified(self.fd)
         os.fsync(self.fd)
         st = os.fstat(self.fd)
         if tail_from is not None:
-            kept = kept.followed_by(scan_range(self.fd, table.start[tail_from], st.st_size)[0])
+            builder = TableBuilder()
+            builder.extend(kept, 0, tail_from)
+            builder.extend(scan_range(self.fd, table.start[tail_from], st.st_size)[0])
+            kept = builder.table()
         known = tail_from if tail_from is not None else len(kept)
         snapshot = Snapshot(_key(st), self._tail_signature(st.st_size), kept, imapbase, True,
                             valid_rows(kept, imapbase, known))

@@ -154,10 +154,6 @@ class Table:
 
     # -- new tables --
 
-    def rows(self, lo, hi):
-        """Rows [lo, hi) as a table of their own (sharing the From_ lines and keyword sets)."""
-        return Table({name: getattr(self, name)[lo:hi] for name, _ in COLUMNS}, self.blob, self.keyword_sets)
-
     def changed(self, changes):
         """A copy with rows changed: CHANGES maps a row to (letters, keywords, uid).
 
@@ -180,13 +176,6 @@ class Table:
         columns.update(flags=flags, kw=kw, uid=uid)
         return Table(columns, self.blob, tuple(sets))
 
-    def followed_by(self, other):
-        """This table's rows, then OTHER's (a re-scanned tail)."""
-        builder = TableBuilder()
-        builder.extend(self)
-        builder.extend(other)
-        return builder.table()
-
 
 def _copy(column, code):
     copy = array.array(code)
@@ -194,9 +183,9 @@ def _copy(column, code):
     return copy
 
 
-def _raw(column):
-    """A column's bytes, for a copy at C speed (an array, or a memoryview over an index file)."""
-    return memoryview(column).cast("B")
+def _raw(column, lo=0, hi=None):
+    """A column's bytes (of rows [lo, hi)), for a copy at C speed (an array, or a memoryview over an index file)."""
+    return memoryview(column)[lo:hi].cast("B")
 
 
 class TableBuilder:
@@ -237,30 +226,30 @@ class TableBuilder:
             self.sets.append(keywords)
         return n
 
-    def extend(self, table):
-        """Append every row of TABLE (its From_ lines copied, its keyword sets renumbered)."""
-        if not len(table):
+    def extend(self, table, lo=0, hi=None):
+        """Append rows [lo, hi) of TABLE (their From_ lines copied, their keyword sets renumbered)."""
+        hi = len(table) if hi is None else hi
+        if lo >= hi:
             return
         c = self.columns
         for name in ("start", "header", "body", "end", "uid", "block_lo", "block_hi", "client_size", "pop3_extra",
                      "flags", "from_len"):
-            c[name].frombytes(_raw(getattr(table, name)))
+            c[name].frombytes(_raw(getattr(table, name), lo, hi))
         base = len(self.blob)
-        first = table.from_at[0]                # a table's From_ lines lie end to end in its blob
-        last = len(table) - 1
-        self.blob += table.blob[first:table.from_at[last] + table.from_len[last]]
+        first = table.from_at[lo]               # a table's From_ lines lie end to end in its blob
+        self.blob += table.blob[first:table.from_at[hi - 1] + table.from_len[hi - 1]]
         if first == base:
-            c["from_at"].frombytes(_raw(table.from_at))
+            c["from_at"].frombytes(_raw(table.from_at, lo, hi))
         else:
-            c["from_at"].extend(at - first + base for at in table.from_at)
+            c["from_at"].extend(at - first + base for at in table.from_at[lo:hi])
         numbers = [self.keyword_set(tuple(k)) for k in table.keyword_sets]
         if numbers == list(range(len(numbers))):
-            c["kw"].frombytes(_raw(table.kw))
+            c["kw"].frombytes(_raw(table.kw, lo, hi))
         else:
-            c["kw"].extend(numbers[n] for n in table.kw)
+            c["kw"].extend(numbers[n] for n in table.kw[lo:hi])
 
     def table(self):
-        return Table(self.columns, bytes(self.blob), tuple(self.sets))
+        return Table(self.columns, self.blob, tuple(self.sets))
 
 
 class MessageList:
