@@ -66,12 +66,20 @@ NEW_MESSAGE_ITEMS = "(UID FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (SUBJECT)])"
 
 @dataclass
 class Target:
-    """A server under test: how to start one session, and how to deliver a message to INBOX."""
+    """A server under test: how to start one session, and how to deliver a message to INBOX.
+
+    A session is a process on pipes (ARGV, ENV), or, with CONNECT, what
+    that callable returns (an imap_wire.SocketSession to a listener).
+    """
 
     name: str
     argv: list
     env: dict
     deliver: object  # callable(bytes); raises on failure
+    connect: object = None
+
+    def session(self):
+        return self.connect() if self.connect else Session(self.argv, self.env)
 
 
 @dataclass
@@ -85,6 +93,7 @@ class Report:
     violations: list = field(default_factory=list)
     deliveries: int = 0
     rss_kib: dict = field(default_factory=dict)  # pid -> (largest VmRSS seen, VmHWM at the end)
+    total_kib: tuple = (0, 0)  # the largest sum over all sessions at once of (RSS, PSS) sampled
     latencies: list = field(default_factory=list)  # seconds per command, IDLE left out
 
     def latency_ms(self, quantile):
@@ -154,11 +163,17 @@ class World:
         self.created = {}                 # (mailbox, uid) -> when APPEND/COPY/MOVE reported it
         self.delivered = {}               # token -> when mail.local finished
         self.blind_expunge = {}           # mailbox -> last time a message of unknown UID or token went
+        self.expunging = collections.defaultdict(list)     # mailbox -> start times of commands that may expunge
         self.doomed = set()               # (mailbox, uid) marked \\Deleted or being moved: it may go any time
         self.uidvalidity = {}
         self.floors = collections.defaultdict(Staircase)   # mailbox -> UIDNEXT lower bounds
         self.events = collections.defaultdict(list)        # (mailbox, uid) -> [Event]
         self.token_uid = {}               # (mailbox, token) -> uid
+
+    def blind_since(self, mailbox):
+        """Since when a message may have left MAILBOX unseen: a blind expunge, or an expunging command
+        still running (the server may be done with it before its session has read the answer)."""
+        return max([self.blind_expunge.get(mailbox, 0), *self.expunging[mailbox]])
 
     def violation(self, who, text):
         self.report.violations.append(f"{who}: {text}")
@@ -246,7 +261,7 @@ class Client(threading.Thread):
     def run(self):
         report = self.world.report
         try:
-            self.session = Session(self.target.argv, self.target.env)
+            self.session = self.target.session()
             self.select(self.rng.choice(MAILBOXES))
             while time.monotonic() < self.deadline:
                 operation = self.choose()
@@ -272,7 +287,16 @@ class Client(threading.Thread):
     def command(self, kind, text, literal=None):
         """Run a command, absorb its responses into the view, check them; the Reply."""
         self.history.append(text if len(text) < 120 else text[:117] + "...")
-        reply = self.session.command(text, literal)
+        expunging = self.view.mailbox if self.view is not None and _may_expunge(text) else None
+        if expunging:
+            with self.world.lock:
+                self.world.expunging[expunging].append(started := time.monotonic())
+        try:
+            reply = self.session.command(text, literal)
+        finally:
+            if expunging:
+                with self.world.lock:
+                    self.world.expunging[expunging].remove(started)
         if TRACE:
             with open(os.path.join(TRACE, f"{self.name}.log"), "ab") as f:
                 f.write(b"C: %s [%.4f]\n" % (text.encode(), reply.started) + b"".join(b"S: " + r[:300] + b"\n" for r in reply.raw))
@@ -771,7 +795,7 @@ class Client(threading.Thread):
             for (mailbox, uid), when in world.expunged.items():
                 if mailbox == view.mailbox and when < since and uid in in_view:
                     self.violation(f"UID {uid} was expunged before {verb} began, still in the view")
-            blind = world.blind_expunge.get(view.mailbox, 0)
+            blind = world.blind_since(view.mailbox)
             for (mailbox, uid), when in world.created.items():
                 gone = world.expunged.get((mailbox, uid))
                 if mailbox == view.mailbox and blind < when < since and uid not in in_view \
@@ -796,7 +820,7 @@ class Client(threading.Thread):
     def check_deliveries(self, since, until, in_view):
         world, view = self.world, self.view
         tokens = {world.tokens.get((view.mailbox, uid)) for uid in in_view}
-        blind = world.blind_expunge.get(view.mailbox, 0)
+        blind = world.blind_since(view.mailbox)
         for token, when in world.delivered.items():
             if when >= since or token in tokens:
                 continue
@@ -812,6 +836,12 @@ class Client(threading.Thread):
 
 
 # --- helpers -------------------------------------------------------------------------
+
+
+def _may_expunge(text):
+    words = text.upper().split()
+    verb = " ".join(words[:2]) if words[:1] == ["UID"] else words[0]
+    return verb in ("EXPUNGE", "CLOSE", "MOVE", "UID MOVE", "UID EXPUNGE")
 
 
 def _token(value):
@@ -874,7 +904,7 @@ def run(target, *, seed, sessions, seconds, exclude=(), deliver_every=0.3):
     weights = {name: weight for name, weight in WEIGHTS.items() if name not in exclude}
     keywords = [f"$S{i}{x}" for i in range(sessions) for x in "ab"]
     world = World(report, keywords)
-    setup = Session(target.argv, target.env)
+    setup = target.session()
     for mailbox in MAILBOXES:
         if mailbox != "INBOX":
             setup.command(f"CREATE {mailbox}")
@@ -888,7 +918,7 @@ def run(target, *, seed, sessions, seconds, exclude=(), deliver_every=0.3):
     clients = [Client(i, target, world, seed, deadline, weights) for i in range(sessions)]
     stop = threading.Event()
     delivery = threading.Thread(target=_deliver, args=(target, world, seed, stop, deliver_every), daemon=True)
-    sampler = threading.Thread(target=_sample_rss, args=(clients, stop), daemon=True)
+    sampler = threading.Thread(target=_sample_rss, args=(clients, stop, report), daemon=True)
     for thread in (*clients, delivery, sampler):
         thread.start()
     for client in clients:
@@ -911,7 +941,7 @@ def final_check(target, world):
     expunged, each UID still naming its message.
     """
     who = f"{target.name} seed {world.report.seed} final check"
-    session = Session(target.argv, target.env)
+    session = target.session()
     try:
         for mailbox in MAILBOXES:
             reply = session.command(f"EXAMINE {mailbox}")
@@ -935,7 +965,7 @@ def final_check(target, world):
                         if expected is not None and (keyword in flags) != expected:
                             world.violation(who, f"{mailbox} UID {uid}: keyword {keyword} "
                                                  f"{'lost' if expected else 'still set'}; flags {sorted(flags)}")
-                blind = world.blind_expunge.get(mailbox, 0)
+                blind = world.blind_since(mailbox)
                 for (where, uid), when in world.created.items():
                     if where == mailbox and (where, uid) not in world.expunged and uid not in present \
                             and when > blind:
@@ -961,8 +991,27 @@ def _deliver(target, world, seed, stop, every):
             world.report.deliveries += 1
 
 
-def _sample_rss(clients, stop):
+def _sample_rss(clients, stop, report):
     while not stop.wait(0.5):
+        rss_sum = pss_sum = 0
         for client in clients:
-            if client.session is not None:
+            if client.session is not None and client.session.pid:
                 client.rss_seen = max(client.rss_seen, _status_kib(client.session.pid, "VmRSS"))
+                rss, pss = memory_kib(client.session.pid)
+                rss_sum, pss_sum = rss_sum + rss, pss_sum + pss
+        report.total_kib = max(report.total_kib, (rss_sum, pss_sum))
+
+
+def memory_kib(pid):
+    """(RSS, PSS) of a process in KiB, from smaps_rollup; (0, 0) when it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return rss, pss

@@ -11,12 +11,14 @@ client keeps each command's untagged responses in order, parsed:
     ("LIST"/"LSUB", [attributes], name)  ("BYE", "text")  (name, raw tokens) otherwise
 
 It talks to any server that serves one session on its stdin/stdout (our
-`imapd --preauth`, Dovecot's `imap` with USER and HOME set).
+`imapd --preauth`, Dovecot's `imap` with USER and HOME set), or over TCP
+with a LOGIN (`SocketSession`, for a listener such as `imapd -d`).
 """
 
 import os
 import re
 import select
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -68,8 +70,11 @@ class Session:
 
     # -- reading --
 
+    def _reading_fd(self):
+        return self.proc.stdout.fileno()
+
     def _fill(self, deadline):
-        fd = self.proc.stdout.fileno()
+        fd = self._reading_fd()
         left = deadline - time.monotonic()
         if left <= 0:
             raise ServerGone(f"no answer in time; buffered: {self.buffer[-300:]!r}")
@@ -107,7 +112,7 @@ class Session:
     def has_input(self, wait=0.0):
         if self.buffer:
             return True
-        ready, _, _ = select.select([self.proc.stdout.fileno()], [], [], wait)
+        ready, _, _ = select.select([self._reading_fd()], [], [], wait)
         return bool(ready)
 
     # -- commands --
@@ -196,6 +201,45 @@ class Session:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+class SocketSession(Session):
+    """One IMAP session over TCP, logged in with LOGIN; `pid` is the server process serving it, when known.
+
+    SERVER_PID, a callable given the client's (host, port), finds that
+    process (a listener's child) for the memory figures.
+    """
+
+    def __init__(self, address, user, password, timeout=60, server_pid=None):
+        self.sock = socket.create_connection(address, timeout=timeout)
+        self.timeout = timeout
+        self.buffer = b""
+        self.counter = 0
+        self.greeting = self.read_response(time.monotonic() + timeout)
+        self.login = self.command(f"LOGIN {user} {password}")
+        if not self.login.ok:
+            raise Protocol(f"LOGIN refused: {self.login.text}")
+        self._pid = server_pid(self.sock.getsockname()[:2]) if server_pid else None
+
+    @property
+    def pid(self):
+        return self._pid
+
+    def _reading_fd(self):
+        return self.sock.fileno()
+
+    def send(self, data):
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ServerGone(f"cannot write: {exc}") from None
+
+    def close(self):
+        try:
+            self.command("LOGOUT", timeout=10)
+        except (ServerGone, Protocol, OSError):
+            pass
+        self.sock.close()
 
 
 # --- parsing ---------------------------------------------------------------------

@@ -15,7 +15,7 @@ import peers
 import pytest
 from serverlib import write_config
 
-from mailsuite.server import auth, pam
+from mailsuite.server import auth, pam, passwords
 from mailsuite.server.connection import Connection
 from mailsuite.store import mailgroup
 
@@ -74,7 +74,7 @@ def test_a_check_slower_than_the_delay_ends_at_a_whole_step(tmp_path, monkeypatc
 
 
 def test_system_accounts_below_first_valid_uid_are_refused(tmp_path):
-    (tmp_path / "passwd").write_text(f"daemon:{auth.passwords.hash_password('pw')}:1:1:Daemon:/\n")
+    (tmp_path / "passwd").write_text(f"daemon:{passwords.hash_password('pw')}:1:1:Daemon:/\n")
     _, cfg = write_config(tmp_path, sandbox=False)
     authenticator = auth.Authenticator(cfg, "pop3", logging.getLogger("test-auth"))
     assert authenticator.authenticate("daemon", "pw", PEER) is None
@@ -183,7 +183,7 @@ def test_drop_privileges_is_a_no_op_in_the_sandbox(tmp_path):
 
 @pytest.mark.root
 def test_drop_privileges_for_good(tmp_path):
-    (tmp_path / "passwd").write_text(f"carol:{auth.passwords.hash_password('pw')}:54321:54322:Carol:/nonexistent\n")
+    (tmp_path / "passwd").write_text(f"carol:{passwords.hash_password('pw')}:54321:54322:Carol:/nonexistent\n")
     _, cfg = write_config(tmp_path, sandbox=False)
     user = auth.UserDB(cfg).lookup("carol")
     read_end, write_end = os.pipe()
@@ -217,7 +217,7 @@ def test_drop_privileges_for_good(tmp_path):
 @pytest.mark.root
 def test_reserved_mail_group_writes_the_spool_directory_only_when_enabled(tmp_path):
     """A 2775 root:mail directory: the dropped session creates a file there only inside mailgroup.enabled()."""
-    (tmp_path / "passwd").write_text(f"carol:{auth.passwords.hash_password('pw')}:54321:54322:Carol:/nonexistent\n")
+    (tmp_path / "passwd").write_text(f"carol:{passwords.hash_password('pw')}:54321:54322:Carol:/nonexistent\n")
     _, cfg = write_config(tmp_path, sandbox=False)
     user = auth.UserDB(cfg).lookup("carol")
     spool = Path(tempfile.mkdtemp(prefix="mailsuite-spool-"))    # a path carol may traverse
@@ -251,7 +251,7 @@ def test_reserved_mail_group_writes_the_spool_directory_only_when_enabled(tmp_pa
 
 @pytest.mark.root
 def test_drop_privileges_refuses_root(tmp_path):
-    (tmp_path / "passwd").write_text(f"toor:{auth.passwords.hash_password('pw')}:0:0:Root:/root\n")
+    (tmp_path / "passwd").write_text(f"toor:{passwords.hash_password('pw')}:0:0:Root:/root\n")
     _, cfg = write_config(tmp_path, sandbox=False)
     with pytest.raises(PermissionError):
         auth.drop_privileges(auth.UserDB(cfg).lookup("toor"), cfg)
@@ -260,3 +260,14 @@ def test_drop_privileges_refuses_root(tmp_path):
 def test_unknown_user_names_are_logged_printable(authenticator, caplog):
     authenticator.authenticate("evil\rname\x1b[2J", "x", PEER)
     assert any("user=evil?name?[2J," in line for line in caplog.messages)
+
+
+def test_the_cost_of_new_hashes_is_a_setting_and_any_stored_cost_is_checked():
+    """New hashes take [auth] scrypt_cost; a stored hash is checked at the cost it was made with."""
+    cheap, dear = passwords.hash_password("pw", 11), passwords.hash_password("pw", 15)
+    assert cheap.startswith("$scrypt$ln=11,r=8,p=1$") and dear.startswith("$scrypt$ln=15,r=8,p=1$")
+    assert passwords.verify_password("pw", cheap) and passwords.verify_password("pw", dear)
+    assert not passwords.verify_password("pw!", dear)
+    assert passwords.work_of(dear) == 15 and passwords.work_of("$scrypt$ln=14,r=16,p=2$AAAA$AAAA") == 16
+    with pytest.raises(ValueError):
+        passwords.hash_password("pw", 4)

@@ -79,3 +79,19 @@ def test_a_spool_owned_by_someone_else_is_named(tmp_path, real_users):
     done = subprocess.run([program("mailsuite"), "-C", str(conf), "check"], capture_output=True, text=True)
     assert done.returncode == 78
     assert f"{box}: owned by uid 0, not {victim.name} ({victim.uid}); chown {victim.name} {box}" in done.stdout
+
+
+def test_password_hashes_cheaper_than_the_configured_cost_are_named(sandbox):
+    """[auth] scrypt_cost is what a passwd-file hash should cost at least; a cheaper one is named."""
+    from mailsuite.server.passwords import hash_password
+    passwd = sandbox.dir / "passwd"
+    lines = passwd.read_text().splitlines()
+    name, _, rest = lines[1].partition(":")
+    lines[1] = f"{name}:{hash_password(name, 12)}:{rest.split(':', 1)[1]}"
+    passwd.write_text("\n".join(lines) + "\n")
+    status, found = check(sandbox)
+    assert status == 78 and len(found) == 1
+    assert f"{name}'s password hash costs 12, below [auth] scrypt_cost 14" in found[0]
+    set_config(sandbox, "auth", "scrypt_cost", "12")
+    assert check(sandbox)[0] == 0
+    assert b"+OK" in sandbox.run("pop3d", input=f"USER {name}\r\nPASS {name}\r\nQUIT\r\n".encode()).stdout

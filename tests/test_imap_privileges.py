@@ -58,3 +58,26 @@ def test_root_cannot_log_in(system):
     with pytest.raises(imaplib.IMAP4.error, match="AUTHENTICATIONFAILED"):
         imap.login("root", "root")
     imap.logout()
+
+
+def test_what_sessions_load_late_is_loaded_before_the_drop(system):
+    """IDLE, FETCH's MIME parser and SEARCH's decoders are imported only when used, yet work after the drop.
+
+    The interpreter's library under /root is closed to the user the session
+    became, so anything imported after the drop that was not loaded before
+    it would fail here.
+    """
+    top, port, proc = system
+    imap = imaplib.IMAP4("127.0.0.1", port)
+    imap.login("carol", "carol")
+    imap.select("INBOX")
+    typ, data = imap.fetch("1", "(BODYSTRUCTURE ENVELOPE BODY.PEEK[])")
+    assert typ == "OK" and b"BODYSTRUCTURE" in data[0][0]
+    typ, data = imap.search(None, "TEXT", "carol")
+    assert typ == "OK" and data[0].split() == [b"1"]
+    tag = imap._new_tag()
+    imap.send(tag + b" IDLE\r\n")
+    assert imap.readline().startswith(b"+")
+    imap.send(b"DONE\r\n")
+    assert imap.readline().startswith(tag + b" OK")
+    imap.logout()

@@ -202,3 +202,55 @@ def dead_pid():
     child = subprocess.Popen(["true"])
     child.wait()
     return child.pid
+
+
+def _fcntl_holder(path):
+    """A process holding an fcntl write lock on PATH until its stdin closes."""
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import fcntl, os, sys
+fd = os.open({str(path)!r}, os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+sys.stdin.read()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"locked\n"
+    return holder
+
+
+def test_a_wait_in_the_kernel_ends_at_the_deadline_and_leaves_no_timer(sandbox):
+    """The fcntl wait sleeps in the kernel until a timer signal; it ends with LockTimeout, its handler gone."""
+    import signal
+    import threading
+
+    from mailsuite.store.locking import LockTimeout, mailbox_lock, read_lock
+    path = sandbox.spool("alice")
+    before = signal.getsignal(signal.SIGALRM)
+    holder = _fcntl_holder(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        with pytest.raises(LockTimeout):
+            with mailbox_lock(str(path), fd, sandbox.cfg, timeout=0.3):
+                pass
+        with pytest.raises(LockTimeout):
+            with read_lock(str(path), fd, sandbox.cfg, timeout=0.3):
+                pass
+        assert signal.getsignal(signal.SIGALRM) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        outcome = []
+
+        def elsewhere():                                # not the main thread: it polls instead
+            try:
+                with read_lock(str(path), fd, sandbox.cfg, timeout=0.3):
+                    outcome.append("locked")
+            except LockTimeout:
+                outcome.append("timeout")
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join(30)
+        assert outcome == ["timeout"]
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    with mailbox_lock(str(path), fd, sandbox.cfg, timeout=5):
+        assert os.path.exists(str(path) + ".lock")
+    os.close(fd)
+

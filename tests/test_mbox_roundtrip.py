@@ -117,3 +117,49 @@ def test_client_sizes_are_what_servers_send(sandbox, batch, chunk):
                 assert b"X-Keywords" not in sent and b"Return-Path" in sent
     finally:
         mbox.CHUNK = saved
+
+
+raw_lines = st.one_of(
+    st.sampled_from([b"", b".", b"..", b".dot", b"From me Mon Jan  1 00:00:00 2024", b"From nobody", b">From x",
+                     b"Status: RO", b"X-Status: AF", b"X-Keywords: $a $b", b"X-UID: 7", b"Content-Length: 5",
+                     b"Content-Length: 0", b"X-IMAPbase: 17 0000000009", b" folded", b"\tfolded",
+                     b"x\r", b"\r", b"Subject: s", b"status: R"]),
+    st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")))
+
+
+@st.composite
+def raw_mboxes(draw):
+    """Whole mbox files as other programs may leave them: any header, Content-Length right or wrong, bare From_
+    lines in bodies, dot lines, CRs, no final newline."""
+    out = b""
+    for _ in range(draw(st.integers(1, 5))):
+        out += b"From sender@example.org Mon Jan  1 00:00:00 2024\n"
+        head = draw(st.lists(raw_lines, max_size=8))
+        body = draw(st.lists(raw_lines, max_size=8))
+        if draw(st.booleans()):
+            head.append(b"Content-Length: %d" % (len(b"\n".join(body)) + draw(st.integers(-2, 2))))
+        out += b"\n".join(head) + (b"\n\n" if draw(st.booleans()) else b"\n") + b"\n".join(body)
+        out += draw(st.sampled_from([b"\n\n", b"\n", b""]))
+    return out
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=raw_mboxes(), chunk=st.sampled_from([7, 200, 4 << 20]))
+def test_the_quick_scan_finds_what_the_general_scan_finds(tmp_path_factory, monkeypatch, data, chunk):
+    """The scanner's quick path for common messages, and where it hands over to the general one, change nothing."""
+    import os
+
+    from mailsuite.store import scan
+    path = tmp_path_factory.mktemp("quick") / "mbox"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        with monkeypatch.context() as m:
+            m.setattr(scan, "CHUNK", chunk)
+            quick = [msg.as_tuple() for msg in scan.scan_range(fd, 0, size)[0]]
+            m.setattr(scan, "_quick", lambda buf, base, pos, size, builder: (pos, 0))
+            general = [msg.as_tuple() for msg in scan.scan_range(fd, 0, size)[0]]
+    finally:
+        os.close(fd)
+    assert quick == general

@@ -247,11 +247,13 @@ def test_a_tail_scan_sees_uidlast_raised_in_place_by_another_process(sandbox):
 def test_the_cache_keeps_the_newest_state(sandbox):
     put(sandbox, "alice", "a")
     with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
-        box.scan()
-        key, tail, payload = box.cache.load(box.path)
-        older = (key[0], key[1], key[2], key[3], key[4] - 1)
-        box.cache.store(box.path, older, tail, ([], None, False))
-        assert box.cache.load(box.path)[0] == key
+        with box.locked():
+            box.sync()
+        stored = box.cache.load(box.path)
+        key = stored.key
+        stored.key = (key[0], key[1], key[2], key[3], key[4] - 1)
+        box.cache.store(box.path, stored)
+        assert box.cache.load(box.path).key == key
 
 
 def fresh_scan(sandbox, user):

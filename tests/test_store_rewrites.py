@@ -272,13 +272,13 @@ def test_a_rewrite_the_index_key_cannot_see_is_caught_by_the_bytes(sandbox, monk
     copies = None
     try:
         with selected.box.reading():
-            msg = selected.messages[uid]
+            msg = selected.message(uid)
             with pytest.raises(mbox.StaleOffsets):
                 selected.box.copies([msg])
         selected.forget_positions()
         with selected.box.reading():
             selected.refresh_positions()
-            msg = selected.messages[uid]
+            msg = selected.message(uid)
             copies = selected.box.copies([msg])
             assert copies.read(msg).startswith(b"Return-Path: <s@example.org>\nDelivered-To: alice@localhost\n"
                                                b"Subject: bbb\nX-Moved: 0123456789\n")

@@ -2,15 +2,19 @@
 
 Both servers run one preauthenticated session on stdin/stdout (no network,
 no password hashing in the way), on the same mbox file with store headers
-already written (the steady state either server leaves behind):
+already written (the steady state either server leaves behind).  Each run
+measures, for each server in turn:
 
-- LOGIN+SELECT cold (no index cache) and warm (cache from the first run);
+- SELECT cold (no index), warm (index current) and after one new message
+  appended to the spool: the SELECT command alone, and with the process
+  start before it (what a client of an inetd-started server waits);
 - UID FETCH 1:* (FLAGS);
 - FETCH 1:* (BODY.PEEK[]): every message body, in MB/s;
 - SEARCH on a header (SUBJECT) and on body text;
-- the session's peak RSS (VmHWM).
+- the session's peak RSS (VmHWM) after the warm SELECT and at the end.
 
-Default scale: 100,000 messages, about 1 GiB (BENCH_SCALE scales the count).
+Figures are the median of BENCH_RUNS runs (3) with min and max.  Default
+scale: 100,000 messages, about 1 GiB (BENCH_SCALE scales the count).
 Dovecot refuses to serve root, so as root both servers run as `nobody`.
 """
 
@@ -24,10 +28,13 @@ import time
 from pathlib import Path
 
 from common import BIN, generate_spool, have, sandbox, scaled, world_readable_tempdir
+from stats import HIGHER, LOWER, RUNS, Figure, Table, peer_version, save
 
 DOVECOT = "/usr/lib/dovecot/imap"
 MESSAGE_SIZE = 10_700
 RUN_AS = "nobody" if os.geteuid() == 0 else None
+NEW_MESSAGE = (b"From new@example.org Mon Jan  1 00:00:00 2024\nFrom: new@example.org\nSubject: new\n"
+               b"Message-ID: <new-%d@bench.example>\n\nOne more message.\n\n")
 
 
 def as_user():
@@ -41,6 +48,7 @@ class Session:
     """One server process; commands timed until their tagged reply."""
 
     def __init__(self, argv, env):
+        self.started = time.perf_counter()
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      env=env, bufsize=0)
         self.fd = self.proc.stdout.fileno()
@@ -64,6 +72,7 @@ class Session:
                 return total, tail
 
     def command(self, text):
+        """(seconds, bytes read) of one command up to its tagged OK."""
         self.counter += 1
         tag = b"Q%dZ" % self.counter
         started = time.perf_counter()
@@ -104,8 +113,8 @@ def prepare(count):
     box = mbox.Mailbox(str(spool), cfg)
     started = time.perf_counter()
     with box.locked():
-        index = box.sync(flags={uid: ({"O"}, ()) for uid in range(1, count + 1)})
-        index = box.sync(flags={m.uid: ({"O"}, ()) for m in index.messages})
+        index = box.sync()
+        box.sync(flags={m.uid: ({"O"}, ()) for m in index.messages})
     uids = time.perf_counter() - started
     box.close()
     if RUN_AS:
@@ -119,7 +128,7 @@ def prepare(count):
     return directory, conf, spool, home
 
 
-def ours(conf, env):
+def ours(conf):
     return as_user() + [str(BIN / "imapd"), "-C", conf, "--preauth", "alice"]
 
 
@@ -137,26 +146,49 @@ def dovecot_conf(directory, spool, home):
     return path, index
 
 
-def measure(name, argv, env, forget_index):
-    forget_index()
+def append_one(spool, n):
+    """A new message at the end of the spool, as a delivery would leave it (no store headers yet)."""
+    with open(spool, "ab") as f:
+        f.write(NEW_MESSAGE % n)
+
+
+def measure(argv, env, forget_index, spool, run):
+    """One run on one server: {figure: value}."""
     results = {}
-    for label in ("select_cold", "select_warm"):
-        started = time.perf_counter()
+    forget_index()
+    for label in ("cold", "warm", "after_new"):
+        if label == "after_new":
+            append_one(spool, run)
         session = Session(argv, env)
-        session.command("SELECT INBOX")
-        results[label] = time.perf_counter() - started
-        if label == "select_warm":
-            break
-        session.close()
+        results[f"select_{label}"], _ = session.command("SELECT INBOX")
+        results[f"select_{label}_total"] = time.perf_counter() - session.started
+        if label != "after_new":
+            session.close()
+    results["rss_select_mib"] = session.peak_rss_mib()
     results["uid_fetch_flags"], _ = session.command("UID FETCH 1:* (FLAGS)")
     elapsed, octets = session.command("FETCH 1:* (BODY.PEEK[])")
     results["fetch_bodies_mb_s"] = octets / elapsed / 1e6
-    results["fetch_bodies_s"] = elapsed
     results["search_header"], _ = session.command('SEARCH SUBJECT "message 4242"')
     results["search_body"], _ = session.command("SEARCH BODY zebra")
-    results["peak_rss_mib"] = session.peak_rss_mib()
+    results["rss_peak_mib"] = session.peak_rss_mib()
     session.close()
     return results
+
+
+ROWS = (
+    ("SELECT cold (command)", "ms", "select_cold", LOWER, 1000),
+    ("SELECT cold (process start + command)", "ms", "select_cold_total", LOWER, 1000),
+    ("SELECT warm (command)", "ms", "select_warm", LOWER, 1000),
+    ("SELECT warm (process start + command)", "ms", "select_warm_total", LOWER, 1000),
+    ("SELECT after one new message (command)", "ms", "select_after_new", LOWER, 1000),
+    ("SELECT after one new (start + command)", "ms", "select_after_new_total", LOWER, 1000),
+    ("UID FETCH 1:* (FLAGS)", "ms", "uid_fetch_flags", LOWER, 1000),
+    ("FETCH 1:* (BODY.PEEK[])", "MB/s", "fetch_bodies_mb_s", HIGHER, 1),
+    ("SEARCH SUBJECT", "ms", "search_header", LOWER, 1000),
+    ("SEARCH BODY", "ms", "search_body", LOWER, 1000),
+    ("peak RSS after SELECT", "MiB", "rss_select_mib", LOWER, 1),
+    ("peak RSS at the end", "MiB", "rss_peak_mib", LOWER, 1),
+)
 
 
 def main():
@@ -172,22 +204,23 @@ def main():
     env = dict(os.environ, MAILSUITE_CONFIG=conf, USER="alice", HOME=str(home),
                PYTHONPYCACHEPREFIX=str(Path(directory, "pycache")))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run(as_user() + [str(BIN / "imapd"), "-C", conf, "--preauth", "alice"], input=b"a LOGOUT\r\n",
-                   env=env, stdout=subprocess.DEVNULL, check=True)
+    subprocess.run(ours(conf), input=b"a LOGOUT\r\n", env=env, stdout=subprocess.DEVNULL, check=True)
     cache_dir = Path(home, ".cache", "mailsuite")
     dconf, dindex = dovecot_conf(directory, spool, home)
+    mine, theirs = {}, {}
     try:
-        mine = measure("imapd", ours(conf, env), env, lambda: shutil.rmtree(cache_dir, ignore_errors=True))
-        theirs = measure("dovecot", as_user() + [DOVECOT, "-c", str(dconf)], env,
-                         lambda: shutil.rmtree(dindex, ignore_errors=True))
+        for run in range(RUNS):
+            for figures, argv, forget in (
+                    (mine, ours(conf), lambda: shutil.rmtree(cache_dir, ignore_errors=True)),
+                    (theirs, as_user() + [DOVECOT, "-c", str(dconf)], lambda: shutil.rmtree(dindex, ignore_errors=True))):
+                for key, value in measure(argv, env, forget, spool, 2 * run + (figures is theirs)).items():
+                    figures.setdefault(key, Figure()).add(value)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    print(f"{'':24} {'imapd':>10} {'dovecot':>10} {'ratio':>7}")
-    for key, unit in (("select_cold", "s"), ("select_warm", "s"), ("uid_fetch_flags", "s"),
-                      ("fetch_bodies_s", "s"), ("fetch_bodies_mb_s", "MB/s"), ("search_header", "s"),
-                      ("search_body", "s"), ("peak_rss_mib", "MiB")):
-        a, b = mine[key], theirs[key]
-        print(f"{key + ' (' + unit + ')':24} {a:10.3f} {b:10.3f} {a / b if b else 0:7.2f}")
+    table = Table(f"IMAP, {count} messages of {MESSAGE_SIZE} bytes", "Dovecot")
+    for work, unit, key, better, scale in ROWS:
+        table.row(work, unit, mine[key], theirs[key], better, scale)
+    save("imap", [table], count=count, dovecot=peer_version(["dovecot", "--version"]))
     return 0
 
 

@@ -127,6 +127,24 @@ def check_passwd_file(cfg):
         return
     if mode & 0o077:
         yield f"passwd_file {path}: readable by others; chmod 600 {path}"
+    yield from _weak_hashes(cfg, path)
+
+
+def _weak_hashes(cfg, path):
+    """Users whose passwd-file hash was made cheaper than [auth] scrypt_cost."""
+    from ..server.passwords import work_of
+    wanted = cfg.auth.scrypt_cost
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        name, _, rest = line.partition(":")
+        work = work_of(rest.split(":", 1)[0])
+        if work is not None and work < wanted:
+            yield (f"passwd_file {path}: {name}'s password hash costs {work:g}, below [auth] scrypt_cost "
+                   f"{wanted}; give {name} a new one")
 
 
 def check_ports(cfg):

@@ -203,6 +203,7 @@ SCHEMA = {
         "max_login_failures": Key("int", "3", "failed logins in one POP3, IMAP or SMTP session before it is closed"),
         "first_valid_uid": Key("int", "1000", "accounts below this uid (system accounts, root) never log in"),
         "apop_secrets": Key("str", "", "APOP shared secrets, name:secret lines, mode 0600; empty disables APOP"),
+        "scrypt_cost": Key("int", "14", "cost of the scrypt password hashes mailsuite makes (log2 of N, with r=8, p=1: 14 uses 16 MiB and about 25 ms of a core per check, each step doubles both); a login costs one check at the cost its stored hash was made with, and mailsuite check names passwd-file hashes made cheaper than this"),
     },
     "webmail": {
         "listen": Key("list", "127.0.0.1:8080", "webmail (the waitress server): addresses to listen on, HOST:PORT; put a TLS proxy in front for the internet"),

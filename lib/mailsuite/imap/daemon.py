@@ -17,6 +17,7 @@ from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
 from ..core.users import UserDB
 from ..server import connection, inetd, listener, tls
 from ..server.auth import Authenticator
+from .mailbox_commands import LOADED_LATER
 from .session import Session
 
 COMMAND_LINE = CommandLine("imapd", [
@@ -58,7 +59,8 @@ def main(argv):
     if options.get("daemon"):
         listener.serve_forking(handle, listeners=listener.addresses(cfg, "imap"), tls=context,
                                max_children=cfg.imap.max_sessions, logger=logger, limits=limits,
-                               busy_reply=b"* BYE too many connections; try again later\r\n")
+                               busy_reply=b"* BYE too many connections; try again later\r\n",
+                               preload=("mailsuite.server.passwords", *LOADED_LATER))
         return 0
     inetd.serve_inetd(handle, tls=context, implicit_tls=bool(options.get("tls")), limits=limits)
     return 0

@@ -10,9 +10,9 @@ of memory.  A client that keeps sending bad lines is disconnected.
 """
 
 import re
-import tempfile
 
 from ..server import connection
+from ..store.prepare import temporary_file
 from . import parser
 from .states import AUTH, State
 
@@ -69,7 +69,7 @@ class Framing:
             total += size
 
     def spool_literal(self, size):
-        spool = tempfile.TemporaryFile()
+        spool = temporary_file()
         left = size
         while left:
             chunk = self.conn.read_exact(min(left, SPOOL_CHUNK))

@@ -8,20 +8,21 @@ the user before any mailbox is opened.
 """
 
 
-import ssl
 import time
 
 from ..server import auth, connection
 from ..store import mailbox as mbox
 from ..store.locking import LockTimeout
 from ..store.prepare import DeliveryError, prepare
-from .idle import MailboxWatcher
 from .mailboxes import MailboxNameError, MailStore, NoSuchMailbox
 from .response import mailbox_name
 from .selected import SYSTEM_FLAG_NAMES, SelectedMailbox, scan_with_uids, split_flags
 from .states import ANSWERED, Bad, No, State
 
 VERSION = "0.1.0"
+# What sessions import only when a command needs it (IDLE's inotify, FETCH's MIME parser, SEARCH's
+# decoders): loaded before a root session drops to the user, who may not be able to read them.
+LOADED_LATER = tuple(f"{__package__}.{name}" for name in ("idle", "fetch", "search"))
 
 
 class MailboxCommands:
@@ -47,7 +48,7 @@ class MailboxCommands:
         self.tagged(command.tag, "OK", "begin TLS negotiation now")
         try:
             self.conn.starttls(self.tls_context)
-        except (ssl.SSLError, OSError) as exc:
+        except OSError as exc:                  # ssl.SSLError among them
             raise connection.PeerGone(str(exc)) from None
         return ANSWERED
 
@@ -91,7 +92,7 @@ class MailboxCommands:
         self.start_user(user)
 
     def start_user(self, user):
-        auth.drop_privileges(user, self.cfg)
+        auth.drop_privileges(user, self.cfg, preload=LOADED_LATER)
         self.user = user
         self.store = MailStore(self.cfg, user)
         self.state = State.AUTHENTICATED
@@ -114,10 +115,9 @@ class MailboxCommands:
         self.send("OK", "[PERMANENTFLAGS", "(" + " ".join(permanent) + ")]", "Flags permitted.")
         self.send(str(selected.exists), "EXISTS")
         self.send(str(len(selected.recent)), "RECENT")
-        for seq, uid in enumerate(selected.uids, 1):
-            if "R" not in selected.flags_of(uid)[0]:
-                self.send("OK", f"[UNSEEN {seq}]", "First unseen.")
-                break
+        unseen = selected.first_unseen()
+        if unseen:
+            self.send("OK", f"[UNSEEN {unseen}]", "First unseen.")
         self.send("OK", f"[UIDVALIDITY {selected.uidvalidity}]", "UIDs valid")
         self.send("OK", f"[UIDNEXT {selected.uidnext}]", "Predicted next UID")
         mode = "READ-ONLY" if readonly else "READ-WRITE"
@@ -198,11 +198,11 @@ class MailboxCommands:
         try:
             index = scan_with_uids(box)
             values = {
-                "MESSAGES": len(index.messages),
-                "RECENT": sum(1 for m in index.messages if "O" not in m.flags),
+                "MESSAGES": index.count,
+                "RECENT": index.count_without("O"),
                 "UIDNEXT": index.uidnext,
                 "UIDVALIDITY": index.uidvalidity,
-                "UNSEEN": sum(1 for m in index.messages if "R" not in m.flags),
+                "UNSEEN": index.count_without("R"),
             }
         finally:
             box.close()
@@ -241,6 +241,7 @@ class MailboxCommands:
         return f"[APPENDUID {uidvalidity} {uid}] APPEND completed"
 
     def cmd_idle(self, command):
+        from .idle import MailboxWatcher  # pyinotify: only for IDLE
         self.send_line("+ idling")
         watcher = MailboxWatcher(self.selected.box.path if self.selected else None, self.cfg.imap.idle_poll)
         deadline = time.monotonic() + self.cfg.imap.idle_timeout

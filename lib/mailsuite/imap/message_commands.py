@@ -9,9 +9,7 @@ written as changes to what the file holds (selected.py).
 
 from ..store import mailbox as mbox
 from . import parser
-from .fetch import MessageFetcher
 from .mailboxes import MailboxNameError, NoSuchMailbox
-from .search import SearchContext, compile_search
 from .selected import SEEN, SYSTEM_FLAG_NAMES, FlagChange, flag_names, split_flags
 from .states import EXPUNGE_ISSUED, Bad, No
 
@@ -95,7 +93,7 @@ class MessageCommands:
                 selected.refresh_positions()
                 size, end, messages = 0, start, []
                 while end < len(targets) and (end == start or size < LOCK_BATCH_BYTES):
-                    msg = selected.messages.get(targets[end][1])
+                    msg = selected.message(targets[end][1])
                     if msg is not None:
                         size += msg.size
                         messages.append(msg)
@@ -121,7 +119,7 @@ class MessageCommands:
         texts = {}
         lines = []
         for seq, uid in targets:  # a message expunged elsewhere, not yet announced, keeps its flags
-            letters, keywords = selected.flags_of(uid)
+            letters, keywords = selected.flags_at(seq, uid)
             key = (letters, keywords, uid in selected.recent)
             flags = texts.get(key)
             if flags is None:
@@ -139,10 +137,11 @@ class MessageCommands:
 
     def _fetch_each(self, targets, wanted, sets_seen, source):
         """FETCH responses for the targets; True when one was expunged by another session meanwhile."""
+        from .fetch import MessageFetcher
         selected = self.selected
         gone = False
         for seq, uid in targets:
-            msg = selected.messages.get(uid)
+            msg = selected.message(uid)
             if msg is None:
                 gone = True
                 self._fetch_expunged(seq, uid, wanted)
@@ -213,6 +212,8 @@ class MessageCommands:
             return EXPUNGE_ISSUED
 
     def cmd_search(self, command):
+        from .fetch import MessageFetcher
+        from .search import SearchContext, compile_search
         charset, key = command.args
         selected = self.selected
         predicate = compile_search(key)
@@ -222,7 +223,7 @@ class MessageCommands:
 
         def run(batch, source):
             for seq, uid in batch:
-                msg = selected.messages.get(uid)
+                msg = selected.message(uid)
                 if msg is None:
                     continue
                 letters, keywords = selected.flags_of(uid)
@@ -245,7 +246,7 @@ class MessageCommands:
     def cmd_copy(self, command, move=False):
         sequence, target_name = command.args
         selected = self.selected
-        targets = [(seq, uid) for seq, uid in self.targets(command, sequence) if uid in selected.messages]
+        targets = [(seq, uid) for seq, uid in self.targets(command, sequence) if selected.present(uid)]
         if move and selected.readonly:
             raise No("[READ-ONLY] mailbox is read-only")
         try:
@@ -264,7 +265,7 @@ class MessageCommands:
             with first.locked(), second.locked():
                 selected.refresh_positions()
                 for _, uid in targets:
-                    msg = selected.messages.get(uid)
+                    msg = selected.message(uid)
                     if msg is None:
                         continue
                     data = selected.box.read(msg)

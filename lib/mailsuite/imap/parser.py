@@ -13,7 +13,7 @@ never lost) except APPEND's message literal, which stays bytes.
 
 import datetime
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class ParseError(Exception):
@@ -45,8 +45,7 @@ _SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS + ("\\Recent",)}
 # --- result types ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SequenceSet:
+class SequenceSet(NamedTuple):
     """Ranges of message numbers or UIDs; `None` stands for `*`."""
 
     ranges: tuple  # ((low, high), ...) with low/high int or None
@@ -74,8 +73,7 @@ class SequenceSet:
         return ",".join(one(lo) if lo == hi else f"{one(lo)}:{one(hi)}" for lo, hi in self.ranges)
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     """A BODY[...] section: part numbers, then an optional text specifier."""
 
     part: tuple = ()  # (1, 2) for "1.2"
@@ -91,8 +89,7 @@ class Section:
         return spec
 
 
-@dataclass(frozen=True)
-class FetchAtt:
+class FetchAtt(NamedTuple):
     """One fetch attribute; `section` is set only for BODY[...] forms."""
 
     name: str  # ENVELOPE, FLAGS, INTERNALDATE, RFC822, RFC822.HEADER, RFC822.SIZE,
@@ -125,28 +122,24 @@ _SIMPLE_FETCH = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class Store:
+class Store(NamedTuple):
     mode: str  # "", "+" or "-"
     silent: bool
     flags: tuple
 
 
-@dataclass(frozen=True)
-class Append:
+class Append(NamedTuple):
     mailbox: str
     flags: tuple
     date: datetime.datetime  # None = now
     message: object  # bytes, or a file for a big message
 
 
-@dataclass
-class Command:
+class Command(NamedTuple):
     tag: str
     name: str  # upper case; "UID FETCH" etc. for UID forms
     args: tuple = ()
     uid: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 # --- the lexer ---------------------------------------------------------------

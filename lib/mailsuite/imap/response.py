@@ -14,24 +14,30 @@ handler ever quotes a string by hand:
             message body never sits in memory whole.
 """
 
-from dataclasses import dataclass
-
 _QUOTABLE = frozenset(range(0x20, 0x7F)) | {0x09}
 
 
-@dataclass(frozen=True)
 class Literal:
-    data: bytes
+    """A value always sent as a literal."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data):
+        self.data = data
 
 
 class Run(tuple):
     """Items written one after another with no space: `1*body` and `1*address` (RFC 3501 9)."""
 
 
-@dataclass(frozen=True)
 class Stream:
-    size: int
-    chunks: object  # iterable of bytes adding up to `size`
+    """A literal sent as it is read: `size` bytes from the iterable `chunks`."""
+
+    __slots__ = ("size", "chunks")
+
+    def __init__(self, size, chunks):
+        self.size = size
+        self.chunks = chunks
 
 
 def quoted_or_literal(value):

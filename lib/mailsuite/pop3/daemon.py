@@ -39,5 +39,6 @@ def main(argv):
         inetd.serve_inetd(session, tls=context, implicit_tls=bool(options.get("tls")), limits=limits)
         return os.EX_OK
     listener.serve_forking(session, listeners=listener.addresses(cfg, "pop3"), tls=context,
-                           max_children=cfg.pop3.max_sessions, logger=logger, busy_reply=BUSY, limits=limits)
+                           max_children=cfg.pop3.max_sessions, logger=logger, busy_reply=BUSY, limits=limits,
+                           preload=("mailsuite.server.passwords", *pop3.LOADED_LATER))
     return os.EX_OK

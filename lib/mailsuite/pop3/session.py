@@ -27,6 +27,9 @@ from .snapshot import Changed, Gone, InUse, Maildrop, take_session_lock
 MAX_COMMAND_LINE = 1024          # RFC 2449 allows 255 octets; we accept more, not unbounded
 MAX_SASL_LINE = 8192
 MAX_ERRORS = 10                  # bad commands in a row before we hang up
+# Imported by the store only for a message too big to copy into memory: loaded before a root session
+# drops to the user, who may not be able to read it.
+LOADED_LATER = ("mailsuite.store.prepare",)
 
 
 class State(enum.Enum):
@@ -236,7 +239,7 @@ class Session:
                 self.done = True
                 return self.reply(ERRORS["auth_exhausted"])
             return self.reply(ERRORS["auth_failed"])
-        auth.drop_privileges(user, self.cfg)
+        auth.drop_privileges(user, self.cfg, preload=LOADED_LATER)
         try:
             self.session_lock = take_session_lock(self.cfg, user)
             self.maildrop = Maildrop.open(self.cfg, user)
@@ -352,7 +355,7 @@ class Session:
             self.reply(ERRORS["syntax"] if not text.isdigit() else ERRORS["no_message"])
             return 0
         number = int(text)
-        if self.maildrop.message(number) is None:
+        if not self.maildrop.exists(number):
             self.reply(ERRORS["deleted"] if number in self.maildrop.deleted else ERRORS["no_message"])
             return 0
         return number

@@ -31,6 +31,9 @@ import os
 from ..store import mailgroup
 from ..store.format import served_body, served_header
 from ..store.mailbox import Mailbox
+from ..store.table import FLAG_BITS, LETTERS
+
+READ, NOT_NEW = FLAG_BITS["R"], FLAG_BITS["O"]
 
 CHUNK = 1 << 18
 SESSION_LOCK = "pop3.session.lock"
@@ -81,16 +84,22 @@ class Gone(Exception):
     """Another program removed the message since the session began."""
 
 
-def _identity(msg):
+def _identity(table, row):
     """What must not change under a UID: its envelope line and body length."""
-    return msg.from_line, msg.end - msg.body
+    return table.from_bytes(row), table.end[row] - table.body[row]
 
 
 class Maildrop:
-    """The session's snapshot of one spool; message numbers are 1-based."""
+    """The session's snapshot of one spool; message numbers are 1-based.
+
+    The snapshot is the store's index itself (compact columns, see
+    store/table.py): STAT, LIST and UIDL add up and format its columns,
+    and a Message is made only for the one message RETR or TOP sends.
+    """
 
     def __init__(self, mailbox, index):
         self.mailbox = mailbox
+        self.index = index
         self.messages = index.messages
         self.uidvalidity = index.uidvalidity
         self.key = mailbox.key()      # the file as the snapshot saw it
@@ -106,7 +115,7 @@ class Maildrop:
         """
         mailbox = Mailbox(user.spool, cfg, owner=user)
         index = mailbox.scan()
-        if mailbox.exists and index.messages and (not index.base_in_file or not all(m.uid for m in index.messages)):
+        if mailbox.exists and index.count and (not index.base_in_file or not index.all_have_uids):
             with mailbox.locked():
                 index = mailbox.sync()
         return cls(mailbox, index)
@@ -116,11 +125,12 @@ class Maildrop:
 
     # --- the listing -----------------------------------------------------
 
-    def message(self, number):
-        """The Message numbered NUMBER (not deleted), or None."""
-        if 1 <= number <= len(self.messages) and number not in self.deleted:
-            return self.message_at(number)
-        return None
+    def _row(self, number):
+        return self.index.first + number - 1
+
+    def exists(self, number):
+        """Whether message NUMBER is there and not deleted."""
+        return 1 <= number <= len(self.messages) and number not in self.deleted
 
     def message_at(self, number):
         return self.messages[number - 1]
@@ -130,23 +140,28 @@ class Maildrop:
 
     def uidl(self, number):
         """Dovecot's default pop3_uidl_format, %08Xu%08Xv, which Dovecot prints in lower case."""
-        return f"{self.message_at(number).uid:08x}{self.uidvalidity:08x}"
+        return f"{self.index.uid_at(self._row(number)):08x}{self.uidvalidity:08x}"
 
     def listing(self, field):
         """'N VALUE' for every live message, FIELD being octets or uidl: LIST and UIDL without arguments."""
+        first, count, deleted = self.index.first, len(self.messages), self.deleted
         if field == "uidl":
             suffix = f"{self.uidvalidity:08x}"
-            return [f"{n} {self.message_at(n).uid:08x}{suffix}" for n in self.live_numbers()]
-        return [f"{n} {self.octets(n)}" for n in self.live_numbers()]
+            uids = self.index.table.uid[first:first + count]
+            return [f"{n} {uid:08x}{suffix}" for n, uid in enumerate(uids, 1) if n not in deleted]
+        table = self.index.table
+        sizes = map(int.__add__, table.client_size[first:first + count], table.pop3_extra[first:first + count])
+        return [f"{n} {octets}" for n, octets in enumerate(sizes, 1) if n not in deleted]
 
     def octets(self, number):
         """Exactly the bytes RETR sends before the final '.' line: the client size plus dot-stuffing."""
-        msg = self.message_at(number)
-        return msg.client_size + msg.pop3_extra
+        table, row = self.index.table, self._row(number)
+        return table.client_size[row] + table.pop3_extra[row]
 
     def stat(self):
-        numbers = self.live_numbers()
-        return len(numbers), sum(self.octets(n) for n in numbers)
+        table, first, count = self.index.table, self.index.first, len(self.messages)
+        total = sum(table.client_size[first:first + count]) + sum(table.pop3_extra[first:first + count])
+        return count - len(self.deleted), total - sum(self.octets(n) for n in self.deleted)
 
     # --- sending ---------------------------------------------------------
 
@@ -179,8 +194,9 @@ class Maildrop:
 
     def _changes(self):
         """Whether QUIT has anything to write: deletions, or flags the snapshot does not have yet."""
-        return bool(self.deleted) or any("R" not in self.message_at(n).flags for n in self.retrieved) \
-            or any("O" not in m.flags for m in self.messages)
+        table = self.index.table
+        return (bool(self.deleted) or any(not table.flags[self._row(n)] & READ for n in self.retrieved)
+                or self.index.count_without("O") > 0)
 
     def commit(self):
         """UPDATE state: expunge deleted messages, mark the others old and retrieved ones read; durable on return.
@@ -189,28 +205,32 @@ class Maildrop:
         IMAP session changed meanwhile is kept; a deleted message is removed
         only if it is still the message the client saw.
         """
-        if not self.messages or not self._changes():
+        if not len(self.messages) or not self._changes():
             return
-        deleted = {m.uid: _identity(m) for m in map(self.message_at, self.deleted)}
-        retrieved = {self.message_at(n).uid for n in self.retrieved}
-        last_uid = self.messages[-1].uid         # UIDs ascend: the snapshot is every uid up to this one
-        self.messages = []                       # let the snapshot go before the store builds its indexes
+        index, table = self.index, self.index.table
+        deleted = {index.uid_at(self._row(n)): _identity(table, self._row(n)) for n in self.deleted}
+        retrieved = {index.uid_at(self._row(n)) for n in self.retrieved}
+        last_uid = index.uid_at(self._row(len(self.messages)))  # UIDs ascend: the snapshot is every uid up to it
+        self.index = self.messages = index = table = None        # let the snapshot go before the store works
         with self.mailbox.locked():
             current = self.mailbox.scan()
             if current.uidvalidity != self.uidvalidity:
                 raise Changed("the mailbox was renumbered during the session")
+            table = current.table
             flags = {}
-            for m in current.messages:
-                if m.uid > last_uid or not m.uid:
+            for row in range(current.first, current.valid):
+                uid = table.uid[row]
+                if uid > last_uid:
                     break
-                if m.uid in deleted:
-                    if _identity(m) != deleted[m.uid]:
-                        raise Changed(f"message uid {m.uid} changed during the session")
+                if uid in deleted:
+                    if _identity(table, row) != deleted[uid]:
+                        raise Changed(f"message uid {uid} changed during the session")
                     continue
-                wanted = m.flags | {"O"} | ({"R"} if m.uid in retrieved else set())
-                if wanted != m.flags:
-                    flags[m.uid] = (frozenset(wanted), m.keywords)
-            del current
+                mask = table.flags[row]
+                wanted = mask | NOT_NEW | (READ if uid in retrieved else 0)
+                if wanted != mask:
+                    flags[uid] = (LETTERS[wanted & 63], table.keywords(row))
+            del current, table
             self.mailbox.sync(flags=flags, expunge=deleted)
 
 

@@ -26,8 +26,6 @@ import base64
 import binascii
 import functools
 import grp
-import hashlib
-import hmac
 import importlib
 import math
 import os
@@ -36,13 +34,13 @@ import time
 
 from ..core.log import fields
 from ..core.users import UserDB
-from . import passwords
 
 
 @functools.cache
-def _dummy_hash():
+def _dummy_hash(cost):
     """A hash of a random password: unknown users cost the same scrypt work as known ones."""
-    return passwords.hash_password(os.urandom(16).hex())
+    from . import passwords
+    return passwords.hash_password(os.urandom(16).hex(), cost)
 
 
 class Authenticator:
@@ -54,6 +52,8 @@ class Authenticator:
         self.logger = logger
         self.users = UserDB(cfg)
         self.failures = 0
+        from . import passwords  # hashlib and OpenSSL: loaded by sessions that check passwords only
+        self.passwords = passwords
 
     @property
     def exhausted(self):
@@ -72,6 +72,8 @@ class Authenticator:
 
     def authenticate_apop(self, username, challenge, digest_hex, peer):
         """RFC 1939 APOP: DIGEST_HEX must be MD5(CHALLENGE + the user's shared secret)."""
+        import hashlib
+        import hmac
         started = time.monotonic()
         user = self.users.lookup(username)
         allowed = user is not None and self._uid_allowed(user)
@@ -88,7 +90,7 @@ class Authenticator:
 
     def _check(self, user, username, password, peer):
         if user is not None and user.password_hash:
-            return passwords.verify_password(password, user.password_hash), "passwd-file"
+            return self.passwords.verify_password(password, user.password_hash), "passwd-file"
         if user is not None and self.cfg.auth.pam and not self.cfg.mailsuite.sandbox:
             from . import pam  # ctypes and libpam only for system users
             ok, reason = pam.authenticate(self.cfg.auth.pam_service, user.name, password,
@@ -96,7 +98,7 @@ class Authenticator:
             if not ok and reason:
                 self.logger.debug("pam: user=%s: %s", user.name, reason)
             return ok, "pam"
-        passwords.verify_password(password, _dummy_hash())
+        self.passwords.verify_password(password, _dummy_hash(self.cfg.auth.scrypt_cost))
         return False, "none"
 
     def _uid_allowed(self, user):
@@ -167,17 +169,18 @@ def decode_sasl_plain(b64):
     return parts[0], parts[1], parts[2]
 
 
-# Modules the store imports lazily, loaded while we are still root: the
-# user may not be able to read the interpreter's own library (a Python
-# installed under /root or /opt) once the session runs as them.
-LOAD_BEFORE_DROP = ("sqlite3",)
+def drop_privileges(user, cfg, preload=()):
+    """Become USER for good: groups, gid, uid; no-op in the sandbox or when not root.
 
-
-def drop_privileges(user, cfg):
-    """Become USER for good: groups, gid, uid; no-op in the sandbox or when not root."""
+    PRELOAD names the modules the session imports only when it needs them
+    (a protocol's less common commands): they are loaded now, while we are
+    still root, since the user may not be able to read the interpreter's
+    library (a Python installed under /root or /opt) or the package itself
+    (a checkout in a 0700 directory) once the session runs as them.
+    """
     if cfg.mailsuite.sandbox or os.geteuid() != 0:
         return
-    for module in LOAD_BEFORE_DROP:
+    for module in preload:
         importlib.import_module(module)
     if user.uid == 0:
         raise PermissionError("refusing to run a mail session as root")

@@ -35,14 +35,13 @@ across the handshake).
 """
 
 import errno
-import ipaddress
 import os
 import select
 import socket
-import ssl
 import stat
+import sys
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 65536
@@ -75,8 +74,7 @@ class TooManyCommands(SessionLimit):
     """The client used up the command lines allowed before login."""
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     """What one client may cost: the settings of a protocol's configuration section."""
 
     line_timeout: float = 600      # a whole command line must arrive within this
@@ -102,7 +100,7 @@ class Connection:
         self._timeout = timeout
         self._login_deadline = None
         self._login_commands = None
-        self.is_tls = isinstance(sock, ssl.SSLSocket)
+        self.is_tls = _is_tls(sock)
         self.peer = _peer_of(sock) if sock is not None else None
         if sock is not None:
             sock.settimeout(timeout)
@@ -239,7 +237,7 @@ class Connection:
                 data = os.read(self._rfd, READ_CHUNK)
         except (socket.timeout, TimeoutError):
             raise IdleTimeout() from None
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
+        except OSError as exc:                  # ssl.SSLError and ConnectionError among them
             raise PeerGone(str(exc)) from None
         if not data:
             raise PeerGone("connection closed")
@@ -269,7 +267,7 @@ class Connection:
                     view = view[os.write(self._wfd, view):]
         except (socket.timeout, TimeoutError):
             raise IdleTimeout() from None
-        except (ConnectionError, ssl.SSLError, OSError) as exc:
+        except OSError as exc:
             raise PeerGone(str(exc)) from None
 
     # --- connection state ------------------------------------------------
@@ -286,19 +284,20 @@ class Connection:
         if self._sock is None:
             raise OSError(errno.ENOTSOCK, "TLS needs a socket, not pipes")
         if self.is_tls:
-            raise ssl.SSLError("TLS is already active")
+            raise OSError(errno.EISCONN, "TLS is already active")
         self.flush()
         self._inbuf.clear()
         try:
             self._sock = context.wrap_socket(self._sock, server_side=True, do_handshake_on_connect=False)
             self._handshake(self._deadline())
-        except (ssl.SSLError, OSError) as exc:
+        except OSError as exc:
             raise PeerGone(f"TLS handshake failed: {exc}") from None
         self._sock.settimeout(self._timeout)
         self.is_tls = True
 
     def _handshake(self, deadline):
         """The whole TLS handshake before DEADLINE (a client trickling its hello is cut off like any line)."""
+        import ssl  # loaded already: a context exists
         self._sock.setblocking(False)
         while True:
             try:
@@ -327,6 +326,7 @@ class Connection:
         if self.peer is None:
             return True
         try:
+            import ipaddress
             address = ipaddress.ip_address(self.peer[0].split("%", 1)[0])
         except ValueError:
             return False
@@ -355,3 +355,9 @@ def _peer_of(sock):
         return tuple(sock.getpeername()[:2])
     except OSError:
         return None
+
+
+def _is_tls(sock):
+    """Whether SOCK is a TLS socket (ssl is imported only where TLS is used: it costs a session 4 MB)."""
+    ssl = sys.modules.get("ssl")
+    return ssl is not None and isinstance(sock, ssl.SSLSocket)

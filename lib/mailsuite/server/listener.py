@@ -12,6 +12,8 @@ session process serves up to that many connections one after another
 accepting and every limit stay here."""
 
 import errno
+import gc
+import importlib
 import os
 import selectors
 import signal
@@ -28,8 +30,9 @@ class _Listener:
     """The parent: accepts, forks, counts and reaps children (by client address too), stops on SIGTERM."""
 
     def __init__(self, handler, listeners, max_children, logger, busy_reply, limits, on_hup, tls,
-                 supervisor=None, max_use=1):
+                 supervisor=None, max_use=1, preload=()):
         self.handler, self.logger = handler, logger
+        self.preload = preload
         self.max_children, self.busy_reply, self.limits = max_children, busy_reply, limits
         self.on_hup = on_hup
         self.supervisor = supervisor
@@ -56,6 +59,7 @@ class _Listener:
             self.logger.info("listening on %s", ", ".join(f"{host}:{port}" for host, port in bound))
             if on_ready:
                 on_ready(bound)
+            _share_with_children(self.preload)
             self._accept_loop(wake_r)
             for sock, _ in self.sockets:
                 self.selector.unregister(sock)
@@ -218,7 +222,8 @@ class _Listener:
 
 
 def serve_forking(handler, *, listeners, max_children, logger, tls=None, on_ready=None,
-                  busy_reply=None, limits=Limits(), on_hup=None, supervisor=None, max_use=1):
+                  busy_reply=None, limits=Limits(), on_hup=None, supervisor=None, max_use=1,
+                  preload=()):
     """Accept on every (host, port, implicit_tls) and run handler(conn) in a child per client.
 
     TLS is the context for the implicit TLS addresses, loaded once by the
@@ -239,9 +244,28 @@ def serve_forking(handler, *, listeners, max_children, logger, tls=None, on_read
     `supervisor.exited(pid, status)` hears of each that ends, and
     `supervisor.tick()` is called at every wake-up and returns the seconds
     until it wants the next call (None: no need).
+
+    PRELOAD names modules the sessions import only when they need them:
+    the listener imports them once, so that every child shares them (see
+    _share_with_children).
     """
     _Listener(handler, listeners, max_children, logger, busy_reply, limits, on_hup, tls,
-              supervisor, max_use).run(on_ready)
+              supervisor, max_use, preload).run(on_ready)
+
+
+def _share_with_children(preload):
+    """Import what sessions will use, then freeze the objects made so far, before the first fork.
+
+    A forked child shares the listener's memory until it writes to it, and
+    the cyclic collector writes to every object it examines: frozen objects
+    are never examined, so their pages stay shared (and a login imports
+    nothing).  This is done once, at start-up: objects the listener makes
+    later stay collectable.
+    """
+    for module in preload:
+        importlib.import_module(module)
+    gc.collect()
+    gc.freeze()
 
 
 def addresses(cfg, section):

@@ -2,7 +2,6 @@
 for STARTTLS/STLS and implicit TLS alike."""
 
 import os
-import ssl
 
 from ..core.config import ConfigError
 
@@ -18,6 +17,7 @@ def tls_context(cfg, section=None):
     key = getattr(own, "tls_key_file", "") or cfg.tls.key_file or cert
     if not cert:
         return None
+    import ssl  # only where TLS is configured
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = getattr(ssl.TLSVersion, cfg.tls.min_version.replace(".", "_"))
     if cfg.tls.ciphers:

@@ -27,11 +27,21 @@ needs new space fails on its own with a temporary error.
 Readers take only a shared fcntl lock (`read_lock`), as Dovecot does by
 default: no dotlock, so reading needs no disk space and readers never
 wait for one another, while every writer's fcntl lock keeps them out.
+
+Waiting for the fcntl lock is done in the kernel (F_SETLKW), with a timer
+signal for the deadline, as Dovecot waits: a blocked waiter is woken the
+moment the holder lets go, and meanwhile uses no CPU.  Fifty sessions
+that polled instead (sleeping a little longer each time) took the cores
+the holder needed to finish, and one of them could keep missing the lock
+for seconds.  Only the main thread can take a signal, so another thread
+polls; the dotlock is always polled (it is a file, nothing to wait on).
 """
 
 import errno
 import fcntl
 import os
+import signal
+import threading
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -41,13 +51,64 @@ from . import mailgroup
 STALE_AFTER = 300          # seconds, as liblockfile and procmail
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 # A delivery holds the locks for a few milliseconds (one fsync), so waiters
-# poll briefly, with jitter so that several of them do not wake in step.
-_FIRST_BACKOFF = 0.002
-_MAX_BACKOFF = 0.05
+# poll briefly, with jitter so that several of them do not wake in step, and
+# never sleep long: with many sessions on one mailbox a waiter that slept
+# 50 ms at a time kept losing the lock to newcomers for seconds.
+_FIRST_BACKOFF = 0.0005
+_MAX_BACKOFF = 0.01
 
 
 class LockTimeout(Exception):
     """The mailbox stayed locked by someone else for longer than we wait."""
+
+
+class _Expired(Exception):
+    """The deadline's timer fired while we waited for an fcntl lock."""
+
+
+_waiting = False                 # the timer's handler interrupts only a wait in progress
+
+
+def _expire(signum, frame):
+    if _waiting:
+        raise _Expired()
+
+
+def _lock_fd(fd, how, deadline):
+    """Take fcntl lock HOW (LOCK_EX or LOCK_SH) on FD by DEADLINE; False if someone else holds it then.
+
+    In the main thread the wait is in the kernel, ended by a timer signal
+    at the deadline; elsewhere this is one attempt, and the caller polls.
+    """
+    global _waiting
+    try:
+        fcntl.lockf(fd, how | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.signal(signal.SIGALRM, _expire)
+    try:
+        _waiting = True
+        signal.setitimer(signal.ITIMER_REAL, remaining)
+        fcntl.lockf(fd, how)
+        _waiting = False
+        return True
+    except _Expired:                     # also if the timer fired just as the lock was granted: let it go
+        _waiting = False
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    except OSError as exc:
+        if exc.errno != errno.EDEADLK:   # a program that waits for our lock while holding one we wait for
+            raise
+        return False
+    finally:
+        _waiting = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Dotlock:
@@ -208,20 +269,17 @@ class MailboxLock:
         deadline = time.monotonic() + self.timeout
         backoff = _FIRST_BACKOFF
         while True:
-            if self._try_both():
+            if self._try_both(deadline):
                 return
             if time.monotonic() >= deadline:
                 raise LockTimeout(f"{self.path}: still locked after {self.timeout:g}s")
             time.sleep(backoff * (0.5 + time.monotonic_ns() % 1000 / 1000))
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
-    def _try_both(self):
-        try:
-            fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EAGAIN):
-                return False
-            raise
+    def _try_both(self, deadline):
+        """fcntl (waited for until DEADLINE), then the dotlock (tried once); both or neither."""
+        if not _lock_fd(self.fd, fcntl.LOCK_EX, deadline):
+            return False
         if self.dotlock is None:
             return True
         try:
@@ -253,12 +311,8 @@ def read_lock(path, fd, cfg, *, timeout=None):
     deadline = time.monotonic() + timeout
     backoff = _FIRST_BACKOFF
     while True:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        if _lock_fd(fd, fcntl.LOCK_SH, deadline):
             break
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
         if time.monotonic() >= deadline:
             raise LockTimeout(f"{path}: still locked after {timeout:g}s")
         time.sleep(backoff * (0.5 + time.monotonic_ns() % 1000 / 1000))

@@ -59,10 +59,11 @@ from .format import (
     served_header,
     valid_keyword,
 )
-from .index import IndexCache
+from .index import IndexCache, Snapshot
 from .journal import AppendRecord, Journal, RecoveryPending
 from .locking import mailbox_lock, read_lock
-from .scan import FIRST_STORE_HEADERS, Index, Message, flag_set, not_mbox_reason, scan_range, uids_fit, validate_uids
+from .scan import FIRST_STORE_HEADERS, not_mbox_reason, scan_range, uids_fit
+from .table import Index, Message, Table, TableBuilder, valid_rows
 
 __all__ = ["Mailbox", "MailboxError", "RecoveryPending", "StaleOffsets", "Index", "Message", "SYSTEM_FLAGS", "STORE_HEADERS",
            "HIDDEN_HEADERS", "STRIP_ON_DELIVERY", "from_line", "header_lines_without", "quote_from_lines",
@@ -76,6 +77,7 @@ _BLOCK = re.compile(rb"(?:(?:status|x-status|x-keywords|x-uid|x-imapbase|x-imap)
                     rb"(?:[ \t][^\n]*\n)*)+", re.I)
 _X_UID = re.compile(rb"^x-uid[ \t]*:[ \t]*(\d+)[ \t\r]*$", re.I | re.M)
 _NO_KEY = (-1, -1, -1, -1, -1)       # the cache key of a mailbox file that does not exist
+_CHECK_WINDOW = 1 << 20              # bytes read at a time to check messages before writing in place
 
 
 class _StaleIndex(Exception):
@@ -267,24 +269,25 @@ class Mailbox:
     def scan(self):
         """The index of the whole file; only what changed is read, and that under a lock.
 
-        The cache holds messages as parsed (X-UIDs not yet validated), and
-        a scan is stored only if the file did not change while it ran; the
-        cache itself keeps the newest state when two processes store at once.
+        The cache holds scans as parsed (with how many leading X-UIDs hold),
+        and a scan is stored only if the file did not change while it ran;
+        the cache itself keeps the newest state when two processes store at
+        once.
         """
         if not self.exists:
             return self._index_of(self._remembered(_NO_KEY), 0, fresh=_NO_KEY)
         st = os.fstat(self.fd)
         key = _key(st)
         before = self._remembered(key)
-        if before is not None and before[0] == key:
+        if before is not None and before.key == key:
             return self._index_of(before, st.st_size)
         with self.reading():
             return self._scan_locked()
 
     def _remembered(self, key):
-        """(key, tail, payload) of the last scan known: this object's if it is of KEY, else the index cache's."""
+        """The Snapshot of the last scan known: this object's if it is of KEY, else the index cache's."""
         memo = self._memo
-        if memo is not None and memo[0] == key:
+        if memo is not None and memo.key == key:
             return memo
         cached = self.cache.load(self.path) if self.cache else None
         if cached is not None:
@@ -304,50 +307,55 @@ class Mailbox:
         key = _key(st)
         before = self._remembered(key) if trust_cache else self._memo
         found = None
+        known = 0
         if trust_cache and before is not None:
-            if before[0] == key:
+            if before.key == key:
                 return self._index_of(before, st.st_size)
-            old_key, tail, (old_messages, _base, _in_file) = before
-            if (old_key[:2] == key[:2] and st.st_size > old_key[2] and old_messages
-                    and self._tail_signature(old_key[2]) == tail):
-                found = self._scan_grown(old_messages, st.st_size)
+            old_key = before.key
+            if (old_key[:2] == key[:2] and st.st_size > old_key[2] and len(before.table)
+                    and self._tail_signature(old_key[2]) == before.tail):
+                found = self._scan_grown(before.table, st.st_size)
+                if (found is not None and before.imapbase and found[1] and found[1][0] == before.imapbase[0]
+                        and found[1][1] >= before.imapbase[1]):
+                    known = min(before.valid, len(before.table) - 1)
         if found is None:
             found = scan_range(self.fd, 0, st.st_size)
-        messages, imapbase = found
+        table, imapbase = found
         in_file = imapbase is not None
         if not in_file and before is not None:
-            remembered = before[2][1]
-            if remembered is not None and uids_fit(messages, remembered[1]):
+            remembered = before.imapbase
+            if remembered is not None and uids_fit(table, remembered[1]):
                 imapbase = remembered       # a mail reader took the first message, and X-IMAPbase with it
-        if imapbase is None and not messages:
+        if imapbase is None and not len(table):
             imapbase = (self.new_uidvalidity(), 0, ())
-        entry = (key, self._tail_signature(key[2]), (messages, imapbase, in_file))
+        snapshot = Snapshot(key, self._tail_signature(key[2]), table, imapbase, in_file,
+                            valid_rows(table, imapbase, known))
         if _key(os.fstat(self.fd)) == key:
-            self._remember(entry)
-        return self._index_of(entry, st.st_size)
+            # messages without UIDs are given them by the sync that follows: that state is the one to keep
+            self._remember(snapshot, share=snapshot.valid == len(table))
+        return self._index_of(snapshot, st.st_size)
 
-    def _index_of(self, entry, size, fresh=None):
+    def _index_of(self, snapshot, size, fresh=None):
         """The Index of a remembered scan; with FRESH (no file) only its UID state, one made up if none."""
         if fresh is not None:
-            imapbase = entry[2][1] if entry is not None else None
-            if entry is None or imapbase is None or entry[0] != fresh:
-                entry = (fresh, b"", ([], imapbase or (self.new_uidvalidity(), 0, ()), False))
-                self._remember(entry)
-        messages, imapbase, in_file = entry[2]
-        uidvalidity, uidlast, keywords = imapbase or (0, 0, ())
-        return Index(validate_uids(messages, imapbase), uidvalidity, uidlast, keywords, size,
-                     base_in_file=in_file)
+            imapbase = snapshot.imapbase if snapshot is not None else None
+            if snapshot is None or imapbase is None or snapshot.key != fresh:
+                snapshot = Snapshot(fresh, b"", Table.empty(), imapbase or (self.new_uidvalidity(), 0, ()), False, 0)
+                self._remember(snapshot)
+        uidvalidity, uidlast, keywords = snapshot.imapbase or (0, 0, ())
+        return Index(snapshot.table, uidvalidity, uidlast, keywords, size, base_in_file=snapshot.in_file,
+                     valid=snapshot.valid)
 
-    def _remember(self, entry):
-        """Keep a scan for this object's next scan, and in the index cache for other processes."""
-        self._memo = entry
-        if self.cache:
-            self.cache.store(self.path, *entry)
+    def _remember(self, snapshot, share=True):
+        """Keep a scan for this object's next scan, and (with SHARE) in the index cache for other processes."""
+        self._memo = snapshot
+        if self.cache and share:
+            self.cache.store(self.path, snapshot)
 
     def forget(self):
         """Drop what is remembered of the file's layout, here and in the index cache (the UID state is kept)."""
         if self._memo is not None:
-            self._remember((_NO_KEY, b"", ([], self._memo[2][1], False)))
+            self._remember(Snapshot(_NO_KEY, b"", Table.empty(), self._memo.imapbase, False, 0))
 
     def new_uidvalidity(self):
         """A UIDVALIDITY this user has never been given before (RFC 3501 2.3.1.1)."""
@@ -355,7 +363,7 @@ class Mailbox:
         value = self.cache.next_uidvalidity(floor) if self.cache else None
         return value or floor
 
-    def _scan_grown(self, old_messages, size):
+    def _scan_grown(self, old, size):
         """The file only grew: parse the new tail, and the first message again.
 
         The first message is re-read because its X-IMAPbase may have been
@@ -363,19 +371,23 @@ class Mailbox:
         old last message is not where it was, the file was rewritten as
         well as grown: None, and the caller scans it all.
         """
-        last = old_messages[-1]
+        last = len(old) - 1
         try:
-            tail, imapbase = scan_range(self.fd, last.start, size)
+            tail, imapbase = scan_range(self.fd, old.start[last], size)
         except MailboxError:
             return None
-        if not tail or tail[0].from_line != last.from_line:
+        if not len(tail) or tail.from_bytes(0) != old.from_bytes(last):
             return None
-        if last.start == 0:
+        if last == 0:
             return tail, imapbase
-        head, imapbase = scan_range(self.fd, 0, old_messages[1].start)
-        if len(head) != 1:
+        head, imapbase = scan_range(self.fd, 0, old.start[1])
+        if len(head) != 1 or head.uid[0] != old.uid[0]:
             return None
-        return head + old_messages[1:-1] + tail, imapbase
+        builder = TableBuilder()
+        builder.extend(head)
+        builder.extend(old, 1, last)
+        builder.extend(tail)
+        return builder.table(), imapbase
 
     def _tail_signature(self, size):
         return os.pread(self.fd, 64, max(size - 64, 0)) if self.fd is not None and size > 0 else b""
@@ -411,10 +423,10 @@ class Mailbox:
             return msg
         if not msg.uid:
             return None
-        found = self.scan().by_uid().get(msg.uid)
+        found = self.scan().message_of_uid(msg.uid)
         if found is not None and not self.still_there(found):    # an index the file's key could not tell stale
             self.forget()
-            found = self.scan().by_uid().get(msg.uid)
+            found = self.scan().message_of_uid(msg.uid)
         if found is None or found.from_line != msg.from_line or found.end - found.body != msg.end - msg.body:
             return None
         return found
@@ -446,10 +458,8 @@ class Mailbox:
         keywords = tuple(k for k in keywords if valid_keyword(k))
         if uid and index.all:
             base_keywords = index.keywords + tuple(k for k in keywords if k not in index.keywords)
-            self._rewrite(index, {}, (), (index.uidvalidity, uid, base_keywords))
-        old_size = os.fstat(self.fd).st_size
-        if old_size and os.pread(self.fd, 5, 0) != b"From ":
-            raise MailboxError(f"{self.path}: {not_mbox_reason(self.fd, old_size)}; nothing is added to it")
+            self._rewrite(index, {}, set(), (index.uidvalidity, uid, base_keywords))
+        old_size = self._appendable_size()
         prepared = _prepared(source)
         try:
             first_of_file = index is not None and not index.all
@@ -473,7 +483,7 @@ class Mailbox:
         records it, so that a retry after a crash finds what was delivered).
         """
         self._require_lock()
-        old_size = os.fstat(self.fd).st_size
+        old_size = self._appendable_size()
         separator = _separator_needed(self.fd, old_size)
         pieces, offsets, at = [], [], old_size
         for prepared, sender, extra_headers in deliveries:
@@ -486,6 +496,13 @@ class Mailbox:
             announce(offsets)
         self._write_appended(old_size, pieces)
         return offsets
+
+    def _appendable_size(self):
+        """The file's size, where an append goes; MailboxError if the file is no mbox (nothing is added then)."""
+        size = os.fstat(self.fd).st_size
+        if size and os.pread(self.fd, 5, 0) != b"From ":
+            raise MailboxError(f"{self.path}: {not_mbox_reason(self.fd, size)}; nothing is added to it")
+        return size
 
     def _head(self, separator, sender, date, extra_headers, prepared, *, flags=frozenset(), keywords=(), uid=0,
               imapbase=None):
@@ -571,25 +588,29 @@ class Mailbox:
             return self._sync(self._scan_locked(trust_cache=False), flags or {}, set(expunge), keywords)
 
     def _sync(self, index, flags, expunge, keywords):
-        if not index.all:
+        table = index.table
+        if not len(table):
             return index
         next_uid = index.uidnext
         base_keywords = list(index.keywords)
-        changes = {}
-        for m in index.messages:
-            uid = m.uid
-            if not uid:
-                uid, next_uid = next_uid, next_uid + 1
-            new_flags, new_keywords = flags.get(m.uid, (m.flags, m.keywords)) if m.uid else (m.flags, m.keywords)
+        changes = {}                # row -> (letters, keywords, uid)
+        for uid, (new_flags, new_keywords) in flags.items():
+            i = index.row_of_uid(uid)
+            if i < 0:
+                continue
             new_flags = frozenset(c for c in new_flags if c in SYSTEM_FLAGS)
             new_keywords = tuple(k for k in new_keywords if valid_keyword(k))
-            base_keywords += [k for k in new_keywords if k not in base_keywords]
-            if (uid, new_flags, new_keywords) != (m.uid, m.flags, m.keywords):
-                changes[m.start] = (new_flags, new_keywords, uid)
+            if (new_flags, new_keywords) != (table.letters(i), table.keywords(i)):
+                changes[i] = (new_flags, new_keywords, uid)
+        for i in range(max(index.valid, index.first), len(table)):     # new messages get their UIDs
+            changes[i] = (table.letters(i), table.keywords(i), next_uid)
+            next_uid += 1
+        for keyword_set in _keyword_sets_in_use(table, changes):
+            base_keywords += [k for k in keyword_set if k not in base_keywords]
         base_keywords += [k for k in keywords or () if valid_keyword(k) and k not in base_keywords]
         imapbase = (index.uidvalidity or self.new_uidvalidity(), max(next_uid - 1, index.uidlast),
                     tuple(base_keywords))
-        drop = {m.start for m in index.messages if m.uid and m.uid in expunge}
+        drop = {i for i in map(index.row_of_uid, expunge) if i >= 0}
         if (not changes and not drop and index.base_in_file
                 and (index.uidvalidity, index.uidlast, index.keywords) == imapbase):
             return index
@@ -606,105 +627,117 @@ class Mailbox:
         """
         self._require_lock()
         current = self.scan()
-        wanted = {m.uid: updates[m.uid](m.flags, m.keywords) for m in current.messages if m.uid in updates}
+        table = current.table
+        wanted = {}
+        for uid, change in updates.items():
+            i = current.row_of_uid(uid)
+            if i >= 0:
+                wanted[uid] = change(table.letters(i), table.keywords(i))
         return self.sync(flags=wanted)
 
-    def _rewrite(self, index, changes, expunge, imapbase):
+    def _rewrite(self, index, changes, drop, imapbase):
         """Apply store-header changes: in place where they fit, else journal the rest of the file.
 
-        `changes` maps a message's offset to (flags, keywords, uid); `expunge`
-        holds offsets to drop; the first surviving message carries imapbase
-        (a pseudo-message is written to carry it when none survives).
+        `changes` maps a row to (letters, keywords, uid); `drop` holds rows
+        to expunge; the first surviving message carries imapbase (a
+        pseudo-message is written to carry it when none survives).
         """
-        survivors = [m for m in index.all if m.start not in expunge]
-        wanted = {}
-        for position, m in enumerate(survivors):
-            base = imapbase if position == 0 else None
-            change = changes.get(m.start)
-            if change is None and base is None and m is not index.all[0]:
-                continue
-            new_flags, new_keywords, uid = change or (m.flags, m.keywords, m.uid)
-            wanted[m.start] = (new_flags, new_keywords, uid, base)
-        tail_from = min(expunge, default=None)
+        table = index.table
+        count = len(table)
+        first = next((i for i in range(count) if i not in drop), None)
+        wanted = {i: (*change, None) for i, change in changes.items() if i not in drop}
+        if first is not None:
+            letters, keywords, uid, _ = wanted.get(first) or (table.letters(first), table.keywords(first),
+                                                              index.uid_at(first), None)
+            wanted[first] = (letters, keywords, uid, imapbase)
+        tail_from = min(drop, default=None)          # a row: from there on the file is written anew
         in_place = []
-        for m in survivors:
-            if tail_from is not None and m.start >= tail_from:
+        for i in sorted(wanted):
+            if tail_from is not None and i >= tail_from:
                 break
-            plan = wanted.get(m.start)
-            if plan is None:
-                continue
-            new_flags, new_keywords, uid, base = plan
-            size = m.block[1] - m.block[0] if m.block else 0
-            block = render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
-                                 pseudo=m.pseudo, pad_to=size) if m.block else b""
-            if len(block) != size or not size:
-                tail_from = m.start
+            letters, keywords, uid, base = wanted[i]
+            block = table.block(i)
+            size = block[1] - block[0] if block else 0
+            rendered = render_block(flags=letters, keywords=keywords, uid=uid, imapbase=base,
+                                    pseudo=table.is_pseudo(i), pad_to=size) if block else b""
+            if len(rendered) != size or not size:
+                tail_from = i
                 break
-            in_place.append((m, block, plan))
-        for m, _block, _plan in in_place:
-            self._check_in_place(m)
-        kept = []                   # the new index up to tail_from, built as we write: no re-read
-        planned = {m.start: (block, plan) for m, block, plan in in_place}
-        for m in survivors:
-            if tail_from is not None and m.start >= tail_from:
-                break
-            if m.start not in planned:
-                kept.append(m)
-                continue
-            block, (new_flags, new_keywords, uid, _base) = planned[m.start]
-            fileio.pwrite_all(self.fd, block, m.block[0])
-            kept.append(Message(m.start, m.header, m.body, m.end, m.from_line, uid, flag_set(new_flags),
-                                tuple(new_keywords), m.block, m.pseudo, m.client_size, m.pop3_extra))
+            in_place.append((i, block[0], rendered))
+        self._check_in_place(table, [i for i, _, _ in in_place])
+        for _i, at, rendered in in_place:
+            fileio.pwrite_all(self.fd, rendered, at)
+        kept = table.changed({i: wanted[i][:3] for i, _, _ in in_place}) if in_place else table
         if tail_from is not None:
-            self._rewrite_tail(tail_from, survivors, wanted, imapbase)
+            self._rewrite_tail(table, tail_from, drop, first, wanted, imapbase)
         _mark_modified(self.fd)
         os.fsync(self.fd)
         st = os.fstat(self.fd)
-        messages = kept + (scan_range(self.fd, tail_from, st.st_size)[0] if tail_from is not None else [])
-        entry = (_key(st), self._tail_signature(st.st_size), (messages, imapbase, True))
-        self._remember(entry)
-        return self._index_of(entry, st.st_size)
+        if tail_from is not None:
+            builder = TableBuilder()
+            builder.extend(kept, 0, tail_from)
+            builder.extend(scan_range(self.fd, table.start[tail_from], st.st_size)[0])
+            kept = builder.table()
+        known = tail_from if tail_from is not None else len(kept)
+        snapshot = Snapshot(_key(st), self._tail_signature(st.st_size), kept, imapbase, True,
+                            valid_rows(kept, imapbase, known))
+        self._remember(snapshot)
+        return self._index_of(snapshot, st.st_size)
 
-    def _check_in_place(self, m):
-        """Raise _StaleIndex unless M's From_ line and store-header block are where the index says."""
-        expected = b"From " + m.from_line.encode("utf-8", "surrogateescape")
-        lead = b"\n" if m.start else b""
-        if os.pread(self.fd, len(lead) + len(expected), m.start - len(lead)) != lead + expected:
-            raise _StaleIndex()
-        block = os.pread(self.fd, m.block[1] - m.block[0] + 1, m.block[0] - 1)
-        if block[:1] != b"\n" or not _BLOCK.fullmatch(block, 1):
-            raise _StaleIndex()
+    def _check_in_place(self, table, rows):
+        """Raise _StaleIndex unless each row's From_ line and store-header block are where the index says.
 
-    def _rewrite_tail(self, tail_from, survivors, wanted, imapbase):
-        """Write the new tail of the file to a journal, then copy it over the file from tail_from on."""
+        The bytes are read a window at a time, so checking every message of
+        a big mailbox costs a few large reads, not two small ones each.
+        """
+        window = b""
+        window_at = 0
+        for i in rows:
+            start = table.start[i]
+            lead = 1 if start else 0
+            lo, hi = table.block_lo[i], table.block_hi[i]
+            if not (window_at <= start - lead and hi <= window_at + len(window)):
+                window_at = start - lead
+                window = os.pread(self.fd, max(_CHECK_WINDOW, hi - window_at), window_at)
+            expected = (b"\n" if lead else b"") + b"From " + table.from_bytes(i)
+            at = start - lead - window_at
+            if window[at:at + len(expected)] != expected:
+                raise _StaleIndex()
+            block_at = lo - 1 - window_at
+            if window[block_at:block_at + 1] != b"\n" or not _BLOCK.fullmatch(window, block_at + 1, hi - window_at):
+                raise _StaleIndex()
+
+    def _rewrite_tail(self, table, tail_from, drop, first, wanted, imapbase):
+        """Write the new tail of the file to a journal, then copy it over the file from row tail_from on."""
         path, jfd = self.journal.begin_tail(self.fd)
         try:
             writer = fileio.Writer(jfd, 0)
             separator = b""
-            if not survivors and imapbase is not None:      # emptied: the UID state stays in a pseudo-message
+            if first is None:              # emptied: the UID state stays in a pseudo-message
                 writer.write(_pseudo_message(imapbase, self.cfg.delivery.header_padding))
                 separator = b"\n"
-            for m in survivors:
-                if m.start < tail_from:
+            for i in range(tail_from, len(table)):
+                if i in drop:
                     continue
-                plan = wanted.get(m.start)
+                start, header, body, end = table.start[i], table.header[i], table.body[i], table.end[i]
+                plan = wanted.get(i)
                 writer.write(separator)
-                lead = fileio.pread_all(self.fd, m.header - m.start, m.start)
-                if not lead.startswith(b"From " + m.from_line.encode("utf-8", "surrogateescape")):
+                lead = fileio.pread_all(self.fd, header - start, start)
+                if not lead.startswith(b"From " + table.from_bytes(i)):
                     raise _StaleIndex()
                 writer.write(lead)
                 if plan is None:
-                    fileio.copy_into(self.fd, m.header, m.end - m.header, writer)
+                    fileio.copy_into(self.fd, header, end - header, writer)
                 else:
-                    new_flags, new_keywords, uid, base = plan
-                    header = self.read(m, m.header, m.body)
-                    names = FIRST_STORE_HEADERS if m is survivors[0] else STORE_HEADERS
-                    writer.write(b"".join(line + b"\n" for line in header_lines_without(header, names)))
-                    writer.write(render_block(flags=new_flags, keywords=new_keywords, uid=uid, imapbase=base,
-                                              pseudo=m.pseudo, padding=self.cfg.delivery.header_padding))
-                    if header == b"\n" or header.endswith(b"\n\n"):
+                    letters, keywords, uid, base = plan
+                    head = fileio.pread_all(self.fd, body - header, header)
+                    names = FIRST_STORE_HEADERS if i == first else STORE_HEADERS
+                    writer.write(b"".join(line + b"\n" for line in header_lines_without(head, names)))
+                    writer.write(render_block(flags=letters, keywords=keywords, uid=uid, imapbase=base,
+                                              pseudo=table.is_pseudo(i), padding=self.cfg.delivery.header_padding))
+                    if head == b"\n" or head.endswith(b"\n\n"):
                         writer.write(b"\n")
-                    fileio.copy_into(self.fd, m.body, m.end - m.body, writer)
+                    fileio.copy_into(self.fd, body, end - body, writer)
                 separator = b"\n"
                 self.touch_lock()
             if separator:
@@ -713,7 +746,7 @@ class Mailbox:
             os.close(jfd)
             self.journal.retire(path)
             raise
-        self.journal.commit_tail(path, jfd, self.fd, tail_from, writer.offset)
+        self.journal.commit_tail(path, jfd, self.fd, table.start[tail_from], writer.offset)
 
 
 class MessageCopies:
@@ -808,6 +841,13 @@ def _placed(msg, size, read):
         if found is None or int(found.group(1)) != msg.uid:
             return False
     return True
+
+
+def _keyword_sets_in_use(table, changes):
+    """The keyword sets of the messages (some rows' as CHANGES will make them): X-IMAPbase lists them all."""
+    sets = table.keyword_sets
+    used = [sets[n] for n in set(table.kw)] if len(sets) > 1 else []
+    return used + [change[1] for change in changes.values() if change[1]]
 
 
 def _key(st):

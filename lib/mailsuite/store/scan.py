@@ -30,107 +30,12 @@ from .format import (
     XSTATUS_LETTERS,
     MailboxError,
     is_from_line,
-    parse_from_date,
     valid_keyword,
 )
+from .table import FLAG_BITS, PSEUDO, Index, Message, TableBuilder  # noqa: F401  (Index, Message: the store's names)
 
 CHUNK = 4 << 20
 SEARCH_FOR_START = 1 << 20       # how far into a damaged file to look for its first From_ line
-
-_FLAG_SETS = {}
-
-
-def flag_set(letters):
-    """The one shared frozenset for these flag letters: 100,000 messages share a handful of sets."""
-    key = "".join(sorted(set(letters)))
-    found = _FLAG_SETS.get(key)
-    if found is None:
-        found = _FLAG_SETS[key] = frozenset(key)
-    return found
-
-
-class Message:
-    """One message's place in the file and its store metadata; immutable."""
-
-    __slots__ = ("start", "header", "body", "end", "from_line", "uid", "flags", "keywords",
-                 "block", "pseudo", "client_size", "pop3_extra")
-
-    def __init__(self, start, header, body, end, from_line, uid, flags, keywords, block, pseudo=False,
-                 client_size=0, pop3_extra=0):
-        self.start = start              # offset of the "From " line
-        self.header = header            # offset of the first header line
-        self.body = body                # offset of the body (after the blank line); == end without one
-        self.end = end                  # end of content; the separator's newline (or the end of the file) follows
-        self.from_line = from_line      # "sender date", without "From " and the newline
-        self.uid = uid                  # 0 until a reader assigns one
-        self.flags = flags              # frozenset of SYSTEM_FLAGS letters
-        self.keywords = keywords        # tuple of keyword names
-        self.block = block              # (start, end) of our contiguous store-header block, or None
-        self.pseudo = pseudo            # the "FOLDER INTERNAL DATA" message: kept, never shown
-        self.client_size = client_size  # bytes a client is sent: served_header() + body with CRLF (RFC822.SIZE)
-        self.pop3_extra = pop3_extra    # what POP3 adds: a byte per line starting with ".", a CRLF if none ends it
-
-    @property
-    def size(self):
-        """Bytes of the stored message, headers and body, LF line ends."""
-        return self.end - self.header
-
-    @property
-    def sender(self):
-        return self.from_line.split(" ", 1)[0]
-
-    @property
-    def date(self):
-        """INTERNALDATE: the From_ line's date, else the epoch."""
-        return parse_from_date(self.from_line)
-
-    def as_tuple(self):
-        return (self.start, self.header, self.body, self.end, self.from_line, self.uid,
-                "".join(sorted(self.flags)), self.keywords, self.block, self.pseudo,
-                self.client_size, self.pop3_extra)
-
-    @classmethod
-    def from_tuple(cls, t):
-        start, header, body, end, from_line, uid, flags, keywords, block, pseudo, client_size, pop3_extra = t
-        return cls(start, header, body, end, from_line, uid, flag_set(flags), tuple(keywords),
-                   tuple(block) if block else None, pseudo, client_size, pop3_extra)
-
-    def moved(self, **changes):
-        """A copy with some fields changed."""
-        t = dict(zip(Message.__slots__, self.as_tuple()))
-        t.update(changes)
-        return Message.from_tuple(tuple(t[k] for k in Message.__slots__))
-
-    def __repr__(self):
-        return f"<Message uid={self.uid} at {self.start} size={self.size} flags={''.join(sorted(self.flags))}>"
-
-
-class Index:
-    """The result of a scan: messages in file order and the mailbox's UID state.
-
-    `base_in_file` says whether the file itself holds the UID state
-    (X-IMAPbase or X-IMAP); when it does not, the state came from the
-    index cache (the first message was deleted by a mail reader) or is
-    not known yet, and the next sync writes it.
-    """
-
-    def __init__(self, all_messages, uidvalidity, uidlast, keywords, size, base_in_file=True):
-        self.all = all_messages                                   # including a pseudo-message
-        self.messages = [m for m in all_messages if not m.pseudo]
-        self.uidvalidity = uidvalidity                            # 0: none assigned yet
-        self.uidlast = uidlast
-        self.keywords = keywords
-        self.size = size
-        self.base_in_file = base_in_file
-
-    @property
-    def uidnext(self):
-        last = max((m.uid for m in self.messages), default=0)
-        return max(self.uidlast, last) + 1
-
-    def by_uid(self):
-        return {m.uid: m for m in self.messages if m.uid}
-
 
 class _Window:
     """A sliding window over a file descriptor: bytes.find and slices across chunks, in bounded memory."""
@@ -232,19 +137,26 @@ class _HeaderFacts:
         self.pieces += 1
         self.from_inside = self.from_inside or b"\nFrom " in data
         previous_end = self.block[1] if self.block else None
+        hidden = hidden_newlines = hidden_crlf = 0
         for m in HIDDEN_LINE.finditer(data):
+            text = m.group(0)
+            hidden += len(text)
+            hidden_newlines += text.count(b"\n")
+            hidden_crlf += text.count(b"\r\n")
             name = m.group(1).lower()
             self.values.setdefault(name, b" ".join(m.group(2).split()))
             if name not in self.store_names:
                 continue
             start, end = base + m.start(), base + m.end()
-            if (previous_end is not None and start != previous_end) or not m.group(0).endswith(b"\n"):
+            if (previous_end is not None and start != previous_end) or not text.endswith(b"\n"):
                 self.contiguous = False
             if self.block is None:
                 self.block = [start, end]
             self.block[1] = previous_end = end
-        visible = HIDDEN_LINE.sub(b"", data)
-        self.served += len(visible) + visible.count(b"\n") - visible.count(b"\r\n")
+        # what a client is sent of these lines: the hidden ones out (each ends its line, so no CRLF is
+        # made or split by taking them out), LF as CRLF
+        crlf = data.count(b"\r\n") if b"\r" in data else 0
+        self.served += (len(data) - hidden) + (data.count(b"\n") - hidden_newlines) - (crlf - hidden_crlf)
 
     def finish(self, last_line_open, blank_line):
         """Close the served size: a CRLF for an unterminated last line, one for the blank line."""
@@ -252,21 +164,47 @@ class _HeaderFacts:
 
     def store_metadata(self):
         values = self.values
-        status = values.get(b"status", b"").decode("latin-1")
-        xstatus = values.get(b"x-status", b"").decode("latin-1")
-        flags = flag_set("".join(c for c in status if c in STATUS_LETTERS)
-                         + "".join(c for c in xstatus if c in XSTATUS_LETTERS))
-        keywords = tuple(k for k in values.get(b"x-keywords", b"").decode("utf-8", "replace").split()
-                         if valid_keyword(k))
+        mask = _flag_mask(values.get(b"status", b""), values.get(b"x-status", b""))
+        keywords = _keywords(values.get(b"x-keywords", b""))
         raw_uid = values.get(b"x-uid", b"")
         uid = int(raw_uid) if raw_uid.isdigit() and len(raw_uid) < 11 else 0
         block = tuple(self.block) if self.block and self.contiguous else None
-        return uid, flags, keywords, block
+        return uid, mask, keywords, block
 
     @property
     def content_length(self):
         raw = self.values.get(b"content-length")
         return int(raw) if raw is not None and raw.isdigit() and len(raw) < 19 else None
+
+
+_MASKS = {}
+_KEYWORDS = {}
+
+
+def _flag_mask(status, xstatus):
+    """The flag bits of a Status: and an X-Status: value (a handful of distinct values: kept once)."""
+    mask = _MASKS.get((status, xstatus))
+    if mask is None:
+        mask = 0
+        for c in status.decode("latin-1"):
+            if c in STATUS_LETTERS:
+                mask |= FLAG_BITS[c]
+        for c in xstatus.decode("latin-1"):
+            if c in XSTATUS_LETTERS:
+                mask |= FLAG_BITS[c]
+        if len(_MASKS) < 4096:
+            _MASKS[(status, xstatus)] = mask
+    return mask
+
+
+def _keywords(value):
+    """The valid keywords of an X-Keywords: value (few distinct values: kept once)."""
+    found = _KEYWORDS.get(value)
+    if found is None:
+        found = tuple(k for k in value.decode("utf-8", "replace").split() if valid_keyword(k))
+        if len(_KEYWORDS) < 4096:
+            _KEYWORDS[value] = found
+    return found
 
 
 def _field_boundary(piece):
@@ -348,22 +286,139 @@ def not_mbox_reason(fd, size):
             f"(`mailsuite check` says how to remove them)")
 
 
+QUICK_AHEAD = 1 << 16             # the quick path needs at least this much of the file buffered ahead
+_BODY_MARKS = re.compile(rb"\n(?:\.|From )")
+_FIND_HIDDEN = HIDDEN_LINE.finditer
+
+
+def _quick(buf, base, pos, size, builder):
+    """Messages lying wholly in BUF (the file's bytes from BASE) from POS on, added to BUILDER; (pos, count).
+
+    The common message, read straight from the buffer: one pass over the
+    body finds both the next separator and the lines POP3 must stuff.
+    Whatever is unusual (the first message of the file, an empty header, a
+    header with a "From " line inside, a message running past the buffer)
+    stops the quick path at that message and the caller's general path
+    takes it, so both always find the same.
+    """
+    at_eof = base + len(buf) >= size
+    limit = len(buf)
+    count = 0
+    while pos < size:
+        p = pos - base
+        nl = buf.find(b"\n", p)
+        if nl < 0 or p < 0 or not pos or nl + 1 + base >= size:
+            break
+        blank = buf.find(b"\n\n", nl)
+        if blank <= nl or blank + 1 - nl > CHUNK or base + blank + 2 >= size:
+            break
+        header = nl + 1
+        data = buf[header:blank + 1]
+        if b"\nFrom " in data:
+            break
+        # the header's facts, as _HeaderFacts gathers them, for a header in one piece
+        values = {}
+        hidden = hidden_newlines = hidden_crlf = 0
+        block_lo = block_hi = -1
+        contiguous = True
+        for m in _FIND_HIDDEN(data):
+            a, b = m.span()
+            text = m.group(0)
+            hidden += b - a
+            hidden_newlines += text.count(b"\n")
+            if b"\r" in text:
+                hidden_crlf += text.count(b"\r\n")
+            name = m.group(1).lower()
+            if name not in values:
+                values[name] = m.group(2)
+            if name not in STORE_HEADERS:
+                continue
+            if (block_lo >= 0 and a != block_hi) or text[-1:] != b"\n":
+                contiguous = False
+            if block_lo < 0:
+                block_lo = a
+            block_hi = b
+        crlf = data.count(b"\r\n") if b"\r" in data else 0
+        served = (len(data) - hidden) + (data.count(b"\n") - hidden_newlines) - (crlf - hidden_crlf) + 2
+        body = blank + 2
+        found = None
+        raw = values.get(b"content-length")
+        raw = raw.strip() if raw is not None else None
+        length = int(raw) if raw is not None and raw.isdigit() and len(raw) < 19 else None
+        if length is not None and base + body + length < size:
+            q = body + length
+            if q + 1 + FROM_LINE_MAX > limit and not at_eof:
+                break
+            after = buf[q:q + 1 + FROM_LINE_MAX]
+            if after == b"\n" and base + q + 1 == size:
+                found = q, q + 1
+            elif after.startswith(b"\nFrom ") and is_from_line(after[1:]):
+                found = q, q + 1
+        if found is None:
+            if body + FROM_LINE_MAX > limit and not at_eof:
+                break
+            if buf.startswith(b"From ", body) and is_from_line(buf[body:body + FROM_LINE_MAX]):
+                break               # the blank line is the separator: no body (the general path's case)
+            dots, sep, stuck = 0, -1, False
+            for m in _BODY_MARKS.finditer(buf, body - 1):
+                q = m.start()
+                if m.end() - q == 2:
+                    dots += 1
+                    continue
+                if q + 1 + FROM_LINE_MAX > limit and not at_eof:
+                    stuck = True
+                    break
+                if is_from_line(buf[q + 1:q + 1 + FROM_LINE_MAX]):
+                    sep = q
+                    break
+            if stuck or (sep < 0 and not at_eof):
+                break
+            if sep >= 0:
+                end, following = sep, sep + 1
+            else:
+                end, following = (size - 1 - base if buf[size - 1 - base:size - base] == b"\n" else size - base), size - base
+        else:
+            end, following = found
+            dots = buf.count(b"\n.", body - 1, end) if _DOT_LINE.search(buf, body - 1, end) else 0
+        open_line = buf[end - 1:end] != b"\n"
+        mask = _flag_mask(values.get(b"status", b""), values.get(b"x-status", b""))
+        keywords = _keywords(values.get(b"x-keywords", b""))
+        raw = values.get(b"x-uid", b"").strip()
+        uid = int(raw) if raw.isdigit() and len(raw) < 11 else 0
+        block = (base + header + block_lo, base + header + block_hi) if block_lo >= 0 and contiguous else None
+        crlf = buf.count(b"\r\n", body, end) if buf.find(b"\r", body, end) >= 0 else 0
+        client_size = served + (end - body) + buf.count(b"\n", body, end) - crlf
+        pop3_extra = (dots if end > body else 0) + 2 * (open_line and end > body)
+        builder.add(pos, base + header, base + body, base + end, buf[p + 5:min(nl, p + FROM_LINE_MAX)], uid, mask,
+                    keywords, block, client_size, pop3_extra)
+        count += 1
+        pos = base + following
+    return pos, count
+
+
 def scan_range(fd, start, size):
-    """Messages from offset `start` (a message start) to `size`, and the first message's X-IMAPbase."""
+    """A Table of the messages from offset `start` (a message start) to `size`, and the first message's X-IMAPbase."""
     window = _Window(fd, start, size)
-    messages = []
+    messages = TableBuilder()
+    count = 0
     imapbase = None
     if size > start and window.get(start, start + 5) != b"From ":
         raise MailboxError(not_mbox_reason(fd, size) if start == 0 else
                            f"not an mbox file: no 'From ' line at offset {start}, where a message should start")
     pos = start
     while pos < size:
+        if window.base > pos or window.base + len(window.buf) - pos < QUICK_AHEAD:
+            window._cover(pos, pos + CHUNK)
+        pos, added = _quick(window.buf, window.base, pos, size, messages)
+        count += added
+        if pos >= size:
+            break
         line_end = window.find(b"\n", pos, size)
         line_end = size if line_end < 0 else line_end
-        from_text = window.get(pos + 5, min(line_end, pos + FROM_LINE_MAX)).decode("utf-8", "surrogateescape")
+        from_bytes = window.get(pos + 5, min(line_end, pos + FROM_LINE_MAX))
         header = min(line_end + 1, size)
         blank = window.find(b"\n\n", header - 1, size) if header < size else -1
-        is_first = not messages and start == 0
+        is_first = not count and start == 0
         facts = _header_facts(window, header, blank + 1, is_first) if blank >= 0 else None
         found = _trusted_length(window, blank + 2, facts.content_length, size) if facts else None
         if found:
@@ -389,7 +444,7 @@ def scan_range(fd, start, size):
                 body = end
         open_line = end > header and window.get(end - 1, end) != b"\n"
         facts.finish(open_line and not blank_line, blank_line)
-        uid, flags, keywords, block = facts.store_metadata()
+        uid, mask, keywords, block = facts.store_metadata()
         body_open = open_line and end > body
         client_size = (facts.served + (end - body)
                        + window.count(b"\n", body, end) - window.count(b"\r\n", body, end, _CR))
@@ -398,41 +453,21 @@ def scan_range(fd, start, size):
         if is_first:
             raw = facts.values.get(b"x-imap" if pseudo else b"x-imapbase")
             imapbase = _parse_imapbase(raw) if raw is not None else None
-        messages.append(Message(pos, header, body, end, from_text, uid, flags, keywords, block, pseudo,
-                                client_size, pop3_extra))
+        messages.add(pos, header, body, end, from_bytes, uid, mask | (PSEUDO if pseudo else 0), keywords, block,
+                     client_size, pop3_extra)
+        count += 1
         pos = next_start
-    return messages, imapbase
+    return messages.table(), imapbase
 
 
-def validate_uids(messages, imapbase):
-    """Keep X-UIDs only while they ascend and stay within UIDLAST; later ones get new UIDs."""
-    if imapbase is None:
-        return [m.moved(uid=0) if m.uid else m for m in messages]
-    uidlast = imapbase[1]
-    out = []
-    previous = 0
-    broken = False
-    for m in messages:
-        if m.pseudo:
-            out.append(m)
-            continue
-        if broken or not m.uid or m.uid <= previous or m.uid > uidlast:
-            if m.uid:
-                broken = True
-            out.append(m.moved(uid=0))
-        else:
-            previous = m.uid
-            out.append(m)
-    return out
-
-
-def uids_fit(messages, uidlast):
+def uids_fit(table, uidlast):
     """Whether X-UIDs as found ascend and stay within UIDLAST (a remembered UID state still holds)."""
     previous = 0
-    for m in messages:
-        if m.pseudo or not m.uid:
+    for i in range(len(table)):
+        uid = table.uid[i]
+        if not uid or table.flags[i] & PSEUDO:
             continue
-        if m.uid <= previous or m.uid > uidlast:
+        if uid <= previous or uid > uidlast:
             return False
-        previous = m.uid
+        previous = uid
     return True

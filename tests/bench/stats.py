@@ -1,0 +1,130 @@
+"""Repeated figures for the benchmarks: the median of several runs with their min and max, and fair ratios.
+
+A figure is measured RUNS times (BENCH_RUNS, default 3) for mailsuite and
+for the reference program in the same run of the benchmark; a table row
+shows each side as `median [min-max]` and a ratio that always reads the
+same way: above 1 means mailsuite is better (faster, more throughput, less
+memory), whichever way the unit goes.  `save()` keeps the rows as JSON in
+tests/bench/results/ with the machine they were measured on.
+"""
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+RUNS = max(1, int(os.environ.get("BENCH_RUNS", "3")))
+RESULTS = Path(__file__).resolve().parent / "results"
+
+LOWER = "lower"    # times, memory: less is better
+HIGHER = "higher"  # throughput: more is better
+
+
+class Figure:
+    """The values of one measurement over several runs."""
+
+    def __init__(self, values=()):
+        self.values = [v for v in values if v is not None]
+
+    def add(self, value):
+        if value is not None:
+            self.values.append(value)
+
+    @property
+    def median(self):
+        return statistics.median(self.values) if self.values else None
+
+    def text(self, scale=1.0, digits=1):
+        if not self.values:
+            return "-"
+        lo, mid, hi = min(self.values) * scale, self.median * scale, max(self.values) * scale
+        if len(self.values) == 1:
+            return f"{mid:.{digits}f}"
+        return f"{mid:.{digits}f} [{lo:.{digits}f}-{hi:.{digits}f}]"
+
+
+def ratio(ours, theirs, better):
+    """Above 1: mailsuite is better.  Times and memory: theirs / ours; throughput: ours / theirs."""
+    a, b = ours.median, theirs.median
+    if not a or not b:
+        return None
+    return b / a if better == LOWER else a / b
+
+
+class Table:
+    """Rows of `work | mailsuite | peer | ratio`, printed as they come and kept for save()."""
+
+    def __init__(self, title, peer):
+        self.title = title
+        self.peer = peer
+        self.rows = []
+        print(f"{title}: median [min-max] of {RUNS} runs; ratio > 1 means mailsuite is better", flush=True)
+        print(f"  {'work':38} {'unit':5} {'mailsuite':>24} {peer:>24} {'ratio':>6}", flush=True)
+
+    def row(self, work, unit, ours, theirs=None, better=LOWER, scale=1.0, digits=1):
+        theirs = theirs or Figure()
+        r = ratio(ours, theirs, better)
+        self.rows.append({"work": work, "unit": unit, "better": better, "mailsuite": [v * scale for v in ours.values],
+                          self.peer: [v * scale for v in theirs.values], "ratio": r})
+        print(f"  {work:38} {unit:5} {ours.text(scale, digits):>24} {theirs.text(scale, digits):>24} "
+              f"{'' if r is None else f'{r:.2f}':>6}", flush=True)
+
+
+def collect(measure, runs=RUNS):
+    """{key: Figure} from RUNS calls of MEASURE(), each returning {key: value}."""
+    figures = {}
+    for _ in range(runs):
+        for key, value in measure().items():
+            figures.setdefault(key, Figure()).add(value)
+    return figures
+
+
+def save(name, tables, **facts):
+    """Write the tables to tests/bench/results/NAME.json with the machine and the peers' versions."""
+    RESULTS.mkdir(exist_ok=True)
+    data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": RUNS,
+            "scale": float(os.environ.get("BENCH_SCALE", "1")), "machine": machine(), **facts,
+            "tables": [{"title": t.title, "peer": t.peer, "rows": t.rows} for t in tables]}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def machine():
+    return {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "load": os.getloadavg()[0], "filesystem": _filesystem()}
+
+
+def _filesystem():
+    try:
+        out = subprocess.run(["stat", "-f", "-c", "%T", "/tmp"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def peer_version(argv):
+    """The first line a program prints for its version, or None."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def pss_kib(pid):
+    """(RSS, PSS) of a process in KiB, from smaps_rollup; (0, 0) when it is gone."""
+    rss = pss = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Rss:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return rss, pss
