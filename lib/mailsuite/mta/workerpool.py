@@ -174,14 +174,12 @@ class WorkerPool:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         others = [w.channel for w in self.workers.values() if w.channel is not None]
         try:
-            pid = os.fork()
+            pid = children.fork_child(lambda: self._serve(theirs, [ours] + others), self.logger, "delivery worker")
         except OSError as exc:
             self.logger.error("cannot start a delivery worker: %s", exc)
             ours.close()
             theirs.close()
             return None
-        if pid == 0:
-            children.run_child(lambda: self._serve(theirs, [ours] + others), self.logger, "delivery worker")
         theirs.close()
         worker = self.workers[pid] = Worker(pid, ours)
         self.selector.register(ours, selectors.EVENT_READ, worker)

@@ -26,7 +26,7 @@ import time
 
 import lockfile
 
-from ...core import config, hostport, log
+from ...core import children, config, hostport, log
 from ...core.cli import Fatal
 from ...server import auth, connection, listener, tls
 from .. import queue, runner
@@ -79,20 +79,11 @@ class Daemon:
 
     def start_runner(self):
         master = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            status = 0
-            try:
-                for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGINT):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.set_wakeup_fd(-1)
-                _end_with(master)
-                runner.run_forever(self.cfg, log.setup(self.cfg, "runner"))
-            except BaseException:
-                self.logger.exception("queue runner failed")
-                status = 1
-            finally:
-                os._exit(status)
+
+        def run_the_queue():
+            _end_with(master)
+            runner.run_forever(self.cfg, log.setup(self.cfg, "runner"))
+        pid = children.fork_child(run_the_queue, self.logger, "queue runner")
         self.runner_pid = pid
         self.runner_started = time.monotonic()
         self.logger.info("queue runner started (pid %d)", pid)
