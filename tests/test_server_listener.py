@@ -158,8 +158,10 @@ def _hello(address):
 
 
 def _quit(sock, f):
+    """QUIT, and wait for the server to close: its process is then about to take the next client."""
     sock.sendall(b"QUIT\r\n")
     assert f.readline() == b"+OK bye\r\n"
+    assert f.readline() == b""
     sock.close()
 
 

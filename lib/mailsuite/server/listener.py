@@ -153,13 +153,11 @@ class _Listener:
             client.close()
             return
         try:
-            pid = os.fork()
+            pid = children.fork_child(lambda: self._one_session(client, implicit_tls), self.logger, "session")
         except OSError as exc:
             self.logger.error("fork: %s", exc)
             _refuse(client, self.busy_reply)
             return
-        if pid == 0:
-            children.run_child(lambda: self._one_session(client, implicit_tls), self.logger, "session")
         self.children[pid] = address[0]
         client.close()
 
@@ -170,38 +168,38 @@ class _Listener:
 
     def _spawn(self, channel, inherited):
         """Fork a session process serving the connections sent on CHANNEL (pool.py); its pid."""
-        pid = os.fork()
-        if pid == 0:
-            children.run_child(lambda: self._serve_pooled(channel, inherited), self.logger, "session process")
-        return pid
+        return children.fork_child(lambda: self._serve_pooled(channel, inherited), self.logger, "session process")
 
     def _serve_pooled(self, channel, inherited):
         self._leave_the_listener(inherited + self.pool.channels())
         pool.serve_connections(channel, self._pooled_session, self.max_use)
 
-    def _pooled_session(self, client, implicit_tls):
+    def _pooled_session(self, client, implicit_tls, finished):
         try:
-            self._session(client, implicit_tls)
+            self._session(client, implicit_tls, finished)
         except Exception:        # noqa: BLE001 - this session is over; the process serves the next
             self.logger.exception("session failed")
+        finished()
 
     def _leave_the_listener(self, inherited=()):
-        """In a new child (whose signal handling run_child undid): none of the listener's descriptors."""
+        """In a new child (whose signal handling fork_child undid): none of the listener's descriptors."""
         self.selector.close()
         pool.close_all([sock for sock, _ in self.sockets] + list(self.wake) + list(inherited))
 
-    def _session(self, client, implicit_tls):
-        """One client's session, start to end, in the process serving it."""
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    def _session(self, client, implicit_tls, finished=None):
+        """One client's session, start to end, in the process serving it; FINISHED() (pool.py) before the close."""
         conn = Connection(sock=client, timeout=self.limits.line_timeout)
-        conn.start_login_phase(self.limits)
         try:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            conn.start_login_phase(self.limits)
             if implicit_tls:
                 conn.starttls(self.tls)
             self.handler(conn)
         except (PeerGone, SessionLimit):
             pass
         finally:
+            if finished:
+                finished()
             conn.close()
 
     def _reap(self, block):

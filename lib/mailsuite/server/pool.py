@@ -79,6 +79,8 @@ class SessionPool:
 
     def hand_over(self, client, address, implicit_tls):
         """Give CLIENT to an idle session process, or to a new one; False if none could take it."""
+        if not self.idle:
+            self._hear_all()             # one may have finished since the listener last looked
         while self.idle:
             worker = self.idle.pop()
             if self._send(worker, client, implicit_tls):
@@ -110,6 +112,12 @@ class SessionPool:
         except OSError:                  # it died meanwhile: forget it, the next one takes the client
             self._close(worker)
             return False
+
+    def _hear_all(self):
+        """Hear, without waiting, every process that has written on its channel."""
+        for key, _ in self.selector.select(0):
+            if isinstance(key.data, Worker) and key.data.channel is not None:
+                self.heard(key.data)
 
     def heard(self, worker):
         """The process wrote on its channel: free again, exiting, or gone."""
@@ -154,9 +162,14 @@ class SessionPool:
 
 
 def serve_connections(channel, serve, max_use):
-    """The session process: serve(client_socket, implicit_tls) for each connection received, at most MAX_USE.
+    """The session process: serve(client_socket, implicit_tls, finished) for each connection received, at most MAX_USE.
 
-    Returns when it served MAX_USE sessions or the listener closed the channel."""
+    SERVE calls finished() when the session is over, before it closes the
+    client's socket: the listener then hears that this process is free
+    before the client can see the close, so a client that reconnects at
+    once is served here again (a connection handed over meanwhile waits on
+    the channel).  Returns when it served MAX_USE sessions or the listener
+    closed the channel."""
     for count in range(1, max_use + 1):
         try:
             message, fds, _flags, _address = socket.recv_fds(channel, 16, 1)
@@ -164,12 +177,28 @@ def serve_connections(channel, serve, max_use):
             return
         if not fds:
             return                       # end of file: the listener retired us
-        client = socket.socket(fileno=fds[0])
-        serve(client, message == IMPLICIT_TLS)
-        try:
-            channel.send(LAST if count == max_use else READY)
-        except OSError:
+        told = Told(channel, LAST if count == max_use else READY)
+        serve(socket.socket(fileno=fds[0]), message == IMPLICIT_TLS, told)
+        if not told.heard:
             return
+
+
+class Told:
+    """finished() for one session: tells the listener, once, that the process is free (or exiting)."""
+
+    def __init__(self, channel, message):
+        self.channel, self.message = channel, message
+        self.sent = self.heard = False
+
+    def __call__(self):
+        if self.sent:
+            return
+        self.sent = True
+        try:
+            self.channel.send(self.message)
+            self.heard = True
+        except OSError:                  # the listener is gone: serve no more
+            pass
 
 
 def close_all(descriptors):
