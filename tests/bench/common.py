@@ -6,9 +6,9 @@ few minutes on a 2-core machine; `--full` is 1.0).  Runs, medians, ratios
 and the JSON results are stats.py's.
 
 Our programs run as `make install` installs them: the system Python
-(INSTALL_PYTHON, /usr/bin/python3) started with -I, byte-compiled, with the
-package directory on sys.path (`installed_programs`), not through the
-development venv's interpreter.
+(INSTALL_PYTHON, /usr/bin/python3) started with -IS, byte-compiled, with the
+package directory and the system's site directories on sys.path
+(`installed_programs`), not through the development venv's interpreter.
 """
 
 import ctypes
@@ -113,12 +113,15 @@ def installed_programs(directory):
     lib/ is byte-compiled first (as root; the programs then run as another
     user who could not write the cache)."""
     subprocess.run([INSTALL_PYTHON, "-m", "compileall", "-q", str(REPO / "lib")], check=True)
+    site_dirs = subprocess.run([INSTALL_PYTHON, "-I", "-c", "import site; print(site.getsitepackages())"],
+                               check=True, capture_output=True, text=True).stdout.strip()
     os.makedirs(directory, exist_ok=True)
     programs = {}
     for source in sorted((REPO / "bin").iterdir()):
         body = source.read_text().split("\n", 1)[1]
         target = Path(directory, source.name)
-        target.write_text(f"#!{INSTALL_PYTHON} -I\nimport sys; sys.path.insert(0, {str(REPO / 'lib')!r})\n{body}")
+        target.write_text(f"#!{INSTALL_PYTHON} -IS\nimport sys; sys.path[:0] = [{str(REPO / 'lib')!r}]; "
+                          f"sys.path += {site_dirs}\n{body}")
         target.chmod(0o755)
         programs[source.name] = str(target)
     for alias in ("mailq", "newaliases"):
