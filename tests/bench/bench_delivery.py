@@ -3,7 +3,9 @@
 Every program appends N copies of a 4 KB message to an mbox, one process
 per message (as an MTA runs them).  mail.local and dovecot-lda fsync each
 message before they exit; procmail does not (it has no fsync).  The LMTP
-line shows mail.local without the per-process start-up.
+line shows mail.local without the per-process start-up.  Each figure is the
+median of RUNS runs, the programs taking turns; our programs run as
+`make install` installs them (common.installed_programs).
 """
 
 import os
@@ -12,56 +14,49 @@ import subprocess
 import sys
 import time
 
-from common import BIN, have, sandbox, scaled, world_readable_tempdir
+from common import have, installed_programs, sandbox, scaled, world_readable_tempdir
+from stats import LOWER, RUNS, Figure, Table, note, peers, save
 
 N = scaled(300)
 BODY = b"".join(b"line %04d of the benchmark message, about seventy bytes long.....\n" % i for i in range(60))
 MESSAGE = b"From: bench@example.org\nTo: alice@localhost\nSubject: bench\n\n" + BODY
 
 
-def rate(label, seconds, count):
-    print(f"{label:34} {count / seconds:8.1f} deliveries/s  ({seconds * 1000 / count:6.2f} ms each)")
-    return count / seconds
-
-
-def bench_mail_local(top):
-    conf = sandbox(os.path.join(top, "mailsuite"))
-    argv = [str(BIN / "mail.local"), "-C", conf, "alice"]
+def ms_each(argv, inputs, **kwargs):
+    """Milliseconds per run of ARGV, once for each of INPUTS, one after the other."""
     started = time.perf_counter()
-    for _ in range(N):
-        subprocess.run(argv, input=MESSAGE, stderr=subprocess.DEVNULL, check=True)
-    result = rate("mail.local (process per message)", time.perf_counter() - started, N)
+    for data in inputs:
+        subprocess.run(argv, input=data, stdout=subprocess.DEVNULL, check=True, **kwargs)
+    return (time.perf_counter() - started) * 1000 / N
+
+
+def mail_local(top):
+    """A sandbox: {"process": ms per mail.local process, "lmtp": ms per message of one `mail.local -l`}."""
+    conf = sandbox(os.path.join(top, "mailsuite"))
+    program = installed_programs(os.path.join(top, "bin"))["mail.local"]
     lmtp = [b"LHLO bench"]
     for _ in range(N):
         lmtp += [b"MAIL FROM:<bench@example.org>", b"RCPT TO:<bob@localhost>", b"DATA", MESSAGE.rstrip(b"\n"), b"."]
-    script = b"\r\n".join(l.replace(b"\n", b"\r\n") for l in lmtp + [b"QUIT"]) + b"\r\n"
-    started = time.perf_counter()
-    subprocess.run([str(BIN / "mail.local"), "-C", conf, "-l"], input=script, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, check=True)
-    rate("mail.local -l (one LMTP session)", time.perf_counter() - started, N)
-    return result
+    script = b"\r\n".join(line.replace(b"\n", b"\r\n") for line in lmtp + [b"QUIT"]) + b"\r\n"
+    return lambda: {"process": ms_each([program, "-C", conf, "alice"], [MESSAGE] * N, stderr=subprocess.DEVNULL),
+                    "lmtp": ms_each([program, "-C", conf, "-l"], [script], stderr=subprocess.DEVNULL)}
 
 
 def bench_procmail(top):
     procmail = have("procmail")
     if not procmail:
-        print("procmail: not installed")
         return None
     rc = os.path.join(top, "procmailrc")
     box = os.path.join(top, "procmail.mbox")
     with open(rc, "w") as f:
         f.write(f":0:\n{box}\n")
     data = b"From bench@example.org Mon Jan  1 00:00:00 2024\n" + MESSAGE
-    started = time.perf_counter()
-    for _ in range(N):
-        subprocess.run([procmail, "-m", rc], input=data, check=True)
-    return rate("procmail -m (no fsync)", time.perf_counter() - started, N)
+    return lambda: {"process": ms_each([procmail, "-m", rc], [data] * N)}
 
 
 def bench_dovecot_lda(top):
     lda = "/usr/lib/dovecot/dovecot-lda"
     if not os.path.exists(lda):
-        print("dovecot-lda: not installed")
         return None
     import pwd
     nobody = pwd.getpwnam("nobody")
@@ -74,23 +69,35 @@ def bench_dovecot_lda(top):
     for path in (home, os.path.join(home, "mail")):
         os.chown(path, nobody.pw_uid, nobody.pw_gid)
     env = {"HOME": home, "USER": "nobody", "PATH": "/usr/bin:/bin"}
-    started = time.perf_counter()
-    for _ in range(N):
-        subprocess.run([lda, "-c", conf, "-f", "bench@example.org"], input=MESSAGE, env=env, check=True,
-                       user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])
-    return rate("dovecot-lda (mbox)", time.perf_counter() - started, N)
+    return lambda: {"process": ms_each([lda, "-c", conf, "-f", "bench@example.org"], [MESSAGE] * N, env=env,
+                                       user=nobody.pw_uid, group=nobody.pw_gid, extra_groups=[])}
 
 
 def main():
     top = world_readable_tempdir("mailsuite-bench-")
+    print(f"{N} sequential deliveries of a {len(MESSAGE)}-byte message per run, {RUNS} runs", flush=True)
+    notes, figures = [], {}
     try:
-        print(f"{N} sequential deliveries of a {len(MESSAGE)}-byte message")
-        ours = bench_mail_local(top)
-        for name, theirs in (("procmail", bench_procmail(top)), ("dovecot-lda", bench_dovecot_lda(top))):
-            if theirs:
-                print(f"ratio mail.local / {name}: {ours / theirs:.2f}")
+        programs = {"mail.local": mail_local(top), "procmail": bench_procmail(top),
+                    "dovecot-lda": bench_dovecot_lda(top)}
+        for name in [name for name, measure in programs.items() if measure is None]:
+            notes.append(note(f"{name} is not installed: not measured"))
+            del programs[name]
+        for _ in range(RUNS):
+            for name, measure in programs.items():
+                for key, value in measure().items():
+                    figures.setdefault((name, key), Figure()).add(value)
     finally:
         shutil.rmtree(top)
+    ours = figures[("mail.local", "process")]
+    tables = []
+    for peer, remark in (("dovecot-lda", "mbox, fsync"), ("procmail", "no fsync")):
+        table = Table(f"local delivery of {len(MESSAGE)} bytes, {N} in a row ({peer}: {remark})", peer)
+        table.row("one process per message", "ms", ours, figures.get((peer, "process")), LOWER, digits=2)
+        tables.append(table)
+    tables[0].row("mail.local -l, one LMTP session", "ms", figures[("mail.local", "lmtp")], None, LOWER, digits=2)
+    save("delivery", tables, notes, deliveries=N, message_bytes=len(MESSAGE), peers=peers())
+    return 0
 
 
 if __name__ == "__main__":

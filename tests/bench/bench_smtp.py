@@ -34,7 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import RUNS, Figures, MboxCounter, as_bench_user, bench_user, give_to_bench_user, installed_programs, scaled
+from common import MboxCounter, as_bench_user, bench_user, give_to_bench_user, installed_programs, scaled
+from stats import HIGHER, RUNS, Figure, Table, note, peers, save
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -149,39 +150,37 @@ def main():
     if not os.path.exists(SMTP_SOURCE):
         print("smtp-source (package postfix) is not installed: skipped")
         return 0
-    figures = Figures("smtp", messages=MESSAGES, size=SIZE, sessions=SESSIONS,
-                      connection="one per message")
     print(f"{MESSAGES} messages of {SIZE} bytes per run, one connection per message, {RUNS} runs", flush=True)
-    servers = []
+    servers, notes = [], []
+    samples = {}
     try:
         servers.append(Ours(tempfile.mkdtemp(prefix="mailsuite-bench-smtp-")))
         if _postfix_possible():
             servers.append(Postfix())
         else:
-            figures.note("Postfix skipped: needs root and the postfix package")
+            notes.append(note("Postfix skipped: needs root and the postfix package"))
         for server in servers:                      # processes started, caches warm: for both alike
             for sessions in SESSIONS:
                 send(server, sessions, WARM_UP)
-        samples = {}
         for run in range(RUNS):
             for sessions in SESSIONS:
                 for server in servers:
                     accepted, delivered = send(server, sessions, MESSAGES)
-                    samples.setdefault((server.name, sessions), []).append((accepted, delivered))
+                    for kind, seconds in (("accepted", accepted), ("in mbox", delivered)):
+                        samples.setdefault((server.name, sessions, kind), Figure()).add(MESSAGES / seconds)
                     print(f"run {run + 1}: {server.name:10} {sessions:2} session(s): "
                           f"accepted {MESSAGES / accepted:7.0f} msg/s, in mbox {MESSAGES / delivered:7.0f} msg/s",
                           flush=True)
     finally:
         for server in servers:
             server.stop()
-    for (name, sessions), pairs in samples.items():
-        figures.add(f"accepted, {sessions} session(s)", name, "msg/s", "higher", [MESSAGES / a for a, _ in pairs])
-        figures.add(f"in mbox, {sessions} session(s)", name, "msg/s", "higher", [MESSAGES / d for _, d in pairs])
+    table = Table(f"SMTP, {MESSAGES} x {SIZE} bytes, one connection per message", "Postfix")
     for sessions in SESSIONS:
         for kind in ("accepted", "in mbox"):
-            figures.ratio(f"{kind}, {sessions} session(s)", "mailsuite", "postfix")
-    figures.print_table()
-    figures.write()
+            table.row(f"{kind}, {sessions} session(s)", "msg/s", samples[("mailsuite", sessions, kind)],
+                      samples.get(("postfix", sessions, kind)), HIGHER, digits=0)
+    save("smtp", [table], notes, messages=MESSAGES, size=SIZE, sessions=SESSIONS, connection="one per message",
+         peers=peers())
     return 0
 
 

@@ -1,21 +1,18 @@
-#!/usr/bin/env python3
-"""Benchmark: N sequential `sendmail -i USER < msg` submissions, mailsuite against Postfix.
+"""Local submission: N sequential `sendmail -i USER < msg`, mailsuite against Postfix, same run.
 
 For each MTA, with its daemon running (the usual state of a host), it times
 the N submissions one after the other (what a cron job or a PHP site
 costs), then the time until the last message is in the recipient's mbox.
 Mailsuite is also timed without a daemon (sendmail delivers itself, -odi).
+Our programs run as `make install` installs them (common.installed_programs);
+"in mbox" is counted from the appended bytes (common.MboxCounter).
 
 Postfix runs as a throwaway instance (own config_directory, queue_directory,
 data_directory and mail spool under a temporary directory, no SMTP
 listener), so it disturbs nothing on the machine; it needs root.  Without
 root or Postfix, only mailsuite is measured.
-
-    python3 tests/bench/bench_submit.py [-n 1000] [--size 5120]
 """
 
-import argparse
-import mailbox
 import os
 import pwd
 import shutil
@@ -26,8 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lib"))
+from common import BIN, MboxCounter, installed_programs, scaled
+from stats import HIGHER, LOWER, RUNS, Figure, Table, note, peers, save
+
+N = scaled(1000)
+SIZE = 5120
 POSTFIX_SERVICES = ("pickup", "cleanup", "qmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace",
                     "verify", "flush", "proxymap", "proxywrite", "showq", "error", "retry",
                     "discard", "local", "virtual", "lmtp", "anvil", "scache", "postlog", "smtp", "relay")
@@ -39,30 +39,25 @@ def message(size):
     return head + line * max(1, (size - len(head)) // len(line))
 
 
-def count(path):
-    if not os.path.exists(path):
-        return 0
-    box = mailbox.mbox(path, create=False)
-    try:
-        return len(box)
-    finally:
-        box.close()
-
-
-def wait_count(path, n, timeout=None):
-    timeout = timeout or 60 + n
-    deadline = time.monotonic() + timeout
-    while count(path) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path}: {count(path)} of {n} messages")
-        time.sleep(0.2)
-
-
 def submit_loop(argv, data, n, env=None):
-    started = time.monotonic()
+    """Seconds for N submissions one after the other."""
+    started = time.perf_counter()
     for _ in range(n):
         subprocess.run(argv, input=data, check=True, env=env, stdout=subprocess.DEVNULL)
-    return time.monotonic() - started
+    return time.perf_counter() - started
+
+
+def measure(system, data, n):
+    """(ms per submission, msg/s until all N are in the mbox)."""
+    counter = MboxCounter(system.mbox)
+    try:
+        target = counter.count + n
+        started = time.perf_counter()
+        submit = submit_loop(system.argv, data, n, system.env)
+        done = counter.wait_for(target, 60 + n)
+    finally:
+        counter.close()
+    return 1000 * submit / n, n / (done - started)
 
 
 # --- mailsuite -----------------------------------------------------------
@@ -79,31 +74,33 @@ def mailsuite_sandbox(base):
     return str(conf)
 
 
-def bench_mailsuite_daemon(base, data, n):
-    conf = mailsuite_sandbox(base)
-    daemon = subprocess.Popen([str(BIN / "sendmail"), "-C", conf, "-bD"],
-                              stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
-    try:
-        from mailsuite.core import config
-        from mailsuite.mta import runnerlock
-        cfg = config.load(conf)
-        while not runnerlock.active(cfg.mailsuite.queue_dir):
-            time.sleep(0.05)
-        started = time.monotonic()
-        submit = submit_loop([str(BIN / "sendmail"), "-C", conf, "-i", "alice"], data, n)
-        wait_count(str(base / "spool" / "alice"), n)
-        return submit, time.monotonic() - started
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
+class Mailsuite:
+    """A sandbox, with `sendmail -bD` running (DAEMON) or without (sendmail -odi delivers itself)."""
 
+    env = None
 
-def bench_mailsuite_direct(base, data, n):
-    conf = mailsuite_sandbox(base)
-    started = time.monotonic()
-    submit = submit_loop([str(BIN / "sendmail"), "-C", conf, "-odi", "-i", "alice"], data, n)
-    wait_count(str(base / "spool" / "alice"), n)
-    return submit, time.monotonic() - started
+    def __init__(self, base, programs, daemon):
+        self.name = "mailsuite" + ("" if daemon else " -odi")
+        conf = mailsuite_sandbox(base)
+        self.mbox = base / "spool" / "alice"
+        self.argv = [programs["sendmail"], "-C", conf] + ([] if daemon else ["-odi"]) + ["-i", "alice"]
+        self.daemon = None
+        if daemon:
+            self.daemon = subprocess.Popen([programs["sendmail"], "-C", conf, "-bD"],
+                                           stdout=subprocess.DEVNULL, stderr=open(base / "daemon.log", "wb"))
+            from mailsuite.core import config
+            from mailsuite.mta import runnerlock
+            queue = config.load(conf).mailsuite.queue_dir
+            deadline = time.monotonic() + 60
+            while not runnerlock.active(queue):
+                if self.daemon.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("our daemon did not start")
+                time.sleep(0.05)
+
+    def stop(self):
+        if self.daemon:
+            self.daemon.send_signal(signal.SIGTERM)
+            self.daemon.wait(timeout=60)
 
 
 # --- Postfix -------------------------------------------------------------
@@ -151,48 +148,55 @@ def postfix_instance(base):
     return etc, spool / user, user, env
 
 
-def bench_postfix(base, data, n):
-    etc, mbox, user, env = postfix_instance(base)
-    try:
+class Postfix:
+    """A private Postfix instance with its daemons running; submissions through its sendmail."""
+
+    name = "postfix"
+
+    def __init__(self, base):
+        self.etc, self.mbox, user, self.env = postfix_instance(base)
+        self.argv = ["/usr/sbin/sendmail", "-C", str(self.etc), "-i", user]
         time.sleep(1)
-        started = time.monotonic()
-        submit = submit_loop(["/usr/sbin/sendmail", "-C", str(etc), "-i", user], data, n, env=env)
-        wait_count(str(mbox), n)
-        return submit, time.monotonic() - started
-    finally:
-        subprocess.run(["postfix", "-c", str(etc), "stop"], env=env,
+
+    def stop(self):
+        subprocess.run(["postfix", "-c", str(self.etc), "stop"], env=self.env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def report(name, n, submit, total):
-    print(f"{name:34} {n} msgs  submit {submit:7.2f} s ({n / submit:7.1f}/s, {1000 * submit / n:6.1f} ms each)"
-          f"   all in mbox {total:7.2f} s")
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=5120)
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
-    args = parser.parse_args()
-    data = message(args.size)
+    data = message(SIZE)
     base = Path(tempfile.mkdtemp(prefix="bench-submit-"))
     os.chmod(base, 0o755)
+    programs = installed_programs(base / "bin")
+    print(f"{N} sequential submissions of a {len(data)}-byte message per run, {RUNS} runs", flush=True)
+    systems, notes, figures = [], [], {}
     try:
-        results = [("mailsuite (daemon running)",) + bench_mailsuite_daemon(base / "ms-daemon", data, args.n),
-                   ("mailsuite (no daemon, -odi)",) + bench_mailsuite_direct(base / "ms-direct", data, args.n)]
-        if os.geteuid() == 0 and shutil.which("postfix"):
-            results.append(("postfix (daemon running)",) + bench_postfix(base / "postfix", data, args.n))
+        systems.append(Mailsuite(base / "ms-daemon", programs, daemon=True))
+        systems.append(Mailsuite(base / "ms-direct", programs, daemon=False))
+        if os.geteuid() == 0 and shutil.which("postfix", path="/usr/sbin:/sbin:" + os.environ.get("PATH", "")):
+            systems.append(Postfix(base / "postfix"))
         else:
-            print("postfix: skipped (needs root and postfix)")
-        for name, submit, total in results:
-            report(name, args.n, submit, total)
+            notes.append(note("Postfix skipped: needs root and the postfix package"))
+        for run in range(RUNS):
+            for system in systems:
+                per_message, in_mbox = measure(system, data, N)
+                figures.setdefault((system.name, "submit"), Figure()).add(per_message)
+                figures.setdefault((system.name, "mbox"), Figure()).add(in_mbox)
+                print(f"run {run + 1}: {system.name:16} {per_message:6.1f} ms each, in mbox {in_mbox:6.1f} msg/s",
+                      flush=True)
     finally:
-        if args.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        for system in systems:
+            system.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    table = Table(f"sendmail -i, {N} sequential submissions of {len(data)} bytes", "Postfix")
+    postfix = figures.get(("postfix", "submit")), figures.get(("postfix", "mbox"))
+    table.row("sendmail -i, daemon running", "ms", figures[("mailsuite", "submit")], postfix[0], LOWER, digits=2)
+    table.row("  all in the mbox", "msg/s", figures[("mailsuite", "mbox")], postfix[1], HIGHER)
+    table.row("sendmail -i -odi, no daemon", "ms", figures[("mailsuite -odi", "submit")], None, LOWER, digits=2)
+    table.row("  all in the mbox", "msg/s", figures[("mailsuite -odi", "mbox")], None, HIGHER)
+    save("submit", [table], notes, messages=N, size=len(data), peers=peers())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,27 +1,21 @@
-"""Helpers shared by the benchmarks: scale, runs, figures and their JSON, the programs as installed, a spool watcher.
+"""Helpers shared by the benchmarks: scale, sandboxes and spools, the bench user, the programs as installed, a spool watcher.
 
-Every benchmark is a script run by run.py (`make bench`), which passes:
-
-- BENCH_SCALE: the share of the full-scale work (run.py's default 0.1: a
-  few minutes on a 2-core machine; `--full` is 1.0);
-- BENCH_RUNS: how many times each figure is measured (at least 3); a
-  figure is reported as the median, with the minimum and the maximum;
-- BENCH_RESULTS: the directory each script writes its figures to as JSON
-  (`Figures.write`), which run.py gathers into one file.
+Every benchmark is a script run by run.py (`make bench`), which passes
+BENCH_SCALE, the share of the full-scale work (run.py's default 0.1: a
+few minutes on a 2-core machine; `--full` is 1.0).  Runs, medians, ratios
+and the JSON results are stats.py's.
 
 Our programs run as `make install` installs them: the system Python
-(INSTALL_PYTHON, /usr/bin/python3) started with -I, byte-compiled, with the
-package directory on sys.path (`installed_programs`), not through the
-development venv's interpreter.
+(INSTALL_PYTHON, /usr/bin/python3) started with -IS, byte-compiled, with the
+package directory and the system's site directories on sys.path
+(`installed_programs`), not through the development venv's interpreter.
 """
 
 import ctypes
-import json
 import os
 import resource
 import select
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,7 +27,6 @@ BIN = Path(sys.executable).parent
 sys.path.insert(0, str(REPO / "lib"))
 
 SCALE = float(os.environ.get("BENCH_SCALE", "0.1"))
-RUNS = max(3, int(os.environ.get("BENCH_RUNS", "3")))
 INSTALL_PYTHON = os.environ.get("INSTALL_PYTHON", "/usr/bin/python3")
 BENCH_USER = "nobody"             # every server and delivery agent of a benchmark runs as this user
 
@@ -120,12 +113,15 @@ def installed_programs(directory):
     lib/ is byte-compiled first (as root; the programs then run as another
     user who could not write the cache)."""
     subprocess.run([INSTALL_PYTHON, "-m", "compileall", "-q", str(REPO / "lib")], check=True)
+    site_dirs = subprocess.run([INSTALL_PYTHON, "-I", "-c", "import site; print(site.getsitepackages())"],
+                               check=True, capture_output=True, text=True).stdout.strip()
     os.makedirs(directory, exist_ok=True)
     programs = {}
     for source in sorted((REPO / "bin").iterdir()):
         body = source.read_text().split("\n", 1)[1]
         target = Path(directory, source.name)
-        target.write_text(f"#!{INSTALL_PYTHON} -I\nimport sys; sys.path.insert(0, {str(REPO / 'lib')!r})\n{body}")
+        target.write_text(f"#!{INSTALL_PYTHON} -IS\nimport sys; sys.path[:0] = [{str(REPO / 'lib')!r}]; "
+                          f"sys.path += {site_dirs}\n{body}")
         target.chmod(0o755)
         programs[source.name] = str(target)
     for alias in ("mailq", "newaliases"):
@@ -134,100 +130,6 @@ def installed_programs(directory):
             link.symlink_to("sendmail")
         programs[alias] = str(link)
     return programs
-
-
-# --- figures ----------------------------------------------------------------
-
-
-def summary(samples):
-    """{median, min, max, runs, samples} of a list of numbers."""
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
-            "runs": len(samples), "samples": samples}
-
-
-class Figures:
-    """What one benchmark measured: named figures per system, and ratios that say which way is better.
-
-    `add(what, system, unit, better, samples)`: BETTER is "higher" (rates)
-    or "lower" (times, memory).  `ratio(what, ours, peer)` is always
-    oriented so that > 1 means OURS is better (faster, smaller)."""
-
-    def __init__(self, bench, **settings):
-        self.bench = bench
-        self.settings = settings
-        self.figures = {}
-        self.ratios = []
-        self.notes = []
-
-    def add(self, what, system, unit, better, samples):
-        assert better in ("higher", "lower")
-        entry = self.figures.setdefault(what, {"unit": unit, "better": better, "systems": {}})
-        entry["systems"][system] = summary(list(samples))
-        return entry["systems"][system]
-
-    def note(self, text):
-        self.notes.append(text)
-        print(f"note: {text}", flush=True)
-
-    def ratio(self, what, ours, peer):
-        entry = self.figures.get(what)
-        if not entry or ours not in entry["systems"] or peer not in entry["systems"]:
-            return None
-        a, b = entry["systems"][ours]["median"], entry["systems"][peer]["median"]
-        value = (a / b) if entry["better"] == "higher" else (b / a)
-        meaning = f"> 1 = {ours} is better ({'higher' if entry['better'] == 'higher' else 'lower'} {entry['unit']})"
-        self.ratios.append({"what": what, "ours": ours, "peer": peer, "ratio": value, "meaning": meaning})
-        return value
-
-    def print_table(self):
-        print(f"{'figure':44} {'system':26} {'median':>10} {'min':>10} {'max':>10}  unit")
-        for what, entry in self.figures.items():
-            for system, s in entry["systems"].items():
-                print(f"{what:44} {system:26} {s['median']:10.2f} {s['min']:10.2f} {s['max']:10.2f}  "
-                      f"{entry['unit']} ({entry['better']} is better)")
-        for r in self.ratios:
-            print(f"ratio {r['what']}: {r['ours']} vs {r['peer']}: {r['ratio']:.2f}  ({r['meaning']})")
-
-    def write(self):
-        """Into BENCH_RESULTS (run.py's directory for this run), or tests/bench/results/ when run alone."""
-        directory = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).parent / "results")
-        directory.mkdir(parents=True, exist_ok=True)
-        data = {"bench": self.bench, "scale": SCALE, "runs": RUNS, "settings": self.settings,
-                "figures": self.figures, "ratios": self.ratios, "notes": self.notes}
-        if "BENCH_RESULTS" not in os.environ:
-            data["environment"] = environment(directory)
-            path = directory / f"{self.bench}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        else:
-            path = directory / f"{self.bench}.json"
-        path.write_text(json.dumps(data, indent=1) + "\n")
-        return path
-
-
-def environment(where):
-    """The machine and the peers the figures were measured against."""
-    def output(argv):
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        text = (done.stdout or done.stderr).strip()
-        return text.splitlines()[0] if text else None
-
-    fs = output(["stat", "-f", "-c", "%T", str(where)])
-    mount = output(["findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--target", tempfile.gettempdir()])
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "kernel": os.uname().release, "machine": os.uname().machine, "cpus": os.cpu_count(),
-        "load_average_at_start": os.getloadavg(),
-        "filesystem": {"results": fs, "temporary files": mount},
-        "python": {"programs": output([INSTALL_PYTHON, "--version"]), "harness": sys.version.split()[0]},
-        "peers": {
-            "postfix": output(["postconf", "-h", "mail_version"]),
-            "dovecot": output(["dovecot", "--version"]),
-            "procmail": output(["procmail", "-v"]),
-            "smtp-source": "from postfix " + (output(["postconf", "-h", "mail_version"]) or "?"),
-        },
-    }
 
 
 # --- "in the mbox": counting appended messages --------------------------------

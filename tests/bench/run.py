@@ -62,31 +62,32 @@ def main(argv=None):
     if args.list:
         print("\n".join(benches))
         return 0
-    from common import environment
+    import stats
     stamp = time.strftime("%Y%m%d-%H%M%S")
     parts = args.out / f"{stamp}.d"
     parts.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, BENCH_SCALE=str(args.scale), BENCH_RUNS=str(args.runs), BENCH_RESULTS=str(parts))
     print(f"scale {args.scale}, {args.runs} runs per figure; results in {args.out}/{stamp}.json", flush=True)
     report = {"started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "scale": args.scale, "runs": args.runs,
-              "environment": environment(args.out), "benchmarks": {}, "status": {}}
+              "environment": {**stats.machine(), "peers": stats.peers()}, "benchmarks": {}, "status": {}}
     status = 0
     for name in chosen:
         print(f"== {name}", flush=True)
         code = subprocess.run([sys.executable, str(benches[name])], env=env).returncode
         report["status"][name] = code
         status |= code
-        part = parts / f"bench_{name}.json"
-        if not part.exists():
-            part = parts / f"{name}.json"
+        part = parts / f"{name}.json"
         if part.exists():
             report["benchmarks"][name] = json.loads(part.read_text())
     report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %z")
     (args.out / f"{stamp}.json").write_text(json.dumps(report, indent=1) + "\n")
     print("\nratios (each says which way is better):")
     for name, data in report["benchmarks"].items():
-        for r in data.get("ratios", []):
-            print(f"  {name}: {r['what']}: {r['ours']} / {r['peer']} = {r['ratio']:.2f}  ({r['meaning']})")
+        for table in data["tables"]:
+            for row in table["rows"]:
+                if row["ratio"] is not None:
+                    print(f"  {name}: {row['work']} ({row['unit']}): mailsuite / {table['peer']} = "
+                          f"{row['ratio']:.2f}  (> 1 = mailsuite is better, {row['better']} is better)")
     return status
 
 

@@ -5,7 +5,8 @@ for the reference program in the same run of the benchmark; a table row
 shows each side as `median [min-max]` and a ratio that always reads the
 same way: above 1 means mailsuite is better (faster, more throughput, less
 memory), whichever way the unit goes.  `save()` keeps the rows as JSON in
-tests/bench/results/ with the machine they were measured on.
+BENCH_RESULTS (run.py's directory for this run) or tests/bench/results/,
+with the machine, the file system and the peers' versions.
 """
 
 import json
@@ -13,11 +14,14 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-RUNS = max(1, int(os.environ.get("BENCH_RUNS", "3")))
-RESULTS = Path(__file__).resolve().parent / "results"
+RUNS = max(3, int(os.environ.get("BENCH_RUNS", "3")))
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+INSTALL_PYTHON = os.environ.get("INSTALL_PYTHON", "/usr/bin/python3")
 
 LOWER = "lower"    # times, memory: less is better
 HIGHER = "higher"  # throughput: more is better
@@ -68,7 +72,8 @@ class Table:
         theirs = theirs or Figure()
         r = ratio(ours, theirs, better)
         self.rows.append({"work": work, "unit": unit, "better": better, "mailsuite": [v * scale for v in ours.values],
-                          self.peer: [v * scale for v in theirs.values], "ratio": r})
+                          self.peer: [v * scale for v in theirs.values], "ratio": r,
+                          "meaning": f"> 1 = mailsuite is better ({better} {unit})"})
         print(f"  {work:38} {unit:5} {ours.text(scale, digits):>24} {theirs.text(scale, digits):>24} "
               f"{'' if r is None else f'{r:.2f}':>6}", flush=True)
 
@@ -82,37 +87,51 @@ def collect(measure, runs=RUNS):
     return figures
 
 
-def save(name, tables, **facts):
-    """Write the tables to tests/bench/results/NAME.json with the machine and the peers' versions."""
-    RESULTS.mkdir(exist_ok=True)
+def save(name, tables, notes=(), **facts):
+    """Write the tables to RESULTS/NAME.json with the machine, the peers' versions (FACTS) and NOTES."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
     data = {"benchmark": name, "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "runs": RUNS,
             "scale": float(os.environ.get("BENCH_SCALE", "1")), "machine": machine(), **facts,
-            "tables": [{"title": t.title, "peer": t.peer, "rows": t.rows} for t in tables]}
+            "notes": list(notes), "tables": [{"title": t.title, "peer": t.peer, "rows": t.rows} for t in tables]}
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=1) + "\n")
     return path
 
 
 def machine():
-    return {"kernel": platform.release(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "load": os.getloadavg()[0], "filesystem": _filesystem()}
+    """The kernel, the CPUs, the Pythons and the file systems the figures were measured on."""
+    return {"kernel": platform.release(), "arch": platform.machine(), "cpus": os.cpu_count(),
+            "load": os.getloadavg()[0],
+            "python": {"programs": peer_version([INSTALL_PYTHON, "--version"]), "harness": platform.python_version()},
+            "filesystem": {"temporary files": _output(["findmnt", "-n", "-o", "SOURCE,FSTYPE,OPTIONS", "--target",
+                                                        tempfile.gettempdir()]),
+                           "results": _output(["stat", "-f", "-c", "%T", str(RESULTS.parent)])}}
 
 
-def _filesystem():
-    try:
-        out = subprocess.run(["stat", "-f", "-c", "%T", "/tmp"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
+def peers():
+    """The versions of every reference program the benchmarks measure against (None: not installed)."""
+    postfix = peer_version(["postconf", "-h", "mail_version"])
+    return {"postfix": postfix, "smtp-source": postfix and f"from postfix {postfix}",
+            "dovecot": peer_version(["dovecot", "--version"]), "procmail": peer_version(["procmail", "-v"])}
 
 
 def peer_version(argv):
     """The first line a program prints for its version, or None."""
+    return _output(argv)
+
+
+def _output(argv):
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
         return (out.stdout or out.stderr).strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return None
+
+
+def note(text):
+    """Print a remark about the run (a peer skipped, ...) and return it for save(notes=...)."""
+    print(f"note: {text}", file=sys.stderr, flush=True)
+    return text
 
 
 def pss_kib(pid):

@@ -12,6 +12,7 @@ written into the client's session; the one-line error goes to syslog
 instead.
 """
 
+import gc
 import os
 import stat
 import sys
@@ -178,4 +179,15 @@ def run(main, argv=None):
         status = 130
     except BrokenPipeError:
         status = os.EX_IOERR
+    _skip_final_collection()
     sys.exit(status or 0)
+
+
+def _skip_final_collection():
+    """Exempt every object from the garbage collector, since the process is about to end.
+
+    The collections the interpreter runs while it shuts down walk every
+    object the imports made, about 3 ms of a delivery agent's life; the
+    kernel frees the memory anyway.  Nothing else changes: atexit handlers,
+    buffer flushes and finalizers of objects whose count drops still run."""
+    gc.freeze()
