@@ -140,6 +140,7 @@ def test_a_reused_session_process_keeps_nothing_of_the_previous_client(tmp_path)
             assert _auth_plain(client, "wrong") == 535
             assert _auth_plain(client, "alice") == 235
             assert client.sendmail("alice@example.test", ["anyone@elsewhere.test"], MESSAGE) == {}
+        _idle_again(host, 1)
         with smtplib.SMTP("127.0.0.1", port) as client:
             client.ehlo("client.example")
             code, reply = client.mail("alice@example.test")
@@ -148,7 +149,7 @@ def test_a_reused_session_process_keeps_nothing_of_the_previous_client(tmp_path)
             assert _auth_plain(client, "wrong") == 535         # one failure of a fresh budget of two...
             assert _auth_plain(client, "alice") == 235         # ...so this one is still allowed
         pids = _session_pids(host)
-        assert len(pids) == 2 and pids[0] == pids[1]           # it was the same process
+        assert len(pids) == 2 and pids[0] == pids[1], host.log_text()     # it was the same process
     finally:
         host.stop()
 
