@@ -60,7 +60,7 @@ def main(argv):
         listener.serve_forking(handle, listeners=listener.addresses(cfg, "imap"), tls=context,
                                max_children=cfg.imap.max_sessions, logger=logger, limits=limits,
                                busy_reply=b"* BYE too many connections; try again later\r\n",
-                               preload=("mailsuite.server.passwords", *LOADED_LATER))
+                               preload=("mailsuite.server.passwords", "mailsuite.core.memory", *LOADED_LATER))
         return 0
     inetd.serve_inetd(handle, tls=context, implicit_tls=bool(options.get("tls")), limits=limits)
     return 0

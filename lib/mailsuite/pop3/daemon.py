@@ -40,5 +40,5 @@ def main(argv):
         return os.EX_OK
     listener.serve_forking(session, listeners=listener.addresses(cfg, "pop3"), tls=context,
                            max_children=cfg.pop3.max_sessions, logger=logger, busy_reply=BUSY, limits=limits,
-                           preload=("mailsuite.server.passwords", *pop3.LOADED_LATER))
+                           preload=("mailsuite.server.passwords", "mailsuite.core.memory", *pop3.LOADED_LATER))
     return os.EX_OK
