@@ -33,7 +33,7 @@ UID and its flags in this session's view.
 
 import array
 import bisect
-from typing import NamedTuple
+from collections import namedtuple
 
 from ..store.locking import LockTimeout
 from ..store.table import LETTERS, WITH, WITHOUT, mask_of
@@ -70,16 +70,15 @@ class UidValidityChanged(Exception):
     """The file was replaced or rewritten without its UIDs: the session must end."""
 
 
-class FlagChange(NamedTuple):
+class FlagChange(namedtuple("FlagChange", "mode letters keywords")):
     """One change to a message's flags, applied to whatever the file holds when it is written.
 
     `mode` is "+" (add), "-" (remove) or "" (replace, as STORE FLAGS; the
-    store's own mark that a server has seen the message, O, is kept).
+    store's own mark that a server has seen the message, O, is kept);
+    `letters` is a frozenset of flag letters, `keywords` a tuple.
     """
 
-    mode: str
-    letters: frozenset
-    keywords: tuple
+    __slots__ = ()
 
     def apply(self, letters, keywords):
         if self.mode == "+":

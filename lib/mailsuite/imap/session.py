@@ -15,7 +15,7 @@ line, literal and command bounded; a client that keeps sending garbage is
 disconnected, and so is one that fails `max_login_failures` logins.
 """
 
-from typing import NamedTuple
+from collections import namedtuple
 
 from ..server import auth, connection
 from ..store import mailbox as mbox
@@ -29,11 +29,10 @@ from .selected import UidValidityChanged
 from .states import ANSWERED, ANY, AUTH, NOT_AUTH, SELECTED, Bad, No, State, storage_failure
 
 
-class Entry(NamedTuple):
-    """A row of the command table: the Session method and the states it is valid in."""
+class Entry(namedtuple("Entry", "handler states")):
+    """A row of the command table: the Session method (a name) and the states (a frozenset) it is valid in."""
 
-    handler: str
-    states: frozenset
+    __slots__ = ()
 
 
 # RFC 3501 section 6 and the extensions, by state (the UID forms are their own rows)
