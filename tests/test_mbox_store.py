@@ -277,3 +277,23 @@ def test_the_index_after_a_rewrite_is_what_a_fresh_scan_finds(sandbox, changes, 
         index = box.sync(flags={uid: (frozenset(f), ("work",)) for uid, f in changes.items()}, expunge=expunge)
         assert [m.as_tuple() for m in index.messages] == fresh_scan(sandbox, "alice")
         assert [m.as_tuple() for m in box.scan().messages] == fresh_scan(sandbox, "alice")
+
+
+def test_the_memory_of_a_big_scan_or_rewrite_goes_back_to_the_system(sandbox, monkeypatch):
+    """A session that opened or rewrote a big mailbox once must not keep that burst's pages (issue 12, item 10)."""
+    from mailsuite.core import memory
+    released = []
+    monkeypatch.setattr(memory, "release_freed", lambda: released.append(True))
+    monkeypatch.setattr(mboxmod, "_RELEASE_AFTER", 20)
+    put(sandbox, "alice", *"abc")
+    with open_spool(sandbox.cfg, sandbox.user("alice")) as box:
+        box.scan()
+    assert not released                                       # small work: nothing to give back
+    put(sandbox, "alice", *(f"m{n}" for n in range(30)))
+    box = Mailbox(str(sandbox.spool("alice")), sandbox.cfg, owner=sandbox.user("alice"))
+    with box.locked():
+        box.forget()
+        box.scan()
+        assert len(released) == 1                             # the whole file parsed
+        box.sync()
+    assert len(released) == 2                                 # and every message given its UID

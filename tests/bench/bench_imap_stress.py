@@ -3,7 +3,8 @@
 1. LOGIN: the time from LOGIN to its tagged OK, through `imapd -d` (a
    forked child of the listener) and through an inetd-style process on
    pipes, on an idle machine and on a loaded one (two busy processes, one
-   per core); the scrypt check alone in the same run.
+   per core); the scrypt check alone in the same run; and CONCURRENT (50)
+   sessions connecting and logging in through the listener at once.
 2. Idle sessions: IDLE_SESSIONS sessions (100) log in and SELECT INBOX of
    10,000 messages one after another and stay; their SELECT times, the
    memory of each, and of all of them (RSS, and PSS, which counts shared
@@ -32,7 +33,7 @@ import threading
 import time
 
 from common import REPO, SCALE, generate_spool, scaled
-from stats import HIGHER, LOWER, RUNS, Figure, Table, peer_version, save
+from stats import HIGHER, LOWER, RUNS, Figure, Table, memory_kib, peer_version, save
 
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -46,6 +47,7 @@ SESSIONS = (1, 10, 50)
 IDLE_SESSIONS = 100
 IDLE_MESSAGES = scaled(10_000)
 LOGINS = max(10, scaled(40))
+CONCURRENT = 50  # sessions logging in at once
 SHOWN = 3  # errors and violations printed per run
 STALL = 1.0  # seconds: a command slower than this is a stall
 
@@ -154,6 +156,31 @@ def login_times(box, listener, count):
     return through_listener, through_inetd
 
 
+def logins_at_once(listener, count=CONCURRENT):
+    """Seconds from LOGIN to OK of COUNT sessions that connect and log in through the listener at once."""
+    start = threading.Barrier(count)
+    times, failures = [], []
+
+    def one():
+        start.wait(timeout=60)
+        try:
+            session = listener.session()
+        except Exception as exc:  # noqa: BLE001 - counted, then reported once all are done
+            failures.append(exc)
+            return
+        times.append(session.login.ended - session.login.started)
+        session.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    if failures or len(times) != count:
+        raise RuntimeError(f"{len(failures)} of {count} concurrent logins failed: {failures[:1]}")
+    return times
+
+
 def password_check(box):
     sys.path.insert(0, str(REPO / "lib"))
     from mailsuite.server.passwords import verify_password
@@ -185,6 +212,10 @@ def logins():
                     figures.setdefault((mode, load, "median"), Figure()).add(statistics.median(times))
                     figures.setdefault((mode, load, "p90"), Figure()).add(sorted(times)[int(0.9 * len(times))])
                     figures.setdefault((mode, load, "max"), Figure()).add(max(times))
+            at_once = logins_at_once(listener)
+            figures.setdefault("at once median", Figure()).add(statistics.median(at_once))
+            figures.setdefault("at once max", Figure()).add(max(at_once))
+            figures.setdefault("at once stalls", Figure()).add(sum(1 for t in at_once if t > STALL))
         finally:
             listener.stop()
             next(sandbox, None)
@@ -194,6 +225,9 @@ def logins():
         for load in ("idle", "loaded"):
             for stat in ("median", "p90", "max"):
                 table.row(f"imapd {mode}, {load} machine, {stat}", "ms", figures[(mode, load, stat)], scale=1000)
+    table.row(f"imapd -d, {CONCURRENT} logging in at once, median", "ms", figures["at once median"], scale=1000)
+    table.row(f"imapd -d, {CONCURRENT} logging in at once, max", "ms", figures["at once max"], scale=1000)
+    table.row(f"  of those, slower than {STALL:g} s", "", figures["at once stalls"], digits=0)
     return table
 
 
@@ -221,10 +255,11 @@ def idle_sessions(server):
             if not reply.ok:
                 raise RuntimeError(f"{server}: SELECT failed: {reply.text}")
             selects.append(reply.ended - reply.started)
-        memory = [imap_stress.memory_kib(s.pid) for s in sessions if s.pid]
+        memory = [memory_kib(s.pid) for s in sessions if s.pid]
+        rss, pss, uss = (sum(column) / 1024 for column in zip(*memory))
         return {"select_median": statistics.median(selects), "select_max": max(selects),
-                "rss_mean": sum(rss for rss, _ in memory) / len(memory) / 1024,
-                "rss_total": sum(rss for rss, _ in memory) / 1024, "pss_total": sum(pss for _, pss in memory) / 1024}
+                "rss_mean": rss / len(memory), "pss_mean": pss / len(memory), "uss_mean": uss / len(memory),
+                "rss_total": rss, "pss_total": pss}
     finally:
         for session in sessions:
             session.close()
@@ -246,6 +281,8 @@ def idle():
         for work, unit, key, scale in (("SELECT, median", "ms", "select_median", 1000),
                                        ("SELECT, slowest", "ms", "select_max", 1000),
                                        ("RSS per session", "MiB", "rss_mean", 1),
+                                       ("PSS per session", "MiB", "pss_mean", 1),
+                                       ("USS per session (its own pages)", "MiB", "uss_mean", 1),
                                        ("RSS, all sessions", "MiB", "rss_total", 1),
                                        ("PSS, all sessions", "MiB", "pss_total", 1)):
             table.row(work, unit, figures[ours][key], figures["dovecot"][key], LOWER, scale)

@@ -134,16 +134,19 @@ def note(text):
     return text
 
 
-def pss_kib(pid):
-    """(RSS, PSS) of a process in KiB, from smaps_rollup; (0, 0) when it is gone."""
-    rss = pss = 0
+def memory_kib(pid):
+    """(RSS, PSS, USS) of a process in KiB, from smaps_rollup; zeros when it is gone.
+
+    PSS counts each page shared with N processes as 1/N of it; USS counts
+    only the pages no other process has (what ending the process frees).
+    """
+    found = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1])
-    except OSError:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                    found[name] = int(rest.split()[0])
+    except (OSError, ValueError):
         pass
-    return rss, pss
+    return found.get("Rss", 0), found.get("Pss", 0), found.get("Private_Clean", 0) + found.get("Private_Dirty", 0)

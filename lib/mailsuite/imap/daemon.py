@@ -15,7 +15,7 @@ import os
 from ..core import config, log
 from ..core.cli import CONFIG_OPTION, CommandLine, Fatal, Option
 from ..core.users import UserDB
-from ..server import connection, inetd, listener, tls
+from ..server import connection, inetd, tls
 from ..server.auth import Authenticator
 from .mailbox_commands import LOADED_LATER
 from .session import Session
@@ -57,10 +57,11 @@ def main(argv):
         Session(conn, cfg, logger, authenticator=Authenticator(cfg, "imap", logger), tls_context=context).run()
 
     if options.get("daemon"):
+        from ..server import listener  # the listener's modules only for -d
         listener.serve_forking(handle, listeners=listener.addresses(cfg, "imap"), tls=context,
                                max_children=cfg.imap.max_sessions, logger=logger, limits=limits,
                                busy_reply=b"* BYE too many connections; try again later\r\n",
-                               preload=("mailsuite.server.passwords", *LOADED_LATER))
+                               preload=("mailsuite.server.passwords", "mailsuite.core.memory", *LOADED_LATER))
         return 0
     inetd.serve_inetd(handle, tls=context, implicit_tls=bool(options.get("tls")), limits=limits)
     return 0

@@ -13,7 +13,7 @@ never lost) except APPEND's message literal, which stays bytes.
 
 import datetime
 import re
-from typing import NamedTuple
+from collections import namedtuple
 
 
 class ParseError(Exception):
@@ -45,10 +45,10 @@ _SYSTEM_FLAG_CASE = {f.lower(): f for f in SYSTEM_FLAGS + ("\\Recent",)}
 # --- result types ------------------------------------------------------------
 
 
-class SequenceSet(NamedTuple):
-    """Ranges of message numbers or UIDs; `None` stands for `*`."""
+class SequenceSet(namedtuple("SequenceSet", "ranges")):
+    """Ranges of message numbers or UIDs; `None` stands for `*`: `ranges` is ((low, high), ...), int or None."""
 
-    ranges: tuple  # ((low, high), ...) with low/high int or None
+    __slots__ = ()
 
     def resolve(self, largest):
         """The numbers in the set, given the largest one that exists (for `*`).
@@ -73,12 +73,12 @@ class SequenceSet(NamedTuple):
         return ",".join(one(lo) if lo == hi else f"{one(lo)}:{one(hi)}" for lo, hi in self.ranges)
 
 
-class Section(NamedTuple):
+# part: (1, 2) for "1.2"; text: "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME;
+# fields: header names for HEADER.FIELDS(.NOT), as sent
+class Section(namedtuple("Section", "part text fields", defaults=((), "", ()))):
     """A BODY[...] section: part numbers, then an optional text specifier."""
 
-    part: tuple = ()  # (1, 2) for "1.2"
-    text: str = ""  # "", HEADER, HEADER.FIELDS, HEADER.FIELDS.NOT, TEXT, MIME
-    fields: tuple = ()  # header names for HEADER.FIELDS(.NOT), as sent
+    __slots__ = ()
 
     def __str__(self):
         spec = ".".join(str(n) for n in self.part)
@@ -89,14 +89,12 @@ class Section(NamedTuple):
         return spec
 
 
-class FetchAtt(NamedTuple):
+# name: ENVELOPE, FLAGS, INTERNALDATE, RFC822, RFC822.HEADER, RFC822.SIZE, RFC822.TEXT, BODY,
+# BODYSTRUCTURE, UID, or BODY[] (with a Section); partial: (origin, count)
+class FetchAtt(namedtuple("FetchAtt", "name section partial peek", defaults=(None, None, False))):
     """One fetch attribute; `section` is set only for BODY[...] forms."""
 
-    name: str  # ENVELOPE, FLAGS, INTERNALDATE, RFC822, RFC822.HEADER, RFC822.SIZE,
-    #            RFC822.TEXT, BODY, BODYSTRUCTURE, UID, or BODY[] (with section)
-    section: Section = None
-    partial: tuple = None  # (origin, count)
-    peek: bool = False
+    __slots__ = ()
 
     @property
     def sets_seen(self):
@@ -122,24 +120,13 @@ _SIMPLE_FETCH = frozenset(
 )
 
 
-class Store(NamedTuple):
-    mode: str  # "", "+" or "-"
-    silent: bool
-    flags: tuple
+Store = namedtuple("Store", "mode silent flags")  # mode: "", "+" or "-"
 
 
-class Append(NamedTuple):
-    mailbox: str
-    flags: tuple
-    date: datetime.datetime  # None = now
-    message: object  # bytes, or a file for a big message
+Append = namedtuple("Append", "mailbox flags date message")  # date None = now; message bytes, or a file if big
 
 
-class Command(NamedTuple):
-    tag: str
-    name: str  # upper case; "UID FETCH" etc. for UID forms
-    args: tuple = ()
-    uid: bool = False
+Command = namedtuple("Command", "tag name args uid", defaults=((), False))  # name upper case, "UID FETCH" etc.
 
 
 # --- the lexer ---------------------------------------------------------------

@@ -33,7 +33,7 @@ UID and its flags in this session's view.
 
 import array
 import bisect
-from typing import NamedTuple
+from collections import namedtuple
 
 from ..store.locking import LockTimeout
 from ..store.table import LETTERS, WITH, WITHOUT, mask_of
@@ -43,6 +43,7 @@ FLAG_LETTERS = {v.lower(): k for k, v in LETTER_FLAGS.items()}
 SYSTEM_FLAG_NAMES = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 _FLAG_MASK = 63
 _UID_ATTEMPTS = 3  # times a session finds the lock taken and looks again before it waits for the lock
+_KEYWORD_SETS_KEPT = 64  # keyword sets a session numbers before it forgets those no message has any more
 
 
 def scan_with_uids(box):
@@ -69,16 +70,15 @@ class UidValidityChanged(Exception):
     """The file was replaced or rewritten without its UIDs: the session must end."""
 
 
-class FlagChange(NamedTuple):
+class FlagChange(namedtuple("FlagChange", "mode letters keywords")):
     """One change to a message's flags, applied to whatever the file holds when it is written.
 
     `mode` is "+" (add), "-" (remove) or "" (replace, as STORE FLAGS; the
-    store's own mark that a server has seen the message, O, is kept).
+    store's own mark that a server has seen the message, O, is kept);
+    `letters` is a frozenset of flag letters, `keywords` a tuple.
     """
 
-    mode: str
-    letters: frozenset
-    keywords: tuple
+    __slots__ = ()
 
     def apply(self, letters, keywords):
         if self.mode == "+":
@@ -142,6 +142,7 @@ class SelectedMailbox:
         self.told_kw = array.array("I")  # message number - 1 -> keyword set (self.keyword_sets) as told
         self.keyword_sets = [()]  # this session's numbering of keyword sets
         self._set_numbers = {(): 0}
+        self._keyword_sets_limit = _KEYWORD_SETS_KEPT
         self.index = None  # the store's index as of the latest scan
         self.recent = set()
         self.expunged = set()  # gone from the file, not yet announced
@@ -226,7 +227,27 @@ class SelectedMailbox:
 
     def _translation(self, index):
         """The index's keyword-set numbers in this session's numbering."""
+        self._forget_unused_keyword_sets()
         return [self._keyword_set(tuple(k)) for k in index.table.keyword_sets]
+
+    def _forget_unused_keyword_sets(self):
+        """Renumber the keyword sets when most are no message's any more: a session's memory stays flat.
+
+        Every combination of keywords a message ever had gets a number;
+        a long session that keeps changing keywords would otherwise keep
+        them all.  The limit doubles with the sets still in use, so the
+        renumbering costs a pass over the view now and then, not per command.
+        """
+        if len(self.keyword_sets) <= self._keyword_sets_limit:
+            return
+        renumbered = {0: 0}
+        for old in self.told_kw:
+            if old not in renumbered:
+                renumbered[old] = len(renumbered)
+        self.keyword_sets = [self.keyword_sets[old] for old in renumbered]
+        self._set_numbers = {keywords: n for n, keywords in enumerate(self.keyword_sets)}
+        self.told_kw = array.array("I", map(renumbered.__getitem__, self.told_kw))
+        self._keyword_sets_limit = max(_KEYWORD_SETS_KEPT, 2 * len(self.keyword_sets))
 
     def _append_view(self, index, start):
         """Add the index's messages from row START on (rows with UIDs only) to the view."""

@@ -15,7 +15,8 @@ line, literal and command bounded; a client that keeps sending garbage is
 disconnected, and so is one that fails `max_login_failures` logins.
 """
 
-from typing import NamedTuple
+import time
+from collections import namedtuple
 
 from ..server import auth, connection
 from ..store import mailbox as mbox
@@ -29,11 +30,20 @@ from .selected import UidValidityChanged
 from .states import ANSWERED, ANY, AUTH, NOT_AUTH, SELECTED, Bad, No, State, storage_failure
 
 
-class Entry(NamedTuple):
-    """A row of the command table: the Session method and the states it is valid in."""
+class Entry(namedtuple("Entry", "handler states")):
+    """A row of the command table: the Session method (a name) and the states (a frozenset) it is valid in."""
 
-    handler: str
-    states: frozenset
+    __slots__ = ()
+
+
+# Seconds after which a command was big work (a FETCH or SEARCH of thousands of messages): the memory it
+# freed then goes back to the system, so a session stays as small after it as before (about 0.1 ms).
+LONG_COMMAND = 0.05
+
+
+def _release_freed():
+    from ..core import memory  # ctypes: loaded by the few sessions that run big commands (-d has it already)
+    memory.release_freed()
 
 
 # RFC 3501 section 6 and the extensions, by state (the UID forms are their own rows)
@@ -160,12 +170,15 @@ class Session(Framing, MailboxCommands, MessageCommands):
 
 
     def execute(self, data):
+        started = time.monotonic()
         try:
             self.execute_parsed(data)
         finally:
             for spool in self.spooled.values():
                 spool.close()
             self.spooled = {}
+            if time.monotonic() - started >= LONG_COMMAND:
+                _release_freed()
 
     def execute_parsed(self, data):
         if not data.strip():

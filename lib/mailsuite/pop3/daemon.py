@@ -12,7 +12,7 @@ import os
 
 from ..core import config, log
 from ..core.cli import CONFIG_OPTION, CommandLine, Option
-from ..server import connection, inetd, listener, tls
+from ..server import connection, inetd, tls
 from . import session as pop3
 
 BUSY = b"-ERR [SYS/TEMP] too many sessions; try again later\r\n"
@@ -30,15 +30,18 @@ def main(argv):
     logger = log.setup(cfg, "pop3d")
     limits = connection.Limits.of(cfg.pop3, cfg.pop3.idle_timeout)
 
-    context = tls.tls_context(cfg, "pop3")          # loaded once, before any fork
+    daemon, implicit_tls = options.get("daemon"), bool(options.get("tls"))
+    # loaded once, before any fork; not at all for a session on pipes, which can never start TLS
+    context = tls.tls_context(cfg, "pop3") if daemon or inetd.tls_possible(implicit_tls) else None
 
     def session(conn):
         pop3.serve(conn, cfg, logger, context)
 
-    if not options.get("daemon"):
-        inetd.serve_inetd(session, tls=context, implicit_tls=bool(options.get("tls")), limits=limits)
+    if not daemon:
+        inetd.serve_inetd(session, tls=context, implicit_tls=implicit_tls, limits=limits)
         return os.EX_OK
+    from ..server import listener  # the listener's modules only for -d
     listener.serve_forking(session, listeners=listener.addresses(cfg, "pop3"), tls=context,
                            max_children=cfg.pop3.max_sessions, logger=logger, busy_reply=BUSY, limits=limits,
-                           preload=("mailsuite.server.passwords", *pop3.LOADED_LATER))
+                           preload=("mailsuite.server.passwords", "mailsuite.core.memory", *pop3.LOADED_LATER))
     return os.EX_OK

@@ -34,6 +34,7 @@ Plaintext received before STARTTLS is thrown away (no command injection
 across the handshake).
 """
 
+import collections
 import errno
 import os
 import select
@@ -41,8 +42,8 @@ import socket
 import stat
 import sys
 import time
-from typing import NamedTuple
 
+LOADED_LATER = ("ipaddress",)  # is_loopback's, imported when first asked: a -d listener loads it before forking
 READ_CHUNK = 65536
 WRITE_HIGH_WATER = 65536
 # An overlong line is skipped to its end only if that comes within 64 times the limit (1 MiB at least).
@@ -74,13 +75,18 @@ class TooManyCommands(SessionLimit):
     """The client used up the command lines allowed before login."""
 
 
-class Limits(NamedTuple):
-    """What one client may cost: the settings of a protocol's configuration section."""
+class Limits(collections.namedtuple("Limits", "line_timeout login_timeout login_commands per_address",
+                                    defaults=(600, 0, 0, 0))):
+    """What one client may cost: the settings of a protocol's configuration section.
 
-    line_timeout: float = 600      # a whole command line must arrive within this
-    login_timeout: float = 0       # the whole login phase, from connect (0: no deadline)
-    login_commands: int = 0        # command lines allowed before login (0: no budget)
-    per_address: int = 0           # -d: live sessions from one client address (0: no limit)
+    line_timeout: a whole command line must arrive within this; login_timeout:
+    the whole login phase, from connect (0: no deadline); login_commands:
+    command lines allowed before login (0: no budget); per_address: -d, live
+    sessions from one client address (0: no limit).  (collections, not
+    typing: a session process does not load typing for one class.)
+    """
+
+    __slots__ = ()
 
     @classmethod
     def of(cls, section, line_timeout):

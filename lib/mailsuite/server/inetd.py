@@ -3,8 +3,19 @@
 When stdin is a socket the peer address comes from it and STARTTLS works;
 when it is a pair of pipes the peer is local."""
 
+import os
+import stat
+
 from ..core.config import ConfigError
 from .connection import Connection, Limits, PeerGone, SessionLimit
+
+
+def tls_possible(implicit_tls):
+    """Whether this session may ever use TLS: implicit TLS, or STARTTLS on a socket (never on pipes).
+
+    A program whose session cannot need TLS skips loading its key (and ssl).
+    """
+    return implicit_tls or stat.S_ISSOCK(os.fstat(0).st_mode)
 
 
 def serve_inetd(handler, *, tls=None, implicit_tls=False, limits=Limits()):

@@ -22,7 +22,7 @@ import socket
 from ..core import children, hostport
 from ..core.config import ConfigError
 from ..core.errors import Fatal
-from . import pool
+from . import connection, pool
 from .connection import Connection, Limits, PeerGone, SessionLimit
 
 
@@ -59,7 +59,7 @@ class _Listener:
             self.logger.info("listening on %s", ", ".join(f"{host}:{port}" for host, port in bound))
             if on_ready:
                 on_ready(bound)
-            _share_with_children(self.preload)
+            _share_with_children((*connection.LOADED_LATER, *self.preload))
             self._accept_loop(wake_r)
             for sock, _ in self.sockets:
                 self.selector.unregister(sock)

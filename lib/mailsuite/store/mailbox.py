@@ -78,6 +78,7 @@ _BLOCK = re.compile(rb"(?:(?:status|x-status|x-keywords|x-uid|x-imapbase|x-imap)
 _X_UID = re.compile(rb"^x-uid[ \t]*:[ \t]*(\d+)[ \t\r]*$", re.I | re.M)
 _NO_KEY = (-1, -1, -1, -1, -1)       # the cache key of a mailbox file that does not exist
 _CHECK_WINDOW = 1 << 20              # bytes read at a time to check messages before writing in place
+_RELEASE_AFTER = 1000                # messages parsed at once after which freed memory goes back to the system
 
 
 class _StaleIndex(Exception):
@@ -320,6 +321,7 @@ class Mailbox:
                     known = min(before.valid, len(before.table) - 1)
         if found is None:
             found = scan_range(self.fd, 0, st.st_size)
+            _give_back_after(len(found[0]))
         table, imapbase = found
         in_file = imapbase is not None
         if not in_file and before is not None:
@@ -682,6 +684,7 @@ class Mailbox:
         snapshot = Snapshot(_key(st), self._tail_signature(st.st_size), kept, imapbase, True,
                             valid_rows(kept, imapbase, known))
         self._remember(snapshot)
+        _give_back_after(len(in_place) + (count - tail_from if tail_from is not None else 0))
         return self._index_of(snapshot, st.st_size)
 
     def _check_in_place(self, table, rows):
@@ -841,6 +844,17 @@ def _placed(msg, size, read):
         if found is None or int(found.group(1)) != msg.uid:
             return False
     return True
+
+
+def _give_back_after(messages):
+    """After parsing or rewriting MESSAGES at once: the memory that work freed goes back to the system.
+
+    Otherwise a session that once opened or rewrote a big mailbox would
+    keep the pages of that burst for as long as it runs.
+    """
+    if messages >= _RELEASE_AFTER:
+        from ..core import memory
+        memory.release_freed()
 
 
 def _keyword_sets_in_use(table, changes):
