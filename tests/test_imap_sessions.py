@@ -137,3 +137,15 @@ def test_a_new_keyword_is_announced_before_a_fetch_shows_it(connect):
     shown = [n for n, r in enumerate(reply.untagged) if r[0] == "FETCH" and "$Home" in r[2]["FLAGS"]]
     announced = [n for n, r in enumerate(reply.untagged) if r[0] == "FLAGS" and "$Home" in r[1]]
     assert shown and announced and announced[0] < shown[0]
+
+
+def test_a_delivery_seen_while_storing_flags_is_announced(connect):
+    """A STORE that rewrote the file after a delivery must not leave the new message unannounced for ever."""
+    fill(connect, 2)
+    a = connect()
+    ok(a.command("SELECT INBOX"))
+    deliver(connect.sandbox, "alice", b"Subject: message 3\n\nbody 3\n", as_user=RUN_AS)
+    ok(a.command("STORE 1 +FLAGS (\\Flagged)"))
+    exists = [r for r in ok(a.command("NOOP")).untagged + ok(a.command("NOOP")).untagged if r[0] == "EXISTS"]
+    reply = ok(a.command("FETCH 1:* (UID)"))
+    assert sorted(fetched(reply)) == [1, 2, 3], (exists, reply.raw)
