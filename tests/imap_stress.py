@@ -170,6 +170,17 @@ class World:
         self.events = collections.defaultdict(list)        # (mailbox, uid) -> [Event]
         self.token_uid = {}               # (mailbox, token) -> uid
 
+    def doom(self, mailbox, uids):
+        """UIDS of MAILBOX (marked \\Deleted, or being moved) may go any time from now, by anyone's EXPUNGE.
+
+        A server may expunge them for a session that never saw them, which
+        then hears of nothing; so if one of them is a message nobody has
+        named, the mailbox is blind from now on for messages that came before.
+        """
+        self.doomed.update((mailbox, uid) for uid in uids)
+        if any(uid is None or (mailbox, uid) not in self.tokens for uid in uids):
+            self.blind_expunge[mailbox] = max(self.blind_expunge.get(mailbox, 0), time.monotonic())
+
     def blind_since(self, mailbox):
         """Since when a message may have left MAILBOX unseen: a blind expunge, or an expunging command
         still running (the server may be done with it before its session has read the answer)."""
@@ -351,7 +362,7 @@ class Client(threading.Thread):
         uid = view.uids.pop(number - 1)
         now = time.monotonic()
         if uid is None or (view.mailbox, uid) not in self.world.tokens:  # gone, but which message was it?
-            self.world.blind_expunge[view.mailbox] = now
+            self.world.blind_expunge[view.mailbox] = max(self.world.blind_expunge.get(view.mailbox, 0), now)
         if uid is None:
             return
         view.gone.add(uid)
@@ -651,7 +662,7 @@ class Client(threading.Thread):
         source = view.mailbox
         if move:
             with self.world.lock:
-                self.world.doomed.update((source, uid) for uid in uids)
+                self.world.doom(source, uids)
         reply = self.command(verb.lower(), text)
         if reply.code == "COPYUID":
             with self.world.lock:
@@ -730,7 +741,7 @@ class Client(threading.Thread):
             return self.op_noop()
         uids = [view.uids[n - 1] for n in numbers]
         with self.world.lock:
-            self.world.doomed.update((view.mailbox, uid) for uid in uids)
+            self.world.doom(view.mailbox, uids)
         if self.rng.random() < 0.5 and None not in uids:
             reply = self.command("store", f"UID STORE {','.join(map(str, uids))} +FLAGS.SILENT (\\Deleted)")
         else:
