@@ -115,17 +115,8 @@ def shared_sandbox():
     Dovecot refuses to serve mail as root, so then both servers (and
     mail.local) run as nobody: see imap_support.RUN_AS.
     """
-    import tempfile
-
-    from imap_support import RUN_AS, chown_tree
-    directory = tempfile.mkdtemp(prefix="mailsuite-shared-")
-    os.chmod(directory, 0o755)
-    box = Sandbox(os.path.join(directory, "sb"))
-    box.clear_spools()
-    if RUN_AS:
-        chown_tree(directory, RUN_AS)
-    yield box
-    shutil.rmtree(directory, ignore_errors=True)
+    from imap_support import shared_sandbox as body
+    yield from body()
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ import os
 import struct
 import zlib
 
+from .locking import pid_alive
 from .table import COLUMNS, Table
 
 _MAGIC = b"MSIDX\x00\x02\x00"
@@ -171,7 +172,7 @@ class IndexCache:
         for name in names:
             parts = name.split(".")
             if len(parts) == 4 and parts[1] == "idx" and parts[3] in ("tmp", "old") and parts[2].isdigit():
-                if not _alive(int(parts[2])):
+                if not pid_alive(int(parts[2])):
                     try:
                         os.unlink(os.path.join(self.directory, name))
                     except OSError:
@@ -209,16 +210,6 @@ def _replace(temporary, path):
     os.rename(temporary, path)
     if old:
         os.unlink(old)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _whole(data):

@@ -212,7 +212,7 @@ def is_stale(content, mtime, now, hostname=None):
     """Whether a dotlock holding CONTENT, last touched at MTIME, has no live holder (file system time NOW)."""
     pid, host = parse_holder(content)
     if pid is not None and host in (None, hostname or os.uname().nodename):
-        return not _pid_alive(pid) or mtime < _boot_time()
+        return not pid_alive(pid) or mtime < _boot_time()
     return now - mtime > STALE_AFTER
 
 
@@ -244,7 +244,8 @@ def _boot_time():
     return 0
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
+    """Whether process PID exists on this host (one we may not signal exists too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
