@@ -130,7 +130,8 @@ class _Runner:
                 self.watches.add_watch(directory, mask, quiet=True)
         self.notifier = pyinotify.Notifier(self.watches, default_proc_fun=self._event, timeout=0)
         self.selector.register(self.watches.get_fd(), selectors.EVENT_READ, "inotify")
-        self.pool = WorkerPool(cfg, self.queue, logger, self.selector, recover=self._recover)
+        self.pool = WorkerPool(cfg, self.queue, logger, self.selector, recover=self._recover,
+                               runner_fds=(self.lock, self.wake_r, self.wake_w, self.watches.get_fd()))
         logger.info("queue runner started (%d workers, scan every %ds)", self.pool.size, interval)
 
     def _signal(self, signum, _frame):

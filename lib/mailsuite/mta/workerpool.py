@@ -51,9 +51,14 @@ class Worker:
 class WorkerPool:
     """Up to SIZE workers; SELECTOR (the runner's) watches their channels."""
 
-    def __init__(self, cfg, queue, logger, selector, *, size=None, recover=None):
-        """RECOVER(reasons, retry_now) takes back the messages of a worker that died (runner.recover)."""
+    def __init__(self, cfg, queue, logger, selector, *, size=None, recover=None, runner_fds=()):
+        """RECOVER(reasons, retry_now) takes back the messages of a worker that died (runner.recover).
+
+        RUNNER_FDS are the runner's own descriptors, which a worker closes:
+        above all its runner lock, which a worker outliving a killed runner
+        would otherwise hold for it, keeping a successor waiting."""
         self.cfg, self.queue, self.logger, self.selector = cfg, queue, logger, selector
+        self.runner_fds = tuple(runner_fds)
         self.size = max(1, size or cfg.queue.max_workers)
         self.recover = recover
         self.workers = {}                # pid -> Worker
@@ -190,6 +195,8 @@ class WorkerPool:
         self.selector.close()
         for sock in inherited:
             sock.close()
+        for fd in self.runner_fds:
+            os.close(fd)
         serve(self.cfg, self.queue, self.logger, channel)
 
     def _send(self, worker, batch):
