@@ -2,8 +2,10 @@
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import peers
@@ -117,6 +119,26 @@ def shared_sandbox():
     """
     from imap_support import shared_sandbox as body
     yield from body()
+
+
+@pytest.fixture
+def lmtp_socket(sandbox, tmp_path):
+    """The path of a unix socket whose one connection is served by the sandbox's `mail.local -l`."""
+    path = str(tmp_path / "lmtp.sock")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            subprocess.run([program("mail.local"), "-C", sandbox.conf, "-l"], stdin=conn, stdout=conn, timeout=60)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    yield path
+    server.join(timeout=60)
+    listener.close()
 
 
 @pytest.fixture

@@ -20,18 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import program
 from mta_helpers import spool_messages
-from procs import LISTENING, children_of
+from procs import LISTENING, descendants
 from stage import stage
-
-
-def descendants(pid):
-    """Every process below PID (children, their children...), from /proc."""
-    found, todo = [], [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 class SystemMta:

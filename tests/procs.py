@@ -33,6 +33,28 @@ def children_of(pid):
     return found
 
 
+def descendants(pid):
+    """Every process below PID (children, their children...), from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        for child in children_of(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def runner_of(master, queue_dir):
+    """The SMTP daemon MASTER's queue runner: its child that holds the runner lock; None if none does."""
+    lock = os.path.join(queue_dir, "runner.lock")
+    for pid in children_of(master):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == lock for fd in os.listdir(f"/proc/{pid}/fd")):
+                return pid
+        except OSError:
+            continue
+    return None
+
+
 def system_installation(section, users, *, root_login=False):
     """A system-mode (not sandbox) installation in a fresh directory every uid can traverse.
 

@@ -2,7 +2,6 @@
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 from pathlib import Path
 
 import peers
+from serverlib import stop
 
 from mailsuite.core import config
 from mailsuite.mta import queue
@@ -105,14 +105,8 @@ class Instance:
         return self
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
         if self.process:
+            stop(self.process, timeout=20)
             self.process.stdout.close()
             self.log.close()
         self.process = None

@@ -8,11 +8,8 @@ connection is mail.local's stdin and stdout (as an LMTP listener runs it).
 """
 
 import socket
-import subprocess
-import threading
 
 import pytest
-from conftest import program
 from mta_helpers import set_config
 
 S250_OK = 250
@@ -21,24 +18,10 @@ S552_TOO_BIG = 552
 
 
 @pytest.fixture
-def lmtp(sandbox, tmp_path):
-    """The path of a unix socket whose one connection is served by mail.local -l."""
+def lmtp(sandbox, lmtp_socket):
+    """mail.local -l on a unix socket, with a small size limit."""
     set_config(sandbox, "delivery", "max_message_size", "2000")
-    path = str(tmp_path / "lmtp.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(1)
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            subprocess.run([program("mail.local"), "-C", sandbox.conf, "-l"], stdin=conn, stdout=conn, timeout=60)
-
-    server = threading.Thread(target=serve)
-    server.start()
-    yield path
-    server.join(timeout=60)
-    listener.close()
+    return lmtp_socket
 
 
 def test_too_big_gets_one_reply_per_recipient_through_smtplib(lmtp):

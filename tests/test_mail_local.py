@@ -3,9 +3,7 @@
 import mailbox
 import os
 import smtplib
-import socket
 import subprocess
-import threading
 
 import pytest
 from conftest import program
@@ -112,30 +110,12 @@ def test_lmtp_hostile_input(sandbox):
     assert b"\x00nul" in sandbox.spool("alice").read_bytes()
 
 
-def test_lmtp_with_pythons_client(sandbox, tmp_path):
-    """smtplib.LMTP over a unix socket whose connections are served by mail.local -l."""
-    path = str(tmp_path / "lmtp.sock")
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(path)
-    listener.listen(1)
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            subprocess.run([program("mail.local"), "-C", sandbox.conf, "-l"], stdin=conn, stdout=conn, timeout=60)
-
-    server = threading.Thread(target=serve)
-    server.start()
-    try:
-        client = smtplib.LMTP(path)
-        refused = client.sendmail("bob@example.org", ["alice@localhost", "ghost@localhost", "bob@localhost"],
-                                  b"Subject: via smtplib\r\n\r\nhello\r\n.dot\r\n")
-        client.quit()
-    except smtplib.SMTPRecipientsRefused:
-        raise
-    finally:
-        server.join(timeout=60)
-        listener.close()
+def test_lmtp_with_pythons_client(sandbox, lmtp_socket):
+    """smtplib.LMTP over a unix socket whose connection is served by mail.local -l."""
+    client = smtplib.LMTP(lmtp_socket)
+    refused = client.sendmail("bob@example.org", ["alice@localhost", "ghost@localhost", "bob@localhost"],
+                              b"Subject: via smtplib\r\n\r\nhello\r\n.dot\r\n")
+    client.quit()
     assert refused == {"ghost@localhost": (550, b"5.1.1 no such user")}
     for user in ("alice", "bob"):
         [msg] = messages(sandbox.spool(user))

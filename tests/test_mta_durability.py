@@ -15,7 +15,7 @@ import time
 
 import pytest
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config
-from procs import children_of
+from procs import children_of, runner_of
 from smtp_helpers import Instance, wait_for
 
 from mailsuite.mta.queue import Queue
@@ -110,18 +110,6 @@ def test_a_worker_killed_between_append_and_record_does_not_deliver_twice(sandbo
     assert queue_files(sandbox, "deferred") == queue_files(sandbox, "incoming") == []
 
 
-def _runner_of(master, queue_dir):
-    """The queue runner child of MASTER: the one holding the runner lock."""
-    lock = str(queue_dir / "runner.lock")
-    for pid in children_of(master):
-        try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == lock for fd in os.listdir(f"/proc/{pid}/fd")):
-                return pid
-        except OSError:
-            continue
-    return None
-
-
 def _kill(pid):
     try:
         os.kill(pid, signal.SIGKILL)
@@ -165,7 +153,7 @@ def test_sigkills_of_the_daemon_its_runner_and_workers_with_20_clients(tmp_path)
             for round_ in range(24):
                 time.sleep(0.4)
                 master = host.process.pid
-                runner = _runner_of(master, host.dir / "queue")
+                runner = runner_of(master, host.dir / "queue")
                 if round_ % 8 == 7:
                     _kill(master)                                # the daemon itself: start another
                     host.process.wait()

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from mta_system import descendants
+from procs import runner_of
 from smtp_helpers import wait_for
 from stage import stage
 
@@ -43,15 +43,8 @@ def hostile_requests(victim):
 
 
 def runner_pid(mta):
-    """The daemon's queue runner: the child of the master that holds the runner lock."""
-    lock = str(mta.queue_dir / "runner.lock")
-    for pid in descendants(mta.daemon.pid):
-        try:
-            if any(os.readlink(f"/proc/{pid}/fd/{fd}") == lock for fd in os.listdir(f"/proc/{pid}/fd")):
-                return pid
-        except OSError:
-            continue
-    return None
+    """The daemon's queue runner."""
+    return runner_of(mta.daemon.pid, mta.queue_dir)
 
 
 def test_hostile_drop_files_stop_nobody_and_the_master_keeps_its_runner(system_mta, real_users):

@@ -10,7 +10,8 @@ import re
 import signal
 
 import pytest
-from mta_system import SystemMta, descendants
+from mta_system import SystemMta
+from procs import descendants
 from smtp_helpers import S250_OK, S354_START_DATA, S535_AUTH_FAILED, RawClient, wait_for
 from stage import stage
 

@@ -8,6 +8,7 @@ import shutil
 import pytest
 from conftest import program, subjects
 from procs import children_of, start_listener, stop_listener, system_installation
+from realsystem import process_status
 
 from mailsuite.server.passwords import hash_password
 
@@ -25,14 +26,6 @@ def system():
     stop_listener(proc, top)
 
 
-def status_of(pid):
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            fields[key] = value.split()
-    return fields
-
 
 def test_session_runs_as_the_user(system):
     top, port, proc = system
@@ -40,7 +33,7 @@ def test_session_runs_as_the_user(system):
     pop.user("carol")
     pop.pass_("carol")
     (session,) = children_of(proc.pid)
-    status = status_of(session)
+    status = process_status(session)
     assert status["Uid"] == [str(CAROL)] * 4
     mail_gid = str(grp.getgrnam("mail").gr_gid)
     assert status["Gid"] == [str(CAROL), str(CAROL), mail_gid, str(CAROL)]   # mail only in reserve

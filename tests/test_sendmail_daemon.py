@@ -10,7 +10,7 @@ import time
 import peers
 import pytest
 from mta_helpers import MESSAGE, queue_files, sendmail_path, set_config, wait_for_messages
-from procs import children_of
+from procs import children_of, descendants
 from test_queue_durability import wait_until
 
 from mailsuite.mta import runnerlock
@@ -99,7 +99,7 @@ def test_killed_worker_of_the_daemon_is_retried(sandbox, daemon, tmp_path):
     aliases.write_text(f'slow: "|touch {started}; sleep 30"\n')
     assert sandbox.run("sendmail", "-i", "slow", input=MESSAGE).returncode == 0
     wait_until(started.exists)
-    [worker] = [pid for pid in _descendants(os.getpid()) if _is_worker(pid, started)]
+    [worker] = [pid for pid in descendants(os.getpid()) if _is_worker(pid, started)]
     aliases.write_text(f'slow: "|cat > {out}"\n')
     os.kill(worker, signal.SIGKILL)
     wait_until(lambda: queue_files(sandbox, "deferred"))
@@ -107,15 +107,6 @@ def test_killed_worker_of_the_daemon_is_retried(sandbox, daemon, tmp_path):
     assert sandbox.run("sendmail", f"-qI{qid}").returncode == 0          # the daemon's runner is woken to try it
     wait_until(lambda: queue_files(sandbox, "active") == queue_files(sandbox, "deferred") == [])
     assert out.read_bytes().count(b"Subject: hello") == 1
-
-
-def _descendants(pid):
-    found, todo = [], [pid]
-    while todo:
-        for child in children_of(todo.pop()):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def _is_worker(pid, marker):

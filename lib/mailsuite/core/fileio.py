@@ -128,6 +128,15 @@ def syncfs(fd):
         raise OSError(code, os.strerror(code))
 
 
+def drain(fd):
+    """Read a non-blocking descriptor (a signal wake-up pipe) until it is empty."""
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
 def unlink_quietly(path, *, dir_fd=None):
     """Remove a file if it is there; for clean-ups that must not hide the error being handled."""
     try:

@@ -26,6 +26,7 @@ from collections import OrderedDict
 
 import pyinotify
 
+from ..core import fileio
 from . import runnerlock
 from .pickup import pickup_all
 from .queue import Queue, QueueError, valid_id
@@ -165,7 +166,7 @@ class _Runner:
                 break
             for key, _ in self.selector.select(self._sleep_time()):
                 if key.data == "signal":
-                    _drain(self.wake_r)
+                    fileio.drain(self.wake_r)
                 elif key.data == "inotify":
                     self.notifier.read_events()
                     self.notifier.process_events()
@@ -231,11 +232,3 @@ def recover(queue, logger, reasons=None, retry_now=()):
     removed = queue.clean_tmp()
     if removed:
         logger.info("queue: removed %d file(s) left in tmp/ by writers that died", len(removed))
-
-
-def _drain(fd):
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass

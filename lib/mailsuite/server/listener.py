@@ -19,7 +19,7 @@ import selectors
 import signal
 import socket
 
-from ..core import children, hostport
+from ..core import children, fileio, hostport
 from ..core.config import ConfigError
 from ..core.errors import Fatal
 from . import connection, pool
@@ -101,7 +101,7 @@ class _Listener:
         while not self.stopping:
             ready = self.selector.select(self._timeout())
             if any(key.data == "wake" for key, _ in ready):
-                _drain(wake_r)           # first: a signal arriving from now on wakes the next select
+                fileio.drain(wake_r)           # first: a signal arriving from now on wakes the next select
             self._reap(block=False)
             if self.hangup:
                 self.hangup = False
@@ -299,11 +299,3 @@ def _refuse(client, reply):
         pass
     finally:
         client.close()
-
-
-def _drain(fd):
-    try:
-        while os.read(fd, 512):
-            pass
-    except BlockingIOError:
-        pass
